@@ -1,0 +1,144 @@
+//! The traits a connector implements.
+
+use std::future::Future;
+
+use serde::de::DeserializeOwned;
+
+use crate::{BatchOutcome, Error, MessageBatch, ProducedBatch};
+
+/// What the runtime tells a connector instance when it opens it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorContext {
+    /// The connector's key, unique among connectors of its type.
+    pub key: String,
+}
+
+/// A sink writes messages consumed from Iggy to an external system.
+///
+/// The runtime calls `consume` with one batch at a time per instance and stores the
+/// consumer offsets only after `consume` returned `Ok`: a sink must have made the batch
+/// durable (or handed it off for good) before it returns.
+///
+/// ```
+/// use connector_sdk::{ConnectorContext, Error, MessageBatch, Sink};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Config { prefix: String }
+///
+/// struct PrintSink { prefix: String }
+///
+/// impl Sink for PrintSink {
+///     type Config = Config;
+///
+///     async fn open(config: Config, _context: ConnectorContext) -> Result<Self, Error> {
+///         Ok(PrintSink { prefix: config.prefix })
+///     }
+///
+///     async fn consume(&mut self, batch: MessageBatch<'_>) -> Result<(), Error> {
+///         for message in batch.messages {
+///             println!("{} {}", self.prefix, message.offset());
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// connector_sdk::export_sink!(PrintSink, "print");
+/// assert_eq!(descriptor().abi_version, connector_sdk::abi::ABI_VERSION);
+/// ```
+pub trait Sink: Sized + Send + 'static {
+    /// The connector's `plugin_config`, deserialised from JSON.
+    type Config: DeserializeOwned + Send + 'static;
+
+    /// Opens the connector (connects, creates tables, ...).
+    fn open(
+        config: Self::Config,
+        context: ConnectorContext,
+    ) -> impl Future<Output = Result<Self, Error>> + Send;
+
+    /// Writes one batch. The batch borrows the runtime's memory for this call only.
+    fn consume(
+        &mut self,
+        batch: MessageBatch<'_>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Flushes and releases resources; called once, after the last `consume`.
+    fn close(&mut self) -> impl Future<Output = Result<(), Error>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// A source reads from an external system; the runtime produces what it reads to Iggy.
+///
+/// The cursor contract: `poll` may read ahead but must not commit its external cursor
+/// (delete rows, acknowledge a queue, ...) until `on_batch_result` says
+/// [`BatchOutcome::Accepted`]. On [`BatchOutcome::Rejected`] the source rewinds so the
+/// same data comes again. At most one batch is unsettled at a time. `poll` must be
+/// cancel-safe: closing the source drops a `poll` that is still waiting.
+///
+/// ```
+/// use connector_sdk::{BatchOutcome, ConnectorContext, Error, ProducedBatch, ProducedMessage, Source};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Config {}
+///
+/// struct Counter { next: u64, staged: u64 }
+///
+/// impl Source for Counter {
+///     type Config = Config;
+///
+///     async fn open(_: Config, _: ConnectorContext, state: Option<Vec<u8>>) -> Result<Self, Error> {
+///         let next = state
+///             .and_then(|bytes| bytes.try_into().ok())
+///             .map(u64::from_le_bytes)
+///             .unwrap_or(0);
+///         Ok(Counter { next, staged: next })
+///     }
+///
+///     async fn poll(&mut self) -> Result<ProducedBatch, Error> {
+///         self.staged = self.next + 1;
+///         Ok(ProducedBatch {
+///             messages: vec![ProducedMessage::new(self.next.to_string())],
+///             state: Some(self.staged.to_le_bytes().to_vec()),
+///             ..ProducedBatch::default()
+///         })
+///     }
+///
+///     async fn on_batch_result(&mut self, outcome: BatchOutcome) -> Result<(), Error> {
+///         if outcome == BatchOutcome::Accepted {
+///             self.next = self.staged;
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// connector_sdk::export_source!(Counter, "counter");
+/// assert_eq!(descriptor().kind, connector_sdk::abi::KIND_SOURCE);
+/// ```
+pub trait Source: Sized + Send + 'static {
+    /// The connector's `plugin_config`, deserialised from JSON.
+    type Config: DeserializeOwned + Send + 'static;
+
+    /// Opens the connector with the state it last returned in an accepted batch.
+    fn open(
+        config: Self::Config,
+        context: ConnectorContext,
+        state: Option<Vec<u8>>,
+    ) -> impl Future<Output = Result<Self, Error>> + Send;
+
+    /// Waits for and returns the next batch. Must be cancel-safe.
+    fn poll(&mut self) -> impl Future<Output = Result<ProducedBatch, Error>> + Send;
+
+    /// Settles the batch returned by the last `poll`.
+    fn on_batch_result(
+        &mut self,
+        outcome: BatchOutcome,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = outcome;
+        async { Ok(()) }
+    }
+
+    /// Releases resources; called once, after the last call.
+    fn close(&mut self) -> impl Future<Output = Result<(), Error>> + Send {
+        async { Ok(()) }
+    }
+}

@@ -1,0 +1,934 @@
+//! The plugin side of the ABI: what [`export_sink!`](crate::export_sink) and
+//! [`export_source!`](crate::export_source) expand to call.
+//!
+//! Each instance owns a tokio runtime (its executor) whose threads are tagged with the
+//! connector key. Every ABI call spawns the work on that executor and returns at once;
+//! the work reports back through the host's completion function. Panics are caught at
+//! the entry point and around every connector future, and come back as
+//! [`STATUS_PANIC`](crate::abi::STATUS_PANIC) with the panic message; an instance that
+//! panicked refuses further calls except `close`.
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::runtime::Runtime;
+use tokio::sync::Mutex;
+use tokio::task::AbortHandle;
+use tracing::Instrument;
+
+use crate::abi::{
+    self, DoneFn, HeaderView, MessageView, OpenArgs, OpenDoneFn, PollDoneFn, RawSlice,
+    SinkBatchView, SourceBatchView,
+};
+use crate::{
+    BatchOutcome, ConnectorContext, Error, Message, MessageBatch, ProducedBatch, Schema, Sink,
+    Source, log_forward, parse_config,
+};
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A host completion function with its context, called exactly once: explicitly, or
+/// with [`abi::STATUS_CANCELLED`] when dropped unfinished (the work was abandoned).
+struct Completion<F: CompletionFn> {
+    func: Option<F>,
+    ctx: *mut c_void,
+}
+
+// SAFETY: the context pointer is opaque to the plugin; the ABI says the host's
+// completion may be called from any thread with it.
+unsafe impl<F: CompletionFn> Send for Completion<F> {}
+
+/// The three completion shapes of the ABI.
+trait CompletionFn: Copy + Send + 'static {
+    /// What a successful completion carries besides the status.
+    type Payload;
+    fn call(self, ctx: *mut c_void, status: i32, message: &str, payload: Self::Payload);
+    fn empty() -> Self::Payload;
+}
+
+impl CompletionFn for DoneFn {
+    type Payload = ();
+    fn call(self, ctx: *mut c_void, status: i32, message: &str, _: ()) {
+        // SAFETY: the host passed this function and context for this call's completion;
+        // the message lives until the call returns.
+        unsafe { self(ctx, status, RawSlice::new(message.as_bytes())) }
+    }
+    fn empty() {}
+}
+
+impl CompletionFn for OpenDoneFn {
+    type Payload = *mut c_void;
+    fn call(self, ctx: *mut c_void, status: i32, message: &str, instance: *mut c_void) {
+        // SAFETY: as for DoneFn.
+        unsafe { self(ctx, status, RawSlice::new(message.as_bytes()), instance) }
+    }
+    fn empty() -> *mut c_void {
+        std::ptr::null_mut()
+    }
+}
+
+impl CompletionFn for PollDoneFn {
+    type Payload = *const SourceBatchView;
+    fn call(self, ctx: *mut c_void, status: i32, message: &str, batch: *const SourceBatchView) {
+        // SAFETY: as for DoneFn; the batch view stays valid until `batch_result`.
+        unsafe { self(ctx, status, RawSlice::new(message.as_bytes()), batch) }
+    }
+    fn empty() -> *const SourceBatchView {
+        std::ptr::null()
+    }
+}
+
+impl<F: CompletionFn> Completion<F> {
+    fn new(func: F, ctx: *mut c_void) -> Self {
+        Completion {
+            func: Some(func),
+            ctx,
+        }
+    }
+
+    fn ok(mut self, payload: F::Payload) {
+        if let Some(func) = self.func.take() {
+            func.call(self.ctx, abi::STATUS_OK, "", payload);
+        }
+    }
+
+    fn fail(mut self, status: i32, message: &str) {
+        if let Some(func) = self.func.take() {
+            func.call(self.ctx, status, message, F::empty());
+        }
+    }
+
+    fn error(self, error: &Error) {
+        self.fail(error.status(), error.message());
+    }
+}
+
+impl<F: CompletionFn> Drop for Completion<F> {
+    fn drop(&mut self) {
+        if let Some(func) = self.func.take() {
+            func.call(
+                self.ctx,
+                abi::STATUS_CANCELLED,
+                "the call was abandoned because the connector instance is closing",
+                F::empty(),
+            );
+        }
+    }
+}
+
+/// Runs the synchronous part of an entry point, turning a panic into a completion.
+fn guard_entry<F: CompletionFn>(
+    completion: Completion<F>,
+    body: impl FnOnce(&mut Option<Completion<F>>),
+) {
+    let mut slot = Some(completion);
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| body(&mut slot)));
+    if let Err(payload) = outcome
+        && let Some(completion) = slot.take()
+    {
+        completion.fail(abi::STATUS_PANIC, &panic_message(payload.as_ref()));
+    }
+}
+
+/// The text of a panic payload.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "(a panic payload that is not a string)".to_owned()
+    }
+}
+
+/// A future that turns a panic while polling its inner future into `Err(message)`.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.get_mut().0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
+        }
+    }
+}
+
+/// Runs `future` with panics caught; a panic poisons the instance state.
+async fn run_guarded<T, R>(
+    state: &mut InstanceState<T>,
+    call: impl FnOnce(&mut T) -> BoxFuture<'_, Result<R, Error>>,
+) -> Result<R, (i32, String)> {
+    if let Some(panic) = &state.poisoned {
+        return Err((
+            abi::STATUS_PANIC,
+            format!("the instance is unusable after an earlier panic ({panic}); reopen it"),
+        ));
+    }
+    let Some(connector) = state.connector.as_mut() else {
+        return Err((abi::STATUS_INVALID_CALL, "instance is closed".to_owned()));
+    };
+    match CatchUnwind(Box::pin(call(connector))).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err((error.status(), error.message().to_owned())),
+        Err(panic) => {
+            state.poisoned = Some(panic.clone());
+            Err((abi::STATUS_PANIC, panic))
+        }
+    }
+}
+
+/// A batch a source produced, kept until the host settles it. The views point into
+/// `batch`, `headers` and `messages`, whose heap buffers never move while it lives.
+struct PendingBatch {
+    view: SourceBatchView,
+    _messages: Vec<MessageView>,
+    _headers: Vec<HeaderView>,
+    _batch: ProducedBatch,
+}
+
+impl PendingBatch {
+    fn new(batch_id: u64, batch: ProducedBatch) -> Box<Self> {
+        let headers: Vec<HeaderView> = batch
+            .messages
+            .iter()
+            .flat_map(|message| message.headers.iter().map(|header| header.view()))
+            .collect();
+        let mut first_header = 0;
+        let messages: Vec<MessageView> = batch
+            .messages
+            .iter()
+            .map(|message| {
+                let count = message.headers.len();
+                let view = message.view(&headers[first_header..first_header + count]);
+                first_header += count;
+                view
+            })
+            .collect();
+        let view = SourceBatchView {
+            batch_id,
+            schema: batch.schema.code(),
+            messages: messages.as_ptr(),
+            messages_len: messages.len(),
+            state: match &batch.state {
+                Some(state) => RawSlice {
+                    // A non-null pointer marks "state present", even when it is empty.
+                    ptr: if state.is_empty() {
+                        std::ptr::NonNull::<u8>::dangling().as_ptr()
+                    } else {
+                        state.as_ptr()
+                    },
+                    len: state.len(),
+                },
+                None => RawSlice::EMPTY,
+            },
+        };
+        Box::new(PendingBatch {
+            view,
+            _messages: messages,
+            _headers: headers,
+            _batch: batch,
+        })
+    }
+}
+
+/// What the instance's executor tasks share, behind one async mutex: the mutex is
+/// what serialises calls into the connector.
+struct InstanceState<T> {
+    connector: Option<T>,
+    poisoned: Option<String>,
+    pending: Option<Box<PendingBatch>>,
+    next_batch_id: u64,
+}
+
+/// One open connector instance; the host holds it as an opaque pointer.
+pub struct Instance<T> {
+    state: Arc<Mutex<InstanceState<T>>>,
+    runtime: Runtime,
+    span: tracing::Span,
+    poll_task: std::sync::Mutex<Option<AbortHandle>>,
+}
+
+impl<T: Send + 'static> Instance<T> {
+    fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) -> AbortHandle {
+        self.runtime
+            .spawn(future.instrument(self.span.clone()))
+            .abort_handle()
+    }
+}
+
+/// What `open` copies out of its arguments, plus the instance's executor.
+struct PreparedOpen {
+    config: String,
+    context: ConnectorContext,
+    state: Option<Vec<u8>>,
+    runtime: Runtime,
+}
+
+/// Reads the open arguments and builds the instance's executor.
+///
+/// # Safety
+/// `args` must be a valid [`OpenArgs`] per the ABI.
+unsafe fn prepare_open(
+    plugin: &'static str,
+    args: *const OpenArgs,
+) -> Result<PreparedOpen, (i32, String)> {
+    if args.is_null() {
+        return Err((
+            abi::STATUS_INVALID_CALL,
+            "open arguments are null".to_owned(),
+        ));
+    }
+    // SAFETY: non-null and valid per the caller's contract; copied out at once.
+    let args = unsafe { *args };
+    if let Some(log) = args.log {
+        log_forward::install(log, args.max_log_level, plugin);
+    }
+    let invalid = |message: String| (abi::STATUS_INVALID_CALL, message);
+    // SAFETY: OpenArgs slices are valid for this call (the ABI's memory rules).
+    let key = unsafe { args.key.as_str("connector key") }.map_err(invalid)?;
+    // SAFETY: as above.
+    let config = unsafe { args.config_json.as_str("plugin config") }.map_err(invalid)?;
+    let state = (!args.state.is_null()).then(|| {
+        // SAFETY: as above.
+        unsafe { args.state.as_bytes() }.to_vec()
+    });
+    let thread_key: Arc<str> = Arc::from(key);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.worker_threads.max(1) as usize)
+        .thread_name(format!("{plugin}:{key}"))
+        .on_thread_start(move || log_forward::set_thread_connector(thread_key.clone()))
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            (
+                abi::STATUS_RETRYABLE,
+                format!("cannot start the connector's executor: {error}"),
+            )
+        })?;
+    let context = ConnectorContext {
+        key: key.to_owned(),
+    };
+    Ok(PreparedOpen {
+        config: config.to_owned(),
+        context,
+        state,
+        runtime,
+    })
+}
+
+/// Parses the config, runs the connector's `open` on a fresh executor and hands the
+/// instance pointer to the host.
+///
+/// # Safety
+/// `args`, `done` and `ctx` must follow the ABI's `open` contract.
+unsafe fn open_instance<T, C, O>(
+    plugin: &'static str,
+    args: *const OpenArgs,
+    done: OpenDoneFn,
+    ctx: *mut c_void,
+    open: O,
+) where
+    T: Send + 'static,
+    C: serde::de::DeserializeOwned + Send + 'static,
+    O: FnOnce(C, ConnectorContext, Option<Vec<u8>>) -> BoxFuture<'static, Result<T, Error>>,
+{
+    guard_entry(Completion::new(done, ctx), |slot| {
+        // SAFETY: forwarded from this function's contract.
+        let prepared = unsafe { prepare_open(plugin, args) };
+        let PreparedOpen {
+            config,
+            context,
+            state,
+            runtime,
+        } = match prepared {
+            Ok(prepared) => prepared,
+            Err((status, message)) => {
+                if let Some(completion) = slot.take() {
+                    completion.fail(status, &message);
+                }
+                return;
+            }
+        };
+        let config: C = match parse_config(&config) {
+            Ok(config) => config,
+            Err(error) => {
+                if let Some(completion) = slot.take() {
+                    completion.error(&error);
+                }
+                shutdown_in_background(runtime);
+                return;
+            }
+        };
+        let Some(completion) = slot.take() else {
+            return;
+        };
+        let span = tracing::info_span!("connector", connector = %context.key, plugin);
+        let future = open(config, context, state);
+        let handle = runtime.handle().clone();
+        let instance_span = span.clone();
+        // The task owns the executor it runs on until `open` has succeeded, then hands it
+        // to the instance. Moving a runtime is fine; only dropping it here would not be.
+        handle.spawn(
+            async move {
+                let completion = completion;
+                let result = CatchUnwind(Box::pin(future)).await;
+                match result {
+                    Ok(Ok(connector)) => {
+                        let instance = Box::new(Instance {
+                            state: Arc::new(Mutex::new(InstanceState {
+                                connector: Some(connector),
+                                poisoned: None,
+                                pending: None,
+                                next_batch_id: 1,
+                            })),
+                            runtime,
+                            span: instance_span,
+                            poll_task: std::sync::Mutex::new(None),
+                        });
+                        completion.ok(Box::into_raw(instance).cast());
+                    }
+                    Ok(Err(error)) => {
+                        completion.error(&error);
+                        shutdown_in_background(runtime);
+                    }
+                    Err(panic) => {
+                        completion.fail(abi::STATUS_PANIC, &panic);
+                        shutdown_in_background(runtime);
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    });
+}
+
+/// Drops a runtime from a thread of its own: a runtime cannot be dropped from one of its
+/// own worker threads or from async code.
+fn shutdown_in_background(runtime: Runtime) {
+    let spawned = std::thread::Builder::new()
+        .name("connector-shutdown".to_owned())
+        .spawn(move || runtime.shutdown_timeout(Duration::from_secs(1)));
+    if let Err(error) = spawned {
+        // Leaking the runtime is the only safe option left; say so.
+        tracing::error!(%error, "cannot start a thread to shut a connector executor down");
+    }
+}
+
+/// Entry point `open` of a sink.
+///
+/// # Safety
+/// The ABI's `open` contract.
+pub unsafe fn sink_open<T: Sink>(
+    plugin: &'static str,
+    args: *const OpenArgs,
+    done: OpenDoneFn,
+    ctx: *mut c_void,
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        open_instance::<T, T::Config, _>(plugin, args, done, ctx, |config, context, _state| {
+            Box::pin(T::open(config, context))
+        })
+    }
+}
+
+/// Entry point `open` of a source.
+///
+/// # Safety
+/// The ABI's `open` contract.
+pub unsafe fn source_open<T: Source>(
+    plugin: &'static str,
+    args: *const OpenArgs,
+    done: OpenDoneFn,
+    ctx: *mut c_void,
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        open_instance::<T, T::Config, _>(plugin, args, done, ctx, |config, context, state| {
+            Box::pin(T::open(config, context, state))
+        })
+    }
+}
+
+/// Reads a sink batch view into a [`MessageBatch`].
+///
+/// # Safety
+/// `batch` must be a valid view whose memory stays valid for `'a`.
+unsafe fn read_sink_batch<'a>(batch: *const SinkBatchView) -> Result<MessageBatch<'a>, String> {
+    if batch.is_null() {
+        return Err("batch is null".to_owned());
+    }
+    // SAFETY: non-null and valid per the caller's contract.
+    let view = unsafe { *batch };
+    // SAFETY: the view's slices are valid for 'a per the caller's contract.
+    let stream = unsafe { view.stream.as_str("stream name") }?;
+    // SAFETY: as above.
+    let topic = unsafe { view.topic.as_str("topic name") }?;
+    let schema = Schema::from_code(view.schema)
+        .ok_or_else(|| format!("unknown schema code {}", view.schema))?;
+    // SAFETY: as above, for the message array.
+    let messages = unsafe { Message::slice_from_raw(view.messages, view.messages_len) };
+    Ok(MessageBatch {
+        stream,
+        topic,
+        partition_id: view.partition_id,
+        schema,
+        current_offset: view.current_offset,
+        messages,
+    })
+}
+
+/// Entry point `consume` of a sink.
+///
+/// # Safety
+/// The ABI's `consume` contract: `instance` came from this plugin's `open` and is not
+/// closed; `batch` stays valid until `done` is called.
+pub unsafe fn sink_consume<T: Sink>(
+    instance: *mut c_void,
+    batch: *const SinkBatchView,
+    done: DoneFn,
+    ctx: *mut c_void,
+) {
+    guard_entry(Completion::new(done, ctx), |slot| {
+        // SAFETY: the batch stays valid until the completion runs, and the completion
+        // runs only after the task below (which owns this view) has finished with it.
+        let batch = match unsafe { read_sink_batch::<'static>(batch) } {
+            Ok(batch) => batch,
+            Err(message) => {
+                if let Some(completion) = slot.take() {
+                    completion.fail(abi::STATUS_INVALID_CALL, &message);
+                }
+                return;
+            }
+        };
+        // SAFETY: `instance` is a live pointer from `open_instance` (caller's contract).
+        let instance = unsafe { &*instance.cast::<Instance<T>>() };
+        let Some(completion) = slot.take() else {
+            return;
+        };
+        let state = instance.state.clone();
+        instance.spawn(async move {
+            // Declared first so that, if the task is dropped, the completion (which lets
+            // the host free the batch) fires after everything that borrows the batch.
+            let completion = completion;
+            let mut state = state.lock().await;
+            match run_guarded(&mut state, |sink| Box::pin(sink.consume(batch))).await {
+                Ok(()) => completion.ok(()),
+                Err((status, message)) => completion.fail(status, &message),
+            }
+        });
+    });
+}
+
+/// Entry point `poll` of a source.
+///
+/// # Safety
+/// The ABI's `poll` contract: `instance` came from this plugin's `open` and is not closed.
+pub unsafe fn source_poll<T: Source>(instance: *mut c_void, done: PollDoneFn, ctx: *mut c_void) {
+    guard_entry(Completion::new(done, ctx), |slot| {
+        // SAFETY: `instance` is a live pointer from `open_instance` (caller's contract).
+        let instance = unsafe { &*instance.cast::<Instance<T>>() };
+        let Some(completion) = slot.take() else {
+            return;
+        };
+        let state = instance.state.clone();
+        let task = instance.spawn(async move {
+            let completion = completion;
+            let mut state = state.lock().await;
+            if let Some(pending) = &state.pending {
+                let message = format!(
+                    "batch {} is not settled yet: call batch_result first",
+                    pending.view.batch_id
+                );
+                completion.fail(abi::STATUS_INVALID_CALL, &message);
+                return;
+            }
+            match run_guarded(&mut state, |source| Box::pin(source.poll())).await {
+                Ok(batch) => {
+                    let batch_id = state.next_batch_id;
+                    state.next_batch_id += 1;
+                    let pending = PendingBatch::new(batch_id, batch);
+                    let view: *const SourceBatchView = &pending.view;
+                    state.pending = Some(pending);
+                    completion.ok(view);
+                }
+                Err((status, message)) => completion.fail(status, &message),
+            }
+        });
+        if let Ok(mut poll_task) = instance.poll_task.lock() {
+            *poll_task = Some(task);
+        }
+    });
+}
+
+/// Entry point `batch_result` of a source.
+///
+/// # Safety
+/// The ABI's `batch_result` contract: `instance` came from this plugin's `open` and is
+/// not closed; the host no longer reads the batch's view.
+pub unsafe fn source_batch_result<T: Source>(
+    instance: *mut c_void,
+    batch_id: u64,
+    accepted: u8,
+    done: DoneFn,
+    ctx: *mut c_void,
+) {
+    guard_entry(Completion::new(done, ctx), |slot| {
+        // SAFETY: `instance` is a live pointer from `open_instance` (caller's contract).
+        let instance = unsafe { &*instance.cast::<Instance<T>>() };
+        let Some(completion) = slot.take() else {
+            return;
+        };
+        let outcome = match accepted {
+            1 => BatchOutcome::Accepted,
+            0 => BatchOutcome::Rejected,
+            other => {
+                completion.fail(
+                    abi::STATUS_INVALID_CALL,
+                    &format!("batch result code {other} is neither 0 nor 1"),
+                );
+                return;
+            }
+        };
+        let state = instance.state.clone();
+        instance.spawn(async move {
+            let completion = completion;
+            let mut state = state.lock().await;
+            match state.pending.as_ref().map(|pending| pending.view.batch_id) {
+                Some(pending) if pending == batch_id => state.pending = None,
+                Some(pending) => {
+                    let message = format!("batch {batch_id} is not the pending batch {pending}");
+                    completion.fail(abi::STATUS_INVALID_CALL, &message);
+                    return;
+                }
+                None => {
+                    let message = format!("batch {batch_id} is not pending");
+                    completion.fail(abi::STATUS_INVALID_CALL, &message);
+                    return;
+                }
+            }
+            match run_guarded(&mut state, |source| {
+                Box::pin(source.on_batch_result(outcome))
+            })
+            .await
+            {
+                Ok(()) => completion.ok(()),
+                Err((status, message)) => completion.fail(status, &message),
+            }
+        });
+    });
+}
+
+/// Closes a connector of type `T` with `close`.
+///
+/// # Safety
+/// The ABI's `close` contract: `instance` came from this plugin's `open`, and the host
+/// makes no other call with it, now or later.
+unsafe fn close_instance<T: Send + 'static>(
+    instance: *mut c_void,
+    timeout_ms: u64,
+    done: DoneFn,
+    ctx: *mut c_void,
+    close: for<'a> fn(&'a mut T) -> BoxFuture<'a, Result<(), Error>>,
+) {
+    guard_entry(Completion::new(done, ctx), |slot| {
+        if instance.is_null() {
+            if let Some(completion) = slot.take() {
+                completion.fail(abi::STATUS_INVALID_CALL, "instance is null");
+            }
+            return;
+        }
+        // SAFETY: the pointer came from Box::into_raw in `open_instance`, and the caller
+        // guarantees this is its last use.
+        let instance = unsafe { Box::from_raw(instance.cast::<Instance<T>>()) };
+        // A source waiting for data would hold the state lock forever: `poll` is
+        // cancel-safe by contract, so abandon it.
+        if let Ok(mut poll_task) = instance.poll_task.lock()
+            && let Some(task) = poll_task.take()
+        {
+            task.abort();
+        }
+        let Some(completion) = slot.take() else {
+            return;
+        };
+        let closer = move || {
+            let Instance {
+                state,
+                runtime,
+                span,
+                ..
+            } = *instance;
+            let deadline = Duration::from_millis(timeout_ms);
+            let outcome = runtime.block_on(
+                async {
+                    let mut state =
+                        tokio::time::timeout(deadline, state.lock())
+                            .await
+                            .map_err(|_| {
+                                (
+                                    abi::STATUS_RETRYABLE,
+                                    format!(
+                                        "an in-flight call did not finish within {timeout_ms} ms; \
+                                     it was abandoned"
+                                    ),
+                                )
+                            })?;
+                    state.pending = None;
+                    if state.poisoned.is_some() {
+                        // The connector may be half-way through whatever panicked: do not
+                        // call into it again, only drop it (a panicking drop is contained).
+                        let connector = state.connector.take();
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| drop(connector)));
+                        return Ok(());
+                    }
+                    let result = match tokio::time::timeout(
+                        deadline,
+                        run_guarded(&mut state, |connector| close(connector)),
+                    )
+                    .await
+                    {
+                        Ok(result) => result,
+                        Err(_) => Err((
+                            abi::STATUS_RETRYABLE,
+                            format!("close did not finish within {timeout_ms} ms"),
+                        )),
+                    };
+                    state.connector = None;
+                    result
+                }
+                .instrument(span),
+            );
+            // Remaining tasks are dropped here; their completions report cancellation.
+            runtime.shutdown_timeout(Duration::from_millis(100));
+            match outcome {
+                Ok(()) => completion.ok(()),
+                Err((status, message)) => completion.fail(status, &message),
+            }
+        };
+        // `close` returns at once; the blocking part runs on a thread of its own, which
+        // is also the only kind of thread allowed to drop a runtime.
+        if let Err(error) = std::thread::Builder::new()
+            .name("connector-close".to_owned())
+            .spawn(closer)
+        {
+            tracing::error!(%error, "cannot start a thread to close a connector instance");
+        }
+    });
+}
+
+fn sink_close_fn<T: Sink>(sink: &mut T) -> BoxFuture<'_, Result<(), Error>> {
+    Box::pin(sink.close())
+}
+
+fn source_close_fn<T: Source>(source: &mut T) -> BoxFuture<'_, Result<(), Error>> {
+    Box::pin(source.close())
+}
+
+/// Entry point `close` of a sink.
+///
+/// # Safety
+/// The ABI's `close` contract.
+pub unsafe fn sink_close<T: Sink>(
+    instance: *mut c_void,
+    timeout_ms: u64,
+    done: DoneFn,
+    ctx: *mut c_void,
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { close_instance::<T>(instance, timeout_ms, done, ctx, sink_close_fn::<T>) }
+}
+
+/// Entry point `close` of a source.
+///
+/// # Safety
+/// The ABI's `close` contract.
+pub unsafe fn source_close<T: Source>(
+    instance: *mut c_void,
+    timeout_ms: u64,
+    done: DoneFn,
+    ctx: *mut c_void,
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { close_instance::<T>(instance, timeout_ms, done, ctx, source_close_fn::<T>) }
+}
+
+/// Builds a descriptor's name, version and SDK version fields.
+pub const fn descriptor_strings(
+    name: &'static str,
+    version: &'static str,
+) -> (RawSlice, RawSlice, RawSlice) {
+    (
+        RawSlice::new(name.as_bytes()),
+        RawSlice::new(version.as_bytes()),
+        RawSlice::new(env!("CARGO_PKG_VERSION").as_bytes()),
+    )
+}
+
+/// Exports a [`Sink`](crate::Sink) implementation as a connector plugin.
+///
+/// `export_sink!(MySink, "name")` defines, in the calling crate:
+/// - `pub fn descriptor() -> &'static ConnectorDescriptor`, to register the connector
+///   with a host it is linked into statically;
+/// - the C symbol `iggy_connector_descriptor_<crate name>` returning the same
+///   descriptor, which the host finds when it loads the crate as a cdylib.
+#[macro_export]
+macro_rules! export_sink {
+    ($sink:ty, $name:expr) => {
+        /// This connector's ABI descriptor (the same one its cdylib exports).
+        pub fn descriptor() -> &'static $crate::abi::ConnectorDescriptor {
+            const NAME: &str = $name;
+            unsafe extern "C" fn open(
+                args: *const $crate::abi::OpenArgs,
+                done: $crate::abi::OpenDoneFn,
+                ctx: *mut ::std::ffi::c_void,
+            ) {
+                // SAFETY: the host upholds the ABI contract that sink_open requires.
+                unsafe { $crate::__export::sink_open::<$sink>(NAME, args, done, ctx) }
+            }
+            unsafe extern "C" fn consume(
+                instance: *mut ::std::ffi::c_void,
+                batch: *const $crate::abi::SinkBatchView,
+                done: $crate::abi::DoneFn,
+                ctx: *mut ::std::ffi::c_void,
+            ) {
+                // SAFETY: the host upholds the ABI contract that sink_consume requires.
+                unsafe { $crate::__export::sink_consume::<$sink>(instance, batch, done, ctx) }
+            }
+            unsafe extern "C" fn close(
+                instance: *mut ::std::ffi::c_void,
+                timeout_ms: u64,
+                done: $crate::abi::DoneFn,
+                ctx: *mut ::std::ffi::c_void,
+            ) {
+                // SAFETY: the host upholds the ABI contract that sink_close requires.
+                unsafe { $crate::__export::sink_close::<$sink>(instance, timeout_ms, done, ctx) }
+            }
+            static VTABLE: $crate::abi::SinkVTable = $crate::abi::SinkVTable {
+                open,
+                consume,
+                close,
+            };
+            const STRINGS: (
+                $crate::abi::RawSlice,
+                $crate::abi::RawSlice,
+                $crate::abi::RawSlice,
+            ) = $crate::__export::descriptor_strings(NAME, env!("CARGO_PKG_VERSION"));
+            static DESCRIPTOR: $crate::abi::ConnectorDescriptor =
+                $crate::abi::ConnectorDescriptor {
+                    abi_version: $crate::abi::ABI_VERSION,
+                    kind: $crate::abi::KIND_SINK,
+                    name: STRINGS.0,
+                    version: STRINGS.1,
+                    sdk_version: STRINGS.2,
+                    sink: &VTABLE,
+                    source: ::std::ptr::null(),
+                };
+            &DESCRIPTOR
+        }
+
+        $crate::__export_descriptor_symbol!();
+    };
+}
+
+/// Exports a [`Source`](crate::Source) implementation as a connector plugin.
+///
+/// Defines `descriptor()` and the exported symbol as [`export_sink!`] does.
+#[macro_export]
+macro_rules! export_source {
+    ($source:ty, $name:expr) => {
+        /// This connector's ABI descriptor (the same one its cdylib exports).
+        pub fn descriptor() -> &'static $crate::abi::ConnectorDescriptor {
+            const NAME: &str = $name;
+            unsafe extern "C" fn open(
+                args: *const $crate::abi::OpenArgs,
+                done: $crate::abi::OpenDoneFn,
+                ctx: *mut ::std::ffi::c_void,
+            ) {
+                // SAFETY: the host upholds the ABI contract that source_open requires.
+                unsafe { $crate::__export::source_open::<$source>(NAME, args, done, ctx) }
+            }
+            unsafe extern "C" fn poll(
+                instance: *mut ::std::ffi::c_void,
+                done: $crate::abi::PollDoneFn,
+                ctx: *mut ::std::ffi::c_void,
+            ) {
+                // SAFETY: the host upholds the ABI contract that source_poll requires.
+                unsafe { $crate::__export::source_poll::<$source>(instance, done, ctx) }
+            }
+            unsafe extern "C" fn batch_result(
+                instance: *mut ::std::ffi::c_void,
+                batch_id: u64,
+                accepted: u8,
+                done: $crate::abi::DoneFn,
+                ctx: *mut ::std::ffi::c_void,
+            ) {
+                // SAFETY: the host upholds the ABI contract that source_batch_result
+                // requires.
+                unsafe {
+                    $crate::__export::source_batch_result::<$source>(
+                        instance, batch_id, accepted, done, ctx,
+                    )
+                }
+            }
+            unsafe extern "C" fn close(
+                instance: *mut ::std::ffi::c_void,
+                timeout_ms: u64,
+                done: $crate::abi::DoneFn,
+                ctx: *mut ::std::ffi::c_void,
+            ) {
+                // SAFETY: the host upholds the ABI contract that source_close requires.
+                unsafe {
+                    $crate::__export::source_close::<$source>(instance, timeout_ms, done, ctx)
+                }
+            }
+            static VTABLE: $crate::abi::SourceVTable = $crate::abi::SourceVTable {
+                open,
+                poll,
+                batch_result,
+                close,
+            };
+            const STRINGS: (
+                $crate::abi::RawSlice,
+                $crate::abi::RawSlice,
+                $crate::abi::RawSlice,
+            ) = $crate::__export::descriptor_strings(NAME, env!("CARGO_PKG_VERSION"));
+            static DESCRIPTOR: $crate::abi::ConnectorDescriptor =
+                $crate::abi::ConnectorDescriptor {
+                    abi_version: $crate::abi::ABI_VERSION,
+                    kind: $crate::abi::KIND_SOURCE,
+                    name: STRINGS.0,
+                    version: STRINGS.1,
+                    sdk_version: STRINGS.2,
+                    sink: ::std::ptr::null(),
+                    source: &VTABLE,
+                };
+            &DESCRIPTOR
+        }
+
+        $crate::__export_descriptor_symbol!();
+    };
+}
+
+/// The exported C symbol, named after the calling crate so that several connectors can
+/// be linked into one binary. Must match [`abi::descriptor_symbol`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_descriptor_symbol {
+    () => {
+        #[doc(hidden)]
+        #[unsafe(export_name = concat!("iggy_connector_descriptor_", env!("CARGO_CRATE_NAME")))]
+        pub extern "C" fn __iggy_connector_descriptor() -> *const $crate::abi::ConnectorDescriptor {
+            descriptor()
+        }
+    };
+}

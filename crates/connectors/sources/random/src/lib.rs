@@ -1,0 +1,205 @@
+//! The `random` source: generates JSON messages, for demos, tests and benchmarks.
+//!
+//! `plugin_config` (the keys of upstream's random source):
+//! - `interval` (duration, default `"1s"`): pause between batches.
+//! - `max_count` (integer, optional): total messages to produce; after that the source
+//!   stays idle. Counted across restarts through the source state.
+//! - `messages_range` (`[min, max]`, default `[1, 10]`): messages per batch.
+//! - `payload_size` (integer, default `100`): bytes of random text in each message.
+//!
+//! Each message is `{"seq": n, "key": "<connector key>", "text": "<random>", "created_at": micros}`
+//! with the id `hash(key) << 64 | seq`, so ids are unique per source and a batch produced
+//! again after a crash carries the same ids. The state is the count of messages in
+//! accepted batches; a rejected batch is produced again with the same sequence numbers.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use connector_sdk::{
+    BatchOutcome, ConnectorContext, Error, ProducedBatch, ProducedMessage, Schema, Source,
+};
+use serde::{Deserialize, Serialize};
+
+/// The source's `plugin_config`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomSourceConfig {
+    /// Pause between batches.
+    #[serde(
+        default = "default_interval",
+        deserialize_with = "connector_sdk::duration::deserialize"
+    )]
+    pub interval: Duration,
+    /// Total messages to produce; `None` = no limit.
+    #[serde(default)]
+    pub max_count: Option<u64>,
+    /// Minimum and maximum messages per batch.
+    #[serde(default = "default_range")]
+    pub messages_range: [u32; 2],
+    /// Bytes of random text per message.
+    #[serde(default = "default_payload_size")]
+    pub payload_size: usize,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_range() -> [u32; 2] {
+    [1, 10]
+}
+
+fn default_payload_size() -> usize {
+    100
+}
+
+/// Generates random messages.
+#[derive(Debug)]
+pub struct RandomSource {
+    config: RandomSourceConfig,
+    key: String,
+    id_prefix: u128,
+    /// Messages in accepted batches (the persisted state).
+    produced: u64,
+    /// `produced` plus the pending batch, committed on accept.
+    staged: u64,
+    rng: XorShift,
+    polled_once: bool,
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    seq: u64,
+    key: &'a str,
+    text: &'a str,
+    created_at: u64,
+}
+
+impl Source for RandomSource {
+    type Config = RandomSourceConfig;
+
+    async fn open(
+        config: RandomSourceConfig,
+        context: ConnectorContext,
+        state: Option<Vec<u8>>,
+    ) -> Result<Self, Error> {
+        let [min, max] = config.messages_range;
+        if min == 0 || min > max {
+            return Err(Error::invalid_config(format!(
+                "plugin_config.messages_range: expected [min, max] with 1 <= min <= max, got [{min}, {max}]"
+            )));
+        }
+        let produced = match state {
+            None => 0,
+            Some(bytes) => {
+                let bytes: [u8; 8] = bytes.try_into().map_err(|bytes: Vec<u8>| {
+                    Error::permanent(format!(
+                        "the saved state has {} bytes, expected 8",
+                        bytes.len()
+                    ))
+                })?;
+                u64::from_le_bytes(bytes)
+            }
+        };
+        let id_prefix = u128::from(fnv1a(context.key.as_bytes())) << 64;
+        let seed = now_micros() ^ fnv1a(context.key.as_bytes());
+        tracing::info!(produced, "random source opened");
+        Ok(RandomSource {
+            config,
+            key: context.key,
+            id_prefix,
+            produced,
+            staged: produced,
+            rng: XorShift::new(seed),
+            polled_once: false,
+        })
+    }
+
+    async fn poll(&mut self) -> Result<ProducedBatch, Error> {
+        let remaining = match self.config.max_count {
+            Some(max) => max.saturating_sub(self.produced),
+            None => u64::MAX,
+        };
+        if remaining == 0 {
+            // Done: stay idle until closed (a pending future is cancel-safe).
+            std::future::pending::<()>().await;
+        }
+        if self.polled_once {
+            tokio::time::sleep(self.config.interval).await;
+        }
+        self.polled_once = true;
+        let [min, max] = self.config.messages_range;
+        let wanted = u64::from(min) + self.rng.next() % (u64::from(max - min) + 1);
+        let count = wanted.min(remaining);
+        let mut messages = Vec::with_capacity(count as usize);
+        let mut text = String::with_capacity(self.config.payload_size);
+        for seq in self.produced..self.produced + count {
+            text.clear();
+            self.rng.fill_text(&mut text, self.config.payload_size);
+            let record = Record {
+                seq,
+                key: &self.key,
+                text: &text,
+                created_at: now_micros(),
+            };
+            let payload = serde_json::to_vec(&record)
+                .map_err(|error| Error::permanent(format!("cannot encode a record: {error}")))?;
+            messages.push(ProducedMessage {
+                id: Some(self.id_prefix | u128::from(seq)),
+                ..ProducedMessage::new(payload)
+            });
+        }
+        self.staged = self.produced + count;
+        Ok(ProducedBatch {
+            schema: Schema::Json,
+            messages,
+            state: Some(self.staged.to_le_bytes().to_vec()),
+        })
+    }
+
+    async fn on_batch_result(&mut self, outcome: BatchOutcome) -> Result<(), Error> {
+        match outcome {
+            BatchOutcome::Accepted => self.produced = self.staged,
+            BatchOutcome::Rejected => self.staged = self.produced,
+        }
+        Ok(())
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_micros() as u64)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A small, fast, non-cryptographic generator: random text needs nothing more.
+#[derive(Debug)]
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> Self {
+        XorShift(seed | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn fill_text(&mut self, text: &mut String, len: usize) {
+        const ALPHABET: &[u8; 62] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        text.extend((0..len).map(|_| char::from(ALPHABET[(self.next() % 62) as usize])));
+    }
+}
+
+connector_sdk::export_source!(RandomSource, "random");

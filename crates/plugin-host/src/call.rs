@@ -1,0 +1,168 @@
+//! Turns the ABI's completion callbacks into futures.
+//!
+//! Each call boxes a context holding a oneshot sender (and whatever must stay alive until
+//! the plugin answers), passes it to the plugin as `ctx`, and awaits the receiver. The
+//! completion function unboxes the context on whichever thread the plugin calls it from.
+//! If the awaiting future was dropped, the answer goes nowhere, but the context (and so
+//! the data the plugin was reading) is still freed only when the plugin answers.
+
+use std::ffi::c_void;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+
+use connector_sdk::abi::{DoneFn, OpenDoneFn, PollDoneFn, RawSlice, SourceBatchView};
+use tokio::sync::oneshot;
+
+use crate::error::{CallError, CallErrorKind};
+
+/// The outcome of a call from its ABI status and message.
+fn outcome(status: i32, message: RawSlice) -> Result<(), CallError> {
+    match CallErrorKind::from_status(status) {
+        None => Ok(()),
+        Some(kind) => {
+            // SAFETY: the ABI says the message is valid for the duration of the
+            // completion call, which is where this runs.
+            let bytes = unsafe { message.as_bytes() };
+            Err(CallError::new(kind, String::from_utf8_lossy(bytes)))
+        }
+    }
+}
+
+fn dropped() -> CallError {
+    CallError::new(
+        CallErrorKind::Cancelled,
+        "the plugin dropped the call without answering",
+    )
+}
+
+struct DoneCall<K> {
+    reply: oneshot::Sender<Result<(), CallError>>,
+    _keep_alive: K,
+}
+
+unsafe extern "C" fn on_done<K>(ctx: *mut c_void, status: i32, message: RawSlice) {
+    // SAFETY: `ctx` is the box `call_done::<K>` leaked for this call, and the ABI
+    // guarantees the completion runs exactly once.
+    let call = unsafe { Box::from_raw(ctx.cast::<DoneCall<K>>()) };
+    let _ = call.reply.send(outcome(status, message));
+}
+
+/// Makes a call whose completion is a [`DoneFn`]; `keep_alive` lives until it answers.
+pub(crate) async fn call_done<K: Send + 'static>(
+    keep_alive: K,
+    start: impl FnOnce(DoneFn, *mut c_void),
+) -> Result<(), CallError> {
+    let (reply, answer) = oneshot::channel();
+    let ctx = Box::into_raw(Box::new(DoneCall {
+        reply,
+        _keep_alive: keep_alive,
+    }));
+    start(on_done::<K>, ctx.cast());
+    answer.await.unwrap_or_else(|_| Err(dropped()))
+}
+
+/// A completion for calls nobody waits for (closing a dropped handle): logs failures.
+pub(crate) unsafe extern "C" fn on_done_detached(ctx: *mut c_void, status: i32, message: RawSlice) {
+    // SAFETY: `ctx` is the boxed connector key leaked by `detached_ctx`, used once.
+    let key = unsafe { Box::from_raw(ctx.cast::<String>()) };
+    if let Err(error) = outcome(status, message) {
+        tracing::warn!(connector = %key, %error, "closing a dropped connector instance failed");
+    }
+}
+
+/// The context for [`on_done_detached`].
+pub(crate) fn detached_ctx(key: &str) -> *mut c_void {
+    Box::into_raw(Box::new(key.to_owned())).cast()
+}
+
+/// A plugin's instance pointer.
+#[derive(Debug)]
+pub(crate) struct InstancePtr(pub(crate) NonNull<c_void>);
+
+// SAFETY: the ABI allows calls on an instance from any thread; the plugin serialises
+// them internally.
+unsafe impl Send for InstancePtr {}
+// SAFETY: as for Send.
+unsafe impl Sync for InstancePtr {}
+
+struct OpenCall {
+    reply: oneshot::Sender<Result<InstancePtr, CallError>>,
+}
+
+unsafe extern "C" fn on_open_done(
+    ctx: *mut c_void,
+    status: i32,
+    message: RawSlice,
+    instance: *mut c_void,
+) {
+    // SAFETY: `ctx` is the box `call_open` leaked for this call, used once.
+    let call = unsafe { Box::from_raw(ctx.cast::<OpenCall>()) };
+    let result = outcome(status, message).and_then(|()| {
+        NonNull::new(instance).map(InstancePtr).ok_or_else(|| {
+            CallError::new(
+                CallErrorKind::InvalidCall,
+                "open succeeded without an instance",
+            )
+        })
+    });
+    if let Err(Ok(instance)) = call.reply.send(result) {
+        // Nobody waits for this instance any more; it cannot be closed from here, so it
+        // leaks. Only a host that drops an `open` future mid-way gets here.
+        tracing::warn!(instance = ?instance.0, "an opened instance was abandoned by the host");
+    }
+}
+
+/// Makes an `open` call.
+pub(crate) async fn call_open(
+    start: impl FnOnce(OpenDoneFn, *mut c_void),
+) -> Result<InstancePtr, CallError> {
+    let (reply, answer) = oneshot::channel();
+    let ctx = Box::into_raw(Box::new(OpenCall { reply }));
+    start(on_open_done, ctx.cast());
+    answer.await.unwrap_or_else(|_| Err(dropped()))
+}
+
+/// The id of a batch whose poll answer nobody received, or whose handle was dropped
+/// unsettled; the next poll rejects it first.
+pub(crate) type OrphanSlot = Arc<Mutex<Option<u64>>>;
+
+struct PollCall {
+    reply: oneshot::Sender<Result<SourceBatchView, CallError>>,
+    orphan: OrphanSlot,
+}
+
+unsafe extern "C" fn on_poll_done(
+    ctx: *mut c_void,
+    status: i32,
+    message: RawSlice,
+    batch: *const SourceBatchView,
+) {
+    // SAFETY: `ctx` is the box `call_poll` leaked for this call, used once.
+    let call = unsafe { Box::from_raw(ctx.cast::<PollCall>()) };
+    let result = outcome(status, message).and_then(|()| {
+        if batch.is_null() {
+            return Err(CallError::new(
+                CallErrorKind::InvalidCall,
+                "poll succeeded without a batch",
+            ));
+        }
+        // SAFETY: non-null, and valid until `batch_result` per the ABI.
+        Ok(unsafe { *batch })
+    });
+    if let Err(Ok(view)) = call.reply.send(result)
+        && let Ok(mut orphan) = call.orphan.lock()
+    {
+        *orphan = Some(view.batch_id);
+    }
+}
+
+/// Makes a `poll` call.
+pub(crate) async fn call_poll(
+    orphan: OrphanSlot,
+    start: impl FnOnce(PollDoneFn, *mut c_void),
+) -> Result<SourceBatchView, CallError> {
+    let (reply, answer) = oneshot::channel();
+    let ctx = Box::into_raw(Box::new(PollCall { reply, orphan }));
+    start(on_poll_done, ctx.cast());
+    answer.await.unwrap_or_else(|_| Err(dropped()))
+}

@@ -1,0 +1,233 @@
+//! Finding and loading plugin libraries.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use connector_sdk::abi::{self, DescriptorFn};
+
+use crate::error::LoadError;
+use crate::plugin::{Plugin, PluginOrigin};
+
+/// Extensions that mark a path as already naming a shared library.
+const LIBRARY_EXTENSIONS: [&str; 3] = ["so", "dylib", "dll"];
+
+/// Loads plugin libraries, each file once.
+///
+/// Path resolution for a configured `path`:
+/// 1. If its file name has no shared-library extension, the platform's is appended
+///    (`.so` on Linux).
+/// 2. An absolute path is used as it is.
+/// 3. A relative path is tried against the working directory, then against the
+///    directory of the running executable, then against any extra search directories.
+///
+/// When nothing exists, the error lists every path tried.
+#[derive(Debug)]
+pub struct PluginLoader {
+    search_dirs: Vec<PathBuf>,
+    loaded: Mutex<HashMap<PathBuf, Plugin>>,
+}
+
+impl Default for PluginLoader {
+    fn default() -> Self {
+        PluginLoader::new()
+    }
+}
+
+impl PluginLoader {
+    /// A loader that resolves relative paths against the working directory and the
+    /// executable's directory.
+    pub fn new() -> Self {
+        PluginLoader {
+            search_dirs: Vec::new(),
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Adds a directory to try after the working directory and the executable's.
+    pub fn with_search_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.search_dirs.push(dir.into());
+        self
+    }
+
+    /// The candidate paths for a configured `path`, in the order they are tried.
+    pub fn candidates(&self, path: &str) -> Vec<PathBuf> {
+        let path = with_library_extension(Path::new(path));
+        if path.is_absolute() {
+            return vec![path];
+        }
+        let mut dirs = Vec::new();
+        if let Ok(cwd) = std::env::current_dir() {
+            dirs.push(cwd);
+        }
+        if let Some(exe_dir) = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        {
+            dirs.push(exe_dir);
+        }
+        dirs.extend(self.search_dirs.iter().cloned());
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        for dir in dirs {
+            let candidate = dir.join(&path);
+            if !candidates.contains(&candidate) {
+                candidates.push(candidate);
+            }
+        }
+        candidates
+    }
+
+    /// The first candidate that exists.
+    pub fn resolve(&self, path: &str) -> Result<PathBuf, LoadError> {
+        let tried = self.candidates(path);
+        tried
+            .iter()
+            .find(|candidate| candidate.is_file())
+            .cloned()
+            .ok_or_else(|| LoadError::NotFound {
+                requested: path.to_owned(),
+                tried,
+            })
+    }
+
+    /// Loads the library at `path` (resolved as above) and validates its descriptor.
+    /// Loading the same file again returns the same plugin.
+    pub fn load(&self, path: &str) -> Result<Plugin, LoadError> {
+        let resolved = self.resolve(path)?;
+        let canonical = resolved.canonicalize().unwrap_or(resolved);
+        let mut loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(plugin) = loaded.get(&canonical) {
+            return Ok(plugin.clone());
+        }
+        let plugin = load_library(&canonical)?;
+        loaded.insert(canonical, plugin.clone());
+        Ok(plugin)
+    }
+}
+
+/// Appends the platform's library extension unless the name already has one.
+fn with_library_extension(path: &Path) -> PathBuf {
+    let has_extension = path
+        .extension()
+        .and_then(|extension| extension.to_str())
+        .is_some_and(|extension| LIBRARY_EXTENSIONS.contains(&extension));
+    if has_extension {
+        path.to_path_buf()
+    } else {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".");
+        name.push(std::env::consts::DLL_EXTENSION);
+        PathBuf::from(name)
+    }
+}
+
+/// The crate name a library file was built from: `libfoo_bar.so` -> `foo_bar`.
+fn crate_name_of(path: &Path) -> String {
+    let stem = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or_default();
+    let stem = stem.split('.').next().unwrap_or(stem);
+    let stem = stem
+        .strip_prefix(std::env::consts::DLL_PREFIX)
+        .unwrap_or(stem);
+    stem.replace('-', "_")
+}
+
+fn load_library(path: &Path) -> Result<Plugin, LoadError> {
+    // SAFETY: loading a library runs its initialisers. Connector libraries are Rust
+    // cdylibs built with connector-sdk, whose initialisers are the Rust runtime's own;
+    // this is the trust the configuration places in the file it names.
+    let library = unsafe { libloading::Library::new(path) }.map_err(|error| LoadError::Open {
+        path: path.to_path_buf(),
+        reason: error.to_string(),
+    })?;
+    // Libraries are never unloaded: a plugin's executor threads may still run its code
+    // after every handle is gone, and unloading under them would be undefined behaviour.
+    let library: &'static libloading::Library = Box::leak(Box::new(library));
+    let symbol = abi::descriptor_symbol(&crate_name_of(path));
+    // SAFETY: the symbol is declared by connector-sdk's export macros with exactly the
+    // `DescriptorFn` signature.
+    let entry = unsafe { library.get::<DescriptorFn>(symbol.as_bytes()) }.map_err(|error| {
+        LoadError::MissingSymbol {
+            path: path.to_path_buf(),
+            symbol: symbol.clone(),
+            reason: error.to_string(),
+        }
+    })?;
+    // SAFETY: calling the entry function only returns a pointer to static data.
+    let descriptor = unsafe { entry() };
+    // SAFETY: the library is never unloaded, so its static descriptor lives for the rest
+    // of the program; `from_descriptor` reads only the version before checking it.
+    unsafe { Plugin::from_descriptor(descriptor, PluginOrigin::Library(path.to_path_buf())) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_the_platform_extension_only_when_missing() {
+        let so = std::env::consts::DLL_EXTENSION;
+        assert_eq!(
+            with_library_extension(Path::new("target/release/libx")),
+            PathBuf::from(format!("target/release/libx.{so}"))
+        );
+        assert_eq!(
+            with_library_extension(Path::new("libx.so")),
+            PathBuf::from("libx.so")
+        );
+        assert_eq!(
+            with_library_extension(Path::new("my.plugin")),
+            PathBuf::from(format!("my.plugin.{so}"))
+        );
+    }
+
+    #[test]
+    fn derives_the_crate_name_from_the_file_name() {
+        let prefix = std::env::consts::DLL_PREFIX;
+        let so = std::env::consts::DLL_EXTENSION;
+        let path = PathBuf::from(format!("/x/{prefix}iggy_connector_stdout_sink.{so}"));
+        assert_eq!(crate_name_of(&path), "iggy_connector_stdout_sink");
+    }
+
+    #[test]
+    fn relative_paths_try_the_working_directory_then_the_executable_directory() {
+        let loader = PluginLoader::new().with_search_dir("/opt/plugins");
+        let candidates = loader.candidates("plugins/libx");
+        let so = std::env::consts::DLL_EXTENSION;
+        let cwd = std::env::current_dir().unwrap();
+        let exe_dir = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        assert_eq!(candidates[0], cwd.join(format!("plugins/libx.{so}")));
+        assert_eq!(candidates[1], exe_dir.join(format!("plugins/libx.{so}")));
+        assert_eq!(
+            candidates.last().unwrap(),
+            &PathBuf::from(format!("/opt/plugins/plugins/libx.{so}"))
+        );
+        assert_eq!(
+            loader.candidates("/abs/libx.so"),
+            vec![PathBuf::from("/abs/libx.so")]
+        );
+    }
+
+    #[test]
+    fn a_missing_library_lists_every_path_tried() {
+        let loader = PluginLoader::new();
+        let error = loader.load("no/such/libplugin").unwrap_err();
+        let LoadError::NotFound { tried, .. } = &error else {
+            panic!("expected NotFound, got {error}");
+        };
+        assert_eq!(tried.len(), 2);
+        let message = error.to_string();
+        for path in tried {
+            assert!(message.contains(&path.display().to_string()), "{message}");
+        }
+    }
+}

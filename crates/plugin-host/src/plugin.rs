@@ -1,0 +1,282 @@
+//! A validated connector descriptor, and opening instances from it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use connector_sdk::abi::{self, ConnectorDescriptor, OpenArgs, RawSlice, SinkVTable, SourceVTable};
+
+use crate::call::call_open;
+use crate::error::{CallError, CallErrorKind, LoadError};
+use crate::log::{forward_plugin_log, host_max_level};
+use crate::{SinkInstance, SourceInstance};
+
+/// Whether a connector is a sink or a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectorKind {
+    /// Writes messages consumed from Iggy to an external system.
+    Sink,
+    /// Reads from an external system for the runtime to produce to Iggy.
+    Source,
+}
+
+impl fmt::Display for ConnectorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnectorKind::Sink => "sink",
+            ConnectorKind::Source => "source",
+        })
+    }
+}
+
+/// Where a plugin's code lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginOrigin {
+    /// Linked into this program and registered by its descriptor.
+    Static,
+    /// Loaded from a shared library at this path.
+    Library(PathBuf),
+}
+
+impl fmt::Display for PluginOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginOrigin::Static => f.write_str("statically linked connector"),
+            PluginOrigin::Library(path) => write!(f, "plugin {}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Functions {
+    Sink(&'static SinkVTable),
+    Source(&'static SourceVTable),
+}
+
+#[derive(Debug)]
+struct PluginInner {
+    functions: Functions,
+    name: String,
+    version: String,
+    sdk_version: String,
+    origin: PluginOrigin,
+}
+
+/// A connector plugin whose descriptor passed the ABI check. Cheap to clone.
+///
+/// The code behind a `Plugin` stays loaded for the life of the process (see the crate
+/// documentation), so every handle made from it can call into it safely.
+#[derive(Debug, Clone)]
+pub struct Plugin {
+    inner: Arc<PluginInner>,
+}
+
+/// Per-instance options of `open`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Worker threads of the instance's own executor (at least 1).
+    pub worker_threads: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { worker_threads: 1 }
+    }
+}
+
+impl Plugin {
+    /// Registers a connector linked into this program, by the `descriptor()` function
+    /// its `export_sink!` / `export_source!` generated.
+    ///
+    /// ```no_run
+    /// # fn descriptor() -> &'static connector_sdk::abi::ConnectorDescriptor { unimplemented!() }
+    /// let plugin = plugin_host::Plugin::from_static(descriptor())?;
+    /// println!("{} {}", plugin.name(), plugin.version());
+    /// # Ok::<(), plugin_host::LoadError>(())
+    /// ```
+    pub fn from_static(descriptor: &'static ConnectorDescriptor) -> Result<Plugin, LoadError> {
+        // SAFETY: a &'static reference is valid for the whole program.
+        unsafe { Plugin::from_descriptor(descriptor, PluginOrigin::Static) }
+    }
+
+    /// Validates a descriptor: ABI version first, then kind, function table and strings.
+    ///
+    /// # Safety
+    /// `descriptor` must be null or point to memory that stays valid for the rest of the
+    /// program and starts with a `u32` ABI version; if that version is [`abi::ABI_VERSION`]
+    /// it must be a valid [`ConnectorDescriptor`].
+    pub(crate) unsafe fn from_descriptor(
+        descriptor: *const ConnectorDescriptor,
+        origin: PluginOrigin,
+    ) -> Result<Plugin, LoadError> {
+        let invalid = |reason: &str| LoadError::InvalidDescriptor {
+            origin: origin.to_string(),
+            reason: reason.to_owned(),
+        };
+        if descriptor.is_null() {
+            return Err(invalid("the descriptor pointer is null"));
+        }
+        // Only the first field is read before the version is known to match.
+        // SAFETY: non-null and starting with a u32 (caller's contract).
+        let plugin_abi = unsafe { descriptor.cast::<u32>().read() };
+        if plugin_abi != abi::ABI_VERSION {
+            return Err(LoadError::AbiMismatch {
+                origin: origin.to_string(),
+                plugin_abi,
+                host_abi: abi::ABI_VERSION,
+            });
+        }
+        // SAFETY: the version matches, so this is a valid descriptor (caller's contract).
+        let descriptor: &'static ConnectorDescriptor = unsafe { &*descriptor };
+        let text = |slice: RawSlice, what: &str| {
+            // SAFETY: descriptor strings are static data of the plugin.
+            unsafe { slice.as_str(what) }
+                .map(str::to_owned)
+                .map_err(|reason| invalid(&reason))
+        };
+        let functions = match descriptor.kind {
+            abi::KIND_SINK if !descriptor.sink.is_null() => {
+                // SAFETY: non-null pointer to the plugin's static sink table.
+                Functions::Sink(unsafe { &*descriptor.sink })
+            }
+            abi::KIND_SOURCE if !descriptor.source.is_null() => {
+                // SAFETY: non-null pointer to the plugin's static source table.
+                Functions::Source(unsafe { &*descriptor.source })
+            }
+            abi::KIND_SINK => return Err(invalid("a sink without a sink function table")),
+            abi::KIND_SOURCE => return Err(invalid("a source without a source function table")),
+            other => return Err(invalid(&format!("unknown connector kind {other}"))),
+        };
+        let name = text(descriptor.name, "connector name")?;
+        if name.is_empty() {
+            return Err(invalid("the connector name is empty"));
+        }
+        Ok(Plugin {
+            inner: Arc::new(PluginInner {
+                functions,
+                version: text(descriptor.version, "connector version")?,
+                sdk_version: text(descriptor.sdk_version, "sdk version")?,
+                name,
+                origin,
+            }),
+        })
+    }
+
+    /// Sink or source.
+    pub fn kind(&self) -> ConnectorKind {
+        match self.inner.functions {
+            Functions::Sink(_) => ConnectorKind::Sink,
+            Functions::Source(_) => ConnectorKind::Source,
+        }
+    }
+
+    /// The connector's name, as its descriptor declares it.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The connector crate's version.
+    pub fn version(&self) -> &str {
+        &self.inner.version
+    }
+
+    /// The connector-sdk version the plugin was built with.
+    pub fn sdk_version(&self) -> &str {
+        &self.inner.sdk_version
+    }
+
+    /// Where the plugin's code lives.
+    pub fn origin(&self) -> &PluginOrigin {
+        &self.inner.origin
+    }
+
+    /// The library path, for a plugin loaded from a file.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.inner.origin {
+            PluginOrigin::Library(path) => Some(path),
+            PluginOrigin::Static => None,
+        }
+    }
+
+    fn wrong_kind(&self, wanted: ConnectorKind) -> CallError {
+        CallError::new(
+            CallErrorKind::InvalidCall,
+            format!(
+                "{} ({}) is a {}, not a {wanted}",
+                self.inner.origin,
+                self.name(),
+                self.kind()
+            ),
+        )
+    }
+
+    /// Opens a sink instance with its `plugin_config` as JSON.
+    pub async fn open_sink(
+        &self,
+        key: &str,
+        config_json: &str,
+        options: OpenOptions,
+    ) -> Result<SinkInstance, CallError> {
+        let Functions::Sink(vtable) = self.inner.functions else {
+            return Err(self.wrong_kind(ConnectorKind::Sink));
+        };
+        let instance = self
+            .open(vtable.open, key, config_json, None, options)
+            .await?;
+        Ok(SinkInstance::new(self.clone(), vtable, instance, key))
+    }
+
+    /// Opens a source instance with its `plugin_config` as JSON and its last state.
+    pub async fn open_source(
+        &self,
+        key: &str,
+        config_json: &str,
+        state: Option<&[u8]>,
+        options: OpenOptions,
+    ) -> Result<SourceInstance, CallError> {
+        let Functions::Source(vtable) = self.inner.functions else {
+            return Err(self.wrong_kind(ConnectorKind::Source));
+        };
+        let instance = self
+            .open(vtable.open, key, config_json, state, options)
+            .await?;
+        Ok(SourceInstance::new(self.clone(), vtable, instance, key))
+    }
+
+    async fn open(
+        &self,
+        open: abi::OpenFn,
+        key: &str,
+        config_json: &str,
+        state: Option<&[u8]>,
+        options: OpenOptions,
+    ) -> Result<crate::call::InstancePtr, CallError> {
+        let state = match state {
+            // A non-null pointer marks "state present", even for empty state.
+            Some([]) => RawSlice {
+                ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(),
+                len: 0,
+            },
+            Some(bytes) => RawSlice::new(bytes),
+            None => RawSlice::EMPTY,
+        };
+        let args = OpenArgs {
+            key: RawSlice::new(key.as_bytes()),
+            config_json: RawSlice::new(config_json.as_bytes()),
+            state,
+            // A statically linked connector shares our `tracing`: nothing to forward.
+            log: match self.inner.origin {
+                PluginOrigin::Static => None,
+                PluginOrigin::Library(_) => Some(forward_plugin_log),
+            },
+            max_log_level: host_max_level(),
+            worker_threads: options.worker_threads,
+        };
+        call_open(|done, ctx| {
+            // SAFETY: `open` comes from a validated descriptor; `args` and the strings
+            // it points to outlive this call, which is all the ABI asks of them.
+            unsafe { open(&args, done, ctx) }
+        })
+        .await
+    }
+}

@@ -1,0 +1,190 @@
+//! Source instances and the batches they produce.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use connector_sdk::abi::{SourceBatchView, SourceVTable};
+use connector_sdk::{Message, Schema};
+
+use crate::call::{InstancePtr, OrphanSlot, call_done, call_poll, detached_ctx, on_done_detached};
+use crate::error::{CallError, CallErrorKind};
+use crate::plugin::Plugin;
+use crate::sink::{DROP_CLOSE_TIMEOUT, millis};
+
+/// An open source. Closing it consumes the handle, so no call can follow the close;
+/// dropping it unclosed closes it in the background.
+#[derive(Debug)]
+pub struct SourceInstance {
+    plugin: Plugin,
+    vtable: &'static SourceVTable,
+    instance: Option<InstancePtr>,
+    key: String,
+    orphan: OrphanSlot,
+}
+
+impl SourceInstance {
+    pub(crate) fn new(
+        plugin: Plugin,
+        vtable: &'static SourceVTable,
+        instance: InstancePtr,
+        key: &str,
+    ) -> Self {
+        SourceInstance {
+            plugin,
+            vtable,
+            instance: Some(instance),
+            key: key.to_owned(),
+            orphan: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The plugin this instance runs.
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// The connector key the instance was opened with.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn ptr(&self) -> *mut std::ffi::c_void {
+        self.instance
+            .as_ref()
+            .map_or(std::ptr::null_mut(), |instance| instance.0.as_ptr())
+    }
+
+    /// Waits for the source's next batch. The batch must be settled with
+    /// [`SourceBatch::accept`] or [`SourceBatch::reject`]; one dropped unsettled is
+    /// rejected before the next poll.
+    pub async fn poll(&self) -> Result<SourceBatch<'_>, CallError> {
+        let orphan = self
+            .orphan
+            .lock()
+            .map(|mut orphan| orphan.take())
+            .unwrap_or(None);
+        if let Some(batch_id) = orphan {
+            self.settle(batch_id, false).await?;
+        }
+        let poll = self.vtable.poll;
+        let instance = self.ptr();
+        let view = call_poll(self.orphan.clone(), |done, ctx| {
+            // SAFETY: the instance is open while the handle is alive.
+            unsafe { poll(instance, done, ctx) }
+        })
+        .await?;
+        let schema = Schema::from_code(view.schema).ok_or_else(|| {
+            CallError::new(
+                CallErrorKind::InvalidCall,
+                format!("the source produced unknown schema code {}", view.schema),
+            )
+        });
+        Ok(SourceBatch {
+            source: self,
+            view,
+            schema,
+            settled: false,
+        })
+    }
+
+    async fn settle(&self, batch_id: u64, accepted: bool) -> Result<(), CallError> {
+        let batch_result = self.vtable.batch_result;
+        let instance = self.ptr();
+        call_done((), |done, ctx| {
+            // SAFETY: the instance is open while the handle is alive.
+            unsafe { batch_result(instance, batch_id, u8::from(accepted), done, ctx) }
+        })
+        .await
+    }
+
+    /// Closes the source: abandons a `poll` that is waiting, waits up to `timeout` for
+    /// other in-flight calls, then runs the connector's `close`.
+    pub async fn close(mut self, timeout: Duration) -> Result<(), CallError> {
+        let Some(instance) = self.instance.take() else {
+            return Ok(());
+        };
+        let close = self.vtable.close;
+        call_done((), |done, ctx| {
+            // SAFETY: the pointer is live and, taken out of the handle, never used again.
+            unsafe { close(instance.0.as_ptr(), millis(timeout), done, ctx) }
+        })
+        .await
+    }
+}
+
+impl Drop for SourceInstance {
+    fn drop(&mut self) {
+        if let Some(instance) = self.instance.take() {
+            // SAFETY: the pointer is live and, taken out of the handle, never used again;
+            // the detached completion frees its own context.
+            unsafe {
+                (self.vtable.close)(
+                    instance.0.as_ptr(),
+                    millis(DROP_CLOSE_TIMEOUT),
+                    on_done_detached,
+                    detached_ctx(&self.key),
+                )
+            }
+        }
+    }
+}
+
+/// A batch a source produced, borrowed from the plugin until it is settled.
+#[derive(Debug)]
+pub struct SourceBatch<'a> {
+    source: &'a SourceInstance,
+    view: SourceBatchView,
+    schema: Result<Schema, CallError>,
+    settled: bool,
+}
+
+impl SourceBatch<'_> {
+    /// The batch id, unique per instance.
+    pub fn id(&self) -> u64 {
+        self.view.batch_id
+    }
+
+    /// The schema of the payloads, or the error if the plugin sent an unknown code.
+    pub fn schema(&self) -> Result<Schema, CallError> {
+        self.schema.clone()
+    }
+
+    /// The messages, borrowed from the plugin without copying.
+    pub fn messages(&self) -> &[Message<'_>] {
+        // SAFETY: the ABI keeps the batch's views valid and unchanged until it is
+        // settled, and settling consumes `self`, ending this borrow first.
+        unsafe { Message::slice_from_raw(self.view.messages, self.view.messages_len) }
+    }
+
+    /// The state to persist once the batch is accepted; `None` leaves it unchanged.
+    pub fn state(&self) -> Option<&[u8]> {
+        if self.view.state.is_null() {
+            return None;
+        }
+        // SAFETY: as for `messages`.
+        Some(unsafe { self.view.state.as_bytes() })
+    }
+
+    /// Tells the source that Iggy stored the batch (and its state was persisted), so it
+    /// may commit its cursor.
+    pub async fn accept(mut self) -> Result<(), CallError> {
+        self.settled = true;
+        self.source.settle(self.view.batch_id, true).await
+    }
+
+    /// Tells the source the batch was not stored, so it rewinds its cursor.
+    pub async fn reject(mut self) -> Result<(), CallError> {
+        self.settled = true;
+        self.source.settle(self.view.batch_id, false).await
+    }
+}
+
+impl Drop for SourceBatch<'_> {
+    fn drop(&mut self) {
+        if !self.settled
+            && let Ok(mut orphan) = self.source.orphan.lock()
+        {
+            *orphan = Some(self.view.batch_id);
+        }
+    }
+}

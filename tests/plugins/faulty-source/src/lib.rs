@@ -1,0 +1,110 @@
+//! A source that misbehaves on request and reports the batch results it saw.
+//!
+//! Every batch holds one message whose payload is
+//! `{"batch": n, "accepted": a, "rejected": r}`: the number of the poll and the outcomes
+//! `on_batch_result` received so far. `plugin_config`:
+//! - `panic_in`: `"open"`, `"poll"`, `"batch_result"` or `"close"`.
+//! - `fail_poll_times`: return a retryable error from the first N polls.
+
+use connector_sdk::{
+    BatchOutcome, ConnectorContext, Error, ProducedBatch, ProducedMessage, Schema, Source,
+};
+use serde::Deserialize;
+
+/// Where to panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// In `open`.
+    Open,
+    /// In `poll`.
+    Poll,
+    /// In `on_batch_result`.
+    BatchResult,
+    /// In `close`.
+    Close,
+}
+
+/// The test source's config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultySourceConfig {
+    /// Where to panic.
+    #[serde(default)]
+    pub panic_in: Option<Stage>,
+    /// How many polls fail before they succeed.
+    #[serde(default)]
+    pub fail_poll_times: u32,
+}
+
+/// The misbehaving source.
+#[derive(Debug)]
+pub struct FaultySource {
+    config: FaultySourceConfig,
+    polls: u64,
+    accepted: u64,
+    rejected: u64,
+    failures_left: u32,
+}
+
+impl Source for FaultySource {
+    type Config = FaultySourceConfig;
+
+    async fn open(
+        config: FaultySourceConfig,
+        _context: ConnectorContext,
+        _state: Option<Vec<u8>>,
+    ) -> Result<Self, Error> {
+        if config.panic_in == Some(Stage::Open) {
+            panic!("boom in open");
+        }
+        Ok(FaultySource {
+            failures_left: config.fail_poll_times,
+            config,
+            polls: 0,
+            accepted: 0,
+            rejected: 0,
+        })
+    }
+
+    async fn poll(&mut self) -> Result<ProducedBatch, Error> {
+        if self.config.panic_in == Some(Stage::Poll) {
+            panic!("boom in poll");
+        }
+        if self.failures_left > 0 {
+            self.failures_left -= 1;
+            return Err(Error::retryable("planned poll failure"));
+        }
+        self.polls += 1;
+        let payload = serde_json::json!({
+            "batch": self.polls,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+        });
+        Ok(ProducedBatch {
+            schema: Schema::Json,
+            messages: vec![ProducedMessage::new(payload.to_string())],
+            state: None,
+        })
+    }
+
+    async fn on_batch_result(&mut self, outcome: BatchOutcome) -> Result<(), Error> {
+        if self.config.panic_in == Some(Stage::BatchResult) {
+            panic!("boom in batch_result");
+        }
+        match outcome {
+            BatchOutcome::Accepted => self.accepted += 1,
+            BatchOutcome::Rejected => self.rejected += 1,
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<(), Error> {
+        if self.config.panic_in == Some(Stage::Close) {
+            panic!("boom in close");
+        }
+        Ok(())
+    }
+}
+
+connector_sdk::export_source!(FaultySource, "faulty-source");

@@ -1,0 +1,92 @@
+//! Helpers shared by the end-to-end tests: where the plugin libraries are, and batches
+//! to feed sinks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use connector_sdk::{OwnedHeader, Schema};
+use plugin_host::{BatchSource, SinkBatch, SinkMessage};
+
+// Linked so that cargo builds every plugin library before the tests run.
+use faulty_sink_plugin as _;
+use faulty_source_plugin as _;
+use iggy_connector_file_sink as _;
+use iggy_connector_null_sink as _;
+use iggy_connector_random_source as _;
+use iggy_connector_stdout_sink as _;
+use no_descriptor_plugin as _;
+use wrong_abi_plugin as _;
+
+/// The path of the shared library cargo built for `crate_name` (e.g.
+/// `iggy_connector_stdout_sink`), next to the running test binary.
+///
+/// # Panics
+/// If the library is not there, with a message saying how to build it.
+pub fn plugin_library(crate_name: &str) -> PathBuf {
+    let file = format!(
+        "{}{crate_name}.{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_EXTENSION
+    );
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    // Test binaries live in target/<profile>/deps; libraries built as dependencies land
+    // there too, and workspace members are also copied one level up.
+    let deps = exe.parent().expect("the test binary is in a directory");
+    let candidates = [deps.join(&file), deps.join("..").join(&file)];
+    candidates
+        .iter()
+        .find(|path| path.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{file} not found in {candidates:?}; `cargo test --workspace` builds it \
+                 (the tests crate depends on every plugin crate)"
+            )
+        })
+}
+
+/// [`plugin_library`] as the `&str` path a connector config would hold.
+pub fn plugin_path(crate_name: &str) -> String {
+    plugin_library(crate_name).display().to_string()
+}
+
+/// A batch of `count` JSON messages with offsets from `first_offset`, each with a
+/// `trace` header, for stream `stream`, topic `topic`, partition 1.
+pub fn json_batch(first_offset: u64, count: u64) -> Arc<SinkBatch> {
+    let messages = (first_offset..first_offset + count)
+        .map(|offset| SinkMessage {
+            id: 1_000 + u128::from(offset),
+            offset,
+            timestamp: 1_700_000_000_000_000 + offset,
+            origin_timestamp: 1_600_000_000_000_000 + offset,
+            checksum: offset * 7,
+            headers: vec![OwnedHeader::string("trace", format!("t-{offset}"))],
+            payload: Bytes::from(format!("{{\"n\":{offset}}}")),
+        })
+        .collect();
+    Arc::new(SinkBatch::new(
+        BatchSource {
+            stream: "stream".to_owned(),
+            topic: "topic".to_owned(),
+            partition_id: 1,
+            schema: Schema::Json,
+            current_offset: first_offset + count,
+        },
+        messages,
+    ))
+}
+
+/// A fresh, empty directory under the system temp dir, unique to this call.
+pub fn temp_dir(label: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "iggy-connectors-{label}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("can create a temp dir");
+    dir
+}
