@@ -1,0 +1,80 @@
+//! The binary's command line, run as a user would.
+
+// In tests an unwrap is an assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Output};
+
+use iggy_connectors_tests::plugin_path;
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
+        .args(args)
+        .env_remove("IGGY_CONNECTORS_CONFIG_PATH")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_and_version() {
+    let help = run(&["--help"]);
+    assert!(help.status.success());
+    assert!(text(&help.stdout).contains("--config PATH"));
+    assert!(text(&help.stdout).contains("IGGY_CONNECTORS_CONFIG_PATH"));
+
+    let version = run(&["--version"]);
+    assert!(version.status.success());
+    assert_eq!(
+        text(&version.stdout).trim(),
+        format!(
+            "iggy-connectors {} (connector ABI {})",
+            env!("CARGO_PKG_VERSION"),
+            connector_sdk::abi::ABI_VERSION
+        )
+    );
+}
+
+#[test]
+fn plugins_lists_each_library_and_fails_on_a_bad_one() {
+    let good = plugin_path("iggy_connector_random_source");
+    let output = run(&["plugins", &good]);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = text(&output.stdout);
+    assert!(stdout.starts_with("random\tsource\t"), "{stdout}");
+
+    let output = run(&["plugins", &good, "nowhere/libmissing"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stdout).starts_with("random\tsource\t"));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("nowhere/libmissing"), "{stderr}");
+    assert!(stderr.contains("tried"), "{stderr}");
+}
+
+#[test]
+fn run_refuses_to_pretend() {
+    let output = run(&[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("not implemented yet"));
+
+    let output = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
+        .env("IGGY_CONNECTORS_CONFIG_PATH", "/nonexistent/config.toml")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("/nonexistent/config.toml"), "{stderr}");
+    assert!(stderr.contains("IGGY_CONNECTORS_CONFIG_PATH"), "{stderr}");
+}
+
+#[test]
+fn bad_arguments_exit_2_with_usage() {
+    let output = run(&["--bogus"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("unknown option --bogus"), "{stderr}");
+    assert!(stderr.contains("Usage:"), "{stderr}");
+}
