@@ -12,8 +12,8 @@ use connector_sdk::Schema;
 use connector_sdk::abi::ABI_VERSION;
 use iggy_connectors_tests::{json_batch, plugin_library, plugin_path, temp_dir};
 use plugin_host::{
-    BatchSource, CallErrorKind, ConnectorKind, LoadError, OpenOptions, Plugin, PluginLoader,
-    PluginOrigin, SinkBatch, SinkInstance, SinkMessage, SourceInstance,
+    BatchSource, CallErrorKind, ConnectorKind, LoadError, MessageMeta, OpenOptions, Plugin,
+    PluginLoader, PluginOrigin, SinkBatchBuilder, SinkInstance, SourceInstance,
 };
 use serde_json::{Value, json};
 
@@ -119,16 +119,7 @@ async fn file_sink_keeps_non_json_payloads_as_text_or_base64() {
     let path = dir.join("raw.jsonl");
     let plugin = load("iggy_connector_file_sink");
     let sink = open_sink(&plugin, "file", json!({ "path": path, "fsync": false })).await;
-    let message = |offset: u64, payload: &'static [u8]| SinkMessage {
-        id: u128::from(offset),
-        offset,
-        timestamp: 0,
-        origin_timestamp: 0,
-        checksum: 0,
-        headers: vec![],
-        payload: Bytes::from_static(payload),
-    };
-    let batch = SinkBatch::new(
+    let mut builder = SinkBatchBuilder::with_capacity(
         BatchSource {
             stream: "s".into(),
             topic: "t".into(),
@@ -136,8 +127,17 @@ async fn file_sink_keeps_non_json_payloads_as_text_or_base64() {
             schema: Schema::Json,
             current_offset: 2,
         },
-        vec![message(0, b"not json"), message(1, &[0xff, 0x00, 0x01])],
+        2,
     );
+    for (offset, payload) in [(0u64, &b"not json"[..]), (1, &[0xff, 0x00, 0x01][..])] {
+        let meta = MessageMeta {
+            id: u128::from(offset),
+            offset,
+            ..MessageMeta::default()
+        };
+        builder.push(meta, vec![], Bytes::from_static(payload));
+    }
+    let batch = builder.build();
     sink.consume(&Arc::new(batch)).await.unwrap();
     sink.close(CLOSE).await.unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -585,10 +585,7 @@ async fn closing_a_sink_with_a_hung_call_gives_up_after_the_timeout() {
     .expect("close honours its timeout")
     .unwrap_err();
     assert_eq!(error.kind, CallErrorKind::Retryable);
-    assert!(
-        error.message.contains("did not finish within 200 ms"),
-        "{error}"
-    );
+    assert!(error.message.contains("close within 200 ms"), "{error}");
     // The abandoned call released its reference to the batch once the plugin let go.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while Arc::strong_count(&batch) > 1 {
@@ -598,4 +595,23 @@ async fn closing_a_sink_with_a_hung_call_gives_up_after_the_timeout() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn calls_kept_in_flight_are_served_in_the_order_they_were_made() {
+    let dir = temp_dir("ordered");
+    let path = dir.join("ordered.txt");
+    let plugin = load("iggy_connector_file_sink");
+    let options = OpenOptions { worker_threads: 4 };
+    let config = json!({ "path": path, "format": "payload", "fsync": false }).to_string();
+    let sink = plugin.open_sink("ordered", &config, options).await.unwrap();
+    let batches: Vec<_> = (0..50).map(|i| json_batch(i * 2, 2)).collect();
+    // Every call is made before any answer is awaited.
+    let answers: Vec<_> = batches.iter().map(|batch| sink.consume(batch)).collect();
+    for answer in answers {
+        answer.await.unwrap();
+    }
+    sink.close(CLOSE).await.unwrap();
+    let expected: String = (0..100).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), expected);
 }

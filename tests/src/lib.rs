@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use connector_sdk::{OwnedHeader, Schema};
-use plugin_host::{BatchSource, SinkBatch, SinkMessage};
+use plugin_host::{BatchSource, MessageMeta, SinkBatch, SinkBatchBuilder};
 
 // Linked so that cargo builds every plugin library before the tests run.
 use faulty_sink_plugin as _;
@@ -54,27 +54,26 @@ pub fn plugin_path(crate_name: &str) -> String {
 /// A batch of `count` JSON messages with offsets from `first_offset`, each with a
 /// `trace` header, for stream `stream`, topic `topic`, partition 1.
 pub fn json_batch(first_offset: u64, count: u64) -> Arc<SinkBatch> {
-    let messages = (first_offset..first_offset + count)
-        .map(|offset| SinkMessage {
+    let source = BatchSource {
+        stream: "stream".to_owned(),
+        topic: "topic".to_owned(),
+        partition_id: 1,
+        schema: Schema::Json,
+        current_offset: first_offset + count,
+    };
+    let mut builder = SinkBatchBuilder::with_capacity(source, count as usize);
+    for offset in first_offset..first_offset + count {
+        let meta = MessageMeta {
             id: 1_000 + u128::from(offset),
             offset,
             timestamp: 1_700_000_000_000_000 + offset,
             origin_timestamp: 1_600_000_000_000_000 + offset,
             checksum: offset * 7,
-            headers: vec![OwnedHeader::string("trace", format!("t-{offset}"))],
-            payload: Bytes::from(format!("{{\"n\":{offset}}}")),
-        })
-        .collect();
-    Arc::new(SinkBatch::new(
-        BatchSource {
-            stream: "stream".to_owned(),
-            topic: "topic".to_owned(),
-            partition_id: 1,
-            schema: Schema::Json,
-            current_offset: first_offset + count,
-        },
-        messages,
-    ))
+        };
+        let headers = vec![OwnedHeader::string("trace", format!("t-{offset}"))];
+        builder.push(meta, headers, Bytes::from(format!("{{\"n\":{offset}}}")));
+    }
+    Arc::new(builder.build())
 }
 
 /// A fresh, empty directory under the system temp dir, unique to this call.

@@ -83,9 +83,7 @@ fn parse_with_env(
             "-h" | "--help" => command = Some(Command::Help),
             "-V" | "--version" => command = command.or(Some(Command::Version)),
             "-c" | "--config" => {
-                let path = args
-                    .next()
-                    .ok_or_else(|| format!("{arg} needs a PATH"))?;
+                let path = args.next().ok_or_else(|| format!("{arg} needs a PATH"))?;
                 config = Some(PathBuf::from(path));
             }
             _ if arg.starts_with("--config=") => {
@@ -115,10 +113,12 @@ fn parse_with_env(
             path,
             origin: ConfigOrigin::Flag,
         }),
-        None => env_config.filter(|path| !path.is_empty()).map(|path| ConfigPath {
-            path: PathBuf::from(path),
-            origin: ConfigOrigin::Environment,
-        }),
+        None => env_config
+            .filter(|path| !path.is_empty())
+            .map(|path| ConfigPath {
+                path: PathBuf::from(path),
+                origin: ConfigOrigin::Environment,
+            }),
     };
     Ok(Invocation { command, config })
 }
@@ -160,9 +160,25 @@ mod tests {
             parse_args(&["plugins", "--help"], None).unwrap().command,
             Command::Help
         );
-        assert!(parse_args(&["--config"], None).unwrap_err().contains("needs a PATH"));
-        assert!(parse_args(&["--frobnicate"], None).unwrap_err().contains("unknown option"));
-        assert!(parse_args(&["plugins"], None).unwrap_err().contains("at least one PATH"));
-        assert!(parse_args(&["launch"], None).unwrap_err().contains("unknown command"));
+        assert!(
+            parse_args(&["--config"], None)
+                .unwrap_err()
+                .contains("needs a PATH")
+        );
+        assert!(
+            parse_args(&["--frobnicate"], None)
+                .unwrap_err()
+                .contains("unknown option")
+        );
+        assert!(
+            parse_args(&["plugins"], None)
+                .unwrap_err()
+                .contains("at least one PATH")
+        );
+        assert!(
+            parse_args(&["launch"], None)
+                .unwrap_err()
+                .contains("unknown command")
+        );
     }
 }

@@ -18,8 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
-use tokio::sync::Mutex;
-use tokio::task::AbortHandle;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::abi::{
@@ -163,25 +162,26 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
-/// Runs `future` with panics caught; a panic poisons the instance state.
-async fn run_guarded<T, R>(
-    state: &mut InstanceState<T>,
-    call: impl FnOnce(&mut T) -> BoxFuture<'_, Result<R, Error>>,
-) -> Result<R, (i32, String)> {
-    if let Some(panic) = &state.poisoned {
+/// Why a call failed: an ABI status and a message.
+type Failure = (i32, String);
+
+/// Runs one connector call with panics caught. A panic poisons the instance: the
+/// connector may be half-way through whatever panicked, so it is not called again.
+async fn guarded<R>(
+    poisoned: &mut Option<String>,
+    call: impl Future<Output = Result<R, Error>>,
+) -> Result<R, Failure> {
+    if let Some(panic) = poisoned {
         return Err((
             abi::STATUS_PANIC,
             format!("the instance is unusable after an earlier panic ({panic}); reopen it"),
         ));
     }
-    let Some(connector) = state.connector.as_mut() else {
-        return Err((abi::STATUS_INVALID_CALL, "instance is closed".to_owned()));
-    };
-    match CatchUnwind(Box::pin(call(connector))).await {
+    match CatchUnwind(Box::pin(call)).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err((error.status(), error.message().to_owned())),
         Err(panic) => {
-            state.poisoned = Some(panic.clone());
+            *poisoned = Some(panic.clone());
             Err((abi::STATUS_PANIC, panic))
         }
     }
@@ -241,37 +241,174 @@ impl PendingBatch {
     }
 }
 
-/// What the instance's executor tasks share, behind one async mutex: the mutex is
-/// what serialises calls into the connector.
-struct InstanceState<T> {
-    connector: Option<T>,
-    poisoned: Option<String>,
-    pending: Option<Box<PendingBatch>>,
-    next_batch_id: u64,
+/// Work for an instance's driver task. The ABI entry points only queue jobs, so the
+/// connector sees calls in exactly the order the host made them.
+enum Job {
+    Consume {
+        batch: MessageBatch<'static>,
+        completion: Completion<DoneFn>,
+    },
+    Poll {
+        completion: Completion<PollDoneFn>,
+    },
+    Settle {
+        batch_id: u64,
+        outcome: BatchOutcome,
+        completion: Completion<DoneFn>,
+    },
+    Close {
+        reply: oneshot::Sender<Result<(), Failure>>,
+    },
 }
 
 /// One open connector instance; the host holds it as an opaque pointer.
-pub struct Instance<T> {
-    state: Arc<Mutex<InstanceState<T>>>,
+pub struct Instance {
+    jobs: mpsc::UnboundedSender<Job>,
+    /// Wakes a source driver out of an idle `poll` when the instance closes.
+    closing: Arc<Notify>,
     runtime: Runtime,
-    span: tracing::Span,
-    poll_task: std::sync::Mutex<Option<AbortHandle>>,
 }
 
-impl<T: Send + 'static> Instance<T> {
-    fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) -> AbortHandle {
-        self.runtime
-            .spawn(future.instrument(self.span.clone()))
-            .abort_handle()
+impl Instance {
+    /// Queues a job; if the driver is gone, dropping the job reports cancellation.
+    fn submit(&self, job: Job) {
+        let _ = self.jobs.send(job);
     }
 }
 
-/// What `open` copies out of its arguments, plus the instance's executor.
-struct PreparedOpen {
-    config: String,
-    context: ConnectorContext,
-    state: Option<Vec<u8>>,
-    runtime: Runtime,
+/// Runs a sink's jobs one after the other until it is closed.
+async fn drive_sink<T: Sink>(mut sink: T, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let mut poisoned = None;
+    while let Some(job) = jobs.recv().await {
+        match job {
+            Job::Consume { batch, completion } => {
+                // `completion` was bound before the call future below, so if this task is
+                // dropped mid-call, the future (which reads the batch) is dropped first
+                // and only then does the completion let the host free the batch.
+                match guarded(&mut poisoned, sink.consume(batch)).await {
+                    Ok(()) => completion.ok(()),
+                    Err((status, message)) => completion.fail(status, &message),
+                }
+            }
+            Job::Close { reply } => {
+                let _ = reply.send(close_connector(&mut poisoned, sink, sink_close_fn::<T>).await);
+                return;
+            }
+            Job::Poll { completion } => {
+                completion.fail(abi::STATUS_INVALID_CALL, "poll called on a sink");
+            }
+            Job::Settle { completion, .. } => {
+                completion.fail(abi::STATUS_INVALID_CALL, "batch_result called on a sink");
+            }
+        }
+    }
+}
+
+/// Runs a source's jobs one after the other until it is closed.
+async fn drive_source<T: Source>(
+    mut source: T,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    closing: Arc<Notify>,
+) {
+    let mut poisoned = None;
+    let mut pending: Option<Box<PendingBatch>> = None;
+    let mut next_batch_id = 1;
+    while let Some(job) = jobs.recv().await {
+        match job {
+            Job::Poll { completion } => {
+                if let Some(pending) = &pending {
+                    let message = format!(
+                        "batch {} is not settled yet: call batch_result first",
+                        pending.view.batch_id
+                    );
+                    completion.fail(abi::STATUS_INVALID_CALL, &message);
+                    continue;
+                }
+                // `poll` is cancel-safe by contract: closing abandons one that waits.
+                let polled = unless_notified(&closing, guarded(&mut poisoned, source.poll())).await;
+                match polled {
+                    None => completion.fail(abi::STATUS_CANCELLED, "the instance is closing"),
+                    Some(Ok(batch)) => {
+                        let batch = PendingBatch::new(next_batch_id, batch);
+                        next_batch_id += 1;
+                        let view: *const SourceBatchView = &batch.view;
+                        pending = Some(batch);
+                        completion.ok(view);
+                    }
+                    Some(Err((status, message))) => completion.fail(status, &message),
+                }
+            }
+            Job::Settle {
+                batch_id,
+                outcome,
+                completion,
+            } => {
+                match pending.as_ref().map(|pending| pending.view.batch_id) {
+                    Some(id) if id == batch_id => pending = None,
+                    Some(id) => {
+                        let message = format!("batch {batch_id} is not the pending batch {id}");
+                        completion.fail(abi::STATUS_INVALID_CALL, &message);
+                        continue;
+                    }
+                    None => {
+                        let message = format!("batch {batch_id} is not pending");
+                        completion.fail(abi::STATUS_INVALID_CALL, &message);
+                        continue;
+                    }
+                }
+                match guarded(&mut poisoned, source.on_batch_result(outcome)).await {
+                    Ok(()) => completion.ok(()),
+                    Err((status, message)) => completion.fail(status, &message),
+                }
+            }
+            Job::Close { reply } => {
+                drop(pending);
+                let _ =
+                    reply.send(close_connector(&mut poisoned, source, source_close_fn::<T>).await);
+                return;
+            }
+            Job::Consume { completion, .. } => {
+                completion.fail(abi::STATUS_INVALID_CALL, "consume called on a source");
+            }
+        }
+    }
+}
+
+/// Runs `future` unless `notify` fires first (then `None`, and the future is dropped).
+async fn unless_notified<F: Future>(notify: &Notify, future: F) -> Option<F::Output> {
+    let notified = notify.notified();
+    let mut notified = std::pin::pin!(notified);
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        if notified.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        future.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
+fn sink_close_fn<T: Sink>(sink: &mut T) -> BoxFuture<'_, Result<(), Error>> {
+    Box::pin(sink.close())
+}
+
+fn source_close_fn<T: Source>(source: &mut T) -> BoxFuture<'_, Result<(), Error>> {
+    Box::pin(source.close())
+}
+
+/// Runs the connector's `close`, unless it panicked earlier: then it is only dropped.
+async fn close_connector<T>(
+    poisoned: &mut Option<String>,
+    mut connector: T,
+    close: for<'a> fn(&'a mut T) -> BoxFuture<'a, Result<(), Error>>,
+) -> Result<(), Failure> {
+    if poisoned.is_some() {
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(connector)));
+        return Ok(());
+    }
+    let result = guarded(poisoned, close(&mut connector)).await;
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(connector)));
+    result
 }
 
 /// Reads the open arguments and builds the instance's executor.
@@ -281,7 +418,7 @@ struct PreparedOpen {
 unsafe fn prepare_open(
     plugin: &'static str,
     args: *const OpenArgs,
-) -> Result<PreparedOpen, (i32, String)> {
+) -> Result<PreparedOpen, Failure> {
     if args.is_null() {
         return Err((
             abi::STATUS_INVALID_CALL,
@@ -315,32 +452,43 @@ unsafe fn prepare_open(
                 format!("cannot start the connector's executor: {error}"),
             )
         })?;
-    let context = ConnectorContext {
-        key: key.to_owned(),
-    };
     Ok(PreparedOpen {
         config: config.to_owned(),
-        context,
+        context: ConnectorContext {
+            key: key.to_owned(),
+        },
         state,
         runtime,
     })
 }
 
-/// Parses the config, runs the connector's `open` on a fresh executor and hands the
-/// instance pointer to the host.
+/// What `open` copies out of its arguments, plus the instance's executor.
+struct PreparedOpen {
+    config: String,
+    context: ConnectorContext,
+    state: Option<Vec<u8>>,
+    runtime: Runtime,
+}
+
+/// Parses the config, runs the connector's `open` on a fresh executor, starts the
+/// instance's driver and hands the instance pointer to the host.
 ///
 /// # Safety
 /// `args`, `done` and `ctx` must follow the ABI's `open` contract.
-unsafe fn open_instance<T, C, O>(
+unsafe fn open_instance<T, C, O, D>(
     plugin: &'static str,
     args: *const OpenArgs,
     done: OpenDoneFn,
     ctx: *mut c_void,
     open: O,
+    drive: D,
 ) where
     T: Send + 'static,
     C: serde::de::DeserializeOwned + Send + 'static,
     O: FnOnce(C, ConnectorContext, Option<Vec<u8>>) -> BoxFuture<'static, Result<T, Error>>,
+    D: FnOnce(T, mpsc::UnboundedReceiver<Job>, Arc<Notify>) -> BoxFuture<'static, ()>
+        + Send
+        + 'static,
 {
     guard_entry(Completion::new(done, ctx), |slot| {
         // SAFETY: forwarded from this function's contract.
@@ -373,27 +521,24 @@ unsafe fn open_instance<T, C, O>(
             return;
         };
         let span = tracing::info_span!("connector", connector = %context.key, plugin);
-        let future = open(config, context, state);
+        let opening = open(config, context, state);
         let handle = runtime.handle().clone();
-        let instance_span = span.clone();
+        let driver_span = span.clone();
         // The task owns the executor it runs on until `open` has succeeded, then hands it
         // to the instance. Moving a runtime is fine; only dropping it here would not be.
         handle.spawn(
             async move {
                 let completion = completion;
-                let result = CatchUnwind(Box::pin(future)).await;
-                match result {
+                match CatchUnwind(Box::pin(opening)).await {
                     Ok(Ok(connector)) => {
+                        let (jobs, receiver) = mpsc::unbounded_channel();
+                        let closing = Arc::new(Notify::new());
+                        let driver = drive(connector, receiver, closing.clone());
+                        runtime.spawn(driver.instrument(driver_span));
                         let instance = Box::new(Instance {
-                            state: Arc::new(Mutex::new(InstanceState {
-                                connector: Some(connector),
-                                poisoned: None,
-                                pending: None,
-                                next_batch_id: 1,
-                            })),
+                            jobs,
+                            closing,
                             runtime,
-                            span: instance_span,
-                            poll_task: std::sync::Mutex::new(None),
                         });
                         completion.ok(Box::into_raw(instance).cast());
                     }
@@ -436,9 +581,14 @@ pub unsafe fn sink_open<T: Sink>(
 ) {
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        open_instance::<T, T::Config, _>(plugin, args, done, ctx, |config, context, _state| {
-            Box::pin(T::open(config, context))
-        })
+        open_instance::<T, T::Config, _, _>(
+            plugin,
+            args,
+            done,
+            ctx,
+            |config, context, _state| Box::pin(T::open(config, context)),
+            |sink, jobs, _closing| Box::pin(drive_sink(sink, jobs)),
+        )
     }
 }
 
@@ -454,9 +604,14 @@ pub unsafe fn source_open<T: Source>(
 ) {
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        open_instance::<T, T::Config, _>(plugin, args, done, ctx, |config, context, state| {
-            Box::pin(T::open(config, context, state))
-        })
+        open_instance::<T, T::Config, _, _>(
+            plugin,
+            args,
+            done,
+            ctx,
+            |config, context, state| Box::pin(T::open(config, context, state)),
+            |source, jobs, closing| Box::pin(drive_source(source, jobs, closing)),
+        )
     }
 }
 
@@ -488,20 +643,29 @@ unsafe fn read_sink_batch<'a>(batch: *const SinkBatchView) -> Result<MessageBatc
     })
 }
 
+/// The instance behind a host pointer.
+///
+/// # Safety
+/// `instance` must be a live pointer returned by this plugin's `open`.
+unsafe fn instance<'a>(instance: *mut c_void) -> &'a Instance {
+    // SAFETY: the caller's contract.
+    unsafe { &*instance.cast::<Instance>() }
+}
+
 /// Entry point `consume` of a sink.
 ///
 /// # Safety
 /// The ABI's `consume` contract: `instance` came from this plugin's `open` and is not
 /// closed; `batch` stays valid until `done` is called.
-pub unsafe fn sink_consume<T: Sink>(
-    instance: *mut c_void,
+pub unsafe fn sink_consume(
+    instance_ptr: *mut c_void,
     batch: *const SinkBatchView,
     done: DoneFn,
     ctx: *mut c_void,
 ) {
     guard_entry(Completion::new(done, ctx), |slot| {
         // SAFETY: the batch stays valid until the completion runs, and the completion
-        // runs only after the task below (which owns this view) has finished with it.
+        // runs only once the job holding this view is finished with it.
         let batch = match unsafe { read_sink_batch::<'static>(batch) } {
             Ok(batch) => batch,
             Err(message) => {
@@ -511,22 +675,10 @@ pub unsafe fn sink_consume<T: Sink>(
                 return;
             }
         };
-        // SAFETY: `instance` is a live pointer from `open_instance` (caller's contract).
-        let instance = unsafe { &*instance.cast::<Instance<T>>() };
-        let Some(completion) = slot.take() else {
-            return;
-        };
-        let state = instance.state.clone();
-        instance.spawn(async move {
-            // Declared first so that, if the task is dropped, the completion (which lets
-            // the host free the batch) fires after everything that borrows the batch.
-            let completion = completion;
-            let mut state = state.lock().await;
-            match run_guarded(&mut state, |sink| Box::pin(sink.consume(batch))).await {
-                Ok(()) => completion.ok(()),
-                Err((status, message)) => completion.fail(status, &message),
-            }
-        });
+        if let Some(completion) = slot.take() {
+            // SAFETY: the caller's contract.
+            unsafe { instance(instance_ptr) }.submit(Job::Consume { batch, completion });
+        }
     });
 }
 
@@ -534,39 +686,11 @@ pub unsafe fn sink_consume<T: Sink>(
 ///
 /// # Safety
 /// The ABI's `poll` contract: `instance` came from this plugin's `open` and is not closed.
-pub unsafe fn source_poll<T: Source>(instance: *mut c_void, done: PollDoneFn, ctx: *mut c_void) {
+pub unsafe fn source_poll(instance_ptr: *mut c_void, done: PollDoneFn, ctx: *mut c_void) {
     guard_entry(Completion::new(done, ctx), |slot| {
-        // SAFETY: `instance` is a live pointer from `open_instance` (caller's contract).
-        let instance = unsafe { &*instance.cast::<Instance<T>>() };
-        let Some(completion) = slot.take() else {
-            return;
-        };
-        let state = instance.state.clone();
-        let task = instance.spawn(async move {
-            let completion = completion;
-            let mut state = state.lock().await;
-            if let Some(pending) = &state.pending {
-                let message = format!(
-                    "batch {} is not settled yet: call batch_result first",
-                    pending.view.batch_id
-                );
-                completion.fail(abi::STATUS_INVALID_CALL, &message);
-                return;
-            }
-            match run_guarded(&mut state, |source| Box::pin(source.poll())).await {
-                Ok(batch) => {
-                    let batch_id = state.next_batch_id;
-                    state.next_batch_id += 1;
-                    let pending = PendingBatch::new(batch_id, batch);
-                    let view: *const SourceBatchView = &pending.view;
-                    state.pending = Some(pending);
-                    completion.ok(view);
-                }
-                Err((status, message)) => completion.fail(status, &message),
-            }
-        });
-        if let Ok(mut poll_task) = instance.poll_task.lock() {
-            *poll_task = Some(task);
+        if let Some(completion) = slot.take() {
+            // SAFETY: the caller's contract.
+            unsafe { instance(instance_ptr) }.submit(Job::Poll { completion });
         }
     });
 }
@@ -576,16 +700,14 @@ pub unsafe fn source_poll<T: Source>(instance: *mut c_void, done: PollDoneFn, ct
 /// # Safety
 /// The ABI's `batch_result` contract: `instance` came from this plugin's `open` and is
 /// not closed; the host no longer reads the batch's view.
-pub unsafe fn source_batch_result<T: Source>(
-    instance: *mut c_void,
+pub unsafe fn source_batch_result(
+    instance_ptr: *mut c_void,
     batch_id: u64,
     accepted: u8,
     done: DoneFn,
     ctx: *mut c_void,
 ) {
     guard_entry(Completion::new(done, ctx), |slot| {
-        // SAFETY: `instance` is a live pointer from `open_instance` (caller's contract).
-        let instance = unsafe { &*instance.cast::<Instance<T>>() };
         let Some(completion) = slot.take() else {
             return;
         };
@@ -593,56 +715,28 @@ pub unsafe fn source_batch_result<T: Source>(
             1 => BatchOutcome::Accepted,
             0 => BatchOutcome::Rejected,
             other => {
-                completion.fail(
-                    abi::STATUS_INVALID_CALL,
-                    &format!("batch result code {other} is neither 0 nor 1"),
-                );
+                let message = format!("batch result code {other} is neither 0 nor 1");
+                completion.fail(abi::STATUS_INVALID_CALL, &message);
                 return;
             }
         };
-        let state = instance.state.clone();
-        instance.spawn(async move {
-            let completion = completion;
-            let mut state = state.lock().await;
-            match state.pending.as_ref().map(|pending| pending.view.batch_id) {
-                Some(pending) if pending == batch_id => state.pending = None,
-                Some(pending) => {
-                    let message = format!("batch {batch_id} is not the pending batch {pending}");
-                    completion.fail(abi::STATUS_INVALID_CALL, &message);
-                    return;
-                }
-                None => {
-                    let message = format!("batch {batch_id} is not pending");
-                    completion.fail(abi::STATUS_INVALID_CALL, &message);
-                    return;
-                }
-            }
-            match run_guarded(&mut state, |source| {
-                Box::pin(source.on_batch_result(outcome))
-            })
-            .await
-            {
-                Ok(()) => completion.ok(()),
-                Err((status, message)) => completion.fail(status, &message),
-            }
+        // SAFETY: the caller's contract.
+        unsafe { instance(instance_ptr) }.submit(Job::Settle {
+            batch_id,
+            outcome,
+            completion,
         });
     });
 }
 
-/// Closes a connector of type `T` with `close`.
+/// Entry point `close` of a sink or source.
 ///
 /// # Safety
 /// The ABI's `close` contract: `instance` came from this plugin's `open`, and the host
 /// makes no other call with it, now or later.
-unsafe fn close_instance<T: Send + 'static>(
-    instance: *mut c_void,
-    timeout_ms: u64,
-    done: DoneFn,
-    ctx: *mut c_void,
-    close: for<'a> fn(&'a mut T) -> BoxFuture<'a, Result<(), Error>>,
-) {
+pub unsafe fn close(instance_ptr: *mut c_void, timeout_ms: u64, done: DoneFn, ctx: *mut c_void) {
     guard_entry(Completion::new(done, ctx), |slot| {
-        if instance.is_null() {
+        if instance_ptr.is_null() {
             if let Some(completion) = slot.take() {
                 completion.fail(abi::STATUS_INVALID_CALL, "instance is null");
             }
@@ -650,64 +744,36 @@ unsafe fn close_instance<T: Send + 'static>(
         }
         // SAFETY: the pointer came from Box::into_raw in `open_instance`, and the caller
         // guarantees this is its last use.
-        let instance = unsafe { Box::from_raw(instance.cast::<Instance<T>>()) };
-        // A source waiting for data would hold the state lock forever: `poll` is
-        // cancel-safe by contract, so abandon it.
-        if let Ok(mut poll_task) = instance.poll_task.lock()
-            && let Some(task) = poll_task.take()
-        {
-            task.abort();
-        }
+        let instance = unsafe { Box::from_raw(instance_ptr.cast::<Instance>()) };
         let Some(completion) = slot.take() else {
             return;
         };
         let closer = move || {
             let Instance {
-                state,
+                jobs,
+                closing,
                 runtime,
-                span,
-                ..
             } = *instance;
+            closing.notify_one();
+            let (reply, answer) = oneshot::channel();
+            let _ = jobs.send(Job::Close { reply });
             let deadline = Duration::from_millis(timeout_ms);
-            let outcome = runtime.block_on(
-                async {
-                    let mut state =
-                        tokio::time::timeout(deadline, state.lock())
-                            .await
-                            .map_err(|_| {
-                                (
-                                    abi::STATUS_RETRYABLE,
-                                    format!(
-                                        "an in-flight call did not finish within {timeout_ms} ms; \
-                                     it was abandoned"
-                                    ),
-                                )
-                            })?;
-                    state.pending = None;
-                    if state.poisoned.is_some() {
-                        // The connector may be half-way through whatever panicked: do not
-                        // call into it again, only drop it (a panicking drop is contained).
-                        let connector = state.connector.take();
-                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| drop(connector)));
-                        return Ok(());
-                    }
-                    let result = match tokio::time::timeout(
-                        deadline,
-                        run_guarded(&mut state, |connector| close(connector)),
-                    )
-                    .await
-                    {
-                        Ok(result) => result,
-                        Err(_) => Err((
-                            abi::STATUS_RETRYABLE,
-                            format!("close did not finish within {timeout_ms} ms"),
-                        )),
-                    };
-                    state.connector = None;
-                    result
+            let outcome = runtime.block_on(async {
+                match tokio::time::timeout(deadline, answer).await {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(_)) => Err((
+                        abi::STATUS_CANCELLED,
+                        "the connector's driver stopped before closing".to_owned(),
+                    )),
+                    Err(_) => Err((
+                        abi::STATUS_RETRYABLE,
+                        format!(
+                            "the connector did not finish its work and close within \
+                             {timeout_ms} ms; it was abandoned"
+                        ),
+                    )),
                 }
-                .instrument(span),
-            );
+            });
             // Remaining tasks are dropped here; their completions report cancellation.
             runtime.shutdown_timeout(Duration::from_millis(100));
             match outcome {
@@ -724,42 +790,6 @@ unsafe fn close_instance<T: Send + 'static>(
             tracing::error!(%error, "cannot start a thread to close a connector instance");
         }
     });
-}
-
-fn sink_close_fn<T: Sink>(sink: &mut T) -> BoxFuture<'_, Result<(), Error>> {
-    Box::pin(sink.close())
-}
-
-fn source_close_fn<T: Source>(source: &mut T) -> BoxFuture<'_, Result<(), Error>> {
-    Box::pin(source.close())
-}
-
-/// Entry point `close` of a sink.
-///
-/// # Safety
-/// The ABI's `close` contract.
-pub unsafe fn sink_close<T: Sink>(
-    instance: *mut c_void,
-    timeout_ms: u64,
-    done: DoneFn,
-    ctx: *mut c_void,
-) {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { close_instance::<T>(instance, timeout_ms, done, ctx, sink_close_fn::<T>) }
-}
-
-/// Entry point `close` of a source.
-///
-/// # Safety
-/// The ABI's `close` contract.
-pub unsafe fn source_close<T: Source>(
-    instance: *mut c_void,
-    timeout_ms: u64,
-    done: DoneFn,
-    ctx: *mut c_void,
-) {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { close_instance::<T>(instance, timeout_ms, done, ctx, source_close_fn::<T>) }
 }
 
 /// Builds a descriptor's name, version and SDK version fields.
@@ -802,7 +832,7 @@ macro_rules! export_sink {
                 ctx: *mut ::std::ffi::c_void,
             ) {
                 // SAFETY: the host upholds the ABI contract that sink_consume requires.
-                unsafe { $crate::__export::sink_consume::<$sink>(instance, batch, done, ctx) }
+                unsafe { $crate::__export::sink_consume(instance, batch, done, ctx) }
             }
             unsafe extern "C" fn close(
                 instance: *mut ::std::ffi::c_void,
@@ -810,8 +840,8 @@ macro_rules! export_sink {
                 done: $crate::abi::DoneFn,
                 ctx: *mut ::std::ffi::c_void,
             ) {
-                // SAFETY: the host upholds the ABI contract that sink_close requires.
-                unsafe { $crate::__export::sink_close::<$sink>(instance, timeout_ms, done, ctx) }
+                // SAFETY: the host upholds the ABI contract that close requires.
+                unsafe { $crate::__export::close(instance, timeout_ms, done, ctx) }
             }
             static VTABLE: $crate::abi::SinkVTable = $crate::abi::SinkVTable {
                 open,
@@ -863,7 +893,7 @@ macro_rules! export_source {
                 ctx: *mut ::std::ffi::c_void,
             ) {
                 // SAFETY: the host upholds the ABI contract that source_poll requires.
-                unsafe { $crate::__export::source_poll::<$source>(instance, done, ctx) }
+                unsafe { $crate::__export::source_poll(instance, done, ctx) }
             }
             unsafe extern "C" fn batch_result(
                 instance: *mut ::std::ffi::c_void,
@@ -875,9 +905,7 @@ macro_rules! export_source {
                 // SAFETY: the host upholds the ABI contract that source_batch_result
                 // requires.
                 unsafe {
-                    $crate::__export::source_batch_result::<$source>(
-                        instance, batch_id, accepted, done, ctx,
-                    )
+                    $crate::__export::source_batch_result(instance, batch_id, accepted, done, ctx)
                 }
             }
             unsafe extern "C" fn close(
@@ -886,10 +914,8 @@ macro_rules! export_source {
                 done: $crate::abi::DoneFn,
                 ctx: *mut ::std::ffi::c_void,
             ) {
-                // SAFETY: the host upholds the ABI contract that source_close requires.
-                unsafe {
-                    $crate::__export::source_close::<$source>(instance, timeout_ms, done, ctx)
-                }
+                // SAFETY: the host upholds the ABI contract that close requires.
+                unsafe { $crate::__export::close(instance, timeout_ms, done, ctx) }
             }
             static VTABLE: $crate::abi::SourceVTable = $crate::abi::SourceVTable {
                 open,

@@ -7,8 +7,11 @@
 //! the data the plugin was reading) is still freed only when the plugin answers.
 
 use std::ffi::c_void;
+use std::future::Future;
+use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use connector_sdk::abi::{DoneFn, OpenDoneFn, PollDoneFn, RawSlice, SourceBatchView};
 use tokio::sync::oneshot;
@@ -47,18 +50,37 @@ unsafe extern "C" fn on_done<K>(ctx: *mut c_void, status: i32, message: RawSlice
     let _ = call.reply.send(outcome(status, message));
 }
 
-/// Makes a call whose completion is a [`DoneFn`]; `keep_alive` lives until it answers.
-pub(crate) async fn call_done<K: Send + 'static>(
+/// The answer to a call that has already been made: awaiting it waits for the plugin's
+/// completion; dropping it stops waiting but does not cancel the call.
+#[derive(Debug)]
+#[must_use = "the call runs anyway; await the answer to learn its outcome"]
+pub struct Answer<T> {
+    receiver: oneshot::Receiver<Result<T, CallError>>,
+}
+
+impl<T> Future for Answer<T> {
+    type Output = Result<T, CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.receiver)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or_else(|_| Err(dropped())))
+    }
+}
+
+/// Makes a call whose completion is a [`DoneFn`] now; `keep_alive` lives until the
+/// plugin answers.
+pub(crate) fn call_done<K: Send + 'static>(
     keep_alive: K,
     start: impl FnOnce(DoneFn, *mut c_void),
-) -> Result<(), CallError> {
-    let (reply, answer) = oneshot::channel();
+) -> Answer<()> {
+    let (reply, receiver) = oneshot::channel();
     let ctx = Box::into_raw(Box::new(DoneCall {
         reply,
         _keep_alive: keep_alive,
     }));
     start(on_done::<K>, ctx.cast());
-    answer.await.unwrap_or_else(|_| Err(dropped()))
+    Answer { receiver }
 }
 
 /// A completion for calls nobody waits for (closing a dropped handle): logs failures.

@@ -19,30 +19,22 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use plugin_host::{BatchSource, OpenOptions, PluginLoader, SinkBatch, SinkMessage};
+//! use plugin_host::{BatchSource, MessageMeta, OpenOptions, PluginLoader, SinkBatchBuilder};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let loader = PluginLoader::new();
 //! let plugin = loader.load("target/debug/libiggy_connector_stdout_sink")?;
 //! let sink = plugin.open_sink("stdout", r#"{"print_payload": true}"#, OpenOptions::default()).await?;
-//! let batch = Arc::new(SinkBatch::new(
-//!     BatchSource {
-//!         stream: "s".into(),
-//!         topic: "t".into(),
-//!         partition_id: 1,
-//!         schema: connector_sdk::Schema::Json,
-//!         current_offset: 0,
-//!     },
-//!     vec![SinkMessage {
-//!         id: 1,
-//!         offset: 0,
-//!         timestamp: 0,
-//!         origin_timestamp: 0,
-//!         checksum: 0,
-//!         headers: vec![],
-//!         payload: bytes::Bytes::from_static(b"{}"),
-//!     }],
-//! ));
+//! let source = BatchSource {
+//!     stream: "s".into(),
+//!     topic: "t".into(),
+//!     partition_id: 1,
+//!     schema: connector_sdk::Schema::Json,
+//!     current_offset: 0,
+//! };
+//! let mut builder = SinkBatchBuilder::with_capacity(source, 1);
+//! builder.push(MessageMeta { id: 1, ..MessageMeta::default() }, vec![], bytes::Bytes::from_static(b"{}"));
+//! let batch = Arc::new(builder.build());
 //! sink.consume(&batch).await?;
 //! sink.close(std::time::Duration::from_secs(5)).await?;
 //! # Ok(())
@@ -57,8 +49,9 @@ mod plugin;
 mod sink;
 mod source;
 
+pub use call::Answer;
 pub use error::{CallError, CallErrorKind, LoadError};
 pub use loader::PluginLoader;
 pub use plugin::{ConnectorKind, OpenOptions, Plugin, PluginOrigin};
-pub use sink::{BatchSource, SinkBatch, SinkInstance, SinkMessage};
+pub use sink::{BatchSource, MessageMeta, SinkBatch, SinkBatchBuilder, SinkInstance};
 pub use source::{SourceBatch, SourceInstance};

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use connector_sdk::abi::{HeaderView, MessageView, RawSlice, SinkBatchView, SinkVTable};
-use connector_sdk::{OwnedHeader, Schema};
+use connector_sdk::{Message, OwnedHeader, Schema};
 
-use crate::call::{InstancePtr, call_done, detached_ctx, on_done_detached};
+use crate::call::{Answer, InstancePtr, call_done, detached_ctx, on_done_detached};
 use crate::error::CallError;
 use crate::plugin::Plugin;
 
@@ -26,9 +26,9 @@ pub struct BatchSource {
     pub current_offset: u64,
 }
 
-/// One message to hand to a sink. The payload is shared, never copied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SinkMessage {
+/// A message's metadata, as Iggy delivered it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MessageMeta {
     /// Message id.
     pub id: u128,
     /// Offset in the partition.
@@ -39,82 +39,124 @@ pub struct SinkMessage {
     pub origin_timestamp: u64,
     /// Iggy's checksum.
     pub checksum: u64,
-    /// User headers.
-    pub headers: Vec<OwnedHeader>,
-    /// Payload.
-    pub payload: Bytes,
 }
 
-/// An immutable batch of messages for a sink, with its ABI view built once.
-///
-/// The view points into the batch's own heap buffers, which never move or change while
-/// the batch lives; a `consume` call keeps the batch alive (through its `Arc`) until the
-/// plugin answers, even if the caller stops waiting.
-pub struct SinkBatch {
-    view: SinkBatchView,
-    _message_views: Vec<MessageView>,
-    _header_views: Vec<HeaderView>,
-    messages: Vec<SinkMessage>,
+/// Collects messages into a [`SinkBatch`], writing each message's ABI view as it goes.
+/// Payloads are moved in, never copied.
+#[derive(Debug)]
+pub struct SinkBatchBuilder {
     source: BatchSource,
+    views: Vec<MessageView>,
+    payloads: Vec<Bytes>,
+    headers: Vec<OwnedHeader>,
 }
 
-impl SinkBatch {
-    /// Builds the batch and its ABI view.
-    pub fn new(source: BatchSource, messages: Vec<SinkMessage>) -> Self {
-        let header_views: Vec<HeaderView> = messages
+impl SinkBatchBuilder {
+    /// A builder with room for `capacity` messages.
+    pub fn with_capacity(source: BatchSource, capacity: usize) -> Self {
+        SinkBatchBuilder {
+            source,
+            views: Vec::with_capacity(capacity),
+            payloads: Vec::with_capacity(capacity),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Appends a message.
+    #[inline]
+    pub fn push(&mut self, meta: MessageMeta, headers: Vec<OwnedHeader>, payload: Bytes) {
+        self.views.push(MessageView {
+            id_low: meta.id as u64,
+            id_high: (meta.id >> 64) as u64,
+            offset: meta.offset,
+            timestamp: meta.timestamp,
+            origin_timestamp: meta.origin_timestamp,
+            checksum: meta.checksum,
+            // A `Bytes` points at heap or static data that does not move with it.
+            payload: RawSlice::new(&payload),
+            // Pointed at the header views in `build`, once they stop moving.
+            headers: std::ptr::null(),
+            headers_len: headers.len(),
+        });
+        self.payloads.push(payload);
+        if !headers.is_empty() {
+            self.headers.extend(headers);
+        }
+    }
+
+    /// Number of messages so far.
+    pub fn len(&self) -> usize {
+        self.views.len()
+    }
+
+    /// Whether no message was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.views.is_empty()
+    }
+
+    /// Finishes the batch.
+    pub fn build(self) -> SinkBatch {
+        let SinkBatchBuilder {
+            source,
+            mut views,
+            payloads,
+            headers,
+        } = self;
+        let header_views: Vec<HeaderView> = headers
             .iter()
-            .flat_map(|message| message.headers.iter())
             .map(|header| HeaderView {
                 key: RawSlice::new(header.key.as_bytes()),
                 kind: header.kind as u32,
                 value: RawSlice::new(&header.value),
             })
             .collect();
-        let mut next_header = 0;
-        let message_views: Vec<MessageView> = messages
-            .iter()
-            .map(|message| {
-                let count = message.headers.len();
-                let headers = if count == 0 {
-                    std::ptr::null()
-                } else {
-                    header_views[next_header..].as_ptr()
-                };
-                next_header += count;
-                MessageView {
-                    id_low: message.id as u64,
-                    id_high: (message.id >> 64) as u64,
-                    offset: message.offset,
-                    timestamp: message.timestamp,
-                    origin_timestamp: message.origin_timestamp,
-                    checksum: message.checksum,
-                    payload: RawSlice::new(&message.payload),
-                    headers,
-                    headers_len: count,
-                }
-            })
-            .collect();
+        if !header_views.is_empty() {
+            let mut next = 0;
+            for view in views.iter_mut().filter(|view| view.headers_len > 0) {
+                view.headers = header_views[next..].as_ptr();
+                next += view.headers_len;
+            }
+        }
         let view = SinkBatchView {
             stream: RawSlice::new(source.stream.as_bytes()),
             topic: RawSlice::new(source.topic.as_bytes()),
             partition_id: source.partition_id,
             schema: source.schema.code(),
             current_offset: source.current_offset,
-            messages: message_views.as_ptr(),
-            messages_len: message_views.len(),
+            messages: views.as_ptr(),
+            messages_len: views.len(),
         };
         SinkBatch {
             view,
-            _message_views: message_views,
+            views,
+            _payloads: payloads,
+            _headers: headers,
             _header_views: header_views,
-            messages,
             source,
         }
     }
+}
 
-    /// The messages, in the order the sink receives them.
-    pub fn messages(&self) -> &[SinkMessage] {
-        &self.messages
+/// An immutable batch of messages for a sink: the ABI view and the data it points into.
+///
+/// The view points into the batch's own heap buffers, which never move or change while
+/// the batch lives; a `consume` call keeps the batch alive (through its `Arc`) until the
+/// plugin answers, even if the caller stops waiting.
+pub struct SinkBatch {
+    view: SinkBatchView,
+    views: Vec<MessageView>,
+    _payloads: Vec<Bytes>,
+    _headers: Vec<OwnedHeader>,
+    _header_views: Vec<HeaderView>,
+    source: BatchSource,
+}
+
+impl SinkBatch {
+    /// The messages, as the sink sees them.
+    pub fn messages(&self) -> &[Message<'_>] {
+        // SAFETY: the views point into this batch's own buffers, which live and stay
+        // unchanged as long as `self` is borrowed.
+        unsafe { Message::slice_from_raw(self.views.as_ptr(), self.views.len()) }
     }
 
     /// Where the messages come from.
@@ -124,12 +166,12 @@ impl SinkBatch {
 
     /// Number of messages.
     pub fn len(&self) -> usize {
-        self.messages.len()
+        self.views.len()
     }
 
     /// Whether the batch has no messages.
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
+        self.views.is_empty()
     }
 }
 
@@ -137,7 +179,7 @@ impl std::fmt::Debug for SinkBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SinkBatch")
             .field("source", &self.source)
-            .field("messages", &self.messages.len())
+            .field("messages", &self.views.len())
             .finish()
     }
 }
@@ -184,9 +226,12 @@ impl SinkInstance {
             .map_or(std::ptr::null_mut(), |instance| instance.0.as_ptr())
     }
 
-    /// Hands a batch to the sink and waits for its answer. The calling thread is never
-    /// blocked: the sink runs on its own executor.
-    pub async fn consume(&self, batch: &Arc<SinkBatch>) -> Result<(), CallError> {
+    /// Hands a batch to the sink now and returns the future of its answer. The calling
+    /// thread is never blocked: the sink runs on its own executor.
+    ///
+    /// Calls on one instance are served in the order they are made, so a caller can keep
+    /// several batches in flight and still see their answers in order.
+    pub fn consume(&self, batch: &Arc<SinkBatch>) -> Answer<()> {
         let consume = self.vtable.consume;
         let instance = self.ptr();
         let view: *const SinkBatchView = &batch.view;
@@ -195,7 +240,6 @@ impl SinkInstance {
             // points into is kept alive by the call context until the plugin answers.
             unsafe { consume(instance, view, done, ctx) }
         })
-        .await
     }
 
     /// Closes the sink: waits up to `timeout` for an in-flight call, then runs the

@@ -1,0 +1,32 @@
+//! Shared measuring helpers for the bench binaries in this directory.
+
+use std::time::{Duration, Instant};
+
+/// Runs `iteration` repeatedly for about `budget` (after a warm-up of a tenth of it) and
+/// returns the mean time per iteration.
+pub fn measure(budget: Duration, mut iteration: impl FnMut()) -> Duration {
+    let warm_up = Instant::now();
+    while warm_up.elapsed() < budget / 10 {
+        iteration();
+    }
+    let start = Instant::now();
+    let mut count: u32 = 0;
+    while start.elapsed() < budget {
+        iteration();
+        count += 1;
+    }
+    start.elapsed() / count.max(1)
+}
+
+/// Nanoseconds per item of a per-iteration time.
+pub fn nanos_per(per_iteration: Duration, items: usize) -> f64 {
+    per_iteration.as_nanos() as f64 / items.max(1) as f64
+}
+
+/// CPU time the current thread has used, where the OS tells it (Linux:
+/// `/proc/thread-self/schedstat`, in nanoseconds).
+pub fn thread_cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
+}
