@@ -1,0 +1,35 @@
+# Tasks for iggy-connectors. `just --list` shows them. (Install just with
+# `cargo install just`; every recipe is a plain cargo command you can also run by hand.)
+
+# Build the binary and every plugin library (debug).
+build:
+    cargo build --workspace
+
+# Build the release binary and the plugin libraries into target/release.
+plugins:
+    cargo build --release --workspace --exclude iggy-connectors-benches --exclude iggy-connectors-tests
+
+# Run the whole test suite (builds the plugin libraries the tests load).
+test:
+    cargo test --workspace
+
+# Format check and lints, as CI runs them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Run the benchmarks.
+bench:
+    cargo bench -p iggy-connectors-benches
+
+# Run the binary with the example config.
+run *ARGS:
+    cargo run --release --bin iggy-connectors -- --config configs/config.toml {{ARGS}}
+
+# List the bundled plugins after building them.
+demo: plugins
+    cargo run --release --bin iggy-connectors -- plugins \
+        target/release/libiggy_connector_random_source \
+        target/release/libiggy_connector_stdout_sink \
+        target/release/libiggy_connector_file_sink \
+        target/release/libiggy_connector_null_sink

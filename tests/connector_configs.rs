@@ -1,0 +1,120 @@
+//! The `plugin_config` of our example connector configs, and of upstream's, opens our
+//! connectors unchanged: existing configs keep working.
+
+// In tests an unwrap is an assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use iggy_connectors_tests::{plugin_path, temp_dir};
+use plugin_host::{OpenOptions, PluginLoader};
+
+/// Reads a connector config file and returns its `type`, its library crate name (from
+/// `path`) and its `plugin_config` as JSON.
+fn read_config(file: &Path) -> (String, String, serde_json::Value) {
+    let text = std::fs::read_to_string(file).unwrap();
+    let value: toml::Value = toml::from_str(&text).unwrap();
+    let kind = value["type"].as_str().unwrap().to_owned();
+    let library = value["path"].as_str().unwrap();
+    let crate_name = library
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .trim_start_matches("lib")
+        .to_owned();
+    let plugin_config = value
+        .get("plugin_config")
+        .map(|config| serde_json::to_value(config).unwrap())
+        .unwrap_or_else(|| serde_json::json!({}));
+    (kind, crate_name, plugin_config)
+}
+
+async fn open_with(file: &Path, adjust: impl Fn(&mut serde_json::Value)) {
+    let (kind, crate_name, mut plugin_config) = read_config(file);
+    adjust(&mut plugin_config);
+    let plugin = PluginLoader::new().load(&plugin_path(&crate_name)).unwrap();
+    let config = plugin_config.to_string();
+    let result = match kind.as_str() {
+        "sink" => match plugin
+            .open_sink("example", &config, OpenOptions::default())
+            .await
+        {
+            Ok(sink) => sink.close(Duration::from_secs(5)).await,
+            Err(error) => Err(error),
+        },
+        "source" => {
+            let opened = plugin
+                .open_source("example", &config, None, OpenOptions::default())
+                .await;
+            match opened {
+                Ok(source) => source.close(Duration::from_secs(5)).await,
+                Err(error) => Err(error),
+            }
+        }
+        other => panic!("{}: unknown type {other}", file.display()),
+    };
+    if let Err(error) = result {
+        panic!("{} does not open {crate_name}: {error}", file.display());
+    }
+}
+
+#[tokio::test]
+async fn our_example_connector_configs_open_their_connectors() {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/connectors"
+    ));
+    let output = temp_dir("example-configs");
+    let mut opened = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let file = entry.unwrap().path();
+        if file
+            .extension()
+            .is_some_and(|extension| extension == "toml")
+        {
+            // Keep the file sink's output out of the source tree.
+            open_with(&file, |config| {
+                if config.get("path").is_some() {
+                    config["path"] = output.join("out.jsonl").display().to_string().into();
+                }
+            })
+            .await;
+            opened += 1;
+        }
+    }
+    assert_eq!(opened, 3);
+}
+
+/// Upstream's config files, in the steering repository's shared fixtures. A checkout
+/// without them skips this test, except in CI, where they must be present.
+fn upstream_connectors_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/upstream-configs/connectors"
+    ));
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "upstream config fixtures missing at {}",
+        dir.display()
+    );
+    eprintln!("skipped: no upstream fixtures at {}", dir.display());
+    None
+}
+
+#[tokio::test]
+async fn upstream_random_and_stdout_configs_open_our_connectors() {
+    let Some(dir) = upstream_connectors_dir() else {
+        return;
+    };
+    for name in [
+        "random_source_v0.toml",
+        "random_source_v1.toml",
+        "stdout_sink.toml",
+    ] {
+        open_with(&dir.join(name), |_| {}).await;
+    }
+}
