@@ -22,8 +22,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::abi::{
-    self, DoneFn, HeaderView, MessageView, OpenArgs, OpenDoneFn, PollDoneFn, RawSlice,
-    SinkBatchView, SourceBatchView,
+    self, ConnectorDescriptor, DoneFn, HeaderView, MessageView, OpenArgs, OpenDoneFn, PollDoneFn,
+    RawSlice, SinkBatchView, SinkVTable, SourceBatchView, SourceVTable,
 };
 use crate::{
     BatchOutcome, ConnectorContext, Error, Message, MessageBatch, ProducedBatch, Schema, Sink,
@@ -657,7 +657,7 @@ unsafe fn instance<'a>(instance: *mut c_void) -> &'a Instance {
 /// # Safety
 /// The ABI's `consume` contract: `instance` came from this plugin's `open` and is not
 /// closed; `batch` stays valid until `done` is called.
-pub unsafe fn sink_consume(
+pub unsafe extern "C" fn sink_consume(
     instance_ptr: *mut c_void,
     batch: *const SinkBatchView,
     done: DoneFn,
@@ -686,7 +686,11 @@ pub unsafe fn sink_consume(
 ///
 /// # Safety
 /// The ABI's `poll` contract: `instance` came from this plugin's `open` and is not closed.
-pub unsafe fn source_poll(instance_ptr: *mut c_void, done: PollDoneFn, ctx: *mut c_void) {
+pub unsafe extern "C" fn source_poll(
+    instance_ptr: *mut c_void,
+    done: PollDoneFn,
+    ctx: *mut c_void,
+) {
     guard_entry(Completion::new(done, ctx), |slot| {
         if let Some(completion) = slot.take() {
             // SAFETY: the caller's contract.
@@ -700,7 +704,7 @@ pub unsafe fn source_poll(instance_ptr: *mut c_void, done: PollDoneFn, ctx: *mut
 /// # Safety
 /// The ABI's `batch_result` contract: `instance` came from this plugin's `open` and is
 /// not closed; the host no longer reads the batch's view.
-pub unsafe fn source_batch_result(
+pub unsafe extern "C" fn source_batch_result(
     instance_ptr: *mut c_void,
     batch_id: u64,
     accepted: u8,
@@ -734,7 +738,12 @@ pub unsafe fn source_batch_result(
 /// # Safety
 /// The ABI's `close` contract: `instance` came from this plugin's `open`, and the host
 /// makes no other call with it, now or later.
-pub unsafe fn close(instance_ptr: *mut c_void, timeout_ms: u64, done: DoneFn, ctx: *mut c_void) {
+pub unsafe extern "C" fn close(
+    instance_ptr: *mut c_void,
+    timeout_ms: u64,
+    done: DoneFn,
+    ctx: *mut c_void,
+) {
     guard_entry(Completion::new(done, ctx), |slot| {
         if instance_ptr.is_null() {
             if let Some(completion) = slot.take() {
@@ -792,16 +801,38 @@ pub unsafe fn close(instance_ptr: *mut c_void, timeout_ms: u64, done: DoneFn, ct
     });
 }
 
-/// Builds a descriptor's name, version and SDK version fields.
-pub const fn descriptor_strings(
+/// The descriptor of a sink plugin.
+pub const fn sink_descriptor(
     name: &'static str,
     version: &'static str,
-) -> (RawSlice, RawSlice, RawSlice) {
-    (
-        RawSlice::new(name.as_bytes()),
-        RawSlice::new(version.as_bytes()),
-        RawSlice::new(env!("CARGO_PKG_VERSION").as_bytes()),
-    )
+    vtable: &'static SinkVTable,
+) -> ConnectorDescriptor {
+    ConnectorDescriptor {
+        abi_version: abi::ABI_VERSION,
+        kind: abi::KIND_SINK,
+        name: RawSlice::new(name.as_bytes()),
+        version: RawSlice::new(version.as_bytes()),
+        sdk_version: RawSlice::new(env!("CARGO_PKG_VERSION").as_bytes()),
+        sink: vtable,
+        source: std::ptr::null(),
+    }
+}
+
+/// The descriptor of a source plugin.
+pub const fn source_descriptor(
+    name: &'static str,
+    version: &'static str,
+    vtable: &'static SourceVTable,
+) -> ConnectorDescriptor {
+    ConnectorDescriptor {
+        abi_version: abi::ABI_VERSION,
+        kind: abi::KIND_SOURCE,
+        name: RawSlice::new(name.as_bytes()),
+        version: RawSlice::new(version.as_bytes()),
+        sdk_version: RawSlice::new(env!("CARGO_PKG_VERSION").as_bytes()),
+        sink: std::ptr::null(),
+        source: vtable,
+    }
 }
 
 /// Exports a [`Sink`](crate::Sink) implementation as a connector plugin.
@@ -816,53 +847,21 @@ macro_rules! export_sink {
     ($sink:ty, $name:expr) => {
         /// This connector's ABI descriptor (the same one its cdylib exports).
         pub fn descriptor() -> &'static $crate::abi::ConnectorDescriptor {
-            const NAME: &str = $name;
             unsafe extern "C" fn open(
                 args: *const $crate::abi::OpenArgs,
                 done: $crate::abi::OpenDoneFn,
                 ctx: *mut ::std::ffi::c_void,
             ) {
                 // SAFETY: the host upholds the ABI contract that sink_open requires.
-                unsafe { $crate::__export::sink_open::<$sink>(NAME, args, done, ctx) }
-            }
-            unsafe extern "C" fn consume(
-                instance: *mut ::std::ffi::c_void,
-                batch: *const $crate::abi::SinkBatchView,
-                done: $crate::abi::DoneFn,
-                ctx: *mut ::std::ffi::c_void,
-            ) {
-                // SAFETY: the host upholds the ABI contract that sink_consume requires.
-                unsafe { $crate::__export::sink_consume(instance, batch, done, ctx) }
-            }
-            unsafe extern "C" fn close(
-                instance: *mut ::std::ffi::c_void,
-                timeout_ms: u64,
-                done: $crate::abi::DoneFn,
-                ctx: *mut ::std::ffi::c_void,
-            ) {
-                // SAFETY: the host upholds the ABI contract that close requires.
-                unsafe { $crate::__export::close(instance, timeout_ms, done, ctx) }
+                unsafe { $crate::__export::sink_open::<$sink>($name, args, done, ctx) }
             }
             static VTABLE: $crate::abi::SinkVTable = $crate::abi::SinkVTable {
                 open,
-                consume,
-                close,
+                consume: $crate::__export::sink_consume,
+                close: $crate::__export::close,
             };
-            const STRINGS: (
-                $crate::abi::RawSlice,
-                $crate::abi::RawSlice,
-                $crate::abi::RawSlice,
-            ) = $crate::__export::descriptor_strings(NAME, env!("CARGO_PKG_VERSION"));
             static DESCRIPTOR: $crate::abi::ConnectorDescriptor =
-                $crate::abi::ConnectorDescriptor {
-                    abi_version: $crate::abi::ABI_VERSION,
-                    kind: $crate::abi::KIND_SINK,
-                    name: STRINGS.0,
-                    version: STRINGS.1,
-                    sdk_version: STRINGS.2,
-                    sink: &VTABLE,
-                    source: ::std::ptr::null(),
-                };
+                $crate::__export::sink_descriptor($name, env!("CARGO_PKG_VERSION"), &VTABLE);
             &DESCRIPTOR
         }
 
@@ -878,66 +877,22 @@ macro_rules! export_source {
     ($source:ty, $name:expr) => {
         /// This connector's ABI descriptor (the same one its cdylib exports).
         pub fn descriptor() -> &'static $crate::abi::ConnectorDescriptor {
-            const NAME: &str = $name;
             unsafe extern "C" fn open(
                 args: *const $crate::abi::OpenArgs,
                 done: $crate::abi::OpenDoneFn,
                 ctx: *mut ::std::ffi::c_void,
             ) {
                 // SAFETY: the host upholds the ABI contract that source_open requires.
-                unsafe { $crate::__export::source_open::<$source>(NAME, args, done, ctx) }
-            }
-            unsafe extern "C" fn poll(
-                instance: *mut ::std::ffi::c_void,
-                done: $crate::abi::PollDoneFn,
-                ctx: *mut ::std::ffi::c_void,
-            ) {
-                // SAFETY: the host upholds the ABI contract that source_poll requires.
-                unsafe { $crate::__export::source_poll(instance, done, ctx) }
-            }
-            unsafe extern "C" fn batch_result(
-                instance: *mut ::std::ffi::c_void,
-                batch_id: u64,
-                accepted: u8,
-                done: $crate::abi::DoneFn,
-                ctx: *mut ::std::ffi::c_void,
-            ) {
-                // SAFETY: the host upholds the ABI contract that source_batch_result
-                // requires.
-                unsafe {
-                    $crate::__export::source_batch_result(instance, batch_id, accepted, done, ctx)
-                }
-            }
-            unsafe extern "C" fn close(
-                instance: *mut ::std::ffi::c_void,
-                timeout_ms: u64,
-                done: $crate::abi::DoneFn,
-                ctx: *mut ::std::ffi::c_void,
-            ) {
-                // SAFETY: the host upholds the ABI contract that close requires.
-                unsafe { $crate::__export::close(instance, timeout_ms, done, ctx) }
+                unsafe { $crate::__export::source_open::<$source>($name, args, done, ctx) }
             }
             static VTABLE: $crate::abi::SourceVTable = $crate::abi::SourceVTable {
                 open,
-                poll,
-                batch_result,
-                close,
+                poll: $crate::__export::source_poll,
+                batch_result: $crate::__export::source_batch_result,
+                close: $crate::__export::close,
             };
-            const STRINGS: (
-                $crate::abi::RawSlice,
-                $crate::abi::RawSlice,
-                $crate::abi::RawSlice,
-            ) = $crate::__export::descriptor_strings(NAME, env!("CARGO_PKG_VERSION"));
             static DESCRIPTOR: $crate::abi::ConnectorDescriptor =
-                $crate::abi::ConnectorDescriptor {
-                    abi_version: $crate::abi::ABI_VERSION,
-                    kind: $crate::abi::KIND_SOURCE,
-                    name: STRINGS.0,
-                    version: STRINGS.1,
-                    sdk_version: STRINGS.2,
-                    sink: ::std::ptr::null(),
-                    source: &VTABLE,
-                };
+                $crate::__export::source_descriptor($name, env!("CARGO_PKG_VERSION"), &VTABLE);
             &DESCRIPTOR
         }
 

@@ -13,7 +13,9 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use connector_sdk::abi::{DoneFn, OpenDoneFn, PollDoneFn, RawSlice, SourceBatchView};
+use std::time::Duration;
+
+use connector_sdk::abi::{CloseFn, DoneFn, OpenDoneFn, PollDoneFn, RawSlice, SourceBatchView};
 use tokio::sync::oneshot;
 
 use crate::error::{CallError, CallErrorKind};
@@ -84,7 +86,7 @@ pub(crate) fn call_done<K: Send + 'static>(
 }
 
 /// A completion for calls nobody waits for (closing a dropped handle): logs failures.
-pub(crate) unsafe extern "C" fn on_done_detached(ctx: *mut c_void, status: i32, message: RawSlice) {
+unsafe extern "C" fn on_done_detached(ctx: *mut c_void, status: i32, message: RawSlice) {
     // SAFETY: `ctx` is the boxed connector key leaked by `detached_ctx`, used once.
     let key = unsafe { Box::from_raw(ctx.cast::<String>()) };
     if let Err(error) = outcome(status, message) {
@@ -92,14 +94,9 @@ pub(crate) unsafe extern "C" fn on_done_detached(ctx: *mut c_void, status: i32, 
     }
 }
 
-/// The context for [`on_done_detached`].
-pub(crate) fn detached_ctx(key: &str) -> *mut c_void {
-    Box::into_raw(Box::new(key.to_owned())).cast()
-}
-
 /// A plugin's instance pointer.
 #[derive(Debug)]
-pub(crate) struct InstancePtr(pub(crate) NonNull<c_void>);
+pub(crate) struct InstancePtr(NonNull<c_void>);
 
 // SAFETY: the ABI allows calls on an instance from any thread; the plugin serialises
 // them internally.
@@ -187,4 +184,74 @@ pub(crate) async fn call_poll(
     let ctx = Box::into_raw(Box::new(PollCall { reply, orphan }));
     start(on_poll_done, ctx.cast());
     answer.await.unwrap_or_else(|_| Err(dropped()))
+}
+
+/// How long an instance dropped without `close` gets to finish its work.
+const DROP_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An open plugin instance: its pointer and the plugin's `close`. Closing consumes it,
+/// so no call can follow; dropping it closes the instance in the background.
+#[derive(Debug)]
+pub(crate) struct OpenInstance {
+    ptr: Option<InstancePtr>,
+    close: CloseFn,
+    key: String,
+}
+
+impl OpenInstance {
+    pub(crate) fn new(ptr: InstancePtr, close: CloseFn, key: &str) -> Self {
+        OpenInstance {
+            ptr: Some(ptr),
+            close,
+            key: key.to_owned(),
+        }
+    }
+
+    /// The instance pointer, to pass to the plugin's functions.
+    pub(crate) fn ptr(&self) -> *mut c_void {
+        // Only `close` and `drop` take the pointer out, and both end the handle.
+        self.ptr
+            .as_ref()
+            .map_or(std::ptr::null_mut(), |ptr| ptr.0.as_ptr())
+    }
+
+    /// The connector key the instance was opened with.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Closes the instance, waiting up to `timeout` for its work to finish.
+    pub(crate) async fn close(mut self, timeout: Duration) -> Result<(), CallError> {
+        let Some(ptr) = self.ptr.take() else {
+            return Ok(());
+        };
+        let close = self.close;
+        call_done((), |done, ctx| {
+            // SAFETY: the pointer is live and, taken out of the handle, never used again.
+            unsafe { close(ptr.0.as_ptr(), millis(timeout), done, ctx) }
+        })
+        .await
+    }
+}
+
+impl Drop for OpenInstance {
+    fn drop(&mut self) {
+        if let Some(ptr) = self.ptr.take() {
+            let ctx = Box::into_raw(Box::new(std::mem::take(&mut self.key)));
+            // SAFETY: the pointer is live and, taken out of the handle, never used again;
+            // the detached completion frees its own context.
+            unsafe {
+                (self.close)(
+                    ptr.0.as_ptr(),
+                    millis(DROP_CLOSE_TIMEOUT),
+                    on_done_detached,
+                    ctx.cast(),
+                )
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use connector_sdk::abi::{HeaderView, MessageView, RawSlice, SinkBatchView, SinkVTable};
 use connector_sdk::{Message, OwnedHeader, Schema};
 
-use crate::call::{Answer, InstancePtr, call_done, detached_ctx, on_done_detached};
+use crate::call::{Answer, InstancePtr, OpenInstance, call_done};
 use crate::error::CallError;
 use crate::plugin::Plugin;
 
@@ -190,8 +190,7 @@ impl std::fmt::Debug for SinkBatch {
 pub struct SinkInstance {
     plugin: Plugin,
     vtable: &'static SinkVTable,
-    instance: Option<InstancePtr>,
-    key: String,
+    instance: OpenInstance,
 }
 
 impl SinkInstance {
@@ -204,8 +203,7 @@ impl SinkInstance {
         SinkInstance {
             plugin,
             vtable,
-            instance: Some(instance),
-            key: key.to_owned(),
+            instance: OpenInstance::new(instance, vtable.close, key),
         }
     }
 
@@ -216,14 +214,7 @@ impl SinkInstance {
 
     /// The connector key the instance was opened with.
     pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    fn ptr(&self) -> *mut std::ffi::c_void {
-        // Only `close` and `drop` take the pointer, and both end the handle.
-        self.instance
-            .as_ref()
-            .map_or(std::ptr::null_mut(), |instance| instance.0.as_ptr())
+        self.instance.key()
     }
 
     /// Hands a batch to the sink now and returns the future of its answer. The calling
@@ -233,7 +224,7 @@ impl SinkInstance {
     /// several batches in flight and still see their answers in order.
     pub fn consume(&self, batch: &Arc<SinkBatch>) -> Answer<()> {
         let consume = self.vtable.consume;
-        let instance = self.ptr();
+        let instance = self.instance.ptr();
         let view: *const SinkBatchView = &batch.view;
         call_done(batch.clone(), |done, ctx| {
             // SAFETY: the instance is open (the handle is alive), and the batch the view
@@ -242,41 +233,9 @@ impl SinkInstance {
         })
     }
 
-    /// Closes the sink: waits up to `timeout` for an in-flight call, then runs the
+    /// Closes the sink: waits up to `timeout` for the calls in flight and the
     /// connector's `close`.
-    pub async fn close(mut self, timeout: Duration) -> Result<(), CallError> {
-        let Some(instance) = self.instance.take() else {
-            return Ok(());
-        };
-        let close = self.vtable.close;
-        call_done((), |done, ctx| {
-            // SAFETY: the pointer is live and, taken out of the handle, never used again.
-            unsafe { close(instance.0.as_ptr(), millis(timeout), done, ctx) }
-        })
-        .await
+    pub async fn close(self, timeout: Duration) -> Result<(), CallError> {
+        self.instance.close(timeout).await
     }
-}
-
-impl Drop for SinkInstance {
-    fn drop(&mut self) {
-        if let Some(instance) = self.instance.take() {
-            // SAFETY: the pointer is live and, taken out of the handle, never used again;
-            // the detached completion frees its own context.
-            unsafe {
-                (self.vtable.close)(
-                    instance.0.as_ptr(),
-                    millis(DROP_CLOSE_TIMEOUT),
-                    on_done_detached,
-                    detached_ctx(&self.key),
-                )
-            }
-        }
-    }
-}
-
-/// How long an instance dropped without `close` gets to finish its work.
-pub(crate) const DROP_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-pub(crate) fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -6,10 +6,9 @@ use std::time::Duration;
 use connector_sdk::abi::{SourceBatchView, SourceVTable};
 use connector_sdk::{Message, Schema};
 
-use crate::call::{InstancePtr, OrphanSlot, call_done, call_poll, detached_ctx, on_done_detached};
+use crate::call::{InstancePtr, OpenInstance, OrphanSlot, call_done, call_poll};
 use crate::error::{CallError, CallErrorKind};
 use crate::plugin::Plugin;
-use crate::sink::{DROP_CLOSE_TIMEOUT, millis};
 
 /// An open source. Closing it consumes the handle, so no call can follow the close;
 /// dropping it unclosed closes it in the background.
@@ -17,8 +16,7 @@ use crate::sink::{DROP_CLOSE_TIMEOUT, millis};
 pub struct SourceInstance {
     plugin: Plugin,
     vtable: &'static SourceVTable,
-    instance: Option<InstancePtr>,
-    key: String,
+    instance: OpenInstance,
     orphan: OrphanSlot,
 }
 
@@ -32,8 +30,7 @@ impl SourceInstance {
         SourceInstance {
             plugin,
             vtable,
-            instance: Some(instance),
-            key: key.to_owned(),
+            instance: OpenInstance::new(instance, vtable.close, key),
             orphan: Arc::new(Mutex::new(None)),
         }
     }
@@ -45,13 +42,7 @@ impl SourceInstance {
 
     /// The connector key the instance was opened with.
     pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    fn ptr(&self) -> *mut std::ffi::c_void {
-        self.instance
-            .as_ref()
-            .map_or(std::ptr::null_mut(), |instance| instance.0.as_ptr())
+        self.instance.key()
     }
 
     /// Waits for the source's next batch. The batch must be settled with
@@ -67,7 +58,7 @@ impl SourceInstance {
             self.settle(batch_id, false).await?;
         }
         let poll = self.vtable.poll;
-        let instance = self.ptr();
+        let instance = self.instance.ptr();
         let view = call_poll(self.orphan.clone(), |done, ctx| {
             // SAFETY: the instance is open while the handle is alive.
             unsafe { poll(instance, done, ctx) }
@@ -89,7 +80,7 @@ impl SourceInstance {
 
     async fn settle(&self, batch_id: u64, accepted: bool) -> Result<(), CallError> {
         let batch_result = self.vtable.batch_result;
-        let instance = self.ptr();
+        let instance = self.instance.ptr();
         call_done((), |done, ctx| {
             // SAFETY: the instance is open while the handle is alive.
             unsafe { batch_result(instance, batch_id, u8::from(accepted), done, ctx) }
@@ -98,34 +89,9 @@ impl SourceInstance {
     }
 
     /// Closes the source: abandons a `poll` that is waiting, waits up to `timeout` for
-    /// other in-flight calls, then runs the connector's `close`.
-    pub async fn close(mut self, timeout: Duration) -> Result<(), CallError> {
-        let Some(instance) = self.instance.take() else {
-            return Ok(());
-        };
-        let close = self.vtable.close;
-        call_done((), |done, ctx| {
-            // SAFETY: the pointer is live and, taken out of the handle, never used again.
-            unsafe { close(instance.0.as_ptr(), millis(timeout), done, ctx) }
-        })
-        .await
-    }
-}
-
-impl Drop for SourceInstance {
-    fn drop(&mut self) {
-        if let Some(instance) = self.instance.take() {
-            // SAFETY: the pointer is live and, taken out of the handle, never used again;
-            // the detached completion frees its own context.
-            unsafe {
-                (self.vtable.close)(
-                    instance.0.as_ptr(),
-                    millis(DROP_CLOSE_TIMEOUT),
-                    on_done_detached,
-                    detached_ctx(&self.key),
-                )
-            }
-        }
+    /// other calls in flight and the connector's `close`.
+    pub async fn close(self, timeout: Duration) -> Result<(), CallError> {
+        self.instance.close(timeout).await
     }
 }
 
