@@ -1,0 +1,450 @@
+//! The listener, the connections, and the test-facing handle.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use iggy_binary_protocol::WireIdentifier;
+
+use crate::dispatch::{self, Connection, ServerInfo};
+use crate::state::{self, ConsumerRef, State};
+use crate::wire::{self, ReadError};
+
+/// How to start a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen; port 0 picks a free port.
+    pub address: SocketAddr,
+    /// The one user's name.
+    pub username: String,
+    /// The one user's password.
+    pub password: String,
+    /// Serve TLS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            username: "iggy".to_owned(),
+            password: "iggy".to_owned(),
+            tls: None,
+        }
+    }
+}
+
+/// PEM files for TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// Private key of the leaf certificate.
+    pub key_file: PathBuf,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Binding the address failed.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The TLS files could not be read or used.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}
+
+/// A message as the server stores it, for tests to inspect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessageInfo {
+    /// The partition it is in.
+    pub partition_id: u32,
+    /// Its offset in the partition.
+    pub offset: u64,
+    /// Its id.
+    pub id: u128,
+    /// The server's timestamp of its batch, microseconds.
+    pub timestamp: u64,
+    /// The producer's timestamp, microseconds.
+    pub origin_timestamp: u64,
+    /// The payload.
+    pub payload: Bytes,
+    /// The user headers in Iggy's binary encoding (empty when none).
+    pub user_headers: Bytes,
+}
+
+/// Whose offset to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetOwner {
+    /// A consumer, by name.
+    Consumer(String),
+    /// A consumer group, by name.
+    Group(String),
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    failing_sends: AtomicU32,
+    delay_until: Mutex<Option<Instant>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    faults: Faults,
+    /// Bumped to make every open connection close.
+    disconnect: watch::Sender<u64>,
+    next_connection: AtomicU32,
+    open_connections: AtomicU32,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("open_connections", &self.open_connections)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state as consistent as each
+        // handler left it; carry on rather than poison every later test call.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// An in-memory Iggy server on a TCP port, speaking the protocol of the `iggy` 0.11
+/// client. For tests and demos only: nothing is persisted, there is one node and one
+/// user, and only the commands a connectors runtime uses are implemented.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = iggy_test_server::TestServer::start().await?;
+/// println!("iggy://iggy:iggy@{}", server.address());
+/// server.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct TestServer {
+    shared: Arc<Shared>,
+    address: SocketAddr,
+    accept_loop: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl TestServer {
+    /// Starts a server on 127.0.0.1 with an ephemeral port and user iggy/iggy.
+    pub async fn start() -> Result<TestServer, StartError> {
+        TestServer::start_with(ServerConfig::default()).await
+    }
+
+    /// Starts a server with `config`.
+    pub async fn start_with(config: ServerConfig) -> Result<TestServer, StartError> {
+        let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+        let listener =
+            TcpListener::bind(config.address)
+                .await
+                .map_err(|source| StartError::Bind {
+                    address: config.address,
+                    source,
+                })?;
+        let address = listener.local_addr().map_err(|source| StartError::Bind {
+            address: config.address,
+            source,
+        })?;
+        let (disconnect, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(&config.username, &config.password)),
+            faults: Faults::default(),
+            disconnect,
+            next_connection: AtomicU32::new(1),
+            open_connections: AtomicU32::new(0),
+            tls,
+        });
+        let accept_loop = tokio::spawn(accept(listener, shared.clone(), address));
+        tracing::info!(%address, tls = shared.tls.is_some(), "iggy test server listening");
+        Ok(TestServer {
+            shared,
+            address,
+            accept_loop: Mutex::new(Some(accept_loop)),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// A connection string for the `iggy` client with the default user.
+    pub fn connection_string(&self) -> String {
+        format!("iggy://iggy:iggy@{}", self.address)
+    }
+
+    /// Number of connections open now.
+    pub fn open_connections(&self) -> u32 {
+        self.shared.open_connections.load(Ordering::SeqCst)
+    }
+
+    /// Every message of a topic, by partition then offset; `None` if the stream or
+    /// topic does not exist.
+    pub fn messages(&self, stream: &str, topic: &str) -> Option<Vec<StoredMessageInfo>> {
+        let state = self.shared.state();
+        let topic = state.topic(&named(stream)?, &named(topic)?).ok()?;
+        Some(
+            topic
+                .partitions
+                .iter()
+                .flat_map(|partition| {
+                    partition.messages.iter().map(|message| StoredMessageInfo {
+                        partition_id: partition.id,
+                        offset: message.offset(),
+                        id: message.id(),
+                        timestamp: message.timestamp,
+                        origin_timestamp: message.origin_timestamp(),
+                        payload: message.payload(),
+                        user_headers: message.user_headers(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// The offset stored for a consumer or group on a partition.
+    pub fn stored_offset(
+        &self,
+        stream: &str,
+        topic: &str,
+        owner: &OffsetOwner,
+        partition: u32,
+    ) -> Option<u64> {
+        let state = self.shared.state();
+        let topic = state.topic(&named(stream)?, &named(topic)?).ok()?;
+        let consumer = match owner {
+            OffsetOwner::Consumer(name) => ConsumerRef::Consumer(name.clone()),
+            OffsetOwner::Group(name) => ConsumerRef::Group(topic.group_id(&named(name)?).ok()?),
+        };
+        state::stored_offset(topic, &consumer, partition)
+    }
+
+    /// Closes every open connection (the server keeps listening).
+    pub fn drop_connections(&self) {
+        self.shared.disconnect.send_modify(|epoch| *epoch += 1);
+    }
+
+    /// Makes the next `count` sends fail with `CannotAppendMessage`.
+    pub fn fail_next_sends(&self, count: u32) {
+        self.shared
+            .faults
+            .failing_sends
+            .store(count, Ordering::SeqCst);
+    }
+
+    /// Holds every reply back until `duration` from now has passed.
+    pub fn delay_replies(&self, duration: Duration) {
+        if let Ok(mut until) = self.shared.faults.delay_until.lock() {
+            *until = Some(Instant::now() + duration);
+        }
+    }
+
+    /// Stops listening and closes every connection, then listens again on the same
+    /// address, keeping all data, as a restarted server with persistence would.
+    pub async fn restart(&self) -> Result<(), StartError> {
+        self.stop_accepting().await;
+        self.drop_connections();
+        let listener =
+            TcpListener::bind(self.address)
+                .await
+                .map_err(|source| StartError::Bind {
+                    address: self.address,
+                    source,
+                })?;
+        let task = tokio::spawn(accept(listener, self.shared.clone(), self.address));
+        if let Ok(mut accept_loop) = self.accept_loop.lock() {
+            *accept_loop = Some(task);
+        }
+        tracing::info!(address = %self.address, "iggy test server restarted");
+        Ok(())
+    }
+
+    async fn stop_accepting(&self) {
+        let task = self
+            .accept_loop
+            .lock()
+            .ok()
+            .and_then(|mut task| task.take());
+        if let Some(task) = task {
+            task.abort();
+            // Wait until the listener is dropped, so the port is free again.
+            let _ = task.await;
+        }
+    }
+
+    /// Stops the server and closes every connection.
+    pub async fn shutdown(self) {
+        self.stop_accepting().await;
+        self.drop_connections();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Ok(mut task) = self.accept_loop.lock()
+            && let Some(task) = task.take()
+        {
+            task.abort();
+        }
+        self.shared.disconnect.send_modify(|epoch| *epoch += 1);
+    }
+}
+
+fn named(name: &str) -> Option<WireIdentifier> {
+    WireIdentifier::named(name).ok()
+}
+
+fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, StartError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_file)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|error| {
+            StartError::Tls(format!(
+                "cannot read certificates from {}: {error}",
+                files.cert_file.display()
+            ))
+        })?;
+    let key = PrivateKeyDer::from_pem_file(&files.key_file).map_err(|error| {
+        StartError::Tls(format!(
+            "cannot read a private key from {}: {error}",
+            files.key_file.display()
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| StartError::Tls(error.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|error| StartError::Tls(error.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn accept(listener: TcpListener, shared: Arc<Shared>, address: SocketAddr) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                continue;
+            }
+        };
+        // Small replies must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let id = shared.next_connection.fetch_add(1, Ordering::SeqCst);
+            shared.open_connections.fetch_add(1, Ordering::SeqCst);
+            tracing::info!(connection = id, %peer, "client connected");
+            let connection = Connection {
+                id,
+                peer: Some(peer),
+                ..Connection::default()
+            };
+            let clients = match shared.tls.clone() {
+                None => serve(stream, &shared, connection, address).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => serve(stream, &shared, connection, address).await,
+                    Err(error) => {
+                        tracing::warn!(connection = id, %error, "TLS handshake failed");
+                        Vec::new()
+                    }
+                },
+            };
+            // A closed connection leaves every consumer group it was in.
+            shared.state().remove_clients(&clients);
+            shared.open_connections.fetch_sub(1, Ordering::SeqCst);
+            tracing::info!(connection = id, %peer, "client disconnected");
+        });
+    }
+}
+
+/// Serves one connection until it closes; returns the client ids it used.
+async fn serve(
+    stream: impl AsyncRead + AsyncWrite + Unpin,
+    shared: &Shared,
+    mut connection: Connection,
+    address: SocketAddr,
+) -> Vec<u128> {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut disconnect = shared.disconnect.subscribe();
+    disconnect.mark_unchanged();
+    let server = ServerInfo { address };
+    loop {
+        let request = tokio::select! {
+            request = wire::read_request(&mut reader) => request,
+            _ = disconnect.changed() => break,
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(ReadError::Closed) => break,
+            Err(ReadError::Io(error)) => {
+                tracing::debug!(connection = connection.id, %error, "read failed");
+                break;
+            }
+            Err(ReadError::Malformed(reason)) => {
+                tracing::warn!(connection = connection.id, %reason, "malformed request");
+                break;
+            }
+        };
+        let reply = {
+            let mut state = shared.state();
+            dispatch::handle(&mut state, &mut connection, server, &request, || {
+                shared
+                    .faults
+                    .failing_sends
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                        left.checked_sub(1)
+                    })
+                    .is_ok()
+            })
+        };
+        let delay_until = shared
+            .faults
+            .delay_until
+            .lock()
+            .ok()
+            .and_then(|until| *until);
+        if let Some(until) = delay_until {
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => {}
+                _ = disconnect.changed() => break,
+            }
+        }
+        if let Err(error) =
+            wire::write_reply(&mut writer, &request.header, connection.session, reply).await
+        {
+            tracing::debug!(connection = connection.id, %error, "write failed");
+            break;
+        }
+    }
+    connection.clients
+}
