@@ -22,7 +22,7 @@ use iggy_binary_protocol::requests::streams::{
     CreateStreamRequest, DeleteStreamRequest, GetStreamRequest,
 };
 use iggy_binary_protocol::requests::topics::{
-    CreateTopicRequest, DeleteTopicRequest, GetTopicRequest,
+    CreateTopicRequest, DeleteTopicRequest, GetTopicRequest, GetTopicsRequest,
 };
 use iggy_binary_protocol::requests::users::{LoginRegisterRequest, LoginRegisterWithPatRequest};
 use iggy_binary_protocol::responses::clients::client_response::ClientResponse;
@@ -39,12 +39,14 @@ use iggy_binary_protocol::responses::messages::send_messages::{
     SendMessagesConfirmationResponse, SendMessagesResponse,
 };
 use iggy_binary_protocol::responses::personal_access_tokens::create_personal_access_token::RawPersonalAccessTokenResponse;
-use iggy_binary_protocol::responses::streams::StreamResponse;
 use iggy_binary_protocol::responses::streams::get_stream::{GetStreamResponse, TopicHeader};
+use iggy_binary_protocol::responses::streams::{GetStreamsResponse, StreamResponse};
 use iggy_binary_protocol::responses::system::get_cluster_metadata::{
     ClusterMetadataResponse, ClusterNodeResponse,
 };
-use iggy_binary_protocol::responses::topics::get_topic::{GetTopicResponse, PartitionResponse};
+use iggy_binary_protocol::responses::topics::{
+    GetTopicResponse, GetTopicsResponse, PartitionResponse,
+};
 use iggy_binary_protocol::responses::users::login_register::LoginRegisterResponse;
 use iggy_binary_protocol::{
     IGGY_PROTOCOL_VERSION, KIND_CONSUMER_GROUP, WireConsumer, WireDecode, WireEncode,
@@ -179,6 +181,24 @@ pub(crate) fn handle(
                 Ok(stream) => raw(&stream_response(stream)?),
                 Err(_) => not_found(),
             }
+        }
+        GET_STREAMS_CODE => raw(&GetStreamsResponse {
+            streams: state
+                .streams
+                .values()
+                .map(|stream| stream_response(stream).map(|details| details.stream))
+                .collect::<Result<_, _>>()?,
+        }),
+        GET_TOPICS_CODE => {
+            let request: GetTopicsRequest = decode(body)?;
+            raw(&GetTopicsResponse {
+                topics: state
+                    .stream(&request.stream_id)?
+                    .topics
+                    .values()
+                    .map(topic_header)
+                    .collect::<Result<_, _>>()?,
+            })
         }
         CREATE_STREAM_CODE => {
             let request: CreateStreamRequest = decode(body)?;
@@ -590,4 +610,135 @@ pub(crate) fn poll_body(partition: u32, current_offset: u64, messages: &[StoredM
         header.encode_into(&mut body[header_at..header_at + BATCH_HEADER_SIZE]);
     }
     body.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iggy_binary_protocol::batch::{BATCH_MESSAGE_HEADER_SIZE, decode_batch_slice};
+    use iggy_binary_protocol::requests::messages::{RawMessage, SendMessagesEncoder};
+    use iggy_binary_protocol::{Operation, RequestHeader};
+
+    fn request(code: u32, body: Bytes) -> Request {
+        Request {
+            header: RequestHeader {
+                operation: Operation::NonReplicated,
+                client: 1,
+                ..RequestHeader::default()
+            },
+            code: Code::Command(code),
+            body,
+        }
+    }
+
+    fn server() -> ServerInfo {
+        ServerInfo {
+            address: SocketAddr::from(([127, 0, 0, 1], 8090)),
+        }
+    }
+
+    #[test]
+    fn only_ping_works_before_login() {
+        let mut state = State::new("iggy", "iggy");
+        let mut connection = Connection::default();
+        let ping = handle(
+            &mut state,
+            &mut connection,
+            server(),
+            &request(PING_CODE, Bytes::new()),
+            || false,
+        );
+        assert!(matches!(ping, Ok(ReplyBody::Raw(body)) if body.is_empty()));
+        for code in [
+            GET_STREAMS_CODE,
+            GET_CLUSTER_METADATA_CODE,
+            SEND_MESSAGES_CODE,
+        ] {
+            let reply = handle(
+                &mut state,
+                &mut connection,
+                server(),
+                &request(code, Bytes::new()),
+                || false,
+            );
+            assert_eq!(reply.err(), Some(codes::UNAUTHENTICATED), "code {code}");
+        }
+        connection.user = Some(0);
+        let reply = handle(
+            &mut state,
+            &mut connection,
+            server(),
+            &request(9999, Bytes::new()),
+            || false,
+        );
+        assert_eq!(reply.err(), Some(codes::FEATURE_UNAVAILABLE));
+    }
+
+    /// Sends two batches the way the client encodes them, then checks the poll reply:
+    /// one batch record per sent batch, frames byte for byte, checksums that verify.
+    #[test]
+    fn polls_return_the_sent_frames_in_batches_that_verify() {
+        let mut state = State::new("iggy", "iggy");
+        let stream = WireIdentifier::numeric(state.create_stream("s").unwrap());
+        let topic = WireIdentifier::numeric(state.create_topic(&stream, "t", 1).unwrap().1);
+        let partitioning = WirePartitioning::PartitionId(0);
+        let mut sent_frames = Vec::new();
+        for (round, count) in [(0u128, 3usize), (1, 2)] {
+            let payloads: Vec<Vec<u8>> = (0..count)
+                .map(|n| format!("r{round}m{n}").into_bytes())
+                .collect();
+            let messages: Vec<RawMessage<'_>> = payloads
+                .iter()
+                .enumerate()
+                .map(|(n, payload)| RawMessage {
+                    id: round * 100 + n as u128 + 1,
+                    origin_timestamp: 1_000 + n as u64,
+                    headers: None,
+                    payload,
+                })
+                .collect();
+            let mut body = BytesMut::new();
+            SendMessagesEncoder::encode(&mut body, &stream, &topic, &partitioning, &messages)
+                .unwrap();
+            let body = body.freeze();
+            let reply = send(&mut state, &body, || false).unwrap();
+            assert!(matches!(reply, ReplyBody::Raw(_)));
+            let blob_start = 4
+                + 4
+                + stream.encoded_size()
+                + topic.encoded_size()
+                + partitioning.encoded_size()
+                + BATCH_HEADER_SIZE;
+            sent_frames.push(body.slice(blob_start..));
+        }
+        let poll = Poll {
+            partition: 0,
+            consumer: ConsumerRef::Consumer("c".to_owned()),
+            strategy: Strategy::Offset(1),
+            count: 10,
+            auto_commit: false,
+        };
+        let (current, messages) = state.poll(&stream, &topic, &poll).unwrap();
+        assert_eq!(current, 4);
+        let body = poll_body(0, current, &messages);
+        let mut at = 16;
+        let mut offsets = Vec::new();
+        let mut records = 0;
+        while at < body.len() {
+            let batch = decode_batch_slice(&body[at..]).expect("a batch record that verifies");
+            for message in batch.iter() {
+                offsets.push(batch.header.base_offset + u64::from(message.header.offset_delta));
+            }
+            at += batch.header.total_size();
+            records += 1;
+        }
+        assert_eq!(records, 2, "one record per sent batch");
+        assert_eq!(offsets, vec![1, 2, 3, 4]);
+        // The second record holds the second batch's frames exactly as sent.
+        let second = decode_batch_slice(
+            &body[16 + BATCH_HEADER_SIZE + 2 * (BATCH_MESSAGE_HEADER_SIZE + 4)..],
+        )
+        .unwrap();
+        assert_eq!(second.blob(), &sent_frames[1][..]);
+    }
 }

@@ -235,6 +235,13 @@ async fn streams_and_topics_are_created_when_missing() {
             .unwrap();
         assert_eq!(by_number.name, stream);
         assert_eq!(by_number.topics_count, 1);
+        let streams = client.get_streams().await.unwrap();
+        assert!(streams.iter().any(|listed| listed.name == stream));
+        let topics = client.get_topics(&id(&stream)).await.unwrap();
+        assert_eq!(topics.len(), 1);
+        assert_eq!(topics[0].name, "t");
+        client.delete_topic(&id(&stream), &id("t")).await.unwrap();
+        assert!(client.get_topic(&id(&stream), &id("t")).await.unwrap().is_none());
 
         // The producer does the same by itself.
         let producer_stream = unique("producer-creates");
