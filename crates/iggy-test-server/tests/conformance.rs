@@ -241,7 +241,13 @@ async fn streams_and_topics_are_created_when_missing() {
         assert_eq!(topics.len(), 1);
         assert_eq!(topics[0].name, "t");
         client.delete_topic(&id(&stream), &id("t")).await.unwrap();
-        assert!(client.get_topic(&id(&stream), &id("t")).await.unwrap().is_none());
+        assert!(
+            client
+                .get_topic(&id(&stream), &id("t"))
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         // The producer does the same by itself.
         let producer_stream = unique("producer-creates");

@@ -1,0 +1,26 @@
+//! Parses and provides configuration; knows nothing of running connectors.
+//!
+//! - [`load`]: the runtime config, from built-in defaults, a TOML file and
+//!   `IGGY_CONNECTORS_*` environment variables (in that order of precedence), validated
+//!   before anything starts: every problem is reported at once with its file or
+//!   variable and key.
+//! - Secrets: any string may be `${env:NAME}` or `${file:/path}`; resolved at load and
+//!   redacted by [`LoadedConfig::redacted`].
+
+mod load;
+mod runtime;
+mod secrets;
+mod suggest;
+mod validate;
+
+pub use load::{
+    CONFIG_PATH_ENV, ConfigError, ENV_PREFIX, LoadedConfig, Problem, environment_variables, load,
+    load_with_env,
+};
+pub use runtime::{
+    ConfigDuration, ConnectorsConfig, CorsConfig, HttpConfig, HttpProviderConfig, HttpTlsConfig,
+    IggyConfig, IggyTlsConfig, LocalProviderConfig, LogFormat, LoggingConfig, MetricsConfig,
+    ResponseConfig, RetryConfig, RuntimeConfig, StateConfig, TelemetryConfig, TelemetryExport,
+    UrlTemplates,
+};
+pub use secrets::{REDACTED, SecretPaths};

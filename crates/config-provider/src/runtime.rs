@@ -1,0 +1,489 @@
+//! The runtime config: what `config.toml` (and the environment) may say, with defaults.
+//!
+//! Every section has `#[serde(default)]`, so any subset of keys is a valid file; the
+//! defaults are those of `configs/config.toml`, which documents every key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A duration written as in the config file: `"10s"`, `"1 s"`, `"500ms"`, `"1h 30m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ConfigDuration(pub Duration);
+
+impl ConfigDuration {
+    /// A duration of `secs` seconds.
+    pub const fn from_secs(secs: u64) -> Self {
+        ConfigDuration(Duration::from_secs(secs))
+    }
+
+    /// A duration of `millis` milliseconds.
+    pub const fn from_millis(millis: u64) -> Self {
+        ConfigDuration(Duration::from_millis(millis))
+    }
+
+    /// The duration.
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl fmt::Display for ConfigDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        if !self.0.subsec_nanos().is_multiple_of(1_000_000) {
+            write!(f, "{}us", self.0.as_micros())
+        } else if !millis.is_multiple_of(1000) || millis == 0 {
+            write!(f, "{millis}ms")
+        } else {
+            write!(f, "{}s", millis / 1000)
+        }
+    }
+}
+
+impl Serialize for ConfigDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        connector_sdk::duration::deserialize(deserializer).map(ConfigDuration)
+    }
+}
+
+/// The whole runtime config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// How to reach Iggy.
+    pub iggy: IggyConfig,
+    /// Where sources keep their state.
+    pub state: StateConfig,
+    /// Where connector configs come from.
+    pub connectors: ConnectorsConfig,
+    /// The HTTP management API.
+    pub http: HttpConfig,
+    /// Logs.
+    pub logging: LoggingConfig,
+    /// OpenTelemetry export (accepted for upstream compatibility; see `validate`).
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[iggy]`: the Iggy server and credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IggyConfig {
+    /// `host:port` of Iggy's TCP listener.
+    pub address: String,
+    /// User name (with `password`), unless `token` is set.
+    pub username: String,
+    /// Password (a secret).
+    pub password: String,
+    /// A personal access token instead of username and password; `file:<path>` reads it
+    /// from a file (a secret).
+    pub token: String,
+    /// TLS to Iggy.
+    pub tls: IggyTlsConfig,
+}
+
+impl Default for IggyConfig {
+    fn default() -> Self {
+        IggyConfig {
+            address: "localhost:8090".to_owned(),
+            username: "iggy".to_owned(),
+            password: "iggy".to_owned(),
+            token: String::new(),
+            tls: IggyTlsConfig::default(),
+        }
+    }
+}
+
+/// `[iggy.tls]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct IggyTlsConfig {
+    /// Connect with TLS.
+    pub enabled: bool,
+    /// CA certificate (PEM) that signed the server's certificate; required with TLS.
+    pub ca_file: String,
+    /// Server name to verify, when it differs from the address's host.
+    pub domain: String,
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory of the source state files.
+    pub path: String,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            path: "local_state".to_owned(),
+        }
+    }
+}
+
+/// `[connectors]`: the config provider, chosen by `config_type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "config_type", rename_all = "snake_case")]
+pub enum ConnectorsConfig {
+    /// A directory of connector config files.
+    Local(LocalProviderConfig),
+    /// A remote configuration service.
+    Http(Box<HttpProviderConfig>),
+}
+
+impl Default for ConnectorsConfig {
+    fn default() -> Self {
+        ConnectorsConfig::Local(LocalProviderConfig::default())
+    }
+}
+
+/// `[connectors]` with `config_type = "local"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalProviderConfig {
+    /// The directory; empty or missing means no connectors.
+    pub config_dir: String,
+}
+
+/// `[connectors]` with `config_type = "http"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProviderConfig {
+    /// Base URL of the configuration API (required).
+    pub base_url: String,
+    /// Timeout of each request.
+    #[serde(default = "default_timeout")]
+    pub timeout: ConfigDuration,
+    /// Headers sent with every request (values are secrets).
+    #[serde(default)]
+    pub request_headers: BTreeMap<String, String>,
+    /// Retries of failed requests.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Paths of the API's endpoints, relative to `base_url`.
+    #[serde(default)]
+    pub url_templates: UrlTemplates,
+    /// Where data and errors sit in the response bodies.
+    #[serde(default)]
+    pub response: ResponseConfig,
+}
+
+fn default_timeout() -> ConfigDuration {
+    ConfigDuration::from_secs(10)
+}
+
+/// `[connectors.retry]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retry at all.
+    pub enabled: bool,
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Pause before the first retry.
+    pub initial_backoff: ConfigDuration,
+    /// Longest pause between attempts.
+    pub max_backoff: ConfigDuration,
+    /// Factor by which the pause grows.
+    pub backoff_multiplier: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            enabled: true,
+            max_attempts: 3,
+            initial_backoff: ConfigDuration::from_secs(1),
+            max_backoff: ConfigDuration::from_secs(30),
+            backoff_multiplier: 2,
+        }
+    }
+}
+
+/// `[connectors.response]`: dot-paths into JSON response bodies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResponseConfig {
+    /// Where the payload is (e.g. `data` or `data.config`); unset = the whole body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_path: Option<String>,
+    /// Where an error is reported; a present, non-null value there fails the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_path: Option<String>,
+}
+
+macro_rules! url_templates {
+    ($($field:ident = $default:literal: $doc:literal),* $(,)?) => {
+        /// `[connectors.url_templates]`: endpoint paths with `{key}` and `{version}`.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct UrlTemplates {
+            $(
+                #[doc = $doc]
+                #[doc = concat!(" Default: `", $default, "`.")]
+                #[serde(skip_serializing_if = "Option::is_none")]
+                pub $field: Option<String>,
+            )*
+        }
+
+        impl UrlTemplates {
+            $(
+                #[doc = $doc]
+                pub fn $field(&self) -> &str {
+                    self.$field.as_deref().unwrap_or($default)
+                }
+            )*
+
+            /// Every template set to its default.
+            pub fn all_defaults() -> Self {
+                UrlTemplates { $($field: Some($default.to_owned())),* }
+            }
+
+            /// Every template name with its default.
+            pub const DEFAULTS: &'static [(&'static str, &'static str)] =
+                &[$((stringify!($field), $default)),*];
+        }
+    };
+}
+
+url_templates! {
+    create_sink = "/sinks/{key}/configs": "Create a sink config version (POST).",
+    create_source = "/sources/{key}/configs": "Create a source config version (POST).",
+    get_active_configs = "/configs/active": "Every active config (GET).",
+    get_active_versions = "/configs/active/versions": "Every active version (GET).",
+    set_active_sink = "/sinks/{key}/configs/active": "Activate a sink version (PUT).",
+    set_active_source = "/sources/{key}/configs/active": "Activate a source version (PUT).",
+    get_sink_configs = "/sinks/{key}/configs": "Every version of a sink (GET).",
+    get_sink_config = "/sinks/{key}/configs/{version}": "One version of a sink (GET).",
+    get_active_sink_config = "/sinks/{key}/configs/active": "A sink's active config (GET).",
+    get_source_configs = "/sources/{key}/configs": "Every version of a source (GET).",
+    get_source_config = "/sources/{key}/configs/{version}": "One version of a source (GET).",
+    get_active_source_config = "/sources/{key}/configs/active": "A source's active config (GET).",
+    delete_sink_config = "/sinks/{key}/configs": "Delete a sink version (DELETE).",
+    delete_source_config = "/sources/{key}/configs": "Delete a source version (DELETE).",
+}
+
+/// `[http]`: the management API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Serve the API.
+    pub enabled: bool,
+    /// `host:port` to listen on.
+    pub address: String,
+    /// When non-empty, every route but `/` and `/health` needs this `api-key` header (a
+    /// secret).
+    pub api_key: String,
+    /// CORS.
+    pub cors: CorsConfig,
+    /// Prometheus metrics route.
+    pub metrics: MetricsConfig,
+    /// TLS.
+    pub tls: HttpTlsConfig,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            address: "127.0.0.1:8081".to_owned(),
+            api_key: String::new(),
+            cors: CorsConfig::default(),
+            metrics: MetricsConfig::default(),
+            tls: HttpTlsConfig::default(),
+        }
+    }
+}
+
+/// `[http.cors]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Answer CORS requests.
+    pub enabled: bool,
+    /// Allowed methods.
+    pub allowed_methods: Vec<String>,
+    /// Allowed origins; `"*"` allows any.
+    pub allowed_origins: Vec<String>,
+    /// Allowed request headers.
+    pub allowed_headers: Vec<String>,
+    /// Response headers exposed to scripts (empty strings are ignored).
+    pub exposed_headers: Vec<String>,
+    /// `Access-Control-Allow-Credentials`.
+    pub allow_credentials: bool,
+    /// `Access-Control-Allow-Private-Network`.
+    pub allow_private_network: bool,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            enabled: false,
+            allowed_methods: ["GET", "POST", "PUT", "DELETE"].map(String::from).to_vec(),
+            allowed_origins: vec!["*".to_owned()],
+            allowed_headers: vec!["content-type".to_owned()],
+            exposed_headers: vec![String::new()],
+            allow_credentials: false,
+            allow_private_network: false,
+        }
+    }
+}
+
+/// `[http.metrics]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve Prometheus metrics.
+    pub enabled: bool,
+    /// The route.
+    pub endpoint: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: false,
+            endpoint: "/metrics".to_owned(),
+        }
+    }
+}
+
+/// `[http.tls]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    /// Serve HTTPS.
+    pub enabled: bool,
+    /// Certificate chain (PEM).
+    pub cert_file: String,
+    /// Private key (PEM).
+    pub key_file: String,
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[telemetry]`: upstream's OpenTelemetry export, accepted so upstream configs load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Export logs and traces. Not supported yet: `true` is refused by validation.
+    pub enabled: bool,
+    /// Service name.
+    pub service_name: String,
+    /// Log export.
+    pub logs: TelemetryExport,
+    /// Trace export.
+    pub traces: TelemetryExport,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            enabled: false,
+            service_name: "iggy-connectors".to_owned(),
+            logs: TelemetryExport::default(),
+            traces: TelemetryExport::default(),
+        }
+    }
+}
+
+/// `[telemetry.logs]` / `[telemetry.traces]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryExport {
+    /// `grpc` or `http`.
+    pub transport: String,
+    /// The collector's endpoint.
+    pub endpoint: String,
+}
+
+impl Default for TelemetryExport {
+    fn default() -> Self {
+        TelemetryExport {
+            transport: "grpc".to_owned(),
+            endpoint: "http://localhost:4317".to_owned(),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// A config in which every optional key is set, so that serialising it names every
+    /// key the file may contain (both provider kinds included).
+    pub(crate) fn every_key() -> Vec<toml::Value> {
+        let http = HttpProviderConfig {
+            base_url: String::new(),
+            timeout: default_timeout(),
+            request_headers: BTreeMap::new(),
+            retry: RetryConfig::default(),
+            url_templates: UrlTemplates::all_defaults(),
+            response: ResponseConfig {
+                data_path: Some(String::new()),
+                error_path: Some(String::new()),
+            },
+        };
+        let local = RuntimeConfig::default();
+        let remote = RuntimeConfig {
+            connectors: ConnectorsConfig::Http(Box::new(http)),
+            ..RuntimeConfig::default()
+        };
+        [local, remote]
+            .iter()
+            .filter_map(|config| toml::Value::try_from(config).ok())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_as_they_parse() {
+        for text in ["10s", "500ms", "250us", "0ms", "90s"] {
+            let parsed: ConfigDuration = serde_json::from_value(serde_json::json!(text)).unwrap();
+            assert_eq!(parsed.to_string(), text);
+        }
+        let parsed: ConfigDuration = serde_json::from_value(serde_json::json!("1h 30m")).unwrap();
+        assert_eq!(parsed.get(), Duration::from_secs(5400));
+    }
+
+    #[test]
+    fn url_templates_default_and_override() {
+        let templates = UrlTemplates {
+            create_sink: Some("/custom/{key}".to_owned()),
+            ..UrlTemplates::default()
+        };
+        assert_eq!(templates.create_sink(), "/custom/{key}");
+        assert_eq!(
+            templates.get_sink_config(),
+            "/sinks/{key}/configs/{version}"
+        );
+        assert_eq!(UrlTemplates::DEFAULTS.len(), 14);
+    }
+}
