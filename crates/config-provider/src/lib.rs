@@ -7,16 +7,25 @@
 //! - Secrets: any string may be `${env:NAME}` or `${file:/path}`; resolved at load and
 //!   redacted by [`LoadedConfig::redacted`].
 
+mod connector;
 mod load;
+mod local;
+mod provider;
 mod runtime;
 mod secrets;
 mod suggest;
 mod validate;
 
+pub use connector::{
+    ConnectorConfig, PluginConfigFormat, SinkConfig, SinkStream, SourceConfig, SourceStream,
+    Transforms, apply_env_overrides, parse_connector_toml, validate_key,
+};
 pub use load::{
     CONFIG_PATH_ENV, ConfigError, ENV_PREFIX, LoadedConfig, Problem, environment_variables, load,
     load_with_env,
 };
+pub use local::{ACTIVE_VERSIONS_FILE, LocalProvider};
+pub use provider::{ActiveConfigs, ConfigProvider, ProviderError};
 pub use runtime::{
     ConfigDuration, ConnectorsConfig, CorsConfig, HttpConfig, HttpProviderConfig, HttpTlsConfig,
     IggyConfig, IggyTlsConfig, LocalProviderConfig, LogFormat, LoggingConfig, MetricsConfig,

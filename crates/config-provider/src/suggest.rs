@@ -20,6 +20,25 @@ pub(crate) fn nearest<'a>(
         .map(|(_, candidate)| candidate)
 }
 
+/// Appends "did you mean" to serde's "unknown field `x`, expected one of `a`, `b`" (or
+/// "unknown variant") messages when one of the expected names is close.
+pub(crate) fn with_suggestion(message: &str) -> String {
+    let unknown = ["unknown field `", "unknown variant `"]
+        .iter()
+        .find_map(|start| message.strip_prefix(start));
+    let Some(rest) = unknown else {
+        return message.to_owned();
+    };
+    let Some((input, expected)) = rest.split_once('`') else {
+        return message.to_owned();
+    };
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    match nearest(input, candidates) {
+        Some(near) => format!("{message}; did you mean `{near}`?"),
+        None => message.to_owned(),
+    }
+}
+
 /// Levenshtein distance over characters.
 fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -46,5 +65,10 @@ mod tests {
         assert_eq!(nearest("iggy.pasword", keys), Some("iggy.password"));
         assert_eq!(nearest("completely.different", keys), None);
         assert_eq!(distance("kitten", "sitting"), 3);
+        assert_eq!(
+            with_suggestion("unknown field `topicz`, expected one of `stream`, `topics`, `schema`"),
+            "unknown field `topicz`, expected one of `stream`, `topics`, `schema`; did you mean `topics`?"
+        );
+        assert_eq!(with_suggestion("missing field `x`"), "missing field `x`");
     }
 }

@@ -6,6 +6,34 @@ use serde::de::DeserializeOwned;
 
 use crate::{BatchOutcome, Error, MessageBatch, ProducedBatch};
 
+/// Whether a connector is a sink or a source.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectorKind {
+    /// Writes messages consumed from Iggy to an external system.
+    Sink,
+    /// Reads from an external system for the runtime to produce to Iggy.
+    Source,
+}
+
+impl ConnectorKind {
+    /// `"sink"` or `"source"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConnectorKind::Sink => "sink",
+            ConnectorKind::Source => "source",
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the runtime tells a connector instance when it opens it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectorContext {

@@ -26,7 +26,7 @@ mod error;
 mod log_forward;
 mod message;
 
-pub use connector::{ConnectorContext, Sink, Source};
+pub use connector::{ConnectorContext, ConnectorKind, Sink, Source};
 pub use error::{Error, ErrorKind, parse_config};
 pub use log_forward::{level_code, level_from_code};
 pub use message::{

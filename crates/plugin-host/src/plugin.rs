@@ -4,30 +4,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use connector_sdk::ConnectorKind;
 use connector_sdk::abi::{self, ConnectorDescriptor, OpenArgs, RawSlice, SinkVTable, SourceVTable};
 
 use crate::call::call_open;
 use crate::error::{CallError, CallErrorKind, LoadError};
 use crate::log::{forward_plugin_log, host_max_level};
 use crate::{SinkInstance, SourceInstance};
-
-/// Whether a connector is a sink or a source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConnectorKind {
-    /// Writes messages consumed from Iggy to an external system.
-    Sink,
-    /// Reads from an external system for the runtime to produce to Iggy.
-    Source,
-}
-
-impl fmt::Display for ConnectorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ConnectorKind::Sink => "sink",
-            ConnectorKind::Source => "source",
-        })
-    }
-}
 
 /// Where a plugin's code lives.
 #[derive(Debug, Clone, PartialEq, Eq)]

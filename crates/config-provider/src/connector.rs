@@ -1,0 +1,539 @@
+//! Connector configs: one TOML file (or JSON document) per connector version, with the
+//! fields of upstream's files, so those files load unchanged.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use connector_sdk::{ConnectorKind, Schema};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::runtime::ConfigDuration;
+
+/// A connector config: a sink or a source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ConnectorConfig {
+    /// A sink.
+    Sink(SinkConfig),
+    /// A source.
+    Source(SourceConfig),
+}
+
+/// A sink config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// The connector's id, unique among sinks: `[A-Za-z0-9_-]+`.
+    pub key: String,
+    /// `false` keeps the connector configured but not run.
+    pub enabled: bool,
+    /// The config version.
+    pub version: u64,
+    /// Display name.
+    pub name: String,
+    /// The plugin library.
+    pub path: String,
+    /// How `GET .../configs/plugin` renders `plugin_config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_config_format: Option<PluginConfigFormat>,
+    /// Log every batch at info level.
+    #[serde(default)]
+    pub verbose: bool,
+    /// Emit per-batch timing events.
+    #[serde(default)]
+    pub benchmark: bool,
+    /// What to consume: every entry counts.
+    pub streams: Vec<SinkStream>,
+    /// Transforms, in the order the file lists them.
+    #[serde(default, skip_serializing_if = "Transforms::is_empty")]
+    pub transforms: Transforms,
+    /// The plugin's own configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_config: Option<serde_json::Value>,
+}
+
+/// A source config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The connector's id, unique among sources: `[A-Za-z0-9_-]+`.
+    pub key: String,
+    /// `false` keeps the connector configured but not run.
+    pub enabled: bool,
+    /// The config version.
+    pub version: u64,
+    /// Display name.
+    pub name: String,
+    /// The plugin library.
+    pub path: String,
+    /// How `GET .../configs/plugin` renders `plugin_config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_config_format: Option<PluginConfigFormat>,
+    /// Log every batch at info level.
+    #[serde(default)]
+    pub verbose: bool,
+    /// Emit per-batch timing events.
+    #[serde(default)]
+    pub benchmark: bool,
+    /// Where to produce: every entry counts (upstream used only the last one).
+    pub streams: Vec<SourceStream>,
+    /// Transforms, in the order the file lists them.
+    #[serde(default, skip_serializing_if = "Transforms::is_empty")]
+    pub transforms: Transforms,
+    /// The plugin's own configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_config: Option<serde_json::Value>,
+}
+
+/// A `[[streams]]` entry of a sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkStream {
+    /// Stream name.
+    pub stream: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// Payload schema.
+    pub schema: Schema,
+    /// Avro schema, inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avro_schema_json: Option<String>,
+    /// Avro schema, from a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avro_schema_path: Option<String>,
+    /// Messages per poll.
+    #[serde(default = "default_batch_length")]
+    pub batch_length: u32,
+    /// Pause between polls.
+    #[serde(default = "default_interval")]
+    pub poll_interval: ConfigDuration,
+    /// Consumer group; default `iggy-connect-sink-{key}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_group: Option<String>,
+}
+
+/// A `[[streams]]` entry of a source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceStream {
+    /// Stream name.
+    pub stream: String,
+    /// Topic to produce to.
+    pub topic: String,
+    /// Payload schema.
+    pub schema: Schema,
+    /// Avro schema, inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avro_schema_json: Option<String>,
+    /// Avro schema, from a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avro_schema_path: Option<String>,
+    /// Messages per send.
+    #[serde(default = "default_batch_length")]
+    pub batch_length: u32,
+    /// Longest wait to fill a batch.
+    #[serde(default = "default_interval")]
+    pub linger_time: ConfigDuration,
+}
+
+fn default_batch_length() -> u32 {
+    1000
+}
+
+fn default_interval() -> ConfigDuration {
+    ConfigDuration::from_millis(5)
+}
+
+/// How `plugin_config` is shown by the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginConfigFormat {
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+    /// TOML.
+    Toml,
+    /// Plain text.
+    Text,
+}
+
+/// The transforms of a connector, in the order the file lists them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Transforms(pub Vec<(String, serde_json::Value)>);
+
+impl Transforms {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Transforms {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, config)| (name, config)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Transforms {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InOrder;
+        impl<'de> Visitor<'de> for InOrder {
+            type Value = Transforms;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of transform name to its settings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Transforms, A::Error> {
+                let mut transforms = Vec::new();
+                while let Some((name, config)) = map.next_entry::<String, serde_json::Value>()? {
+                    transforms.push((name, config));
+                }
+                Ok(Transforms(transforms))
+            }
+        }
+        deserializer.deserialize_map(InOrder)
+    }
+}
+
+impl ConnectorConfig {
+    /// Sink or source.
+    pub fn kind(&self) -> ConnectorKind {
+        match self {
+            ConnectorConfig::Sink(_) => ConnectorKind::Sink,
+            ConnectorConfig::Source(_) => ConnectorKind::Source,
+        }
+    }
+
+    /// The key.
+    pub fn key(&self) -> &str {
+        match self {
+            ConnectorConfig::Sink(sink) => &sink.key,
+            ConnectorConfig::Source(source) => &source.key,
+        }
+    }
+
+    /// The version.
+    pub fn version(&self) -> u64 {
+        match self {
+            ConnectorConfig::Sink(sink) => sink.version,
+            ConnectorConfig::Source(source) => source.version,
+        }
+    }
+
+    /// Sets key and version (when a provider stores a new version).
+    pub fn set_identity(&mut self, key: &str, version: u64) {
+        match self {
+            ConnectorConfig::Sink(sink) => {
+                sink.key = key.to_owned();
+                sink.version = version;
+            }
+            ConnectorConfig::Source(source) => {
+                source.key = key.to_owned();
+                source.version = version;
+            }
+        }
+    }
+
+    /// Whether the connector should run.
+    pub fn enabled(&self) -> bool {
+        match self {
+            ConnectorConfig::Sink(sink) => sink.enabled,
+            ConnectorConfig::Source(source) => source.enabled,
+        }
+    }
+
+    /// The plugin config, `{}` when the file has none (never `null`).
+    pub fn plugin_config(&self) -> serde_json::Value {
+        let config = match self {
+            ConnectorConfig::Sink(sink) => &sink.plugin_config,
+            ConnectorConfig::Source(source) => &source.plugin_config,
+        };
+        config
+            .clone()
+            .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()))
+    }
+
+    /// Checks what the types cannot: the key's characters and at least one stream.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_key(self.key())?;
+        let streams = match self {
+            ConnectorConfig::Sink(sink) => {
+                if let Some(stream) = sink.streams.iter().find(|stream| stream.topics.is_empty()) {
+                    return Err(format!(
+                        "`streams`: stream {:?} lists no topics",
+                        stream.stream
+                    ));
+                }
+                sink.streams.len()
+            }
+            ConnectorConfig::Source(source) => source.streams.len(),
+        };
+        if streams == 0 {
+            return Err("`streams`: at least one [[streams]] entry is needed".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Checks a connector key: `[A-Za-z0-9_-]+`. Keys name files and URL paths, so anything
+/// else (`/`, `..`, spaces) is refused rather than turned into a path.
+pub fn validate_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("`key` is empty".to_owned());
+    }
+    if let Some(bad) = key
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(format!(
+            "`key` {key:?} contains {bad:?}; keys may use only letters, digits, `_` and `-`"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a connector config file's text; errors name the key (`streams[0].topics`).
+pub fn parse_connector_toml(text: &str) -> Result<ConnectorConfig, String> {
+    let value: toml::Value =
+        toml::from_str(text).map_err(|error| format!("not valid TOML: {error}"))?;
+    from_toml_value(value)
+}
+
+pub(crate) fn from_toml_value(value: toml::Value) -> Result<ConnectorConfig, String> {
+    let toml::Value::Table(mut table) = value else {
+        return Err("expected a table".to_owned());
+    };
+    // Deserialise the variant's struct directly: going through the tagged enum would
+    // buffer the input and lose the path of a bad field.
+    let kind = table.remove("type");
+    let config = match kind.as_ref().and_then(toml::Value::as_str) {
+        Some("sink") => deserialize_at::<SinkConfig>(table).map(ConnectorConfig::Sink),
+        Some("source") => deserialize_at::<SourceConfig>(table).map(ConnectorConfig::Source),
+        Some(other) => Err(format!(
+            "`type`: {}",
+            crate::suggest::with_suggestion(&format!(
+                "unknown variant `{other}`, expected `sink` or `source`"
+            ))
+        )),
+        None if kind.is_some() => Err("`type`: expected \"sink\" or \"source\"".to_owned()),
+        None => Err("`type` is missing: expected \"sink\" or \"source\"".to_owned()),
+    }?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn deserialize_at<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<T, String> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|error| {
+        let path = error.path().to_string();
+        // toml appends "\nin `a.b`" to its messages; the path says it better.
+        let inner = error.inner().to_string();
+        let first_line = inner.lines().next().unwrap_or_default().trim().to_owned();
+        let message = crate::suggest::with_suggestion(&first_line);
+        if path == "." {
+            message
+        } else {
+            format!("`{path}`: {message}")
+        }
+    })
+}
+
+/// The environment overrides of one connector (upstream's naming):
+/// `IGGY_CONNECTORS_{SINK|SOURCE}_{KEY}_{FIELD}`, with the key in upper case and `-` as
+/// `_`. Fields: `ENABLED`, `VERSION`, `NAME`, `PATH`, `PLUGIN_CONFIG_FORMAT`, `VERBOSE`,
+/// `BENCHMARK`, `STREAMS_<i>_<FIELD>` and `PLUGIN_CONFIG_<FIELD>` (one level, lower-cased).
+pub fn apply_env_overrides(
+    table: &mut toml::Table,
+    kind: ConnectorKind,
+    key: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<Vec<String>, String> {
+    let prefix = format!(
+        "IGGY_CONNECTORS_{}_{}_",
+        kind.as_str().to_uppercase(),
+        key.to_uppercase().replace('-', "_")
+    );
+    let mut applied = Vec::new();
+    for (name, raw) in env.range(prefix.clone()..) {
+        let Some(field) = name.strip_prefix(&prefix) else {
+            break;
+        };
+        let value = |expected: ValueKind| {
+            parse_override(raw, expected).map_err(|message| format!("{name}: {message}"))
+        };
+        match field {
+            "ENABLED" | "VERBOSE" | "BENCHMARK" => {
+                table.insert(field.to_lowercase(), value(ValueKind::Bool)?);
+            }
+            "VERSION" => {
+                table.insert("version".to_owned(), value(ValueKind::Integer)?);
+            }
+            "NAME" | "PATH" | "PLUGIN_CONFIG_FORMAT" => {
+                table.insert(field.to_lowercase(), value(ValueKind::String)?);
+            }
+            _ => {
+                if let Some(plugin_field) = field.strip_prefix("PLUGIN_CONFIG_") {
+                    let plugin = table
+                        .entry("plugin_config")
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    let toml::Value::Table(plugin) = plugin else {
+                        return Err(format!("{name}: plugin_config is not a table"));
+                    };
+                    plugin.insert(plugin_field.to_lowercase(), value(ValueKind::Guess)?);
+                } else if let Some(rest) = field.strip_prefix("STREAMS_") {
+                    let (index, stream_field) = rest
+                        .split_once('_')
+                        .and_then(|(index, stream_field)| {
+                            Some((index.parse::<usize>().ok()?, stream_field))
+                        })
+                        .ok_or_else(|| format!("{name}: expected STREAMS_<index>_<FIELD>"))?;
+                    let kind = match stream_field {
+                        "BATCH_LENGTH" => ValueKind::Integer,
+                        "TOPICS" => ValueKind::List,
+                        "STREAM" | "TOPIC" | "SCHEMA" | "AVRO_SCHEMA_JSON" | "AVRO_SCHEMA_PATH"
+                        | "POLL_INTERVAL" | "LINGER_TIME" | "CONSUMER_GROUP" => ValueKind::String,
+                        other => return Err(format!("{name}: unknown stream field {other}")),
+                    };
+                    let streams = table
+                        .entry("streams")
+                        .or_insert_with(|| toml::Value::Array(Vec::new()));
+                    let toml::Value::Array(streams) = streams else {
+                        return Err(format!("{name}: streams is not a list"));
+                    };
+                    while streams.len() <= index {
+                        streams.push(toml::Value::Table(toml::Table::new()));
+                    }
+                    let toml::Value::Table(stream) = &mut streams[index] else {
+                        return Err(format!("{name}: streams[{index}] is not a table"));
+                    };
+                    stream.insert(stream_field.to_lowercase(), value(kind)?);
+                } else {
+                    let known = [
+                        "ENABLED",
+                        "VERSION",
+                        "NAME",
+                        "PATH",
+                        "PLUGIN_CONFIG_FORMAT",
+                        "VERBOSE",
+                        "BENCHMARK",
+                    ];
+                    let hint = crate::suggest::nearest(field, known)
+                        .map(|near| format!("; did you mean {prefix}{near}?"))
+                        .unwrap_or_default();
+                    return Err(format!("{name}: unknown connector field{hint}"));
+                }
+            }
+        }
+        applied.push(name.clone());
+    }
+    Ok(applied)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ValueKind {
+    Bool,
+    Integer,
+    String,
+    List,
+    /// A plugin field, whose type the runtime does not know: booleans, integers, floats
+    /// and `[lists]` are recognised, anything else is a string.
+    Guess,
+}
+
+fn parse_override(raw: &str, kind: ValueKind) -> Result<toml::Value, String> {
+    let trimmed = raw.trim();
+    match kind {
+        ValueKind::Bool => match trimmed.to_ascii_lowercase().as_str() {
+            "true" => Ok(toml::Value::Boolean(true)),
+            "false" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("expected true or false, got {raw:?}")),
+        },
+        ValueKind::Integer => trimmed
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("expected an integer, got {raw:?}")),
+        ValueKind::String => Ok(toml::Value::String(raw.to_owned())),
+        ValueKind::List => Ok(toml::Value::Array(
+            crate::load::parse_list(trimmed)?
+                .into_iter()
+                .map(toml::Value::String)
+                .collect(),
+        )),
+        ValueKind::Guess => {
+            if trimmed.starts_with('[') {
+                let items = crate::load::parse_list(trimmed)?;
+                return Ok(toml::Value::Array(
+                    items
+                        .iter()
+                        .map(|item| parse_override(item, ValueKind::Guess))
+                        .collect::<Result<_, _>>()?,
+                ));
+            }
+            Ok(match trimmed.to_ascii_lowercase().as_str() {
+                "true" => toml::Value::Boolean(true),
+                "false" => toml::Value::Boolean(false),
+                _ => trimmed
+                    .parse::<i64>()
+                    .map(toml::Value::Integer)
+                    .or_else(|_| trimmed.parse::<f64>().map(toml::Value::Float))
+                    .unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_refused_unless_safe() {
+        assert!(validate_key("stdout-1_a").is_ok());
+        for bad in ["", "../etc", "a/b", "a b", "ключ"] {
+            assert!(validate_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn transforms_keep_file_order_and_every_stream_counts() {
+        let config = parse_connector_toml(
+            r#"
+type = "source"
+key = "r"
+enabled = true
+version = 1
+name = "R"
+path = "p"
+[[streams]]
+stream = "a"
+topic = "t1"
+schema = "json"
+[[streams]]
+stream = "b"
+topic = "t2"
+schema = "raw"
+linger_time = "1s"
+[transforms.zeta]
+enabled = true
+[transforms.alpha]
+enabled = true
+[transforms.mid]
+enabled = false
+"#,
+        )
+        .unwrap();
+        let ConnectorConfig::Source(source) = config else {
+            panic!("source expected");
+        };
+        let names: Vec<&str> = source
+            .transforms
+            .0
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(names, ["zeta", "alpha", "mid"]);
+        assert_eq!(source.streams.len(), 2);
+        assert_eq!(source.streams[1].linger_time, ConfigDuration::from_secs(1));
+        assert_eq!(source.streams[0].batch_length, 1000);
+    }
+}

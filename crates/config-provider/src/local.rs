@@ -1,0 +1,452 @@
+//! The local provider: a directory of connector config files.
+//!
+//! Every `*.toml` file (hidden files and `Cargo.toml` aside) is one version of one
+//! connector; file names do not matter when reading. New versions are written as
+//! `{sink|source}_{key}_{version}.toml`. The active version of each connector is kept in
+//! `.active_versions.toml` (`[sinks] key = N`, `[sources] key = N`); a connector with no
+//! entry there runs its highest version. Every write is atomic: a temporary file is
+//! written, synced and renamed over the target, and the directory is synced.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use connector_sdk::ConnectorKind;
+use tokio::sync::Mutex;
+
+use crate::connector::{ConnectorConfig, apply_env_overrides, from_toml_value};
+use crate::load::{ConfigError, Problem};
+use crate::provider::{ActiveConfigs, ConfigProvider, ProviderError, check_request};
+
+/// The name of the file that records active versions.
+pub const ACTIVE_VERSIONS_FILE: &str = ".active_versions.toml";
+
+type Id = (ConnectorKind, String);
+
+#[derive(Debug, Default)]
+struct Store {
+    versions: BTreeMap<Id, BTreeMap<u64, (ConnectorConfig, PathBuf)>>,
+    active: BTreeMap<Id, u64>,
+}
+
+/// Connector configs from a directory.
+#[derive(Debug)]
+pub struct LocalProvider {
+    dir: PathBuf,
+    store: Mutex<Store>,
+}
+
+impl LocalProvider {
+    /// Reads every config in `dir`, applying `IGGY_CONNECTORS_{SINK|SOURCE}_{KEY}_*`
+    /// overrides from `env`. Every problem in every file is reported at once. An empty
+    /// or missing directory means no connectors (and one log line).
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let dir = dir.into();
+        let mut store = Store::default();
+        let mut problems = Vec::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error)
+                if error.kind() == std::io::ErrorKind::NotFound || dir.as_os_str().is_empty() =>
+            {
+                tracing::info!(dir = %dir.display(), "no connector config directory: no connectors");
+                return Ok(LocalProvider {
+                    dir,
+                    store: Mutex::new(store),
+                });
+            }
+            Err(error) => {
+                return Err(ConfigError::one(
+                    dir.display().to_string(),
+                    None,
+                    format!("cannot read the connector config directory: {error}"),
+                ));
+            }
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| is_config_file(path))
+            .collect();
+        files.sort();
+        for file in files {
+            match read_config(&file, env) {
+                Ok(config) => {
+                    let id = (config.kind(), config.key().to_owned());
+                    let versions = store.versions.entry(id).or_default();
+                    if let Some((_, other)) = versions.get(&config.version()) {
+                        problems.push(Problem {
+                            source: file.display().to_string(),
+                            key: Some("version".to_owned()),
+                            message: format!(
+                                "{} {:?} version {} is also defined in {}",
+                                config.kind(),
+                                config.key(),
+                                config.version(),
+                                other.display()
+                            ),
+                        });
+                        continue;
+                    }
+                    versions.insert(config.version(), (config, file));
+                }
+                Err(problem) => problems.push(problem),
+            }
+        }
+        match read_active_versions(&dir) {
+            Ok(active) => {
+                for ((kind, key), version) in active {
+                    let exists = store
+                        .versions
+                        .get(&(kind, key.clone()))
+                        .is_some_and(|versions| versions.contains_key(&version));
+                    if exists {
+                        store.active.insert((kind, key), version);
+                    } else {
+                        problems.push(Problem {
+                            source: dir.join(ACTIVE_VERSIONS_FILE).display().to_string(),
+                            key: Some(format!("{}s.{key}", kind.as_str())),
+                            message: format!("version {version} is active, but no file defines it"),
+                        });
+                    }
+                }
+            }
+            Err(problem) => problems.push(problem),
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        if store.versions.is_empty() {
+            tracing::info!(dir = %dir.display(), "no connector configs found: no connectors");
+        }
+        Ok(LocalProvider {
+            dir,
+            store: Mutex::new(store),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn is_config_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+        return false;
+    };
+    path.is_file() && name.ends_with(".toml") && !name.starts_with('.') && name != "Cargo.toml"
+}
+
+fn read_config(file: &Path, env: &BTreeMap<String, String>) -> Result<ConnectorConfig, Problem> {
+    let source = file.display().to_string();
+    let problem = |message: String| Problem {
+        source: source.clone(),
+        key: None,
+        message,
+    };
+    let text =
+        std::fs::read_to_string(file).map_err(|error| problem(format!("cannot read: {error}")))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|error| problem(format!("not valid TOML: {error}")))?;
+    let kind = match table.get("type").and_then(toml::Value::as_str) {
+        Some("sink") => Some(ConnectorKind::Sink),
+        Some("source") => Some(ConnectorKind::Source),
+        _ => None,
+    };
+    let key = table
+        .get("key")
+        .and_then(toml::Value::as_str)
+        .map(str::to_owned);
+    if let (Some(kind), Some(key)) = (kind, key) {
+        crate::connector::validate_key(&key).map_err(problem)?;
+        apply_env_overrides(&mut table, kind, &key, env).map_err(problem)?;
+    }
+    from_toml_value(toml::Value::Table(table)).map_err(problem)
+}
+
+fn read_active_versions(dir: &Path) -> Result<BTreeMap<Id, u64>, Problem> {
+    let file = dir.join(ACTIVE_VERSIONS_FILE);
+    let source = file.display().to_string();
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(error) => {
+            return Err(Problem {
+                source,
+                key: None,
+                message: format!("cannot read: {error}"),
+            });
+        }
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ActiveFile {
+        #[serde(default)]
+        sinks: BTreeMap<String, u64>,
+        #[serde(default)]
+        sources: BTreeMap<String, u64>,
+    }
+    let parsed: ActiveFile = toml::from_str(&text).map_err(|error| Problem {
+        source,
+        key: None,
+        message: format!("not a valid active-versions file: {error}"),
+    })?;
+    let sinks = parsed
+        .sinks
+        .into_iter()
+        .map(|(key, v)| ((ConnectorKind::Sink, key), v));
+    let sources = parsed
+        .sources
+        .into_iter()
+        .map(|(key, v)| ((ConnectorKind::Source, key), v));
+    Ok(sinks.chain(sources).collect())
+}
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync the directory.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("config");
+    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl Store {
+    fn active_version(&self, id: &Id) -> Option<u64> {
+        self.active
+            .get(id)
+            .copied()
+            .or_else(|| self.versions.get(id)?.keys().next_back().copied())
+    }
+
+    fn versions_of(
+        &self,
+        kind: ConnectorKind,
+        key: &str,
+    ) -> Result<&BTreeMap<u64, (ConnectorConfig, PathBuf)>, ProviderError> {
+        self.versions
+            .get(&(kind, key.to_owned()))
+            .filter(|versions| !versions.is_empty())
+            .ok_or_else(|| ProviderError::NotFound {
+                kind,
+                key: key.to_owned(),
+                version: None,
+            })
+    }
+
+    fn active_file(&self) -> String {
+        let mut sinks = toml::Table::new();
+        let mut sources = toml::Table::new();
+        for ((kind, key), version) in &self.active {
+            let table = match kind {
+                ConnectorKind::Sink => &mut sinks,
+                ConnectorKind::Source => &mut sources,
+            };
+            table.insert(
+                key.clone(),
+                toml::Value::Integer(i64::try_from(*version).unwrap_or(i64::MAX)),
+            );
+        }
+        let mut root = toml::Table::new();
+        root.insert("sinks".to_owned(), toml::Value::Table(sinks));
+        root.insert("sources".to_owned(), toml::Value::Table(sources));
+        toml::to_string(&root).unwrap_or_default()
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, ProviderError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ProviderError::Storage(format!("storage task failed: {error}")))?
+        .map_err(|error| ProviderError::Storage(error.to_string()))
+}
+
+#[async_trait]
+impl ConfigProvider for LocalProvider {
+    async fn active_configs(&self) -> Result<ActiveConfigs, ProviderError> {
+        let store = self.store.lock().await;
+        let mut active = ActiveConfigs::default();
+        for (id, versions) in &store.versions {
+            let Some(config) = store
+                .active_version(id)
+                .and_then(|version| versions.get(&version))
+            else {
+                continue;
+            };
+            let map = match id.0 {
+                ConnectorKind::Sink => &mut active.sinks,
+                ConnectorKind::Source => &mut active.sources,
+            };
+            map.insert(id.1.clone(), config.0.clone());
+        }
+        Ok(active)
+    }
+
+    async fn versions(
+        &self,
+        kind: ConnectorKind,
+        key: &str,
+    ) -> Result<Vec<ConnectorConfig>, ProviderError> {
+        check_request(kind, key, None)?;
+        let store = self.store.lock().await;
+        Ok(store
+            .versions_of(kind, key)?
+            .values()
+            .map(|(config, _)| config.clone())
+            .collect())
+    }
+
+    async fn version(
+        &self,
+        kind: ConnectorKind,
+        key: &str,
+        version: u64,
+    ) -> Result<ConnectorConfig, ProviderError> {
+        check_request(kind, key, None)?;
+        let store = self.store.lock().await;
+        store
+            .versions_of(kind, key)?
+            .get(&version)
+            .map(|(config, _)| config.clone())
+            .ok_or_else(|| ProviderError::NotFound {
+                kind,
+                key: key.to_owned(),
+                version: Some(version),
+            })
+    }
+
+    async fn active(
+        &self,
+        kind: ConnectorKind,
+        key: &str,
+    ) -> Result<ConnectorConfig, ProviderError> {
+        check_request(kind, key, None)?;
+        let store = self.store.lock().await;
+        let versions = store.versions_of(kind, key)?;
+        store
+            .active_version(&(kind, key.to_owned()))
+            .and_then(|version| versions.get(&version))
+            .map(|(config, _)| config.clone())
+            .ok_or_else(|| ProviderError::NotFound {
+                kind,
+                key: key.to_owned(),
+                version: None,
+            })
+    }
+
+    async fn create(
+        &self,
+        kind: ConnectorKind,
+        key: &str,
+        mut config: ConnectorConfig,
+    ) -> Result<ConnectorConfig, ProviderError> {
+        check_request(kind, key, Some(&config))?;
+        let mut store = self.store.lock().await;
+        let id = (kind, key.to_owned());
+        let version = store
+            .versions
+            .get(&id)
+            .and_then(|versions| versions.keys().next_back())
+            .map_or(0, |last| last + 1);
+        config.set_identity(key, version);
+        config.validate().map_err(ProviderError::Invalid)?;
+        let text = toml::to_string(&config).map_err(|error| {
+            ProviderError::Invalid(format!("the config cannot be written as TOML: {error}"))
+        })?;
+        let path = self
+            .dir
+            .join(format!("{}_{key}_{version}.toml", kind.as_str()));
+        let target = path.clone();
+        blocking(move || write_atomically(&target, text.as_bytes())).await?;
+        store
+            .versions
+            .entry(id)
+            .or_default()
+            .insert(version, (config.clone(), path));
+        Ok(config)
+    }
+
+    async fn set_active(
+        &self,
+        kind: ConnectorKind,
+        key: &str,
+        version: u64,
+    ) -> Result<(), ProviderError> {
+        check_request(kind, key, None)?;
+        let mut store = self.store.lock().await;
+        if !store.versions_of(kind, key)?.contains_key(&version) {
+            return Err(ProviderError::NotFound {
+                kind,
+                key: key.to_owned(),
+                version: Some(version),
+            });
+        }
+        let previous = store.active.insert((kind, key.to_owned()), version);
+        let text = store.active_file();
+        let path = self.dir.join(ACTIVE_VERSIONS_FILE);
+        if let Err(error) = blocking(move || write_atomically(&path, text.as_bytes())).await {
+            // Keep memory and disk in step.
+            match previous {
+                Some(previous) => store.active.insert((kind, key.to_owned()), previous),
+                None => store.active.remove(&(kind, key.to_owned())),
+            };
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        kind: ConnectorKind,
+        key: &str,
+        version: Option<u64>,
+    ) -> Result<(), ProviderError> {
+        check_request(kind, key, None)?;
+        let mut store = self.store.lock().await;
+        let id = (kind, key.to_owned());
+        let active = store.active_version(&id);
+        let version = version.or(active).ok_or_else(|| ProviderError::NotFound {
+            kind,
+            key: key.to_owned(),
+            version: None,
+        })?;
+        let path = store
+            .versions_of(kind, key)?
+            .get(&version)
+            .map(|(_, path)| path.clone())
+            .ok_or_else(|| ProviderError::NotFound {
+                kind,
+                key: key.to_owned(),
+                version: Some(version),
+            })?;
+        blocking(move || std::fs::remove_file(&path)).await?;
+        if let Some(versions) = store.versions.get_mut(&id) {
+            versions.remove(&version);
+            if versions.is_empty() {
+                store.versions.remove(&id);
+            }
+        }
+        if store.active.get(&id) == Some(&version) {
+            // The highest remaining version becomes active (by having no entry).
+            store.active.remove(&id);
+        }
+        let text = store.active_file();
+        let active_path = self.dir.join(ACTIVE_VERSIONS_FILE);
+        blocking(move || write_atomically(&active_path, text.as_bytes())).await
+    }
+}

@@ -1,0 +1,378 @@
+//! Connector config files and the local provider: upstream files, environment
+//! overrides, versions, the active version across restarts, and bad input.
+
+// In tests an unwrap is an assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use config_provider::{
+    ACTIVE_VERSIONS_FILE, ConfigProvider, ConnectorConfig, LocalProvider, ProviderError,
+    parse_connector_toml,
+};
+use connector_sdk::{ConnectorKind, Schema};
+
+fn temp_dir(label: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "local-provider-{label}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn no_env() -> BTreeMap<String, String> {
+    BTreeMap::new()
+}
+
+const SINK: &str = r#"
+type = "sink"
+key = "stdout"
+enabled = true
+version = 0
+name = "Stdout sink"
+path = "target/release/libiggy_connector_stdout_sink"
+
+[[streams]]
+stream = "s"
+topics = ["t"]
+schema = "json"
+
+[plugin_config]
+print_payload = true
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn fixtures() -> Option<PathBuf> {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/upstream-configs/connectors"
+    ));
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "fixtures missing at {}",
+        dir.display()
+    );
+    eprintln!("skipped: no upstream fixtures at {}", dir.display());
+    None
+}
+
+#[tokio::test]
+async fn upstream_connector_configs_load_unchanged() {
+    let Some(fixtures) = fixtures() else {
+        return;
+    };
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(&fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config = parse_connector_toml(&text)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        assert!(!config.key().is_empty());
+        loaded += 1;
+    }
+    assert_eq!(loaded, 7);
+
+    // Read through the provider too: two versions of `random`, the highest active.
+    let dir = temp_dir("upstream");
+    for name in [
+        "random_source_v0.toml",
+        "random_source_v1.toml",
+        "quickwit_sink.toml",
+    ] {
+        std::fs::copy(fixtures.join(name), dir.join(name)).unwrap();
+    }
+    let provider = LocalProvider::open(&dir, &no_env()).unwrap();
+    let versions = provider
+        .versions(ConnectorKind::Source, "random")
+        .await
+        .unwrap();
+    assert_eq!(
+        versions
+            .iter()
+            .map(ConnectorConfig::version)
+            .collect::<Vec<_>>(),
+        [0, 1]
+    );
+    let active = provider.active_configs().await.unwrap();
+    assert_eq!(active.sources["random"].version(), 1);
+    let ConnectorConfig::Sink(quickwit) = &active.sinks["quickwit"] else {
+        panic!("quickwit is a sink");
+    };
+    let order: Vec<&str> = quickwit
+        .transforms
+        .0
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(order, ["add_fields", "delete_fields"], "the file's order");
+}
+
+#[tokio::test]
+async fn environment_overrides_apply_per_connector() {
+    let dir = temp_dir("env");
+    write(&dir, "stdout.toml", SINK);
+    let env: BTreeMap<String, String> = [
+        ("IGGY_CONNECTORS_SINK_STDOUT_ENABLED", "false"),
+        ("IGGY_CONNECTORS_SINK_STDOUT_NAME", "Renamed"),
+        ("IGGY_CONNECTORS_SINK_STDOUT_STREAMS_0_TOPICS", "[a, b]"),
+        ("IGGY_CONNECTORS_SINK_STDOUT_STREAMS_0_BATCH_LENGTH", "50"),
+        (
+            "IGGY_CONNECTORS_SINK_STDOUT_PLUGIN_CONFIG_PRINT_PAYLOAD",
+            "false",
+        ),
+        ("IGGY_CONNECTORS_SINK_STDOUT_PLUGIN_CONFIG_EXTRA", "42"),
+        ("IGGY_CONNECTORS_SINK_OTHER_ENABLED", "false"),
+        ("IGGY_CONNECTORS_SOURCE_STDOUT_ENABLED", "false"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let provider = LocalProvider::open(&dir, &env).unwrap();
+    let ConnectorConfig::Sink(sink) = provider
+        .active(ConnectorKind::Sink, "stdout")
+        .await
+        .unwrap()
+    else {
+        panic!("sink expected");
+    };
+    assert!(!sink.enabled);
+    assert_eq!(sink.name, "Renamed");
+    assert_eq!(sink.streams[0].topics, ["a", "b"]);
+    assert_eq!(sink.streams[0].batch_length, 50);
+    assert_eq!(sink.streams[0].schema, Schema::Json);
+    assert_eq!(
+        sink.plugin_config.unwrap(),
+        serde_json::json!({ "print_payload": false, "extra": 42 })
+    );
+
+    let bad: BTreeMap<String, String> = [(
+        "IGGY_CONNECTORS_SINK_STDOUT_ENABLD".to_owned(),
+        "false".to_owned(),
+    )]
+    .into();
+    let error = LocalProvider::open(&dir, &bad).unwrap_err().to_string();
+    assert!(
+        error.contains("IGGY_CONNECTORS_SINK_STDOUT_ENABLD"),
+        "{error}"
+    );
+    assert!(
+        error.contains("did you mean IGGY_CONNECTORS_SINK_STDOUT_ENABLED"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn bad_files_are_reported_together_with_file_and_key() {
+    let dir = temp_dir("bad");
+    let typo = write(
+        &dir,
+        "typo.toml",
+        &SINK.replace("topics = [\"t\"]", "topicz = [\"t\"]"),
+    );
+    let bad_key = write(
+        &dir,
+        "bad-key.toml",
+        &SINK.replace("key = \"stdout\"", "key = \"../etc\""),
+    );
+    let wrong_type = write(
+        &dir,
+        "wrong-type.toml",
+        &SINK.replace("key = \"stdout\"", "key = \"other\"").replace(
+            "schema = \"json\"",
+            "schema = \"json\"\nbatch_length = \"many\"",
+        ),
+    );
+    write(&dir, ".hidden.toml", "not toml at all [[[");
+    write(&dir, "notes.txt", "ignored");
+    let error = LocalProvider::open(&dir, &no_env())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("3 problems"), "{error}");
+    assert!(error.contains(&typo.display().to_string()), "{error}");
+    assert!(
+        error.contains("`streams[0]`: unknown field `topicz`"),
+        "{error}"
+    );
+    assert!(error.contains("did you mean `topics`?"), "{error}");
+    assert!(error.contains(&bad_key.display().to_string()), "{error}");
+    assert!(error.contains("\"../etc\" contains '.'"), "{error}");
+    assert!(error.contains(&wrong_type.display().to_string()), "{error}");
+    assert!(
+        !error.contains("in `streams"),
+        "one line per problem: {error}"
+    );
+    assert!(
+        error.contains("`streams[0].batch_length`: invalid type: string \"many\", expected u32"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn duplicate_versions_and_missing_active_versions_are_errors() {
+    let dir = temp_dir("dup");
+    write(&dir, "a.toml", SINK);
+    write(&dir, "b.toml", SINK);
+    let error = LocalProvider::open(&dir, &no_env())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("version 0 is also defined in"), "{error}");
+
+    let dir = temp_dir("missing-active");
+    write(&dir, "a.toml", SINK);
+    write(&dir, ACTIVE_VERSIONS_FILE, "[sinks]\nstdout = 4\n");
+    let error = LocalProvider::open(&dir, &no_env())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("version 4 is active, but no file defines it"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn versions_are_created_activated_and_kept_across_restarts() {
+    let dir = temp_dir("versions");
+    write(&dir, "stdout.toml", SINK);
+    let provider = LocalProvider::open(&dir, &no_env()).unwrap();
+    let mut next = provider
+        .active(ConnectorKind::Sink, "stdout")
+        .await
+        .unwrap();
+    if let ConnectorConfig::Sink(sink) = &mut next {
+        sink.name = "Second".to_owned();
+    }
+    let created = provider
+        .create(ConnectorKind::Sink, "stdout", next.clone())
+        .await
+        .unwrap();
+    assert_eq!(created.version(), 1);
+    assert!(dir.join("sink_stdout_1.toml").is_file());
+    // Creating does not activate: the active version is still the recorded default...
+    // which, with no record, is the highest one.
+    assert_eq!(
+        provider
+            .active(ConnectorKind::Sink, "stdout")
+            .await
+            .unwrap()
+            .version(),
+        1
+    );
+    let third = provider
+        .create(ConnectorKind::Sink, "stdout", next)
+        .await
+        .unwrap();
+    assert_eq!(third.version(), 2);
+    provider
+        .set_active(ConnectorKind::Sink, "stdout", 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        provider
+            .active(ConnectorKind::Sink, "stdout")
+            .await
+            .unwrap()
+            .version(),
+        1
+    );
+
+    // A restart honours the recorded active version, not the newest (upstream #3848).
+    drop(provider);
+    let reopened = LocalProvider::open(&dir, &no_env()).unwrap();
+    let active = reopened.active_configs().await.unwrap();
+    assert_eq!(active.sinks["stdout"].version(), 1);
+    let ConnectorConfig::Sink(sink) = &active.sinks["stdout"] else {
+        panic!("sink expected");
+    };
+    assert_eq!(sink.name, "Second");
+
+    // Deleting the active version makes the highest remaining one active.
+    reopened
+        .delete(ConnectorKind::Sink, "stdout", None)
+        .await
+        .unwrap();
+    assert!(!dir.join("sink_stdout_1.toml").exists());
+    assert_eq!(
+        reopened
+            .active(ConnectorKind::Sink, "stdout")
+            .await
+            .unwrap()
+            .version(),
+        2
+    );
+    let versions = reopened
+        .versions(ConnectorKind::Sink, "stdout")
+        .await
+        .unwrap();
+    assert_eq!(
+        versions
+            .iter()
+            .map(ConnectorConfig::version)
+            .collect::<Vec<_>>(),
+        [0, 2]
+    );
+
+    let missing = reopened
+        .set_active(ConnectorKind::Sink, "stdout", 9)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            missing,
+            ProviderError::NotFound {
+                version: Some(9),
+                ..
+            }
+        ),
+        "{missing}"
+    );
+    let unknown = reopened
+        .active(ConnectorKind::Source, "stdout")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unknown, ProviderError::NotFound { .. }),
+        "{unknown}"
+    );
+    let bad = reopened
+        .versions(ConnectorKind::Sink, "../x")
+        .await
+        .unwrap_err();
+    assert!(matches!(bad, ProviderError::Invalid(_)), "{bad}");
+    let created = reopened
+        .active(ConnectorKind::Sink, "stdout")
+        .await
+        .unwrap();
+    let wrong_kind = reopened
+        .create(ConnectorKind::Source, "stdout", created)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(wrong_kind, ProviderError::Invalid(_)),
+        "{wrong_kind}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_or_missing_directory_means_no_connectors() {
+    let empty = temp_dir("empty");
+    let provider = LocalProvider::open(&empty, &no_env()).unwrap();
+    assert!(provider.active_configs().await.unwrap().sinks.is_empty());
+    let missing = empty.join("does-not-exist");
+    let provider = LocalProvider::open(&missing, &no_env()).unwrap();
+    let active = provider.active_configs().await.unwrap();
+    assert!(active.sinks.is_empty() && active.sources.is_empty());
+}
