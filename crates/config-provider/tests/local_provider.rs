@@ -204,7 +204,7 @@ async fn bad_files_are_reported_together_with_file_and_key() {
     assert!(error.contains("3 problems"), "{error}");
     assert!(error.contains(&typo.display().to_string()), "{error}");
     assert!(
-        error.contains("`streams[0]`: unknown field `topicz`"),
+        error.contains("`streams[0].topicz`: unknown field `topicz`"),
         "{error}"
     );
     assert!(error.contains("did you mean `topics`?"), "{error}");
