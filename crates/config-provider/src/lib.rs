@@ -8,6 +8,7 @@
 //!   redacted by [`LoadedConfig::redacted`].
 
 mod connector;
+mod http;
 mod load;
 mod local;
 mod provider;
@@ -20,6 +21,7 @@ pub use connector::{
     ConnectorConfig, PluginConfigFormat, SinkConfig, SinkStream, SourceConfig, SourceStream,
     Transforms, apply_env_overrides, parse_connector_toml, validate_key,
 };
+pub use http::{HttpProvider, dot_path};
 pub use load::{
     CONFIG_PATH_ENV, ConfigError, ENV_PREFIX, LoadedConfig, Problem, environment_variables, load,
     load_with_env,

@@ -1,0 +1,494 @@
+//! The HTTP provider against an in-test hyper server: templates, headers, response
+//! paths, retries, timeouts.
+
+// In tests an unwrap is an assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use config_provider::{
+    ConfigDuration, ConfigProvider, ConnectorConfig, HttpProvider, HttpProviderConfig,
+    ProviderError, ResponseConfig, RetryConfig, UrlTemplates, parse_connector_toml,
+};
+use connector_sdk::ConnectorKind;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+#[derive(Debug, Clone)]
+struct Recorded {
+    method: String,
+    path: String,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+type Responder = dyn Fn(&Recorded, usize) -> (StatusCode, String, Duration) + Send + Sync;
+
+struct MockService {
+    address: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl MockService {
+    async fn start(
+        responder: impl Fn(&Recorded, usize) -> (StatusCode, String, Duration) + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_with_tls(None, responder).await
+    }
+
+    async fn start_with_tls(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        responder: impl Fn(&Recorded, usize) -> (StatusCode, String, Duration) + Send + Sync + 'static,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let responder: Arc<Responder> = Arc::new(responder);
+        let recorded = requests.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let recorded = recorded.clone();
+                let responder = responder.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: Request<hyper::body::Incoming>| {
+                            let recorded = recorded.clone();
+                            let responder = responder.clone();
+                            async move {
+                                let method = request.method().to_string();
+                                let path = request
+                                    .uri()
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default();
+                                let headers = request
+                                    .headers()
+                                    .iter()
+                                    .map(|(name, value)| {
+                                        (name.to_string(), value.to_str().unwrap_or("").to_owned())
+                                    })
+                                    .collect();
+                                let body = request.into_body().collect().await.unwrap().to_bytes();
+                                let entry = Recorded {
+                                    method,
+                                    path,
+                                    headers,
+                                    body: String::from_utf8_lossy(&body).into_owned(),
+                                };
+                                let attempt = {
+                                    let mut all = recorded.lock().unwrap();
+                                    all.push(entry.clone());
+                                    all.iter()
+                                        .filter(|r| {
+                                            r.path == entry.path && r.method == entry.method
+                                        })
+                                        .count()
+                                };
+                                let (status, body, delay) = responder(&entry, attempt);
+                                tokio::time::sleep(delay).await;
+                                let response = Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from(body)))
+                                    .unwrap();
+                                Ok::<_, Infallible>(response)
+                            }
+                        },
+                    );
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        MockService { address, requests }
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://{}/api", self.address)
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn config(base_url: String) -> HttpProviderConfig {
+    HttpProviderConfig {
+        base_url,
+        timeout: ConfigDuration::from_secs(5),
+        request_headers: BTreeMap::new(),
+        retry: RetryConfig {
+            enabled: true,
+            max_attempts: 3,
+            initial_backoff: ConfigDuration::from_millis(10),
+            max_backoff: ConfigDuration::from_millis(20),
+            backoff_multiplier: 2,
+        },
+        url_templates: UrlTemplates::default(),
+        response: ResponseConfig::default(),
+    }
+}
+
+fn sink_json(key: &str, version: u64) -> serde_json::Value {
+    serde_json::json!({
+        "key": key, "enabled": true, "version": version, "name": "Stdout",
+        "path": "libiggy_connector_stdout_sink",
+        "streams": [{ "stream": "s", "topics": ["t"], "schema": "json" }],
+        "plugin_config": { "print_payload": true }
+    })
+}
+
+fn sink_config() -> ConnectorConfig {
+    parse_connector_toml(
+        "type = \"sink\"\nkey = \"ignored\"\nenabled = true\nversion = 0\nname = \"n\"\npath = \"p\"\n[[streams]]\nstream = \"s\"\ntopics = [\"t\"]\nschema = \"json\"\n",
+    )
+    .unwrap()
+}
+
+fn ok(body: serde_json::Value) -> (StatusCode, String, Duration) {
+    (StatusCode::OK, body.to_string(), Duration::ZERO)
+}
+
+#[tokio::test]
+async fn every_template_and_header_is_used() {
+    let service = MockService::start(|request, _| {
+        let path = request.path.as_str();
+        match (request.method.as_str(), path) {
+            ("GET", "/api/v2/active") => ok(serde_json::json!({
+                "sinks": { "stdout": sink_json("stdout", 3) },
+                "sources": {}
+            })),
+            ("GET", "/api/v2/sink/stdout/all") => ok(serde_json::json!([
+                sink_json("stdout", 1),
+                sink_json("stdout", 3)
+            ])),
+            ("GET", "/api/v2/sink/stdout/v/3") => ok(sink_json("stdout", 3)),
+            ("GET", "/api/v2/sink/stdout/current") => ok(sink_json("stdout", 3)),
+            ("POST", "/api/v2/sink/stdout/new") => ok(sink_json("stdout", 4)),
+            ("PUT", "/api/v2/sink/stdout/activate") => ok(serde_json::json!({})),
+            ("DELETE", "/api/v2/sink/stdout/remove?version=2") => {
+                (StatusCode::NO_CONTENT, String::new(), Duration::ZERO)
+            }
+            _ => (StatusCode::NOT_FOUND, String::new(), Duration::ZERO),
+        }
+    })
+    .await;
+    let mut settings = config(service.base_url());
+    settings
+        .request_headers
+        .insert("api-key".to_owned(), "secret-key".to_owned());
+    settings.url_templates = UrlTemplates {
+        get_active_configs: Some("/v2/active".to_owned()),
+        get_sink_configs: Some("/v2/sink/{key}/all".to_owned()),
+        get_sink_config: Some("/v2/sink/{key}/v/{version}".to_owned()),
+        get_active_sink_config: Some("/v2/sink/{key}/current".to_owned()),
+        create_sink: Some("/v2/sink/{key}/new".to_owned()),
+        set_active_sink: Some("/v2/sink/{key}/activate".to_owned()),
+        delete_sink_config: Some("/v2/sink/{key}/remove".to_owned()),
+        ..UrlTemplates::default()
+    };
+    let provider = HttpProvider::new(settings);
+    let sink = ConnectorKind::Sink;
+
+    let active = provider.active_configs().await.unwrap();
+    assert_eq!(active.sinks["stdout"].version(), 3);
+    assert_eq!(active.sinks["stdout"].kind(), ConnectorKind::Sink);
+    let versions = provider.versions(sink, "stdout").await.unwrap();
+    assert_eq!(
+        versions
+            .iter()
+            .map(ConnectorConfig::version)
+            .collect::<Vec<_>>(),
+        [1, 3]
+    );
+    assert_eq!(
+        provider.version(sink, "stdout", 3).await.unwrap().version(),
+        3
+    );
+    assert_eq!(provider.active(sink, "stdout").await.unwrap().version(), 3);
+    assert_eq!(
+        provider
+            .create(sink, "stdout", sink_config())
+            .await
+            .unwrap()
+            .version(),
+        4
+    );
+    provider.set_active(sink, "stdout", 3).await.unwrap();
+    provider.delete(sink, "stdout", Some(2)).await.unwrap();
+
+    let requests = service.requests();
+    let seen: Vec<(String, String)> = requests
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("GET", "/api/v2/active"),
+            ("GET", "/api/v2/sink/stdout/all"),
+            ("GET", "/api/v2/sink/stdout/v/3"),
+            ("GET", "/api/v2/sink/stdout/current"),
+            ("POST", "/api/v2/sink/stdout/new"),
+            ("PUT", "/api/v2/sink/stdout/activate"),
+            ("DELETE", "/api/v2/sink/stdout/remove?version=2"),
+        ]
+        .map(|(m, p)| (m.to_owned(), p.to_owned()))
+    );
+    for request in &requests {
+        assert_eq!(
+            request.headers.get("api-key").map(String::as_str),
+            Some("secret-key"),
+            "{request:?}"
+        );
+    }
+    let created: serde_json::Value = serde_json::from_str(&requests[4].body).unwrap();
+    assert!(
+        created.get("key").is_none() && created.get("version").is_none(),
+        "{created}"
+    );
+    assert_eq!(created["streams"][0]["topics"], serde_json::json!(["t"]));
+    assert_eq!(requests[5].body, r#"{"version":3}"#);
+}
+
+#[tokio::test]
+async fn default_templates_match_the_readme() {
+    let service = MockService::start(|request, _| match request.path.as_str() {
+        "/api/configs/active" => ok(serde_json::json!({})),
+        "/api/sources/random/configs/active" => ok(serde_json::json!({
+            "key": "random", "enabled": true, "version": 2, "name": "R", "path": "p", "type": "source",
+            "streams": [{ "stream": "s", "topic": "t", "schema": "json" }]
+        })),
+        _ => (StatusCode::NOT_FOUND, String::new(), Duration::ZERO),
+    })
+    .await;
+    let provider = HttpProvider::new(config(service.base_url()));
+    let active = provider.active_configs().await.unwrap();
+    assert!(active.sinks.is_empty() && active.sources.is_empty());
+    let source = provider
+        .active(ConnectorKind::Source, "random")
+        .await
+        .unwrap();
+    assert_eq!(source.version(), 2);
+    let missing = provider
+        .version(ConnectorKind::Sink, "random", 9)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            missing,
+            ProviderError::NotFound {
+                version: Some(9),
+                ..
+            }
+        ),
+        "{missing}"
+    );
+    let paths: Vec<String> = service.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/configs/active",
+            "/api/sources/random/configs/active",
+            "/api/sinks/random/configs/9"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn data_path_and_error_path() {
+    let service = MockService::start(|request, _| match request.path.as_str() {
+        "/api/sinks/good/configs/active" => {
+            ok(serde_json::json!({ "data": { "config": sink_json("good", 5) }, "error": null }))
+        }
+        "/api/sinks/bad/configs/active" => {
+            ok(serde_json::json!({ "data": null, "error": "tenant suspended" }))
+        }
+        "/api/sinks/odd/configs/active" => ok(serde_json::json!({ "payload": {}, "error": null })),
+        _ => (StatusCode::NOT_FOUND, String::new(), Duration::ZERO),
+    })
+    .await;
+    let mut settings = config(service.base_url());
+    settings.response = ResponseConfig {
+        data_path: Some("data.config".to_owned()),
+        error_path: Some("error".to_owned()),
+    };
+    let provider = HttpProvider::new(settings);
+    assert_eq!(
+        provider
+            .active(ConnectorKind::Sink, "good")
+            .await
+            .unwrap()
+            .version(),
+        5
+    );
+    let error = provider
+        .active(ConnectorKind::Sink, "bad")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("API returned error: tenant suspended"),
+        "{error}"
+    );
+    let error = provider
+        .active(ConnectorKind::Sink, "odd")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("data_path `data.config` is not in the response"),
+        "{error}"
+    );
+    assert!(error.contains("payload"), "{error}");
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_others_are_not() {
+    let service = MockService::start(|request, attempt| match request.path.as_str() {
+        // Fails twice, then succeeds.
+        "/api/sinks/flaky/configs/active" if attempt <= 2 => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy".to_owned(),
+            Duration::ZERO,
+        ),
+        "/api/sinks/flaky/configs/active" => ok(sink_json("flaky", 1)),
+        "/api/sinks/limited/configs/active" if attempt == 1 => {
+            (StatusCode::TOO_MANY_REQUESTS, String::new(), Duration::ZERO)
+        }
+        "/api/sinks/limited/configs/active" => ok(sink_json("limited", 1)),
+        "/api/sinks/down/configs/active" => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failure {attempt}"),
+            Duration::ZERO,
+        ),
+        "/api/sinks/refused/configs" => (
+            StatusCode::BAD_REQUEST,
+            "bad request".to_owned(),
+            Duration::ZERO,
+        ),
+        _ => (StatusCode::NOT_FOUND, String::new(), Duration::ZERO),
+    })
+    .await;
+    let provider = HttpProvider::new(config(service.base_url()));
+    let sink = ConnectorKind::Sink;
+    assert_eq!(provider.active(sink, "flaky").await.unwrap().version(), 1);
+    assert_eq!(provider.active(sink, "limited").await.unwrap().version(), 1);
+    let error = provider.active(sink, "down").await.unwrap_err().to_string();
+    assert!(
+        error.contains("HTTP 500 Internal Server Error - failure 3"),
+        "the last error: {error}"
+    );
+    let missing = provider.active(sink, "absent").await.unwrap_err();
+    assert!(
+        matches!(missing, ProviderError::NotFound { .. }),
+        "{missing}"
+    );
+    let error = provider
+        .versions(sink, "refused")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("HTTP 400"), "{error}");
+
+    let count = |path: &str| service.requests().iter().filter(|r| r.path == path).count();
+    assert_eq!(count("/api/sinks/flaky/configs/active"), 3);
+    assert_eq!(count("/api/sinks/limited/configs/active"), 2);
+    assert_eq!(
+        count("/api/sinks/down/configs/active"),
+        3,
+        "gives up after max_attempts"
+    );
+    assert_eq!(
+        count("/api/sinks/absent/configs/active"),
+        1,
+        "a 404 is never retried"
+    );
+    assert_eq!(
+        count("/api/sinks/refused/configs"),
+        1,
+        "a 400 is never retried"
+    );
+}
+
+#[tokio::test]
+async fn slow_answers_time_out() {
+    let service =
+        MockService::start(|_, _| (StatusCode::OK, "{}".to_owned(), Duration::from_secs(5))).await;
+    let mut settings = config(service.base_url());
+    settings.timeout = ConfigDuration::from_millis(200);
+    settings.retry.enabled = false;
+    let provider = HttpProvider::new(settings);
+    let error = tokio::time::timeout(Duration::from_secs(10), provider.active_configs())
+        .await
+        .expect("the provider's own timeout fires first")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no answer within 200ms"), "{error}");
+    assert_eq!(service.requests().len(), 1);
+
+    let unreachable = HttpProvider::new(config("http://127.0.0.1:9/api".to_owned()));
+    let error = unreachable.active_configs().await.unwrap_err().to_string();
+    assert!(error.contains("cannot connect"), "{error}");
+}
+
+#[tokio::test]
+async fn https_with_a_private_ca() {
+    use tokio_rustls::rustls;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = certified.cert.der().clone();
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(certified.key_pair.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let service =
+        MockService::start_with_tls(Some(acceptor), |_, _| ok(serde_json::json!({}))).await;
+    let base_url = format!("https://localhost:{}/api", service.address.port());
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let trusting = HttpProvider::with_roots(config(base_url.clone()), roots);
+    trusting.active_configs().await.unwrap();
+    assert_eq!(service.requests().len(), 1);
+
+    let mut strict_config = config(base_url);
+    strict_config.retry.enabled = false;
+    let error = HttpProvider::new(strict_config)
+        .active_configs()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("TLS handshake failed"),
+        "an unknown CA is refused: {error}"
+    );
+}
