@@ -23,8 +23,8 @@ pub use connector::{
 };
 pub use http::{HttpProvider, dot_path};
 pub use load::{
-    CONFIG_PATH_ENV, ConfigError, ENV_PREFIX, LoadedConfig, Problem, environment_variables, load,
-    load_with_env,
+    CONFIG_PATH_ENV, ConfigError, ENV_PREFIX, LoadedConfig, Problem, config_keys,
+    environment_variables, load, load_with_env,
 };
 pub use local::{ACTIVE_VERSIONS_FILE, LocalProvider};
 pub use provider::{ActiveConfigs, ConfigProvider, ProviderError};

@@ -620,6 +620,13 @@ fn push_item(items: &mut Vec<String>, current: &mut String, was_quoted: &mut boo
     *was_quoted = false;
 }
 
+/// Every key of the runtime config as a dot path (`http.cors.allowed_origins`).
+pub fn config_keys() -> BTreeSet<String> {
+    let mut known = BTreeMap::new();
+    env_names(&schema(), "", &mut known);
+    known.into_values().map(|(path, _)| path).collect()
+}
+
 /// Every environment variable name of the runtime config, for documentation and tests.
 pub fn environment_variables() -> BTreeSet<String> {
     let mut known = BTreeMap::new();

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use config_provider::{
-    ConfigDuration, ConnectorsConfig, LogFormat, REDACTED, RuntimeConfig, environment_variables,
-    load_with_env,
+    ConfigDuration, ConnectorsConfig, LogFormat, REDACTED, RuntimeConfig, config_keys,
+    environment_variables, load_with_env,
 };
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
@@ -560,4 +560,43 @@ fn secrets_resolve_from_env_and_files_and_are_redacted() {
     let text = error_text(Some(&file), no_env());
     assert!(text.contains("`iggy.password`"), "{text}");
     assert!(text.contains("CONFIG_PROVIDER_TEST_UNSET"), "{text}");
+}
+
+/// `configs/config.toml` is the key reference: it must load, and name every key.
+#[test]
+fn the_documented_config_loads_and_names_every_key() {
+    let path = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/config.toml"
+    ));
+    load_with_env(Some(&path), no_env()).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    for key in config_keys() {
+        let (section, name) = key.rsplit_once('.').unwrap();
+        // The section header (possibly commented out, for the http provider), then the
+        // key (possibly commented out) before the next header.
+        let header = if section == "connectors" {
+            "[connectors]".to_owned()
+        } else {
+            format!("[{section}]")
+        };
+        let start = text
+            .find(&header)
+            .unwrap_or_else(|| panic!("no {header} for {key}"));
+        let rest = &text[start + header.len()..];
+        let end = rest
+            .find("\n[")
+            .into_iter()
+            .chain(rest.find("\n# ["))
+            .min()
+            .unwrap_or(rest.len());
+        let section_text = &rest[..end];
+        // A table of the user's keys (request headers) is documented by its header.
+        let documented = text.contains(&format!("[{key}]"))
+            || section_text.lines().any(|line| {
+                line.trim_start_matches(['#', ' '])
+                    .starts_with(&format!("{name} ="))
+            });
+        assert!(documented, "{key} is not documented in configs/config.toml");
+    }
 }
