@@ -88,9 +88,25 @@ fn run(invocation: &Invocation) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    let file = invocation
+        .config
+        .as_ref()
+        .map(|config| config.path.as_path());
+    match config_provider::load(file) {
+        Ok(loaded) => tracing::info!(
+            file = ?loaded.file,
+            config = %loaded.redacted(),
+            "configuration is valid"
+        ),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
     eprintln!(
-        "error: running connectors is not implemented yet: this build has the plugin \
-         boundary only. Use `iggy-connectors plugins PATH...` to inspect plugin libraries."
+        "error: running connectors is not implemented yet: this build loads and validates \
+         the configuration only. Use `iggy-connectors plugins PATH...` to inspect plugin \
+         libraries."
     );
     ExitCode::FAILURE
 }

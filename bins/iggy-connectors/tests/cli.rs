@@ -78,3 +78,29 @@ fn bad_arguments_exit_2_with_usage() {
     assert!(stderr.contains("unknown option --bogus"), "{stderr}");
     assert!(stderr.contains("Usage:"), "{stderr}");
 }
+
+#[test]
+fn run_validates_the_config_first() {
+    let dir = std::env::temp_dir().join(format!("cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[iggy]\nadress = \"x\"\n").unwrap();
+    let output = run(&["--config", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("`iggy.adress`: unknown key; did you mean `iggy.address`?"),
+        "{stderr}"
+    );
+
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[iggy]\npassword = \"hunter2\"\n").unwrap();
+    let output = run(&["--config", good.to_str().unwrap()]);
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("configuration is valid"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is redacted: {stderr}"
+    );
+    assert!(stderr.contains("not implemented yet"), "{stderr}");
+}
