@@ -9,6 +9,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::runtime::ConfigDuration;
+use crate::secrets::SecretPaths;
 
 /// A connector config: a sink or a source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +52,9 @@ pub struct SinkConfig {
     /// The plugin's own configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin_config: Option<serde_json::Value>,
+    /// Keys whose values came from `${env:...}` or `${file:...}` (for redaction).
+    #[serde(skip)]
+    pub secrets: SecretPaths,
 }
 
 /// A source config.
@@ -84,6 +88,9 @@ pub struct SourceConfig {
     /// The plugin's own configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin_config: Option<serde_json::Value>,
+    /// Keys whose values came from `${env:...}` or `${file:...}` (for redaction).
+    #[serde(skip)]
+    pub secrets: SecretPaths,
 }
 
 /// A `[[streams]]` entry of a sink.
@@ -235,6 +242,30 @@ impl ConnectorConfig {
         }
     }
 
+    /// Keys whose values came from `${env:...}` or `${file:...}`.
+    pub fn secrets(&self) -> &SecretPaths {
+        match self {
+            ConnectorConfig::Sink(sink) => &sink.secrets,
+            ConnectorConfig::Source(source) => &source.secrets,
+        }
+    }
+
+    fn set_secrets(&mut self, secrets: SecretPaths) {
+        match self {
+            ConnectorConfig::Sink(sink) => sink.secrets = secrets,
+            ConnectorConfig::Source(source) => source.secrets = secrets,
+        }
+    }
+
+    /// The config as JSON with secret values replaced by `"******"`.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        for path in self.secrets() {
+            crate::secrets::redact_path(&mut value, path);
+        }
+        value
+    }
+
     /// Whether the connector should run.
     pub fn enabled(&self) -> bool {
         match self {
@@ -300,14 +331,16 @@ pub fn parse_connector_toml(text: &str) -> Result<ConnectorConfig, String> {
     from_toml_value(value)
 }
 
-pub(crate) fn from_toml_value(value: toml::Value) -> Result<ConnectorConfig, String> {
+pub(crate) fn from_toml_value(mut value: toml::Value) -> Result<ConnectorConfig, String> {
+    let mut secrets = SecretPaths::new();
+    crate::secrets::resolve_toml(&mut value, "", &mut secrets)?;
     let toml::Value::Table(mut table) = value else {
         return Err("expected a table".to_owned());
     };
     // Deserialise the variant's struct directly: going through the tagged enum would
     // buffer the input and lose the path of a bad field.
     let kind = table.remove("type");
-    let config = match kind.as_ref().and_then(toml::Value::as_str) {
+    let mut config = match kind.as_ref().and_then(toml::Value::as_str) {
         Some("sink") => deserialize_at::<SinkConfig>(table).map(ConnectorConfig::Sink),
         Some("source") => deserialize_at::<SourceConfig>(table).map(ConnectorConfig::Source),
         Some(other) => Err(format!(
@@ -320,6 +353,7 @@ pub(crate) fn from_toml_value(value: toml::Value) -> Result<ConnectorConfig, Str
         None => Err("`type` is missing: expected \"sink\" or \"source\"".to_owned()),
     }?;
     config.validate()?;
+    config.set_secrets(secrets);
     Ok(config)
 }
 

@@ -365,9 +365,13 @@ impl ConfigProvider for LocalProvider {
             .map_or(0, |last| last + 1);
         config.set_identity(key, version);
         config.validate().map_err(ProviderError::Invalid)?;
+        // The file keeps `${env:...}` references as given; memory holds them resolved.
         let text = toml::to_string(&config).map_err(|error| {
             ProviderError::Invalid(format!("the config cannot be written as TOML: {error}"))
         })?;
+        let config = toml::Value::try_from(&config)
+            .map_err(|error| ProviderError::Invalid(error.to_string()))
+            .and_then(|value| from_toml_value(value).map_err(ProviderError::Invalid))?;
         let path = self
             .dir
             .join(format!("{}_{key}_{version}.toml", kind.as_str()));

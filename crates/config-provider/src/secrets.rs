@@ -80,6 +80,39 @@ pub(crate) fn resolve(
     }
 }
 
+/// Resolves every reference inside a TOML value (connector files), recording secret
+/// paths; returns the first problem.
+pub(crate) fn resolve_toml(
+    value: &mut toml::Value,
+    path: &str,
+    secrets: &mut SecretPaths,
+) -> Result<(), String> {
+    match value {
+        toml::Value::String(text) => match resolve_reference(text) {
+            Some(Ok(resolved)) => {
+                *text = resolved;
+                secrets.insert(path.to_owned());
+                Ok(())
+            }
+            Some(Err(message)) => Err(format!("`{path}`: {message}")),
+            None => Ok(()),
+        },
+        toml::Value::Array(items) => items
+            .iter_mut()
+            .enumerate()
+            .try_for_each(|(index, item)| resolve_toml(item, &format!("{path}[{index}]"), secrets)),
+        toml::Value::Table(table) => table.iter_mut().try_for_each(|(key, item)| {
+            let inner = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            resolve_toml(item, &inner, secrets)
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Replaces the value at `path` (dot path, `*` for every key, `[i]` ignored) with
 /// [`REDACTED`], if it is there and not empty.
 pub(crate) fn redact_path(value: &mut serde_json::Value, path: &str) {

@@ -376,3 +376,68 @@ async fn an_empty_or_missing_directory_means_no_connectors() {
     let active = provider.active_configs().await.unwrap();
     assert!(active.sinks.is_empty() && active.sources.is_empty());
 }
+
+#[tokio::test]
+async fn secrets_in_connector_files_resolve_and_are_redacted() {
+    // SAFETY: no other test reads this variable, which is unique to this test.
+    unsafe { std::env::set_var("LOCAL_PROVIDER_TEST_DSN", "postgres://user:pw@db/x") };
+    let dir = temp_dir("secrets");
+    write(
+        &dir,
+        "pg.toml",
+        &SINK.replace(
+            "print_payload = true",
+            "connection_string = \"${env:LOCAL_PROVIDER_TEST_DSN}\"",
+        ),
+    );
+    let provider = LocalProvider::open(&dir, &no_env()).unwrap();
+    let config = provider
+        .active(ConnectorKind::Sink, "stdout")
+        .await
+        .unwrap();
+    assert_eq!(
+        config.plugin_config()["connection_string"],
+        "postgres://user:pw@db/x"
+    );
+    assert!(config.secrets().contains("plugin_config.connection_string"));
+    let redacted = config.redacted().to_string();
+    assert!(!redacted.contains("user:pw"), "{redacted}");
+    assert!(redacted.contains(config_provider::REDACTED), "{redacted}");
+
+    // A new version, as the API hands it over (references unresolved), keeps the
+    // reference on disk and the secret in memory only.
+    let unresolved: ConnectorConfig = serde_json::from_value(serde_json::json!({
+        "type": "sink", "key": "stdout", "enabled": true, "version": 0, "name": "n", "path": "p",
+        "streams": [{ "stream": "s", "topics": ["t"], "schema": "json" }],
+        "plugin_config": { "connection_string": "${env:LOCAL_PROVIDER_TEST_DSN}" }
+    }))
+    .unwrap();
+    let created = provider
+        .create(ConnectorKind::Sink, "stdout", unresolved)
+        .await
+        .unwrap();
+    assert_eq!(
+        created.plugin_config()["connection_string"],
+        "postgres://user:pw@db/x"
+    );
+    let on_disk = std::fs::read_to_string(dir.join("sink_stdout_1.toml")).unwrap();
+    assert!(
+        on_disk.contains("${env:LOCAL_PROVIDER_TEST_DSN}"),
+        "{on_disk}"
+    );
+    assert!(!on_disk.contains("user:pw"), "{on_disk}");
+
+    write(
+        &dir,
+        "broken.toml",
+        &SINK.replace("key = \"stdout\"", "key = \"other\"").replace(
+            "print_payload = true",
+            "dsn = \"${env:LOCAL_PROVIDER_TEST_UNSET}\"",
+        ),
+    );
+    let error = LocalProvider::open(&dir, &no_env())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("`plugin_config.dsn`"), "{error}");
+    assert!(error.contains("LOCAL_PROVIDER_TEST_UNSET"), "{error}");
+}
