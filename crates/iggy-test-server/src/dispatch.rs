@@ -495,6 +495,11 @@ fn send(state: &mut State, body: &Bytes, fail_send: impl FnOnce() -> bool) -> Re
         }
         WirePartitioning::MessagesKey(key) => iggy_common::calculate_32(key) % partitions,
     };
+    if partition >= partitions {
+        // What a real server (0.9) answers for a send to a partition that does not exist
+        // (checked with IGGY_TEST_ADDRESS); polls say PartitionNotFound instead.
+        return Err(codes::RESOURCE_NOT_FOUND);
+    }
     if fail_send() {
         return Err(codes::CANNOT_APPEND_MESSAGE);
     }

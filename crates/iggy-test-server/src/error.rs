@@ -12,6 +12,7 @@ pub(crate) mod codes {
     pub(crate) const INVALID_COMMAND: ErrorCode = 3;
     pub(crate) const INVALID_FORMAT: ErrorCode = 4;
     pub(crate) const FEATURE_UNAVAILABLE: ErrorCode = 5;
+    pub(crate) const RESOURCE_NOT_FOUND: ErrorCode = 20;
     pub(crate) const UNAUTHENTICATED: ErrorCode = 40;
     pub(crate) const INVALID_CREDENTIALS: ErrorCode = 42;
     pub(crate) const INVALID_PERSONAL_ACCESS_TOKEN: ErrorCode = 53;
@@ -42,6 +43,7 @@ mod tests {
             (INVALID_COMMAND, "InvalidCommand"),
             (INVALID_FORMAT, "InvalidFormat"),
             (FEATURE_UNAVAILABLE, "FeatureUnavailable"),
+            (RESOURCE_NOT_FOUND, "ResourceNotFound"),
             (UNAUTHENTICATED, "Unauthenticated"),
             (INVALID_CREDENTIALS, "InvalidCredentials"),
             (INVALID_PERSONAL_ACCESS_TOKEN, "InvalidPersonalAccessToken"),
