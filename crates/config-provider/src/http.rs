@@ -26,7 +26,9 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{self, pki_types::ServerName};
 
 use crate::connector::{ConnectorConfig, SinkConfig, SourceConfig};
-use crate::provider::{ActiveConfigs, ConfigProvider, ProviderError, check_request};
+use crate::provider::{
+    ActiveConfigs, ActiveVersions, ConfigProvider, ProviderError, check_request,
+};
 use crate::runtime::HttpProviderConfig;
 
 /// Connector configs from a remote service.
@@ -414,6 +416,38 @@ impl ConfigProvider for HttpProvider {
                 .insert(key, typed(ConnectorKind::Source, value)?);
         }
         Ok(configs)
+    }
+
+    async fn active_versions(&self) -> Result<ActiveVersions, ProviderError> {
+        /// `{"version": N, "created_at": ...}` per key, as upstream's service answers.
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            version: u64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Versions {
+            #[serde(default)]
+            sinks: std::collections::BTreeMap<String, Entry>,
+            #[serde(default)]
+            sources: std::collections::BTreeMap<String, Entry>,
+        }
+        let url = self.url(self.config.url_templates.get_active_versions(), "", None);
+        let versions: Versions = self
+            .fetch(Method::GET, &url, None, false)
+            .await?
+            .ok_or_else(|| ProviderError::Remote(format!("GET {url}: no answer")))?;
+        Ok(ActiveVersions {
+            sinks: versions
+                .sinks
+                .into_iter()
+                .map(|(key, entry)| (key, entry.version))
+                .collect(),
+            sources: versions
+                .sources
+                .into_iter()
+                .map(|(key, entry)| (key, entry.version))
+                .collect(),
+        })
     }
 
     async fn versions(

@@ -27,7 +27,7 @@ pub use load::{
     environment_variables, load, load_with_env,
 };
 pub use local::{ACTIVE_VERSIONS_FILE, LocalProvider};
-pub use provider::{ActiveConfigs, ConfigProvider, ProviderError};
+pub use provider::{ActiveConfigs, ActiveVersions, ConfigProvider, ProviderError};
 pub use runtime::{
     ConfigDuration, ConnectorsConfig, CorsConfig, HttpConfig, HttpProviderConfig, HttpTlsConfig,
     IggyConfig, IggyTlsConfig, LocalProviderConfig, LogFormat, LoggingConfig, MetricsConfig,

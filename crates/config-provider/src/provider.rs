@@ -19,6 +19,17 @@ pub struct ActiveConfigs {
     pub sources: BTreeMap<String, ConnectorConfig>,
 }
 
+/// The active version of every connector, by kind and key.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ActiveVersions {
+    /// Sinks by key.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, u64>,
+    /// Sources by key.
+    #[serde(default)]
+    pub sources: BTreeMap<String, u64>,
+}
+
 /// Why a provider call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
@@ -49,6 +60,23 @@ pub enum ProviderError {
 pub trait ConfigProvider: Send + Sync {
     /// The active config of every connector.
     async fn active_configs(&self) -> Result<ActiveConfigs, ProviderError>;
+
+    /// The active version of every connector.
+    async fn active_versions(&self) -> Result<ActiveVersions, ProviderError> {
+        let configs = self.active_configs().await?;
+        Ok(ActiveVersions {
+            sinks: configs
+                .sinks
+                .iter()
+                .map(|(key, config)| (key.clone(), config.version()))
+                .collect(),
+            sources: configs
+                .sources
+                .iter()
+                .map(|(key, config)| (key.clone(), config.version()))
+                .collect(),
+        })
+    }
 
     /// Every version of a connector, oldest first.
     async fn versions(

@@ -172,24 +172,46 @@ fn ok(body: serde_json::Value) -> (StatusCode, String, Duration) {
     (StatusCode::OK, body.to_string(), Duration::ZERO)
 }
 
+fn config_json(kind: &str, key: &str, version: u64) -> serde_json::Value {
+    if kind == "sink" {
+        sink_json(key, version)
+    } else {
+        serde_json::json!({
+            "key": key, "enabled": true, "version": version, "name": "R", "path": "p",
+            "streams": [{ "stream": "s", "topic": "t", "schema": "json" }]
+        })
+    }
+}
+
 #[tokio::test]
 async fn every_template_and_header_is_used() {
     let service = MockService::start(|request, _| {
-        let path = request.path.as_str();
-        match (request.method.as_str(), path) {
-            ("GET", "/api/v2/active") => ok(serde_json::json!({
-                "sinks": { "stdout": sink_json("stdout", 3) },
+        let path = request
+            .path
+            .strip_prefix("/api/v2/")
+            .unwrap_or_default()
+            .to_owned();
+        let parts: Vec<&str> = path.split(['/', '?']).collect();
+        match (request.method.as_str(), parts.as_slice()) {
+            ("GET", ["active"]) => ok(serde_json::json!({
+                "sinks": { "out": config_json("sink", "out", 3) },
+                "sources": { "in": config_json("source", "in", 1) }
+            })),
+            ("GET", ["versions"]) => ok(serde_json::json!({
+                "sinks": { "out": { "version": 3, "created_at": "2026-11-28T00:00:00Z" } },
                 "sources": {}
             })),
-            ("GET", "/api/v2/sink/stdout/all") => ok(serde_json::json!([
-                sink_json("stdout", 1),
-                sink_json("stdout", 3)
+            ("GET", [kind, key, "all"]) => ok(serde_json::json!([
+                config_json(kind, key, 1),
+                config_json(kind, key, 3)
             ])),
-            ("GET", "/api/v2/sink/stdout/v/3") => ok(sink_json("stdout", 3)),
-            ("GET", "/api/v2/sink/stdout/current") => ok(sink_json("stdout", 3)),
-            ("POST", "/api/v2/sink/stdout/new") => ok(sink_json("stdout", 4)),
-            ("PUT", "/api/v2/sink/stdout/activate") => ok(serde_json::json!({})),
-            ("DELETE", "/api/v2/sink/stdout/remove?version=2") => {
+            ("GET", [kind, key, "v", version]) => {
+                ok(config_json(kind, key, version.parse().unwrap()))
+            }
+            ("GET", [kind, key, "current"]) => ok(config_json(kind, key, 3)),
+            ("POST", [kind, key, "new"]) => ok(config_json(kind, key, 4)),
+            ("PUT", [_, _, "activate"]) => ok(serde_json::json!({})),
+            ("DELETE", [_, _, "remove", "version=2"]) => {
                 (StatusCode::NO_CONTENT, String::new(), Duration::ZERO)
             }
             _ => (StatusCode::NOT_FOUND, String::new(), Duration::ZERO),
@@ -200,78 +222,123 @@ async fn every_template_and_header_is_used() {
     settings
         .request_headers
         .insert("api-key".to_owned(), "secret-key".to_owned());
+    settings
+        .request_headers
+        .insert("x-tenant".to_owned(), "t1".to_owned());
+    let template = |path: &str| Some(format!("/v2{path}"));
     settings.url_templates = UrlTemplates {
-        get_active_configs: Some("/v2/active".to_owned()),
-        get_sink_configs: Some("/v2/sink/{key}/all".to_owned()),
-        get_sink_config: Some("/v2/sink/{key}/v/{version}".to_owned()),
-        get_active_sink_config: Some("/v2/sink/{key}/current".to_owned()),
-        create_sink: Some("/v2/sink/{key}/new".to_owned()),
-        set_active_sink: Some("/v2/sink/{key}/activate".to_owned()),
-        delete_sink_config: Some("/v2/sink/{key}/remove".to_owned()),
-        ..UrlTemplates::default()
+        get_active_configs: template("/active"),
+        get_active_versions: template("/versions"),
+        get_sink_configs: template("/sink/{key}/all"),
+        get_sink_config: template("/sink/{key}/v/{version}"),
+        get_active_sink_config: template("/sink/{key}/current"),
+        create_sink: template("/sink/{key}/new"),
+        set_active_sink: template("/sink/{key}/activate"),
+        delete_sink_config: template("/sink/{key}/remove"),
+        get_source_configs: template("/source/{key}/all"),
+        get_source_config: template("/source/{key}/v/{version}"),
+        get_active_source_config: template("/source/{key}/current"),
+        create_source: template("/source/{key}/new"),
+        set_active_source: template("/source/{key}/activate"),
+        delete_source_config: template("/source/{key}/remove"),
     };
     let provider = HttpProvider::new(settings);
-    let sink = ConnectorKind::Sink;
 
     let active = provider.active_configs().await.unwrap();
-    assert_eq!(active.sinks["stdout"].version(), 3);
-    assert_eq!(active.sinks["stdout"].kind(), ConnectorKind::Sink);
-    let versions = provider.versions(sink, "stdout").await.unwrap();
-    assert_eq!(
-        versions
-            .iter()
-            .map(ConnectorConfig::version)
-            .collect::<Vec<_>>(),
-        [1, 3]
-    );
-    assert_eq!(
-        provider.version(sink, "stdout", 3).await.unwrap().version(),
-        3
-    );
-    assert_eq!(provider.active(sink, "stdout").await.unwrap().version(), 3);
-    assert_eq!(
-        provider
-            .create(sink, "stdout", sink_config())
-            .await
+    assert_eq!(active.sinks["out"].version(), 3);
+    assert_eq!(active.sources["in"].kind(), ConnectorKind::Source);
+    let versions = provider.active_versions().await.unwrap();
+    assert_eq!(versions.sinks["out"], 3);
+    for (kind, key, name) in [
+        (ConnectorKind::Sink, "out", "sink"),
+        (ConnectorKind::Source, "in", "source"),
+    ] {
+        let all = provider.versions(kind, key).await.unwrap();
+        assert_eq!(
+            all.iter().map(ConnectorConfig::version).collect::<Vec<_>>(),
+            [1, 3]
+        );
+        assert_eq!(provider.version(kind, key, 3).await.unwrap().version(), 3);
+        assert_eq!(provider.active(kind, key).await.unwrap().kind(), kind);
+        let mut new = if kind == ConnectorKind::Sink {
+            sink_config()
+        } else {
+            serde_json::from_value(serde_json::json!({
+                "type": "source", "key": "x", "enabled": true, "version": 0, "name": "n", "path": "p",
+                "streams": [{ "stream": "s", "topic": "t", "schema": "json" }]
+            }))
             .unwrap()
-            .version(),
-        4
-    );
-    provider.set_active(sink, "stdout", 3).await.unwrap();
-    provider.delete(sink, "stdout", Some(2)).await.unwrap();
+        };
+        new.set_identity("ignored", 0);
+        assert_eq!(provider.create(kind, key, new).await.unwrap().version(), 4);
+        provider.set_active(kind, key, 3).await.unwrap();
+        provider.delete(kind, key, Some(2)).await.unwrap();
+        let expected: Vec<(String, String)> = [
+            ("GET", format!("/api/v2/{name}/{key}/all")),
+            ("GET", format!("/api/v2/{name}/{key}/v/3")),
+            ("GET", format!("/api/v2/{name}/{key}/current")),
+            ("POST", format!("/api/v2/{name}/{key}/new")),
+            ("PUT", format!("/api/v2/{name}/{key}/activate")),
+            ("DELETE", format!("/api/v2/{name}/{key}/remove?version=2")),
+        ]
+        .into_iter()
+        .map(|(method, path)| (method.to_owned(), path))
+        .collect();
+        let seen: Vec<(String, String)> = service
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains(&format!("/{name}/")))
+            .map(|r| (r.method.clone(), r.path.clone()))
+            .collect();
+        assert_eq!(seen, expected);
+    }
 
     let requests = service.requests();
-    let seen: Vec<(String, String)> = requests
-        .iter()
-        .map(|r| (r.method.clone(), r.path.clone()))
-        .collect();
-    assert_eq!(
-        seen,
-        [
-            ("GET", "/api/v2/active"),
-            ("GET", "/api/v2/sink/stdout/all"),
-            ("GET", "/api/v2/sink/stdout/v/3"),
-            ("GET", "/api/v2/sink/stdout/current"),
-            ("POST", "/api/v2/sink/stdout/new"),
-            ("PUT", "/api/v2/sink/stdout/activate"),
-            ("DELETE", "/api/v2/sink/stdout/remove?version=2"),
-        ]
-        .map(|(m, p)| (m.to_owned(), p.to_owned()))
-    );
+    assert_eq!(requests.len(), 2 + 2 * 6);
     for request in &requests {
         assert_eq!(
             request.headers.get("api-key").map(String::as_str),
             Some("secret-key"),
             "{request:?}"
         );
+        assert_eq!(
+            request.headers.get("x-tenant").map(String::as_str),
+            Some("t1"),
+            "{request:?}"
+        );
     }
-    let created: serde_json::Value = serde_json::from_str(&requests[4].body).unwrap();
+    let created = requests.iter().find(|r| r.method == "POST").unwrap();
+    let created: serde_json::Value = serde_json::from_str(&created.body).unwrap();
     assert!(
-        created.get("key").is_none() && created.get("version").is_none(),
+        created.get("key").is_none()
+            && created.get("version").is_none()
+            && created.get("type").is_none(),
         "{created}"
     );
     assert_eq!(created["streams"][0]["topics"], serde_json::json!(["t"]));
-    assert_eq!(requests[5].body, r#"{"version":3}"#);
+    let activated = requests.iter().find(|r| r.method == "PUT").unwrap();
+    assert_eq!(activated.body, r#"{"version":3}"#);
+}
+
+#[test]
+fn default_templates_are_the_readme_ones() {
+    let readme = [
+        ("create_sink", "/sinks/{key}/configs"),
+        ("create_source", "/sources/{key}/configs"),
+        ("get_active_configs", "/configs/active"),
+        ("get_active_versions", "/configs/active/versions"),
+        ("set_active_sink", "/sinks/{key}/configs/active"),
+        ("set_active_source", "/sources/{key}/configs/active"),
+        ("get_sink_configs", "/sinks/{key}/configs"),
+        ("get_sink_config", "/sinks/{key}/configs/{version}"),
+        ("get_active_sink_config", "/sinks/{key}/configs/active"),
+        ("get_source_configs", "/sources/{key}/configs"),
+        ("get_source_config", "/sources/{key}/configs/{version}"),
+        ("get_active_source_config", "/sources/{key}/configs/active"),
+        ("delete_sink_config", "/sinks/{key}/configs"),
+        ("delete_source_config", "/sources/{key}/configs"),
+    ];
+    assert_eq!(UrlTemplates::DEFAULTS, readme);
 }
 
 #[tokio::test]
