@@ -5,7 +5,10 @@
 //!   before anything starts: every problem is reported at once with its file or
 //!   variable and key.
 //! - Secrets: any string may be `${env:NAME}` or `${file:/path}`; resolved at load and
-//!   redacted by [`LoadedConfig::redacted`].
+//!   redacted by [`LoadedConfig::redacted`] and [`ConnectorConfig::redacted`].
+//! - Connector configs ([`ConnectorConfig`]: a sink or a source, upstream's file format)
+//!   come from a [`ConfigProvider`]: [`LocalProvider`] (a directory, with versions and a
+//!   persisted active version) or [`HttpProvider`] (a remote configuration service).
 
 mod connector;
 mod http;

@@ -20,6 +20,21 @@ pub(crate) fn now_micros() -> u64 {
         })
 }
 
+/// The id of the item an identifier names: by number, or by name.
+fn resolve<T>(
+    id: &WireIdentifier,
+    items: &BTreeMap<u32, T>,
+    name: impl Fn(&T) -> &str,
+) -> Option<u32> {
+    match id {
+        WireIdentifier::Numeric(id) => items.contains_key(id).then_some(*id),
+        WireIdentifier::String(wanted) => items
+            .iter()
+            .find(|(_, item)| name(item) == wanted.as_str())
+            .map(|(id, _)| *id),
+    }
+}
+
 /// A user account.
 #[derive(Debug, Clone)]
 pub(crate) struct User {
@@ -182,15 +197,7 @@ impl Topic {
     }
 
     pub(crate) fn group_id(&self, id: &WireIdentifier) -> Result<u32, ErrorCode> {
-        match id {
-            WireIdentifier::Numeric(id) => self.groups.contains_key(id).then_some(*id),
-            WireIdentifier::String(name) => self
-                .groups
-                .values()
-                .find(|group| group.name == name.as_str())
-                .map(|group| group.id),
-        }
-        .ok_or(codes::CONSUMER_GROUP_NOT_FOUND)
+        resolve(id, &self.groups, |group| &group.name).ok_or(codes::CONSUMER_GROUP_NOT_FOUND)
     }
 }
 
@@ -206,15 +213,7 @@ pub(crate) struct Stream {
 
 impl Stream {
     pub(crate) fn topic_id(&self, id: &WireIdentifier) -> Result<u32, ErrorCode> {
-        match id {
-            WireIdentifier::Numeric(id) => self.topics.contains_key(id).then_some(*id),
-            WireIdentifier::String(name) => self
-                .topics
-                .values()
-                .find(|topic| topic.name == name.as_str())
-                .map(|topic| topic.id),
-        }
-        .ok_or(codes::TOPIC_NOT_FOUND)
+        resolve(id, &self.topics, |topic| &topic.name).ok_or(codes::TOPIC_NOT_FOUND)
     }
 }
 
@@ -311,15 +310,7 @@ impl State {
     }
 
     pub(crate) fn stream_id(&self, id: &WireIdentifier) -> Result<u32, ErrorCode> {
-        match id {
-            WireIdentifier::Numeric(id) => self.streams.contains_key(id).then_some(*id),
-            WireIdentifier::String(name) => self
-                .streams
-                .values()
-                .find(|stream| stream.name == name.as_str())
-                .map(|stream| stream.id),
-        }
-        .ok_or(codes::STREAM_NOT_FOUND)
+        resolve(id, &self.streams, |stream| &stream.name).ok_or(codes::STREAM_NOT_FOUND)
     }
 
     pub(crate) fn stream(&self, id: &WireIdentifier) -> Result<&Stream, ErrorCode> {
