@@ -6,9 +6,9 @@
 //! errors, timeouts, 5xx and 429 only. `response.error_path` and `response.data_path`
 //! are dot-paths into JSON bodies (a segment indexes an array when it is a number).
 //!
-//! Config calls are rare (startup and API operations), so each request opens its own
-//! connection with hyper's HTTP/1 client: no pool to manage, and HTTPS is a plain
-//! tokio-rustls wrap of the socket, verified against the webpki roots.
+//! Requests go through hyper-util's pooled client. Its connector (below) opens a TCP
+//! connection and, for `https`, wraps it with tokio-rustls, verified against the webpki
+//! roots or a given CA.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,9 @@ use bytes::Bytes;
 use connector_sdk::ConnectorKind;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -34,7 +36,7 @@ use crate::runtime::HttpProviderConfig;
 /// Connector configs from a remote service.
 pub struct HttpProvider {
     config: HttpProviderConfig,
-    tls: TlsConnector,
+    client: Client<Connector, Full<Bytes>>,
 }
 
 impl std::fmt::Debug for HttpProvider {
@@ -82,9 +84,12 @@ impl HttpProvider {
                         .with_no_client_auth(),
                 )
             });
+        let connector = Connector {
+            tls: TlsConnector::from(tls),
+        };
         HttpProvider {
             config,
-            tls: TlsConnector::from(tls),
+            client: Client::builder(TokioExecutor::new()).build(connector),
         }
     }
 
@@ -152,7 +157,7 @@ impl HttpProvider {
         Ok(answer)
     }
 
-    /// One request on a fresh connection.
+    /// One request through the pooled client.
     async fn exchange(
         &self,
         method: Method,
@@ -166,36 +171,15 @@ impl HttpProvider {
         let uri: Uri = url
             .parse()
             .map_err(|error| failed(false, format!("invalid URL: {error}")))?;
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => {
-                return Err(failed(
-                    false,
-                    "the URL must start with http:// or https://".to_owned(),
-                ));
-            }
-        };
-        let host = uri
-            .host()
-            .ok_or_else(|| failed(false, "the URL has no host".to_owned()))?
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tcp = TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|error| failed(true, format!("cannot connect: {error}")))?;
-        let _ = tcp.set_nodelay(true);
-        let path = uri
-            .path_and_query()
-            .map_or("/", |path| path.as_str())
-            .to_owned();
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(failed(
+                false,
+                "expected an http:// or https:// URL with a host".to_owned(),
+            ));
+        }
         let mut request = Request::builder()
             .method(method.clone())
-            .uri(path)
-            .header(
-                hyper::header::HOST,
-                uri.authority().map_or(host.as_str(), |a| a.as_str()),
-            )
+            .uri(uri)
             .header(hyper::header::ACCEPT, "application/json");
         for (name, value) in &self.config.request_headers {
             request = request.header(name.as_str(), value.as_str());
@@ -206,19 +190,11 @@ impl HttpProvider {
         let request = request
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|error| failed(false, format!("invalid request: {error}")))?;
-        let response = if https {
-            let name = ServerName::try_from(host.clone())
-                .map_err(|error| failed(false, format!("invalid TLS server name: {error}")))?;
-            let stream = self
-                .tls
-                .connect(name, tcp)
-                .await
-                .map_err(|error| failed(true, format!("TLS handshake failed: {error}")))?;
-            send_on(TokioIo::new(stream), request).await
-        } else {
-            send_on(TokioIo::new(tcp), request).await
-        }
-        .map_err(|error| failed(true, error))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|error| failed(true, error_chain(&error)))?;
         let status = response.status();
         let body = response
             .into_body()
@@ -308,25 +284,16 @@ impl HttpProvider {
     }
 }
 
-async fn send_on<S>(
-    io: TokioIo<S>,
-    request: Request<Full<Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|error| format!("HTTP handshake failed: {error}"))?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "config service connection ended with an error");
-        }
-    });
-    sender
-        .send_request(request)
-        .await
-        .map_err(|error| format!("request failed: {error}"))
+/// An error and its sources, on one line.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn check_status(method: &Method, url: &str, answer: &Answer) -> Result<(), ProviderError> {
@@ -590,5 +557,108 @@ mod tests {
         assert_eq!(dot_path(&value, "data.missing"), None);
         assert_eq!(dot_path(&value, "data.items.x"), None);
         assert_eq!(dot_path(&value, ""), Some(&value));
+    }
+}
+
+/// Opens connections for the pooled client: plain TCP, or TLS for `https` URLs.
+#[derive(Clone)]
+struct Connector {
+    tls: TlsConnector,
+}
+
+/// A connection the client can use.
+enum Stream {
+    Plain(TokioIo<TcpStream>),
+    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = Stream;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Stream, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let https = uri.scheme_str() == Some("https");
+            let host = uri.host().ok_or("the URL has no host")?.to_owned();
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let tcp = TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(|error| format!("cannot connect to {host}:{port}: {error}"))?;
+            let _ = tcp.set_nodelay(true);
+            if !https {
+                return Ok(Stream::Plain(TokioIo::new(tcp)));
+            }
+            let name = ServerName::try_from(host.clone())
+                .map_err(|error| format!("invalid TLS server name {host}: {error}"))?;
+            let stream = tls
+                .connect(name, tcp)
+                .await
+                .map_err(|error| format!("TLS handshake failed: {error}"))?;
+            Ok(Stream::Tls(Box::new(TokioIo::new(stream))))
+        })
+    }
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+            Stream::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+            Stream::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(io) => std::pin::Pin::new(io).poll_flush(cx),
+            Stream::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+            Stream::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
     }
 }
