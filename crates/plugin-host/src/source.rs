@@ -58,10 +58,11 @@ impl SourceInstance {
             self.settle(batch_id, false).await?;
         }
         let poll = self.vtable.poll;
-        let instance = self.instance.ptr();
+        // The raw pointer is taken inside the closure so that it never lives across an
+        // await: the future stays Send.
         let view = call_poll(self.orphan.clone(), |done, ctx| {
             // SAFETY: the instance is open while the handle is alive.
-            unsafe { poll(instance, done, ctx) }
+            unsafe { poll(self.instance.ptr(), done, ctx) }
         })
         .await?;
         let schema = Schema::from_code(view.schema).ok_or_else(|| {
@@ -80,10 +81,9 @@ impl SourceInstance {
 
     async fn settle(&self, batch_id: u64, accepted: bool) -> Result<(), CallError> {
         let batch_result = self.vtable.batch_result;
-        let instance = self.instance.ptr();
         call_done((), |done, ctx| {
             // SAFETY: the instance is open while the handle is alive.
-            unsafe { batch_result(instance, batch_id, u8::from(accepted), done, ctx) }
+            unsafe { batch_result(self.instance.ptr(), batch_id, u8::from(accepted), done, ctx) }
         })
         .await
     }

@@ -1,0 +1,340 @@
+//! The narrow interface through which the runtime reaches Iggy, and its implementation
+//! with the `iggy` client.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use connector_sdk::{HeaderKind, OwnedHeader};
+use iggy::prelude::*;
+
+/// A message to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// The id; `None` lets the client pick one.
+    pub id: Option<u128>,
+    /// User headers.
+    pub headers: Vec<OwnedHeader>,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+/// A consumed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingMessage {
+    /// Its id.
+    pub id: u128,
+    /// Its offset in the partition.
+    pub offset: u64,
+    /// Iggy's timestamp, microseconds.
+    pub timestamp: u64,
+    /// The producer's timestamp, microseconds.
+    pub origin_timestamp: u64,
+    /// Iggy's checksum.
+    pub checksum: u64,
+    /// User headers.
+    pub headers: Vec<OwnedHeader>,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+/// What one poll returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Polled {
+    /// The partition polled.
+    pub partition_id: u32,
+    /// The partition's current offset.
+    pub current_offset: u64,
+    /// The messages, in offset order (possibly none).
+    pub messages: Vec<IncomingMessage>,
+}
+
+/// Why a call to Iggy failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BusError(pub String);
+
+impl From<IggyError> for BusError {
+    fn from(error: IggyError) -> Self {
+        BusError(error.to_string())
+    }
+}
+
+/// What the runtime needs from Iggy. Implemented by [`IggyBus`]; tests and embedders may
+/// supply their own.
+#[async_trait]
+pub trait MessageBus: Send + Sync {
+    /// Creates the stream and topic unless they exist.
+    async fn ensure_topic(&self, stream: &str, topic: &str) -> Result<(), BusError>;
+
+    /// Produces messages (balanced over partitions); `Ok` means Iggy stored them.
+    async fn send(
+        &self,
+        stream: &str,
+        topic: &str,
+        messages: Vec<OutgoingMessage>,
+    ) -> Result<(), BusError>;
+
+    /// Creates the consumer group unless it exists, and joins it.
+    async fn join_group(&self, stream: &str, topic: &str, group: &str) -> Result<(), BusError>;
+
+    /// Polls the group's next messages after its stored offset, without committing.
+    async fn poll(
+        &self,
+        stream: &str,
+        topic: &str,
+        group: &str,
+        count: u32,
+    ) -> Result<Polled, BusError>;
+
+    /// Stores the group's offset on a partition (the last delivered message).
+    async fn store_offset(
+        &self,
+        stream: &str,
+        topic: &str,
+        group: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), BusError>;
+}
+
+/// [`MessageBus`] over an `iggy` client.
+#[derive(Debug, Clone)]
+pub struct IggyBus {
+    client: Arc<IggyClient>,
+}
+
+/// How to reach Iggy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IggySettings {
+    /// `host:port`.
+    pub address: String,
+    /// User name (with `password`), unless `token` is set.
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// Personal access token; used when not empty.
+    pub token: String,
+    /// TLS: `Some((ca_file, domain))` to enable.
+    pub tls: Option<(String, String)>,
+}
+
+fn identifier(name: &str) -> Result<Identifier, BusError> {
+    Identifier::named(name).map_err(BusError::from)
+}
+
+impl IggyBus {
+    /// Connects and signs in.
+    pub async fn connect(settings: &IggySettings) -> Result<IggyBus, BusError> {
+        let login = if settings.token.is_empty() {
+            AutoLogin::Enabled(Credentials::UsernamePassword(
+                settings.username.clone(),
+                settings.password.as_str().into(),
+            ))
+        } else {
+            AutoLogin::Enabled(Credentials::PersonalAccessToken(
+                settings.token.as_str().into(),
+            ))
+        };
+        let mut builder = IggyClient::builder()
+            .with_tcp()
+            .with_server_address(settings.address.clone())
+            .with_auto_sign_in(login)
+            .with_no_delay();
+        if let Some((ca_file, domain)) = &settings.tls {
+            builder = builder
+                .with_tls_enabled(true)
+                .with_tls_ca_file(ca_file.clone());
+            if !domain.is_empty() {
+                builder = builder.with_tls_domain(domain.clone());
+            }
+        }
+        let client = builder.build()?;
+        client.connect().await?;
+        Ok(IggyBus {
+            client: Arc::new(client),
+        })
+    }
+
+    /// A bus over an existing client.
+    pub fn from_client(client: Arc<IggyClient>) -> Self {
+        IggyBus { client }
+    }
+}
+
+fn to_iggy_headers(
+    headers: &[OwnedHeader],
+) -> Result<Option<std::collections::BTreeMap<HeaderKey, HeaderValue>>, BusError> {
+    if headers.is_empty() {
+        return Ok(None);
+    }
+    headers
+        .iter()
+        .map(|header| {
+            let key = HeaderKey::from_str(&header.key)?;
+            let kind = iggy::prelude::HeaderKind::from_code(header.kind as u8)?;
+            let value = HeaderValue::from_raw(kind, &header.value)?;
+            Ok((key, value))
+        })
+        .collect::<Result<_, IggyError>>()
+        .map(Some)
+        .map_err(BusError::from)
+}
+
+fn from_iggy_headers(message: &IggyMessage) -> Vec<OwnedHeader> {
+    let Ok(Some(map)) = message.user_headers_map() else {
+        return Vec::new();
+    };
+    map.iter()
+        .filter_map(|(key, value)| {
+            let kind = HeaderKind::from_code(u32::from(value.kind().as_code()))?;
+            Some(OwnedHeader {
+                key: key.as_str().ok()?.to_owned(),
+                kind,
+                value: value.as_bytes().to_vec(),
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl MessageBus for IggyBus {
+    async fn ensure_topic(&self, stream: &str, topic: &str) -> Result<(), BusError> {
+        let stream_id = identifier(stream)?;
+        if self.client.get_stream(&stream_id).await?.is_none() {
+            match self.client.create_stream(stream).await {
+                Ok(_) | Err(IggyError::StreamNameAlreadyExists(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let topic_id = identifier(topic)?;
+        if self
+            .client
+            .get_topic(&stream_id, &topic_id)
+            .await?
+            .is_none()
+        {
+            match self
+                .client
+                .create_topic(&stream_id, topic, &TopicCreateOptions::default())
+                .await
+            {
+                Ok(_) | Err(IggyError::TopicNameAlreadyExists(..)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        stream: &str,
+        topic: &str,
+        messages: Vec<OutgoingMessage>,
+    ) -> Result<(), BusError> {
+        let mut batch = messages
+            .into_iter()
+            .map(|message| {
+                let headers = to_iggy_headers(&message.headers)?;
+                IggyMessage::builder()
+                    .maybe_id(message.id)
+                    .payload(message.payload)
+                    .maybe_user_headers(headers)
+                    .build()
+                    .map_err(BusError::from)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.client
+            .send_messages(
+                &identifier(stream)?,
+                &identifier(topic)?,
+                &Partitioning::balanced(),
+                &mut batch,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn join_group(&self, stream: &str, topic: &str, group: &str) -> Result<(), BusError> {
+        let (stream_id, topic_id, group_id) =
+            (identifier(stream)?, identifier(topic)?, identifier(group)?);
+        if self
+            .client
+            .get_consumer_group(&stream_id, &topic_id, &group_id)
+            .await?
+            .is_none()
+        {
+            match self
+                .client
+                .create_consumer_group(&stream_id, &topic_id, group)
+                .await
+            {
+                Ok(_) | Err(IggyError::ConsumerGroupNameAlreadyExists(..)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        self.client
+            .join_consumer_group(&stream_id, &topic_id, &group_id)
+            .await?;
+        Ok(())
+    }
+
+    async fn poll(
+        &self,
+        stream: &str,
+        topic: &str,
+        group: &str,
+        count: u32,
+    ) -> Result<Polled, BusError> {
+        let polled = self
+            .client
+            .poll_messages(
+                &identifier(stream)?,
+                &identifier(topic)?,
+                None,
+                &Consumer::group(identifier(group)?),
+                &PollingStrategy::next(),
+                count,
+                false,
+            )
+            .await?;
+        Ok(Polled {
+            partition_id: polled.partition_id,
+            current_offset: polled.current_offset,
+            messages: polled
+                .messages
+                .iter()
+                .map(|message| IncomingMessage {
+                    id: message.header.id,
+                    offset: message.header.offset,
+                    timestamp: message.header.timestamp,
+                    origin_timestamp: message.header.origin_timestamp,
+                    checksum: message.header.checksum,
+                    headers: from_iggy_headers(message),
+                    payload: message.payload.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    async fn store_offset(
+        &self,
+        stream: &str,
+        topic: &str,
+        group: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), BusError> {
+        self.client
+            .store_consumer_offset(
+                &Consumer::group(identifier(group)?),
+                &identifier(stream)?,
+                &identifier(topic)?,
+                Some(partition),
+                offset,
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,293 @@
+//! End to end through Iggy (the test server, or `IGGY_TEST_ADDRESS`): real connector
+//! libraries, the real client, at-least-once delivery.
+
+// In tests an unwrap is an assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use config_provider::{ActiveConfigs, ConnectorConfig, parse_connector_toml};
+use connector_sdk::ConnectorKind;
+use iggy_connectors_tests::{plugin_path, temp_dir};
+use iggy_test_server::{OffsetOwner, TestServer};
+use plugin_host::PluginLoader;
+use runtime_core::{
+    ConnectorState, IggyBus, IggySettings, PluginRegistry, RetryPolicy, Runtime, RuntimeContext,
+    StateStore,
+};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Target {
+    address: String,
+    server: Option<TestServer>,
+}
+
+async fn target() -> Target {
+    match std::env::var("IGGY_TEST_ADDRESS") {
+        Ok(address) if !address.is_empty() => Target {
+            address,
+            server: None,
+        },
+        _ => {
+            let server = TestServer::start().await.unwrap();
+            Target {
+                address: server.address().to_string(),
+                server: Some(server),
+            }
+        }
+    }
+}
+
+fn unique(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("e2e-{label}-{}-{nanos}", std::process::id())
+}
+
+async fn context(target: &Target, state_dir: &std::path::Path) -> RuntimeContext {
+    let bus = IggyBus::connect(&IggySettings {
+        address: target.address.clone(),
+        username: "iggy".to_owned(),
+        password: "iggy".to_owned(),
+        token: String::new(),
+        tls: None,
+    })
+    .await
+    .unwrap();
+    RuntimeContext {
+        bus: Arc::new(bus),
+        state: StateStore::new(state_dir),
+        retry: RetryPolicy {
+            attempts: 4,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+        },
+    }
+}
+
+fn config(text: &str) -> ConnectorConfig {
+    parse_connector_toml(text).unwrap()
+}
+
+fn active(configs: Vec<ConnectorConfig>) -> ActiveConfigs {
+    let mut active = ActiveConfigs::default();
+    for config in configs {
+        let map = match config.kind() {
+            ConnectorKind::Sink => &mut active.sinks,
+            ConnectorKind::Source => &mut active.sources,
+        };
+        map.insert(config.key().to_owned(), config);
+    }
+    active
+}
+
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn random_source(stream: &str, max_count: u64) -> ConnectorConfig {
+    config(&format!(
+        r#"
+type = "source"
+key = "random"
+enabled = true
+version = 0
+name = "Random"
+path = "{path}"
+[[streams]]
+stream = "{stream}"
+topic = "t"
+schema = "json"
+[plugin_config]
+interval = "1ms"
+max_count = {max_count}
+messages_range = [10, 20]
+payload_size = 20
+"#,
+        path = plugin_path("iggy_connector_random_source"),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_source_to_file_sink_delivers_every_message() {
+    let target = target().await;
+    let dir = temp_dir("e2e");
+    let stream = unique("random-file");
+    let output = dir.join("out.jsonl");
+    let sink = config(&format!(
+        r#"
+type = "sink"
+key = "file"
+enabled = true
+version = 0
+name = "File"
+path = "{path}"
+[[streams]]
+stream = "{stream}"
+topics = ["t"]
+schema = "json"
+batch_length = 37
+poll_interval = "5ms"
+[plugin_config]
+path = "{output}"
+"#,
+        path = plugin_path("iggy_connector_file_sink"),
+        output = output.display(),
+    ));
+    let context = context(&target, &dir.join("state")).await;
+    let plugins = PluginRegistry::new(PluginLoader::new());
+    let runtime = Runtime::start(
+        active(vec![random_source(&stream, 300), sink]),
+        &plugins,
+        context,
+    )
+    .await;
+
+    let lines = || {
+        std::fs::read_to_string(&output)
+            .map(|text| text.lines().map(str::to_owned).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    eventually("300 messages in the file", || lines().len() >= 300).await;
+    let seqs: BTreeSet<u64> = lines()
+        .iter()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            value["payload"]["seq"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..300).collect::<BTreeSet<u64>>(),
+        "every message, once each"
+    );
+    for status in runtime.statuses() {
+        assert_eq!(status.state, ConnectorState::Running, "{status:?}");
+    }
+    let source = runtime.status(ConnectorKind::Source, "random").unwrap();
+    assert_eq!(source.messages, 300);
+    // The source's state records what Iggy accepted.
+    let state = std::fs::read(dir.join("state/source_random.state")).unwrap();
+    assert_eq!(state, 300u64.to_le_bytes());
+    if let Some(server) = &target.server {
+        assert_eq!(server.messages(&stream, "t").unwrap().len(), 300);
+        let owner = OffsetOwner::Group("iggy-connect-sink-file".to_owned());
+        assert_eq!(server.stored_offset(&stream, "t", &owner, 0), Some(299));
+    }
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_fails_then_succeeds_loses_nothing_and_one_that_keeps_failing_commits_nothing()
+{
+    let target = target().await;
+    let dir = temp_dir("e2e-flaky");
+    let stream = unique("flaky");
+    let sink = |key: &str, failures: u32| {
+        config(&format!(
+            r#"
+type = "sink"
+key = "{key}"
+enabled = true
+version = 0
+name = "Faulty"
+path = "{path}"
+[[streams]]
+stream = "{stream}"
+topics = ["t"]
+schema = "json"
+batch_length = 1000
+poll_interval = "5ms"
+[plugin_config]
+fail_consume_times = {failures}
+"#,
+            path = plugin_path("faulty_sink_plugin"),
+        ))
+    };
+    let context = context(&target, &dir.join("state")).await;
+    let plugins = PluginRegistry::new(PluginLoader::new());
+    let configs = active(vec![
+        random_source(&stream, 50),
+        sink("flaky", 2),
+        sink("broken", 1000),
+    ]);
+    let runtime = Runtime::start(configs, &plugins, context).await;
+
+    eventually("the flaky sink delivered everything", || {
+        runtime
+            .status(ConnectorKind::Sink, "flaky")
+            .is_some_and(|status| status.messages == 50)
+    })
+    .await;
+    let flaky = runtime.status(ConnectorKind::Sink, "flaky").unwrap();
+    assert_eq!(flaky.state, ConnectorState::Running);
+    assert!(flaky.retries >= 2, "{flaky:?}");
+    eventually("the broken sink failed", || {
+        runtime
+            .status(ConnectorKind::Sink, "broken")
+            .is_some_and(|status| status.state == ConnectorState::Failed)
+    })
+    .await;
+    let broken = runtime.status(ConnectorKind::Sink, "broken").unwrap();
+    assert!(
+        broken
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("planned failure"),
+        "{broken:?}"
+    );
+    assert_eq!(broken.messages, 0);
+    if let Some(server) = &target.server {
+        let owner = |group: &str| OffsetOwner::Group(group.to_owned());
+        assert_eq!(
+            server.stored_offset(&stream, "t", &owner("iggy-connect-sink-flaky"), 0),
+            Some(49)
+        );
+        assert_eq!(
+            server.stored_offset(&stream, "t", &owner("iggy-connect-sink-broken"), 0),
+            None,
+            "a failing sink stores no offset"
+        );
+    }
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn a_missing_plugin_fails_its_connector_only() {
+    let target = target().await;
+    let dir = temp_dir("e2e-missing");
+    let stream = unique("missing");
+    let mut broken = random_source(&stream, 5);
+    if let ConnectorConfig::Source(source) = &mut broken {
+        source.key = "nowhere".to_owned();
+        source.path = "no/such/libplugin".to_owned();
+    }
+    let context = context(&target, &dir.join("state")).await;
+    let plugins = PluginRegistry::new(PluginLoader::new());
+    let runtime = Runtime::start(
+        active(vec![broken, random_source(&stream, 5)]),
+        &plugins,
+        context,
+    )
+    .await;
+    let failed = runtime.status(ConnectorKind::Source, "nowhere").unwrap();
+    assert_eq!(failed.state, ConnectorState::Failed);
+    assert!(failed.last_error.unwrap().contains("tried"));
+    eventually("the other source ran", || {
+        runtime
+            .status(ConnectorKind::Source, "random")
+            .is_some_and(|status| status.messages == 5)
+    })
+    .await;
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
