@@ -1,8 +1,9 @@
 //! The `iggy-connectors` binary. It only parses the command line and wires the library
 //! crates together; everything it does is implemented in them.
 //!
-//! The runtime core is not built yet, so the binary can inspect plugin libraries but
-//! refuses to pretend to run connectors.
+//! `run` (the default) loads and validates the config, reads the connector configs from
+//! the configured provider, connects to Iggy and runs the connectors until SIGINT or
+//! SIGTERM; `plugins` inspects plugin libraries.
 
 mod cli;
 
@@ -75,8 +76,8 @@ fn list_plugins(paths: &[String]) -> ExitCode {
     }
 }
 
-/// Running connectors needs the runtime core, which does not exist yet: say so plainly
-/// rather than start and do nothing.
+/// Runs the connectors of the config until SIGINT or SIGTERM (a second signal exits at
+/// once).
 fn run(invocation: &Invocation) -> ExitCode {
     if let Some(config) = &invocation.config
         && !config.path.is_file()
@@ -92,21 +93,119 @@ fn run(invocation: &Invocation) -> ExitCode {
         .config
         .as_ref()
         .map(|config| config.path.as_path());
-    match config_provider::load(file) {
-        Ok(loaded) => tracing::info!(
-            file = ?loaded.file,
-            config = %loaded.redacted(),
-            "configuration is valid"
-        ),
+    let loaded = match config_provider::load(file) {
+        Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::FAILURE;
         }
+    };
+    tracing::info!(file = ?loaded.file, config = %loaded.redacted(), "configuration is valid");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(loaded)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
     }
-    eprintln!(
-        "error: running connectors is not implemented yet: this build loads and validates \
-         the configuration only. Use `iggy-connectors plugins PATH...` to inspect plugin \
-         libraries."
-    );
-    ExitCode::FAILURE
+}
+
+async fn serve(loaded: config_provider::LoadedConfig) -> Result<(), String> {
+    use config_provider::{ConfigProvider, ConnectorsConfig};
+    let config = loaded.config;
+    let provider: Box<dyn ConfigProvider> = match &config.connectors {
+        ConnectorsConfig::Local(local) => {
+            let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+            Box::new(
+                config_provider::LocalProvider::open(&local.config_dir, &env)
+                    .map_err(|error| error.to_string())?,
+            )
+        }
+        ConnectorsConfig::Http(http) => {
+            Box::new(config_provider::HttpProvider::new((**http).clone()))
+        }
+    };
+    let configs = provider
+        .active_configs()
+        .await
+        .map_err(|error| format!("cannot read the connector configs: {error}"))?;
+    let tls = config.iggy.tls.enabled.then(|| {
+        (
+            config.iggy.tls.ca_file.clone(),
+            config.iggy.tls.domain.clone(),
+        )
+    });
+    let settings = runtime_core::IggySettings {
+        address: config.iggy.address.clone(),
+        username: config.iggy.username.clone(),
+        password: config.iggy.password.clone(),
+        token: config.iggy.token.clone(),
+        tls,
+        connect_retries: 10,
+    };
+    let bus = runtime_core::IggyBus::connect(&settings)
+        .await
+        .map_err(|error| format!("cannot connect to Iggy at {}: {error}", settings.address))?;
+    let context = runtime_core::RuntimeContext {
+        bus: std::sync::Arc::new(bus),
+        state: runtime_core::StateStore::new(&config.state.path),
+        retry: runtime_core::RetryPolicy::default(),
+    };
+    let plugins = runtime_core::PluginRegistry::new(PluginLoader::new());
+    let running = runtime_core::Runtime::start(configs, &plugins, context).await;
+    // Report each connector once it has left `starting` (reached Iggy, or failed).
+    let settled = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < settled
+        && running
+            .statuses()
+            .iter()
+            .any(|status| status.state == runtime_core::ConnectorState::Starting)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for status in running.statuses() {
+        tracing::info!(
+            connector = %status.key,
+            kind = %status.kind,
+            version = status.version,
+            state = %status.state,
+            error = status.last_error.as_deref().unwrap_or(""),
+            "connector"
+        );
+    }
+    if running.statuses().is_empty() {
+        tracing::info!("no enabled connectors");
+    }
+    shutdown_signal()
+        .await
+        .map_err(|error| format!("cannot wait for signals: {error}"))?;
+    tracing::info!("shutting down; a second signal exits at once");
+    tokio::select! {
+        () = running.shutdown(std::time::Duration::from_secs(30)) => {}
+        _ = shutdown_signal() => {
+            tracing::warn!("second signal: exiting without waiting");
+            std::process::exit(130);
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = terminate.recv() => Ok(()),
+    }
 }

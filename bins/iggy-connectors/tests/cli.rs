@@ -55,11 +55,7 @@ fn plugins_lists_each_library_and_fails_on_a_bad_one() {
 }
 
 #[test]
-fn run_refuses_to_pretend() {
-    let output = run(&[]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(text(&output.stderr).contains("not implemented yet"));
-
+fn a_missing_config_file_is_named_with_its_origin() {
     let output = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
         .env("IGGY_CONNECTORS_CONFIG_PATH", "/nonexistent/config.toml")
         .output()
@@ -93,14 +89,23 @@ fn run_validates_the_config_first() {
         "{stderr}"
     );
 
-    let good = dir.join("good.toml");
-    std::fs::write(&good, "[iggy]\npassword = \"hunter2\"\n").unwrap();
-    let output = run(&["--config", good.to_str().unwrap()]);
+    // Valid, but nothing listens where Iggy should be: a clear error, quickly.
+    let unreachable = dir.join("unreachable.toml");
+    std::fs::write(
+        &unreachable,
+        "[iggy]\naddress = \"127.0.0.1:1\"\npassword = \"hunter2\"\n[http]\nenabled = false\n",
+    )
+    .unwrap();
+    let output = run(&["--config", unreachable.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     assert!(stderr.contains("configuration is valid"), "{stderr}");
     assert!(
         !stderr.contains("hunter2"),
         "the password is redacted: {stderr}"
     );
-    assert!(stderr.contains("not implemented yet"), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to Iggy at 127.0.0.1:1"),
+        "{stderr}"
+    );
 }

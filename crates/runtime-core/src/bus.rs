@@ -118,6 +118,8 @@ pub struct IggySettings {
     pub token: String,
     /// TLS: `Some((ca_file, domain))` to enable.
     pub tls: Option<(String, String)>,
+    /// Connection attempts after the first, 500 ms apart, before giving up.
+    pub connect_retries: u32,
 }
 
 fn identifier(name: &str) -> Result<Identifier, BusError> {
@@ -141,6 +143,13 @@ impl IggyBus {
             .with_tcp()
             .with_server_address(settings.address.clone())
             .with_auto_sign_in(login)
+            // Give up on an unreachable server instead of retrying forever (the client's
+            // default); the runtime reports the error.
+            .with_reconnection_max_retries(Some(settings.connect_retries))
+            .with_reconnection_interval(
+                NonZeroIggyDuration::try_from(std::time::Duration::from_millis(500))
+                    .map_err(|error| BusError(error.to_string()))?,
+            )
             .with_no_delay();
         if let Some((ca_file, domain)) = &settings.tls {
             builder = builder

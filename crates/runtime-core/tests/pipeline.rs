@@ -56,6 +56,7 @@ async fn context(target: &Target, state_dir: &std::path::Path) -> RuntimeContext
         password: "iggy".to_owned(),
         token: String::new(),
         tls: None,
+        connect_retries: 2,
     })
     .await
     .unwrap();

@@ -1,0 +1,103 @@
+//! The binary runs connectors from a config, through the Iggy test server, and stops
+//! cleanly on SIGTERM.
+
+// In tests an unwrap is an assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use iggy_connectors_tests::{plugin_path, temp_dir};
+use iggy_test_server::TestServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_the_configured_connectors_and_stops_on_sigterm() {
+    let server = TestServer::start().await.unwrap();
+    let dir = temp_dir("binary-run");
+    let connectors = dir.join("connectors");
+    std::fs::create_dir_all(&connectors).unwrap();
+    let output = dir.join("out.jsonl");
+    std::fs::write(
+        connectors.join("random.toml"),
+        format!(
+            "type = \"source\"\nkey = \"random\"\nenabled = true\nversion = 0\nname = \"R\"\npath = \"{}\"\n\
+             [[streams]]\nstream = \"demo\"\ntopic = \"t\"\nschema = \"json\"\n\
+             [plugin_config]\ninterval = \"1ms\"\nmax_count = 100\nmessages_range = [5, 10]\n",
+            plugin_path("iggy_connector_random_source")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        connectors.join("file.toml"),
+        format!(
+            "type = \"sink\"\nkey = \"file\"\nenabled = true\nversion = 0\nname = \"F\"\npath = \"{}\"\n\
+             [[streams]]\nstream = \"demo\"\ntopics = [\"t\"]\nschema = \"json\"\npoll_interval = \"5ms\"\n\
+             [plugin_config]\npath = \"{}\"\n",
+            plugin_path("iggy_connector_file_sink"),
+            output.display()
+        ),
+    )
+    .unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[iggy]\naddress = \"{}\"\n[state]\npath = \"{}\"\n[connectors]\nconfig_dir = \"{}\"\n[http]\nenabled = false\n",
+            server.address(),
+            dir.join("state").display(),
+            connectors.display()
+        ),
+    )
+    .unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
+        .args(["--config", config.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let lines = || {
+        std::fs::read_to_string(&output)
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    };
+    while lines() < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} messages arrived",
+            lines()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the runtime exited early"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.messages("demo", "t").unwrap().len(), 100);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let finished = tokio::task::spawn_blocking(move || child.wait_with_output());
+    let result = tokio::time::timeout(Duration::from_secs(30), finished)
+        .await
+        .expect("the runtime stops within its deadline")
+        .unwrap()
+        .unwrap();
+    assert!(result.status.success(), "{:?}", result.status);
+    let log = String::from_utf8_lossy(&result.stderr);
+    for connector in [
+        "connector=random kind=source version=0 state=running",
+        "connector=file kind=sink version=0 state=running",
+    ] {
+        assert!(
+            log.contains(connector),
+            "missing startup line {connector:?} in:\n{log}"
+        );
+    }
+    assert!(log.contains("stopped"), "{log}");
+}
