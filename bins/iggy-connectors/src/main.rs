@@ -123,6 +123,12 @@ fn run(invocation: &Invocation) -> ExitCode {
 async fn serve(loaded: config_provider::LoadedConfig) -> Result<(), String> {
     use config_provider::{ConfigProvider, ConnectorsConfig};
     let config = loaded.config;
+    if config.http.enabled {
+        tracing::warn!(
+            address = %config.http.address,
+            "the HTTP API is not part of this build yet: [http] is not served"
+        );
+    }
     let provider: Box<dyn ConfigProvider> = match &config.connectors {
         ConnectorsConfig::Local(local) => {
             let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();

@@ -71,6 +71,8 @@ pub struct Runtime {
     statuses: Vec<StatusCell>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Sinks are shared by their topics' tasks; closed here once those have ended.
+    sinks: Vec<(String, Arc<plugin_host::SinkInstance>)>,
 }
 
 /// What the runtime needs besides the configs.
@@ -106,6 +108,7 @@ impl Runtime {
             statuses: Vec::new(),
             shutdown,
             tasks: JoinSet::new(),
+            sinks: Vec::new(),
         };
         for config in configs
             .sources
@@ -113,7 +116,7 @@ impl Runtime {
             .chain(configs.sinks.into_values())
         {
             if !config.enabled() {
-                tracing::info!(connector = config.key(), kind = %config.kind(), "disabled");
+                tracing::info!(connector = %config.key(), kind = %config.kind(), "disabled");
                 continue;
             }
             runtime.start_connector(config, plugins, &context).await;
@@ -143,6 +146,13 @@ impl Runtime {
                 return;
             }
         };
+        let transforms = match &config {
+            ConnectorConfig::Sink(sink) => sink.transforms.0.len(),
+            ConnectorConfig::Source(source) => source.transforms.0.len(),
+        };
+        if transforms > 0 {
+            tracing::warn!(connector = %key, %kind, transforms, "transforms are not applied yet: messages pass unchanged");
+        }
         let plugin_config = config.plugin_config().to_string();
         match config {
             ConnectorConfig::Source(source_config) => {
@@ -194,6 +204,7 @@ impl Runtime {
                 };
                 tracing::info!(connector = %key, %kind, version = sink_config.version, "started");
                 let sink_config = Arc::new(sink_config);
+                self.sinks.push((key.clone(), sink.clone()));
                 for stream in &sink_config.streams {
                     for topic in &stream.topics {
                         self.tasks.spawn(runner::run_sink_topic(
