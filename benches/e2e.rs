@@ -148,6 +148,7 @@ async fn runtime(
         token: String::new(),
         tls: None,
         connect_retries: 3,
+        reconnect_interval: Duration::from_millis(500),
     })
     .await?;
     let state = std::path::PathBuf::from(

@@ -158,6 +158,7 @@ async fn serve(loaded: config_provider::LoadedConfig) -> Result<(), String> {
         token: config.iggy.token.clone(),
         tls,
         connect_retries: 10,
+        reconnect_interval: std::time::Duration::from_millis(500),
     };
     let bus = runtime_core::IggyBus::connect(&settings)
         .await

@@ -65,6 +65,7 @@ async fn service() -> Result<(), Box<dyn std::error::Error>> {
         token: String::new(),
         tls: None,
         connect_retries: 3,
+        reconnect_interval: Duration::from_millis(500),
     })
     .await?;
     let state_dir = std::env::temp_dir().join(format!("embedded-example-{}", std::process::id()));

@@ -118,8 +118,10 @@ pub struct IggySettings {
     pub token: String,
     /// TLS: `Some((ca_file, domain))` to enable.
     pub tls: Option<(String, String)>,
-    /// Connection attempts after the first, 500 ms apart, before giving up.
+    /// Connection attempts after the first, before giving up.
     pub connect_retries: u32,
+    /// Pause between connection attempts, and before re-establishing a lost connection.
+    pub reconnect_interval: std::time::Duration,
 }
 
 fn identifier(name: &str) -> Result<Identifier, BusError> {
@@ -147,9 +149,10 @@ impl IggyBus {
             // default); the runtime reports the error.
             .with_reconnection_max_retries(Some(settings.connect_retries))
             .with_reconnection_interval(
-                NonZeroIggyDuration::try_from(std::time::Duration::from_millis(500))
-                    .map_err(|error| BusError(error.to_string()))?,
+                NonZeroIggyDuration::try_from(settings.reconnect_interval)
+                    .map_err(|error| BusError(format!("reconnect_interval: {error}")))?,
             )
+            .with_reestablish_after(IggyDuration::from(settings.reconnect_interval))
             .with_no_delay();
         if let Some((ca_file, domain)) = &settings.tls {
             builder = builder
@@ -296,18 +299,31 @@ impl MessageBus for IggyBus {
         group: &str,
         count: u32,
     ) -> Result<Polled, BusError> {
-        let polled = self
-            .client
-            .poll_messages(
-                &identifier(stream)?,
-                &identifier(topic)?,
-                None,
-                &Consumer::group(identifier(group)?),
-                &PollingStrategy::next(),
-                count,
-                false,
-            )
-            .await?;
+        let (stream_id, topic_id, group_id) =
+            (identifier(stream)?, identifier(topic)?, identifier(group)?);
+        let consumer = Consumer::group(group_id.clone());
+        let next = PollingStrategy::next();
+        let poll = || {
+            self.client
+                .poll_messages(&stream_id, &topic_id, None, &consumer, &next, count, false)
+        };
+        let polled = match poll().await {
+            // A reconnected client is a new member: the server dropped the old one with
+            // its connection. Join again and carry on from the group's stored offsets.
+            Err(IggyError::ConsumerGroupMemberNotFound(..)) => {
+                tracing::info!(
+                    stream,
+                    topic,
+                    group,
+                    "rejoining the consumer group after a reconnect"
+                );
+                self.client
+                    .join_consumer_group(&stream_id, &topic_id, &group_id)
+                    .await?;
+                poll().await?
+            }
+            result => result?,
+        };
         Ok(Polled {
             partition_id: polled.partition_id,
             current_offset: polled.current_offset,

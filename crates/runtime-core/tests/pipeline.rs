@@ -57,6 +57,7 @@ async fn context(target: &Target, state_dir: &std::path::Path) -> RuntimeContext
         token: String::new(),
         tls: None,
         connect_retries: 2,
+        reconnect_interval: std::time::Duration::from_millis(50),
     })
     .await
     .unwrap();
@@ -291,4 +292,86 @@ async fn a_missing_plugin_fails_its_connector_only() {
     })
     .await;
     runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// The test server drops every connection mid-stream (twice): the client reconnects,
+/// failed calls are retried, and every message still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_lose_nothing() {
+    let target = target().await;
+    let Some(server) = &target.server else {
+        eprintln!("skipped: needs the test server's fault injection");
+        return;
+    };
+    let dir = temp_dir("e2e-drop");
+    let stream = unique("drop");
+    let output = dir.join("out.jsonl");
+    let sink = config(&format!(
+        r#"
+type = "sink"
+key = "file"
+enabled = true
+version = 0
+name = "File"
+path = "{path}"
+[[streams]]
+stream = "{stream}"
+topics = ["t"]
+schema = "json"
+batch_length = 25
+poll_interval = "2ms"
+[plugin_config]
+path = "{output}"
+"#,
+        path = plugin_path("iggy_connector_file_sink"),
+        output = output.display(),
+    ));
+    let mut source = random_source(&stream, 2000);
+    if let ConnectorConfig::Source(source) = &mut source
+        && let Some(plugin) = source.plugin_config.as_mut()
+    {
+        plugin["interval"] = serde_json::json!("2ms");
+    }
+    let mut context = context(&target, &dir.join("state")).await;
+    context.retry = RetryPolicy {
+        attempts: 50,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+    };
+    let runtime = Runtime::start(active(vec![source, sink]), &plugins_for_test(), context).await;
+    let lines = || {
+        std::fs::read_to_string(&output)
+            .map(|text| text.lines().map(str::to_owned).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    for threshold in [300, 900] {
+        let deadline = Instant::now() + DEADLINE;
+        while lines().len() < threshold {
+            assert!(
+                Instant::now() < deadline,
+                "stuck at {} lines: {:?}",
+                lines().len(),
+                runtime.statuses()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server.drop_connections();
+    }
+    eventually("every message after the drops", || {
+        let seqs: BTreeSet<u64> = lines()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|value| value["payload"]["seq"].as_u64())
+            .collect();
+        seqs.len() == 2000
+    })
+    .await;
+    for status in runtime.statuses() {
+        assert_ne!(status.state, ConnectorState::Failed, "{status:?}");
+    }
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+fn plugins_for_test() -> PluginRegistry {
+    PluginRegistry::new(PluginLoader::new())
 }
