@@ -101,3 +101,93 @@ async fn runs_the_configured_connectors_and_stops_on_sigterm() {
     }
     assert!(log.contains("stopped"), "{log}");
 }
+
+/// Killed with SIGKILL mid-stream and started again: every message arrives at least
+/// once; duplicates are at most one source batch and one sink batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runtime_resumes_without_losing_messages() {
+    let server = TestServer::start().await.unwrap();
+    let dir = temp_dir("binary-kill");
+    let connectors = dir.join("connectors");
+    std::fs::create_dir_all(&connectors).unwrap();
+    let output = dir.join("out.jsonl");
+    std::fs::write(
+        connectors.join("random.toml"),
+        format!(
+            "type = \"source\"\nkey = \"random\"\nenabled = true\nversion = 0\nname = \"R\"\npath = \"{}\"\n\
+             [[streams]]\nstream = \"kill\"\ntopic = \"t\"\nschema = \"json\"\n\
+             [plugin_config]\ninterval = \"2ms\"\nmax_count = 2000\nmessages_range = [10, 20]\n",
+            plugin_path("iggy_connector_random_source")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        connectors.join("file.toml"),
+        format!(
+            "type = \"sink\"\nkey = \"file\"\nenabled = true\nversion = 0\nname = \"F\"\npath = \"{}\"\n\
+             [[streams]]\nstream = \"kill\"\ntopics = [\"t\"]\nschema = \"json\"\nbatch_length = 50\npoll_interval = \"2ms\"\n\
+             [plugin_config]\npath = \"{}\"\n",
+            plugin_path("iggy_connector_file_sink"),
+            output.display()
+        ),
+    )
+    .unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[iggy]\naddress = \"{}\"\n[state]\npath = \"{}\"\n[connectors]\nconfig_dir = \"{}\"\n[http]\nenabled = false\n",
+            server.address(),
+            dir.join("state").display(),
+            connectors.display()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
+            .args(["--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let seqs = || -> Vec<u64> {
+        std::fs::read_to_string(&output)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|value| value["payload"]["seq"].as_u64())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut first = start();
+    while seqs().len() < 300 {
+        assert!(Instant::now() < deadline, "no progress before the kill");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let mut second = start();
+    loop {
+        let unique: std::collections::BTreeSet<u64> = seqs().into_iter().collect();
+        if unique.len() == 2000 {
+            assert_eq!(unique, (0..2000).collect(), "every message arrived");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 2000 arrived after the restart",
+            unique.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all = seqs();
+    let duplicates = all.len() - 2000;
+    assert!(
+        duplicates <= 20 + 50,
+        "{duplicates} duplicates: more than one source and one sink batch"
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
