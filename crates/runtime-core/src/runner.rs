@@ -2,7 +2,7 @@
 //!
 //! Delivery is at least once. A source batch is accepted (its cursor moves) only after
 //! Iggy stored it on every configured stream and its state was persisted; otherwise it
-//! is rejected and produced again. A sink stores its consumer offset only after the
+//! is rejected, and the source produces it again after a pause. A sink stores its consumer offset only after the
 //! plugin reported success. Failed calls are retried with exponential backoff; when the
 //! retries run out, the connector is `failed` with the error and nothing is committed.
 
@@ -41,6 +41,16 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The pause after the `failures`-th consecutive failure.
+    pub(crate) fn backoff(&self, failures: usize) -> Duration {
+        let doublings = u32::try_from(failures.saturating_sub(1))
+            .unwrap_or(u32::MAX)
+            .min(16);
+        self.initial_backoff
+            .saturating_mul(1 << doublings)
+            .min(self.max_backoff)
+    }
+
     /// Runs `call` until it succeeds or the attempts run out, counting retries.
     pub(crate) async fn run<T, E, F, Fut>(
         &self,
@@ -103,6 +113,8 @@ pub(crate) async fn run_source(
         }
     }
     status.set_state(ConnectorState::Running);
+    // Consecutive batches that could not be delivered.
+    let mut failures = 0;
     loop {
         let polled = tokio::select! {
             () = stopped(&mut shutdown) => break,
@@ -146,12 +158,10 @@ pub(crate) async fn run_source(
         let mut delivered = Ok(());
         if !messages.is_empty() {
             for stream in &config.streams {
-                let sent = retry
-                    .run(&status, "send", || {
-                        bus.send(&stream.stream, &stream.topic, messages.clone())
-                    })
-                    .await;
-                if let Err(error) = sent {
+                if let Err(error) = bus
+                    .send(&stream.stream, &stream.topic, messages.clone())
+                    .await
+                {
                     delivered = Err(format!(
                         "sending to {}/{} failed: {error}",
                         stream.stream, stream.topic
@@ -168,6 +178,7 @@ pub(crate) async fn run_source(
         }
         match delivered {
             Ok(()) => {
+                failures = 0;
                 status.moved(count);
                 if let Err(error) = batch.accept().await {
                     status.fail(format!("the source refused the accept: {error}"));
@@ -175,10 +186,20 @@ pub(crate) async fn run_source(
                 }
             }
             Err(error) => {
-                // The batch comes again; its state was not persisted.
+                // The source rewinds and produces the batch again; its state was not
+                // persisted. Retry after a pause, up to the policy's attempts.
                 let _ = batch.reject().await;
-                status.fail(error);
-                break;
+                failures += 1;
+                if failures >= retry.attempts {
+                    status.fail(format!("{error} ({failures} attempts)"));
+                    break;
+                }
+                tracing::warn!(connector = %key, %error, attempt = failures, "batch rejected; retrying");
+                status.retried(error);
+                tokio::select! {
+                    () = stopped(&mut shutdown) => break,
+                    () = tokio::time::sleep(retry.backoff(failures)) => {}
+                }
             }
         }
     }

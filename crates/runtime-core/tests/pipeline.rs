@@ -375,3 +375,74 @@ path = "{output}"
 fn plugins_for_test() -> PluginRegistry {
     PluginRegistry::new(PluginLoader::new())
 }
+
+/// Iggy refuses a source's sends: the batch is rejected (the source rewinds), produced
+/// again after a pause, and the state advances only with accepted batches. When the
+/// refusals outlast the retry budget, the source fails with the error and its state
+/// stays where the last accepted batch left it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_batches_are_produced_again_and_do_not_advance_the_state() {
+    let target = target().await;
+    let Some(server) = &target.server else {
+        eprintln!("skipped: needs the test server's fault injection");
+        return;
+    };
+    let dir = temp_dir("e2e-reject");
+    let stream = unique("reject");
+    let state_file = dir.join("state/source_random.state");
+
+    server.fail_next_sends(2);
+    let first = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(
+        active(vec![random_source(&stream, 100)]),
+        &plugins_for_test(),
+        first,
+    )
+    .await;
+    eventually("100 messages produced", || {
+        runtime
+            .status(ConnectorKind::Source, "random")
+            .is_some_and(|status| status.messages == 100)
+    })
+    .await;
+    let status = runtime.status(ConnectorKind::Source, "random").unwrap();
+    assert_eq!(status.retries, 2, "{status:?}");
+    let seqs: Vec<u64> = server
+        .messages(&stream, "t")
+        .unwrap()
+        .iter()
+        .map(|message| {
+            serde_json::from_slice::<serde_json::Value>(&message.payload).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..100).collect::<Vec<_>>(),
+        "refused batches came again, in order, once"
+    );
+    assert_eq!(std::fs::read(&state_file).unwrap(), 100u64.to_le_bytes());
+    runtime.shutdown(Duration::from_secs(10)).await;
+
+    // Refusals that outlast the budget (4 attempts): failed, state unchanged.
+    server.fail_next_sends(1000);
+    let second = context(&target, &dir.join("state")).await;
+    let more = random_source(&stream, 200);
+    let runtime = Runtime::start(active(vec![more]), &plugins_for_test(), second).await;
+    eventually("the source failed", || {
+        runtime
+            .status(ConnectorKind::Source, "random")
+            .is_some_and(|status| status.state == ConnectorState::Failed)
+    })
+    .await;
+    let status = runtime.status(ConnectorKind::Source, "random").unwrap();
+    assert!(
+        status.last_error.as_deref().unwrap().contains("4 attempts"),
+        "{status:?}"
+    );
+    assert_eq!(std::fs::read(&state_file).unwrap(), 100u64.to_le_bytes());
+    assert_eq!(server.messages(&stream, "t").unwrap().len(), 100);
+    runtime.shutdown(Duration::from_secs(10)).await;
+    server.fail_next_sends(0);
+}
