@@ -14,7 +14,8 @@ use iggy::prelude::*;
 use iggy_connectors_tests::plugin_path;
 use plugin_host::PluginLoader;
 use runtime_core::{
-    IggyBus, IggySettings, PluginRegistry, RetryPolicy, Runtime, RuntimeContext, StateStore,
+    IggyBus, IggySettings, PluginRegistry, RestartPolicy, RetryPolicy, Runtime, RuntimeContext,
+    StateStore,
 };
 
 const BATCH: u32 = 1000;
@@ -160,6 +161,7 @@ async fn runtime(
         bus: Arc::new(bus),
         state: StateStore::new(&state),
         retry: RetryPolicy::default(),
+        restart: RestartPolicy::default(),
     };
     let plugins = PluginRegistry::new(PluginLoader::new());
     let started = Instant::now();

@@ -167,6 +167,7 @@ async fn serve(loaded: config_provider::LoadedConfig) -> Result<(), String> {
         bus: std::sync::Arc::new(bus),
         state: runtime_core::StateStore::new(&config.state.path),
         retry: runtime_core::RetryPolicy::default(),
+        restart: runtime_core::RestartPolicy::default(),
     };
     let plugins = runtime_core::PluginRegistry::new(PluginLoader::new());
     let running = runtime_core::Runtime::start(configs, &plugins, context).await;

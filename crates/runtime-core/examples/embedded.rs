@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use config_provider::{ActiveConfigs, ConnectorConfig};
 use plugin_host::{Plugin, PluginLoader};
 use runtime_core::{
-    IggyBus, IggySettings, PluginRegistry, RetryPolicy, Runtime, RuntimeContext, StateStore,
+    IggyBus, IggySettings, PluginRegistry, RestartPolicy, RetryPolicy, Runtime, RuntimeContext,
+    StateStore,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -73,6 +74,7 @@ async fn service() -> Result<(), Box<dyn std::error::Error>> {
         bus: Arc::new(bus),
         state: StateStore::new(&state_dir),
         retry: RetryPolicy::default(),
+        restart: RestartPolicy::default(),
     };
     let connectors = Runtime::start(configs, &plugins, context).await;
 

@@ -6,8 +6,10 @@
 //! files or linked in), inside its own tokio runtime. Delivery is at least once: see the
 //! `runner` module for the rules.
 //!
+//! A failed connector is restarted with bounded exponential backoff ([`RestartPolicy`]).
+//!
 //! Not there yet (see the runtime-core issue): transforms, error policies (skip, dead
-//! letter), automatic restarts, pause/resume, metrics, pipelined sink batches.
+//! letter), start/stop/pause/resume of one connector, metrics, pipelined sink batches.
 
 mod bus;
 mod runner;
@@ -71,8 +73,6 @@ pub struct Runtime {
     statuses: Vec<StatusCell>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
-    /// Sinks are shared by their topics' tasks; closed here once those have ended.
-    sinks: Vec<(String, Arc<plugin_host::SinkInstance>)>,
 }
 
 /// What the runtime needs besides the configs.
@@ -84,6 +84,8 @@ pub struct RuntimeContext {
     pub state: StateStore,
     /// How failed calls are retried.
     pub retry: RetryPolicy,
+    /// How failed connectors are restarted.
+    pub restart: RestartPolicy,
 }
 
 impl std::fmt::Debug for RuntimeContext {
@@ -91,13 +93,40 @@ impl std::fmt::Debug for RuntimeContext {
         f.debug_struct("RuntimeContext")
             .field("state", &self.state)
             .field("retry", &self.retry)
+            .field("restart", &self.restart)
             .finish_non_exhaustive()
+    }
+}
+
+/// How a failed connector is restarted: after `initial_backoff`, doubling up to
+/// `max_backoff`, at most `max_restarts` times in a row (`None`: no limit). A connector
+/// that ran for `max_backoff` since its last start counts from zero again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Restart at all.
+    pub enabled: bool,
+    /// Pause before the first restart.
+    pub initial_backoff: Duration,
+    /// Longest pause.
+    pub max_backoff: Duration,
+    /// Restarts in a row before giving up.
+    pub max_restarts: Option<u32>,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            enabled: true,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            max_restarts: None,
+        }
     }
 }
 
 impl Runtime {
     /// Starts every enabled connector of `configs`. A connector whose plugin cannot be
-    /// loaded or opened is reported `failed` with the reason; the others run.
+    /// loaded is reported `failed` with the reason; the others run.
     pub async fn start(
         configs: ActiveConfigs,
         plugins: &PluginRegistry,
@@ -108,7 +137,6 @@ impl Runtime {
             statuses: Vec::new(),
             shutdown,
             tasks: JoinSet::new(),
-            sinks: Vec::new(),
         };
         for config in configs
             .sources
@@ -119,108 +147,36 @@ impl Runtime {
                 tracing::info!(connector = %config.key(), kind = %config.kind(), "disabled");
                 continue;
             }
-            runtime.start_connector(config, plugins, &context).await;
+            let status = StatusCell::new(config.kind(), config.key(), config.version());
+            runtime.statuses.push(status.clone());
+            let path = match &config {
+                ConnectorConfig::Sink(sink) => sink.path.clone(),
+                ConnectorConfig::Source(source) => source.path.clone(),
+            };
+            let plugin = match plugins.resolve(&path) {
+                Ok(plugin) => plugin,
+                Err(error) => {
+                    tracing::error!(connector = %config.key(), kind = %config.kind(), %error, "cannot load the plugin");
+                    status.fail(error.to_string());
+                    continue;
+                }
+            };
+            let transforms = match &config {
+                ConnectorConfig::Sink(sink) => sink.transforms.0.len(),
+                ConnectorConfig::Source(source) => source.transforms.0.len(),
+            };
+            if transforms > 0 {
+                tracing::warn!(connector = %config.key(), kind = %config.kind(), transforms, "transforms are not applied yet: messages pass unchanged");
+            }
+            runtime.tasks.spawn(supervise(
+                config,
+                plugin,
+                context.clone(),
+                status,
+                runtime.shutdown.subscribe(),
+            ));
         }
         runtime
-    }
-
-    async fn start_connector(
-        &mut self,
-        config: ConnectorConfig,
-        plugins: &PluginRegistry,
-        context: &RuntimeContext,
-    ) {
-        let status = StatusCell::new(config.kind(), config.key(), config.version());
-        self.statuses.push(status.clone());
-        let key = config.key().to_owned();
-        let kind = config.kind();
-        let path = match &config {
-            ConnectorConfig::Sink(sink) => sink.path.clone(),
-            ConnectorConfig::Source(source) => source.path.clone(),
-        };
-        let plugin = match plugins.resolve(&path) {
-            Ok(plugin) => plugin,
-            Err(error) => {
-                tracing::error!(connector = %key, %kind, %error, "cannot load the plugin");
-                status.fail(error.to_string());
-                return;
-            }
-        };
-        let transforms = match &config {
-            ConnectorConfig::Sink(sink) => sink.transforms.0.len(),
-            ConnectorConfig::Source(source) => source.transforms.0.len(),
-        };
-        if transforms > 0 {
-            tracing::warn!(connector = %key, %kind, transforms, "transforms are not applied yet: messages pass unchanged");
-        }
-        let plugin_config = config.plugin_config().to_string();
-        match config {
-            ConnectorConfig::Source(source_config) => {
-                let state = match context.state.read(&key).await {
-                    Ok(state) => state,
-                    Err(error) => {
-                        status.fail(format!("cannot read the source state: {error}"));
-                        return;
-                    }
-                };
-                let opened = plugin
-                    .open_source(
-                        &key,
-                        &plugin_config,
-                        state.as_deref(),
-                        OpenOptions::default(),
-                    )
-                    .await;
-                let source = match opened {
-                    Ok(source) => source,
-                    Err(error) => {
-                        tracing::error!(connector = %key, %kind, %error, "cannot open");
-                        status.fail(error.to_string());
-                        return;
-                    }
-                };
-                tracing::info!(connector = %key, %kind, version = source_config.version, "started");
-                self.tasks.spawn(runner::run_source(
-                    source_config,
-                    source,
-                    context.bus.clone(),
-                    context.state.clone(),
-                    context.retry,
-                    status,
-                    self.shutdown.subscribe(),
-                ));
-            }
-            ConnectorConfig::Sink(sink_config) => {
-                let opened = plugin
-                    .open_sink(&key, &plugin_config, OpenOptions::default())
-                    .await;
-                let sink = match opened {
-                    Ok(sink) => Arc::new(sink),
-                    Err(error) => {
-                        tracing::error!(connector = %key, %kind, %error, "cannot open");
-                        status.fail(error.to_string());
-                        return;
-                    }
-                };
-                tracing::info!(connector = %key, %kind, version = sink_config.version, "started");
-                let sink_config = Arc::new(sink_config);
-                self.sinks.push((key.clone(), sink.clone()));
-                for stream in &sink_config.streams {
-                    for topic in &stream.topics {
-                        self.tasks.spawn(runner::run_sink_topic(
-                            sink_config.clone(),
-                            stream.clone(),
-                            topic.clone(),
-                            sink.clone(),
-                            context.bus.clone(),
-                            context.retry,
-                            status.clone(),
-                            self.shutdown.subscribe(),
-                        ));
-                    }
-                }
-            }
-        }
     }
 
     /// The status of every connector started (enabled ones).
@@ -248,10 +204,163 @@ impl Runtime {
                 "connectors did not stop in time; abandoning them"
             );
             self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
         }
         for status in &self.statuses {
             if status.snapshot().state != ConnectorState::Failed {
                 status.set_state(ConnectorState::Stopped);
+            }
+        }
+    }
+}
+
+/// Runs a connector, restarting it after failures as the policy says.
+async fn supervise(
+    config: ConnectorConfig,
+    plugin: Plugin,
+    context: RuntimeContext,
+    status: StatusCell,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let key = config.key().to_owned();
+    let kind = config.kind();
+    let mut in_a_row = 0u32;
+    loop {
+        status.set_state(ConnectorState::Starting);
+        let started = tokio::time::Instant::now();
+        run_once(&config, &plugin, &context, &status, shutdown.clone()).await;
+        if *shutdown.borrow() || status.snapshot().state != ConnectorState::Failed {
+            return;
+        }
+        let policy = context.restart;
+        if started.elapsed() >= policy.max_backoff {
+            in_a_row = 0;
+        }
+        if !policy.enabled || policy.max_restarts.is_some_and(|max| in_a_row >= max) {
+            tracing::error!(connector = %key, %kind, error = status.snapshot().last_error.unwrap_or_default(), "failed; not restarting");
+            return;
+        }
+        let pause = policy
+            .initial_backoff
+            .saturating_mul(1 << in_a_row.min(16))
+            .min(policy.max_backoff);
+        in_a_row += 1;
+        status.restarting();
+        tracing::warn!(connector = %key, %kind, ?pause, restart = in_a_row, error = status.snapshot().last_error.unwrap_or_default(), "failed; restarting");
+        tokio::select! {
+            () = runner::stopped(&mut shutdown) => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Opens the connector's plugin instance and runs it until it stops or fails.
+async fn run_once(
+    config: &ConnectorConfig,
+    plugin: &Plugin,
+    context: &RuntimeContext,
+    status: &StatusCell,
+    shutdown: watch::Receiver<bool>,
+) {
+    let key = config.key();
+    let kind = config.kind();
+    let plugin_config = config.plugin_config().to_string();
+    match config {
+        ConnectorConfig::Source(source_config) => {
+            let state = match context.state.read(key).await {
+                Ok(state) => state,
+                Err(error) => {
+                    status.fail(format!("cannot read the source state: {error}"));
+                    return;
+                }
+            };
+            let opened = plugin
+                .open_source(
+                    key,
+                    &plugin_config,
+                    state.as_deref(),
+                    OpenOptions::default(),
+                )
+                .await;
+            let source = match opened {
+                Ok(source) => source,
+                Err(error) => {
+                    tracing::error!(connector = %key, %kind, %error, "cannot open");
+                    status.fail(error.to_string());
+                    return;
+                }
+            };
+            tracing::info!(connector = %key, %kind, version = source_config.version, "started");
+            runner::run_source(
+                source_config.clone(),
+                source,
+                context.bus.clone(),
+                context.state.clone(),
+                context.retry,
+                status.clone(),
+                shutdown,
+            )
+            .await;
+        }
+        ConnectorConfig::Sink(sink_config) => {
+            let opened = plugin
+                .open_sink(key, &plugin_config, OpenOptions::default())
+                .await;
+            let sink = match opened {
+                Ok(sink) => Arc::new(sink),
+                Err(error) => {
+                    tracing::error!(connector = %key, %kind, %error, "cannot open");
+                    status.fail(error.to_string());
+                    return;
+                }
+            };
+            tracing::info!(connector = %key, %kind, version = sink_config.version, "started");
+            // One task per topic; when one fails, the others stop too.
+            let (stop, _) = watch::channel(false);
+            let mut topics = JoinSet::new();
+            let sink_config = Arc::new(sink_config.clone());
+            for stream in &sink_config.streams {
+                for topic in &stream.topics {
+                    topics.spawn(runner::run_sink_topic(
+                        sink_config.clone(),
+                        stream.clone(),
+                        topic.clone(),
+                        sink.clone(),
+                        context.bus.clone(),
+                        context.retry,
+                        status.clone(),
+                        stop.subscribe(),
+                    ));
+                }
+            }
+            let mut shutdown = shutdown;
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    () = runner::stopped(&mut shutdown), if !stopping => {
+                        stopping = true;
+                        let _ = stop.send(true);
+                    }
+                    joined = topics.join_next() => {
+                        if joined.is_none() {
+                            break;
+                        }
+                        if status.snapshot().state == ConnectorState::Failed {
+                            stopping = true;
+                            let _ = stop.send(true);
+                        }
+                    }
+                }
+            }
+            match Arc::try_unwrap(sink) {
+                Ok(sink) => {
+                    if let Err(error) = sink.close(Duration::from_secs(10)).await {
+                        tracing::warn!(connector = %key, %error, "closing the sink failed");
+                    }
+                }
+                // Every topic task has ended, so this cannot happen; dropping the last
+                // handle would close the sink in the background anyway.
+                Err(sink) => drop(sink),
             }
         }
     }

@@ -78,7 +78,7 @@ impl RetryPolicy {
 }
 
 /// Waits until shutdown is asked for.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     while !*shutdown.borrow() {
         if shutdown.changed().await.is_err() {
             return;

@@ -16,6 +16,8 @@ pub enum ConnectorState {
     Stopped,
     /// Stopped by an error that retries did not overcome; see `last_error`.
     Failed,
+    /// Failed, and waiting to be started again.
+    Restarting,
 }
 
 impl std::fmt::Display for ConnectorState {
@@ -25,6 +27,7 @@ impl std::fmt::Display for ConnectorState {
             ConnectorState::Running => "running",
             ConnectorState::Stopped => "stopped",
             ConnectorState::Failed => "failed",
+            ConnectorState::Restarting => "restarting",
         })
     }
 }
@@ -46,6 +49,8 @@ pub struct ConnectorStatus {
     pub messages: u64,
     /// Failed attempts that were retried.
     pub retries: u64,
+    /// Times the connector was restarted after failing.
+    pub restarts: u32,
     /// Seconds in the current state.
     pub seconds_in_state: u64,
 }
@@ -68,6 +73,7 @@ impl StatusCell {
                     last_error: None,
                     messages: 0,
                     retries: 0,
+                    restarts: 0,
                     seconds_in_state: 0,
                 },
                 Instant::now(),
@@ -95,6 +101,13 @@ impl StatusCell {
         self.update(|status| {
             status.state = ConnectorState::Failed;
             status.last_error = Some(error);
+        });
+    }
+
+    pub(crate) fn restarting(&self) {
+        self.update(|status| {
+            status.state = ConnectorState::Restarting;
+            status.restarts += 1;
         });
     }
 

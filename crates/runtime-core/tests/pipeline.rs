@@ -14,8 +14,8 @@ use iggy_connectors_tests::{plugin_path, temp_dir};
 use iggy_test_server::{OffsetOwner, TestServer};
 use plugin_host::PluginLoader;
 use runtime_core::{
-    ConnectorState, IggyBus, IggySettings, PluginRegistry, RetryPolicy, Runtime, RuntimeContext,
-    StateStore,
+    ConnectorState, IggyBus, IggySettings, PluginRegistry, RestartPolicy, RetryPolicy, Runtime,
+    RuntimeContext, StateStore,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -68,6 +68,10 @@ async fn context(target: &Target, state_dir: &std::path::Path) -> RuntimeContext
             attempts: 4,
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(50),
+        },
+        restart: RestartPolicy {
+            enabled: false,
+            ..RestartPolicy::default()
         },
     }
 }
@@ -445,4 +449,52 @@ async fn rejected_batches_are_produced_again_and_do_not_advance_the_state() {
     assert_eq!(server.messages(&stream, "t").unwrap().len(), 100);
     runtime.shutdown(Duration::from_secs(10)).await;
     server.fail_next_sends(0);
+}
+
+/// A connector that fails is restarted after a backoff and carries on from its state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_connector_is_restarted() {
+    let target = target().await;
+    let Some(server) = &target.server else {
+        eprintln!("skipped: needs the test server's fault injection");
+        return;
+    };
+    let dir = temp_dir("e2e-restart");
+    let stream = unique("restart");
+    // Four refused sends exhaust the retry budget (4 attempts); the fifth refusal meets
+    // the restarted source, whose next attempt succeeds.
+    server.fail_next_sends(5);
+    let mut restarting = context(&target, &dir.join("state")).await;
+    restarting.restart = RestartPolicy {
+        enabled: true,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(100),
+        max_restarts: Some(3),
+    };
+    let runtime = Runtime::start(
+        active(vec![random_source(&stream, 50)]),
+        &plugins_for_test(),
+        restarting,
+    )
+    .await;
+    eventually("every message after the restart", || {
+        runtime
+            .status(ConnectorKind::Source, "random")
+            .is_some_and(|status| status.messages == 50 && status.state == ConnectorState::Running)
+    })
+    .await;
+    let status = runtime.status(ConnectorKind::Source, "random").unwrap();
+    assert_eq!(status.restarts, 1, "{status:?}");
+    let seqs: Vec<u64> = server
+        .messages(&stream, "t")
+        .unwrap()
+        .iter()
+        .map(|message| {
+            serde_json::from_slice::<serde_json::Value>(&message.payload).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (0..50).collect::<Vec<_>>());
+    runtime.shutdown(Duration::from_secs(10)).await;
 }
