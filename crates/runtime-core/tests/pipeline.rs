@@ -498,3 +498,64 @@ async fn a_failed_connector_is_restarted() {
     assert_eq!(seqs, (0..50).collect::<Vec<_>>());
     runtime.shutdown(Duration::from_secs(10)).await;
 }
+
+/// Two sources and two sinks at once, one sink stuck in its plugin: the other pipeline
+/// delivers everything meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_sink_does_not_hold_up_the_others() {
+    let target = target().await;
+    let dir = temp_dir("e2e-isolation");
+    let (fast_stream, slow_stream) = (unique("fast"), unique("slow"));
+    let output = dir.join("fast.jsonl");
+    let mut fast_source = random_source(&fast_stream, 1000);
+    let mut slow_source = random_source(&slow_stream, 1000);
+    for (source, key) in [
+        (&mut fast_source, "fast-source"),
+        (&mut slow_source, "slow-source"),
+    ] {
+        if let ConnectorConfig::Source(source) = source {
+            source.key = key.to_owned();
+        }
+    }
+    let fast_sink = config(&format!(
+        "type = \"sink\"\nkey = \"fast\"\nenabled = true\nversion = 0\nname = \"F\"\npath = \"{}\"\n\
+         [[streams]]\nstream = \"{fast_stream}\"\ntopics = [\"t\"]\nschema = \"json\"\npoll_interval = \"2ms\"\n\
+         [plugin_config]\npath = \"{}\"\nfsync = false\n",
+        plugin_path("iggy_connector_file_sink"),
+        output.display()
+    ));
+    // Every consume of this one takes ten minutes.
+    let stuck_sink = config(&format!(
+        "type = \"sink\"\nkey = \"stuck\"\nenabled = true\nversion = 0\nname = \"S\"\npath = \"{}\"\n\
+         [[streams]]\nstream = \"{slow_stream}\"\ntopics = [\"t\"]\nschema = \"json\"\n\
+         [plugin_config]\nconsume_delay_ms = 600000\n",
+        plugin_path("faulty_sink_plugin"),
+    ));
+    let context = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(
+        active(vec![fast_source, slow_source, fast_sink, stuck_sink]),
+        &plugins_for_test(),
+        context,
+    )
+    .await;
+    eventually("the fast pipeline delivered everything", || {
+        std::fs::read_to_string(&output).map_or(0, |text| text.lines().count()) >= 1000
+    })
+    .await;
+    let stuck = runtime.status(ConnectorKind::Sink, "stuck").unwrap();
+    assert_eq!(stuck.messages, 0, "{stuck:?}");
+    let slow_source = runtime
+        .status(ConnectorKind::Source, "slow-source")
+        .unwrap();
+    assert_eq!(
+        slow_source.messages, 1000,
+        "its source is not held up either"
+    );
+    // Shutting down abandons the stuck call after the deadline instead of hanging.
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        runtime.shutdown(Duration::from_secs(2)),
+    )
+    .await
+    .expect("shutdown honours its deadline");
+}
