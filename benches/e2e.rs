@@ -197,14 +197,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
     let total = total / u64::from(BATCH) * u64::from(BATCH);
-    let (server, address) = match std::env::var("IGGY_TEST_ADDRESS") {
-        Ok(address) if !address.is_empty() => (None, address),
-        _ => {
-            let server = iggy_test_server::TestServer::start().await?;
-            let address = server.address().to_string();
-            (Some(server), address)
-        }
-    };
+    let target = iggy_test_server::TestTarget::from_env().await?;
+    let (server, address) = (target.server, target.address);
     let target = if server.is_some() {
         "iggy-test-server"
     } else {

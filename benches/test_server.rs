@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use iggy::prelude::*;
-use iggy_test_server::TestServer;
 
 const BATCH: usize = 1000;
 
@@ -23,14 +22,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(200_000);
-    let (server, address) = match std::env::var("IGGY_TEST_ADDRESS") {
-        Ok(address) if !address.is_empty() => (None, address),
-        _ => {
-            let server = TestServer::start().await?;
-            let address = server.address().to_string();
-            (Some(server), address)
-        }
-    };
+    let target = iggy_test_server::TestTarget::from_env().await?;
+    let (server, address) = (target.server, target.address);
     let client = IggyClient::builder()
         .with_tcp()
         .with_server_address(address.clone())

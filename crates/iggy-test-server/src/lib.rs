@@ -19,7 +19,10 @@ mod server;
 mod state;
 mod wire;
 
-pub use server::{OffsetOwner, ServerConfig, StartError, StoredMessageInfo, TestServer, TlsFiles};
+pub use server::{
+    OffsetOwner, ServerConfig, StartError, StoredMessageInfo, TEST_ADDRESS_ENV, TestServer,
+    TestTarget, TlsFiles,
+};
 
 /// The most partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 1000;

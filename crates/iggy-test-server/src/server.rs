@@ -448,3 +448,35 @@ async fn serve(
     }
     connection.clients
 }
+
+/// The environment variable that points tests at a real Iggy server.
+pub const TEST_ADDRESS_ENV: &str = "IGGY_TEST_ADDRESS";
+
+/// The Iggy server a test or benchmark runs against: a fresh test server, or the real
+/// server `IGGY_TEST_ADDRESS=host:port` names (user iggy/iggy).
+#[derive(Debug)]
+pub struct TestTarget {
+    /// `host:port` to connect to.
+    pub address: String,
+    /// Our server, when no address was given (dropping it stops it).
+    pub server: Option<TestServer>,
+}
+
+impl TestTarget {
+    /// Starts a test server unless `IGGY_TEST_ADDRESS` is set.
+    pub async fn from_env() -> Result<TestTarget, StartError> {
+        match std::env::var(TEST_ADDRESS_ENV) {
+            Ok(address) if !address.is_empty() => Ok(TestTarget {
+                address,
+                server: None,
+            }),
+            _ => {
+                let server = TestServer::start().await?;
+                Ok(TestTarget {
+                    address: server.address().to_string(),
+                    server: Some(server),
+                })
+            }
+        }
+    }
+}

@@ -16,30 +16,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use iggy::prelude::*;
-use iggy_test_server::{OffsetOwner, TestServer};
+use iggy_test_server::{OffsetOwner, TestTarget};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// The server under test: ours (started here) or the one `IGGY_TEST_ADDRESS` names.
-struct Target {
-    address: String,
-    server: Option<TestServer>,
-}
-
-async fn target() -> Target {
-    match std::env::var("IGGY_TEST_ADDRESS") {
-        Ok(address) if !address.is_empty() => Target {
-            address,
-            server: None,
-        },
-        _ => {
-            let server = TestServer::start().await.unwrap();
-            Target {
-                address: server.address().to_string(),
-                server: Some(server),
-            }
-        }
-    }
+/// The server under test: ours, or the one `IGGY_TEST_ADDRESS` names.
+async fn target() -> TestTarget {
+    TestTarget::from_env().await.unwrap()
 }
 
 /// A name no earlier run used.
@@ -70,7 +53,7 @@ async fn connect(address: &str, login: AutoLogin) -> Result<IggyClient, IggyErro
     Ok(client)
 }
 
-async fn client(target: &Target) -> IggyClient {
+async fn client(target: &TestTarget) -> IggyClient {
     let login = AutoLogin::Enabled(Credentials::UsernamePassword(
         "iggy".to_owned(),
         "iggy".into(),
