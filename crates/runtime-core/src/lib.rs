@@ -7,11 +7,14 @@
 //! `runner` module for the rules.
 //!
 //! A failed connector is restarted with bounded exponential backoff ([`RestartPolicy`]).
+//! [`Runtime::prometheus`] renders per-connector counters as Prometheus text.
 //!
 //! Not there yet (see the runtime-core issue): transforms, error policies (skip, dead
-//! letter), start/stop/pause/resume of one connector, metrics, pipelined sink batches.
+//! letter), start/stop/pause/resume of one connector, byte and latency metrics,
+//! pipelined sink batches.
 
 mod bus;
+mod metrics;
 mod runner;
 mod state;
 mod status;
@@ -29,6 +32,7 @@ use tokio::task::JoinSet;
 pub use bus::{
     BusError, IggyBus, IggySettings, IncomingMessage, MessageBus, OutgoingMessage, Polled,
 };
+pub use metrics::prometheus_text;
 pub use runner::RetryPolicy;
 pub use state::StateStore;
 pub use status::{ConnectorState, ConnectorStatus};
@@ -182,6 +186,11 @@ impl Runtime {
     /// The status of every connector started (enabled ones).
     pub fn statuses(&self) -> Vec<ConnectorStatus> {
         self.statuses.iter().map(StatusCell::snapshot).collect()
+    }
+
+    /// Every connector's figures as Prometheus text.
+    pub fn prometheus(&self) -> String {
+        prometheus_text(&self.statuses())
     }
 
     /// The status of one connector.

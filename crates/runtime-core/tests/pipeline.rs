@@ -172,6 +172,11 @@ path = "{output}"
     // The source's state records what Iggy accepted.
     let state = std::fs::read(dir.join("state/source_random.state")).unwrap();
     assert_eq!(state, 300u64.to_le_bytes());
+    let metrics = runtime.prometheus();
+    assert!(
+        metrics.contains("iggy_connectors_messages_total{kind=\"source\",key=\"random\"} 300\n"),
+        "{metrics}"
+    );
     if let Some(server) = &target.server {
         assert_eq!(server.messages(&stream, "t").unwrap().len(), 300);
         let owner = OffsetOwner::Group("iggy-connect-sink-file".to_owned());
