@@ -10,10 +10,15 @@ use std::time::{Duration, Instant};
 use iggy_connectors_tests::{plugin_path, temp_dir};
 use iggy_test_server::TestServer;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_the_configured_connectors_and_stops_on_sigterm() {
-    let server = TestServer::start().await.unwrap();
-    let dir = temp_dir("binary-run");
+/// Writes a runtime config and two connectors (random source -> file sink on `stream`)
+/// under `dir`; returns the config file and the sink's output file.
+fn write_setup(
+    dir: &std::path::Path,
+    iggy: std::net::SocketAddr,
+    stream: &str,
+    source_settings: &str,
+    sink_settings: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let connectors = dir.join("connectors");
     std::fs::create_dir_all(&connectors).unwrap();
     let output = dir.join("out.jsonl");
@@ -21,8 +26,8 @@ async fn runs_the_configured_connectors_and_stops_on_sigterm() {
         connectors.join("random.toml"),
         format!(
             "type = \"source\"\nkey = \"random\"\nenabled = true\nversion = 0\nname = \"R\"\npath = \"{}\"\n\
-             [[streams]]\nstream = \"demo\"\ntopic = \"t\"\nschema = \"json\"\n\
-             [plugin_config]\ninterval = \"1ms\"\nmax_count = 100\nmessages_range = [5, 10]\n",
+             [[streams]]\nstream = \"{stream}\"\ntopic = \"t\"\nschema = \"json\"\n\
+             [plugin_config]\n{source_settings}\n",
             plugin_path("iggy_connector_random_source")
         ),
     )
@@ -31,7 +36,7 @@ async fn runs_the_configured_connectors_and_stops_on_sigterm() {
         connectors.join("file.toml"),
         format!(
             "type = \"sink\"\nkey = \"file\"\nenabled = true\nversion = 0\nname = \"F\"\npath = \"{}\"\n\
-             [[streams]]\nstream = \"demo\"\ntopics = [\"t\"]\nschema = \"json\"\npoll_interval = \"5ms\"\n\
+             [[streams]]\nstream = \"{stream}\"\ntopics = [\"t\"]\nschema = \"json\"\n{sink_settings}\n\
              [plugin_config]\npath = \"{}\"\n",
             plugin_path("iggy_connector_file_sink"),
             output.display()
@@ -42,13 +47,26 @@ async fn runs_the_configured_connectors_and_stops_on_sigterm() {
     std::fs::write(
         &config,
         format!(
-            "[iggy]\naddress = \"{}\"\n[state]\npath = \"{}\"\n[connectors]\nconfig_dir = \"{}\"\n[http]\nenabled = false\n",
-            server.address(),
+            "[iggy]\naddress = \"{iggy}\"\n[state]\npath = \"{}\"\n[connectors]\nconfig_dir = \"{}\"\n[http]\nenabled = false\n",
             dir.join("state").display(),
             connectors.display()
         ),
     )
     .unwrap();
+    (config, output)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_the_configured_connectors_and_stops_on_sigterm() {
+    let server = TestServer::start().await.unwrap();
+    let dir = temp_dir("binary-run");
+    let (config, output) = write_setup(
+        &dir,
+        server.address(),
+        "demo",
+        "interval = \"1ms\"\nmax_count = 100\nmessages_range = [5, 10]",
+        "poll_interval = \"5ms\"",
+    );
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
         .args(["--config", config.to_str().unwrap()])
@@ -108,41 +126,13 @@ async fn runs_the_configured_connectors_and_stops_on_sigterm() {
 async fn a_killed_runtime_resumes_without_losing_messages() {
     let server = TestServer::start().await.unwrap();
     let dir = temp_dir("binary-kill");
-    let connectors = dir.join("connectors");
-    std::fs::create_dir_all(&connectors).unwrap();
-    let output = dir.join("out.jsonl");
-    std::fs::write(
-        connectors.join("random.toml"),
-        format!(
-            "type = \"source\"\nkey = \"random\"\nenabled = true\nversion = 0\nname = \"R\"\npath = \"{}\"\n\
-             [[streams]]\nstream = \"kill\"\ntopic = \"t\"\nschema = \"json\"\n\
-             [plugin_config]\ninterval = \"2ms\"\nmax_count = 2000\nmessages_range = [10, 20]\n",
-            plugin_path("iggy_connector_random_source")
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        connectors.join("file.toml"),
-        format!(
-            "type = \"sink\"\nkey = \"file\"\nenabled = true\nversion = 0\nname = \"F\"\npath = \"{}\"\n\
-             [[streams]]\nstream = \"kill\"\ntopics = [\"t\"]\nschema = \"json\"\nbatch_length = 50\npoll_interval = \"2ms\"\n\
-             [plugin_config]\npath = \"{}\"\n",
-            plugin_path("iggy_connector_file_sink"),
-            output.display()
-        ),
-    )
-    .unwrap();
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[iggy]\naddress = \"{}\"\n[state]\npath = \"{}\"\n[connectors]\nconfig_dir = \"{}\"\n[http]\nenabled = false\n",
-            server.address(),
-            dir.join("state").display(),
-            connectors.display()
-        ),
-    )
-    .unwrap();
+    let (config, output) = write_setup(
+        &dir,
+        server.address(),
+        "kill",
+        "interval = \"2ms\"\nmax_count = 2000\nmessages_range = [10, 20]",
+        "batch_length = 50\npoll_interval = \"2ms\"",
+    );
     let start = || {
         Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
             .args(["--config", config.to_str().unwrap()])

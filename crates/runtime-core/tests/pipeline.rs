@@ -106,16 +106,17 @@ payload_size = 20
     ))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_source_to_file_sink_delivers_every_message() {
-    let target = target().await;
-    let dir = temp_dir("e2e");
-    let stream = unique("random-file");
-    let output = dir.join("out.jsonl");
-    let sink = config(&format!(
+/// A file sink `key` reading topic `t` of `stream` into `output`.
+fn file_sink(
+    key: &str,
+    stream: &str,
+    output: &std::path::Path,
+    batch_length: u32,
+) -> ConnectorConfig {
+    config(&format!(
         r#"
 type = "sink"
-key = "file"
+key = "{key}"
 enabled = true
 version = 0
 name = "File"
@@ -124,14 +125,23 @@ path = "{path}"
 stream = "{stream}"
 topics = ["t"]
 schema = "json"
-batch_length = 37
-poll_interval = "5ms"
+batch_length = {batch_length}
+poll_interval = "2ms"
 [plugin_config]
 path = "{output}"
 "#,
         path = plugin_path("iggy_connector_file_sink"),
         output = output.display(),
-    ));
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_source_to_file_sink_delivers_every_message() {
+    let target = target().await;
+    let dir = temp_dir("e2e");
+    let stream = unique("random-file");
+    let output = dir.join("out.jsonl");
+    let sink = file_sink("file", &stream, &output, 37);
     let context = context(&target, &dir.join("state")).await;
     let plugins = PluginRegistry::new(PluginLoader::new());
     let runtime = Runtime::start(
@@ -303,26 +313,7 @@ async fn dropped_connections_lose_nothing() {
     let dir = temp_dir("e2e-drop");
     let stream = unique("drop");
     let output = dir.join("out.jsonl");
-    let sink = config(&format!(
-        r#"
-type = "sink"
-key = "file"
-enabled = true
-version = 0
-name = "File"
-path = "{path}"
-[[streams]]
-stream = "{stream}"
-topics = ["t"]
-schema = "json"
-batch_length = 25
-poll_interval = "2ms"
-[plugin_config]
-path = "{output}"
-"#,
-        path = plugin_path("iggy_connector_file_sink"),
-        output = output.display(),
-    ));
+    let sink = file_sink("file", &stream, &output, 25);
     let mut source = random_source(&stream, 2000);
     if let ConnectorConfig::Source(source) = &mut source
         && let Some(plugin) = source.plugin_config.as_mut()
