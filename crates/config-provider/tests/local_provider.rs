@@ -379,15 +379,15 @@ async fn an_empty_or_missing_directory_means_no_connectors() {
 
 #[tokio::test]
 async fn secrets_in_connector_files_resolve_and_are_redacted() {
-    // SAFETY: no other test reads this variable, which is unique to this test.
-    unsafe { std::env::set_var("LOCAL_PROVIDER_TEST_DSN", "postgres://user:pw@db/x") };
+    // A variable cargo sets for every test process stands for the secret.
+    let secret = std::env::var("CARGO_MANIFEST_DIR").unwrap();
     let dir = temp_dir("secrets");
     write(
         &dir,
         "pg.toml",
         &SINK.replace(
             "print_payload = true",
-            "connection_string = \"${env:LOCAL_PROVIDER_TEST_DSN}\"",
+            "connection_string = \"${env:CARGO_MANIFEST_DIR}\"",
         ),
     );
     let provider = LocalProvider::open(&dir, &no_env()).unwrap();
@@ -395,13 +395,10 @@ async fn secrets_in_connector_files_resolve_and_are_redacted() {
         .active(ConnectorKind::Sink, "stdout")
         .await
         .unwrap();
-    assert_eq!(
-        config.plugin_config()["connection_string"],
-        "postgres://user:pw@db/x"
-    );
+    assert_eq!(config.plugin_config()["connection_string"], secret.as_str());
     assert!(config.secrets().contains("plugin_config.connection_string"));
     let redacted = config.redacted().to_string();
-    assert!(!redacted.contains("user:pw"), "{redacted}");
+    assert!(!redacted.contains(&secret), "{redacted}");
     assert!(redacted.contains(config_provider::REDACTED), "{redacted}");
 
     // A new version, as the API hands it over (references unresolved), keeps the
@@ -409,7 +406,7 @@ async fn secrets_in_connector_files_resolve_and_are_redacted() {
     let unresolved: ConnectorConfig = serde_json::from_value(serde_json::json!({
         "type": "sink", "key": "stdout", "enabled": true, "version": 0, "name": "n", "path": "p",
         "streams": [{ "stream": "s", "topics": ["t"], "schema": "json" }],
-        "plugin_config": { "connection_string": "${env:LOCAL_PROVIDER_TEST_DSN}" }
+        "plugin_config": { "connection_string": "${env:CARGO_MANIFEST_DIR}" }
     }))
     .unwrap();
     let created = provider
@@ -418,14 +415,11 @@ async fn secrets_in_connector_files_resolve_and_are_redacted() {
         .unwrap();
     assert_eq!(
         created.plugin_config()["connection_string"],
-        "postgres://user:pw@db/x"
+        secret.as_str()
     );
     let on_disk = std::fs::read_to_string(dir.join("sink_stdout_1.toml")).unwrap();
-    assert!(
-        on_disk.contains("${env:LOCAL_PROVIDER_TEST_DSN}"),
-        "{on_disk}"
-    );
-    assert!(!on_disk.contains("user:pw"), "{on_disk}");
+    assert!(on_disk.contains("${env:CARGO_MANIFEST_DIR}"), "{on_disk}");
+    assert!(!on_disk.contains(&secret), "{on_disk}");
 
     write(
         &dir,

@@ -531,16 +531,16 @@ fn missing_required_values_and_files_are_named() {
 fn secrets_resolve_from_env_and_files_and_are_redacted() {
     let secret_file = temp_file("api-key", "file-secret\n");
     let token_file = temp_file("token", "  pat-from-file \n");
-    // SAFETY: no other test reads this variable, which is unique to this test.
-    unsafe { std::env::set_var("CONFIG_PROVIDER_TEST_PASSWORD", "env-secret") };
+    // A variable cargo sets for every test process stands for the secret.
+    let env_secret = std::env::var("CARGO_PKG_NAME").unwrap();
     let text = format!(
-        "[iggy]\npassword = \"${{env:CONFIG_PROVIDER_TEST_PASSWORD}}\"\ntoken = \"file:{}\"\n[http]\napi_key = \"${{file:{}}}\"\n[state]\npath = \"plain\"\n",
+        "[iggy]\npassword = \"${{env:CARGO_PKG_NAME}}\"\ntoken = \"file:{}\"\n[http]\napi_key = \"${{file:{}}}\"\n[state]\npath = \"plain\"\n",
         token_file.display(),
         secret_file.display()
     );
     let file = temp_file("secrets.toml", &text);
     let loaded = load_with_env(Some(&file), no_env()).unwrap();
-    assert_eq!(loaded.config.iggy.password, "env-secret");
+    assert_eq!(loaded.config.iggy.password, env_secret);
     assert_eq!(loaded.config.iggy.token, "pat-from-file");
     assert_eq!(loaded.config.http.api_key, "file-secret");
     let redacted = loaded.redacted();
@@ -549,7 +549,7 @@ fn secrets_resolve_from_env_and_files_and_are_redacted() {
     assert_eq!(redacted["http"]["api_key"], REDACTED);
     assert_eq!(redacted["state"]["path"], "plain");
     let shown = redacted.to_string();
-    for secret in ["env-secret", "pat-from-file", "file-secret"] {
+    for secret in [env_secret.as_str(), "pat-from-file", "file-secret"] {
         assert!(!shown.contains(secret), "{secret} leaked: {shown}");
     }
 

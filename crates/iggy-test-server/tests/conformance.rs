@@ -115,6 +115,29 @@ fn text_messages(prefix: &str, count: usize) -> Vec<IggyMessage> {
         .collect()
 }
 
+/// Polls `count` messages of one partition without committing.
+async fn poll_partition(
+    client: &IggyClient,
+    stream: &str,
+    topic: &str,
+    partition: u32,
+    consumer: &Consumer,
+    strategy: PollingStrategy,
+    count: u32,
+) -> Result<PolledMessages, IggyError> {
+    client
+        .poll_messages(
+            &id(stream),
+            &id(topic),
+            Some(partition),
+            consumer,
+            &strategy,
+            count,
+            false,
+        )
+        .await
+}
+
 /// Every payload of every partition, by polling each from the start.
 async fn read_all(client: &IggyClient, stream: &str, topic: &str) -> Vec<(u32, String)> {
     let details = client
@@ -125,18 +148,17 @@ async fn read_all(client: &IggyClient, stream: &str, topic: &str) -> Vec<(u32, S
     let consumer = Consumer::new(id("reader"));
     let mut all = Vec::new();
     for partition in 0..details.partitions_count {
-        let polled = client
-            .poll_messages(
-                &id(stream),
-                &id(topic),
-                Some(partition),
-                &consumer,
-                &PollingStrategy::offset(0),
-                10_000,
-                false,
-            )
-            .await
-            .unwrap();
+        let polled = poll_partition(
+            client,
+            stream,
+            topic,
+            partition,
+            &consumer,
+            PollingStrategy::offset(0),
+            10_000,
+        )
+        .await
+        .unwrap();
         for message in polled.messages {
             all.push((partition, message.payload_as_string().unwrap()));
         }
@@ -446,16 +468,7 @@ async fn single_consumer_with_manual_offsets() {
             let stream = stream.clone();
             let consumer = consumer.clone();
             async move {
-                client
-                    .poll_messages(
-                        &id(&stream),
-                        &id("t"),
-                        Some(0),
-                        &consumer,
-                        &strategy,
-                        count,
-                        false,
-                    )
+                poll_partition(client, &stream, "t", 0, &consumer, strategy, count)
                     .await
                     .unwrap()
             }
@@ -535,16 +548,7 @@ async fn every_polling_strategy() {
             let stream = stream.clone();
             let consumer = consumer.clone();
             async move {
-                let polled = client
-                    .poll_messages(
-                        &id(&stream),
-                        &id("t"),
-                        Some(0),
-                        &consumer,
-                        &strategy,
-                        count,
-                        false,
-                    )
+                let polled = poll_partition(client, &stream, "t", 0, &consumer, strategy, count)
                     .await
                     .unwrap();
                 polled
@@ -610,18 +614,17 @@ async fn user_headers_and_ids_round_trip() {
             )
             .await
             .unwrap();
-        let polled = client
-            .poll_messages(
-                &id(&stream),
-                &id("t"),
-                Some(0),
-                &Consumer::new(id("h")),
-                &PollingStrategy::first(),
-                1,
-                false,
-            )
-            .await
-            .unwrap();
+        let polled = poll_partition(
+            &client,
+            &stream,
+            "t",
+            0,
+            &Consumer::new(id("h")),
+            PollingStrategy::first(),
+            1,
+        )
+        .await
+        .unwrap();
         let received = &polled.messages[0];
         assert_eq!(received.header.id, 0xfeed_beef);
         assert_eq!(&received.payload[..], b"{\"a\":1}");
@@ -638,45 +641,42 @@ async fn unknown_streams_topics_and_partitions_are_errors() {
         let client = client(&target).await;
         let stream = unique("missing");
         let consumer = Consumer::new(id("x"));
-        let error = client
-            .poll_messages(
-                &id(&stream),
-                &id("t"),
-                Some(0),
-                &consumer,
-                &PollingStrategy::first(),
-                1,
-                false,
-            )
-            .await
-            .unwrap_err();
+        let error = poll_partition(
+            &client,
+            &stream,
+            "t",
+            0,
+            &consumer,
+            PollingStrategy::first(),
+            1,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(error, IggyError::StreamIdNotFound(_)), "{error:?}");
         ensure_topic(&client, &stream, "t", 1).await;
-        let error = client
-            .poll_messages(
-                &id(&stream),
-                &id("nope"),
-                Some(0),
-                &consumer,
-                &PollingStrategy::first(),
-                1,
-                false,
-            )
-            .await
-            .unwrap_err();
+        let error = poll_partition(
+            &client,
+            &stream,
+            "nope",
+            0,
+            &consumer,
+            PollingStrategy::first(),
+            1,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(error, IggyError::TopicIdNotFound(..)), "{error:?}");
-        let error = client
-            .poll_messages(
-                &id(&stream),
-                &id("t"),
-                Some(5),
-                &consumer,
-                &PollingStrategy::first(),
-                1,
-                false,
-            )
-            .await
-            .unwrap_err();
+        let error = poll_partition(
+            &client,
+            &stream,
+            "t",
+            5,
+            &consumer,
+            PollingStrategy::first(),
+            1,
+        )
+        .await
+        .unwrap_err();
         assert!(
             matches!(error, IggyError::PartitionNotFound(..)),
             "{error:?}"

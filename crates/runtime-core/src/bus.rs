@@ -195,14 +195,27 @@ fn to_iggy_headers(
 }
 
 fn from_iggy_headers(message: &IggyMessage) -> Vec<OwnedHeader> {
-    let Ok(Some(map)) = message.user_headers_map() else {
-        return Vec::new();
+    let offset = message.header.offset;
+    let map = match message.user_headers_map() {
+        Ok(Some(map)) => map,
+        Ok(None) => return Vec::new(),
+        Err(error) => {
+            tracing::warn!(offset, %error, "user headers do not decode; delivering the message without them");
+            return Vec::new();
+        }
     };
     map.iter()
         .filter_map(|(key, value)| {
-            let kind = HeaderKind::from_code(u32::from(value.kind().as_code()))?;
+            let code = value.kind().as_code();
+            let Some(kind) = HeaderKind::from_code(u32::from(code)) else {
+                tracing::warn!(offset, key = %key, code, "dropping a header of a kind the SDK does not know");
+                return None;
+            };
             Some(OwnedHeader {
-                key: key.as_str().ok()?.to_owned(),
+                // Keys of another kind than string are passed on as their text.
+                key: key
+                    .as_str()
+                    .map_or_else(|_| key.to_string_value(), str::to_owned),
                 kind,
                 value: value.as_bytes().to_vec(),
             })

@@ -157,11 +157,15 @@ pub(crate) async fn run_source(
         let count = messages.len();
         let mut delivered = Ok(());
         if !messages.is_empty() {
-            for stream in &config.streams {
-                if let Err(error) = bus
-                    .send(&stream.stream, &stream.topic, messages.clone())
-                    .await
-                {
+            let mut messages = Some(messages);
+            for (index, stream) in config.streams.iter().enumerate() {
+                // The last stream takes the batch; the others get copies.
+                let batch = if index + 1 == config.streams.len() {
+                    messages.take().unwrap_or_default()
+                } else {
+                    messages.clone().unwrap_or_default()
+                };
+                if let Err(error) = bus.send(&stream.stream, &stream.topic, batch).await {
                     delivered = Err(format!(
                         "sending to {}/{} failed: {error}",
                         stream.stream, stream.topic

@@ -106,6 +106,20 @@ payload_size = 20
     ))
 }
 
+/// The random source's sequence numbers stored in topic `t` of `stream`, in order.
+fn stored_seqs(server: &iggy_test_server::TestServer, stream: &str) -> Vec<u64> {
+    server
+        .messages(stream, "t")
+        .unwrap()
+        .iter()
+        .map(|message| {
+            serde_json::from_slice::<serde_json::Value>(&message.payload).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// A file sink `key` reading topic `t` of `stream` into `output`.
 fn file_sink(
     key: &str,
@@ -395,16 +409,7 @@ async fn rejected_batches_are_produced_again_and_do_not_advance_the_state() {
     .await;
     let status = runtime.status(ConnectorKind::Source, "random").unwrap();
     assert_eq!(status.retries, 2, "{status:?}");
-    let seqs: Vec<u64> = server
-        .messages(&stream, "t")
-        .unwrap()
-        .iter()
-        .map(|message| {
-            serde_json::from_slice::<serde_json::Value>(&message.payload).unwrap()["seq"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let seqs = stored_seqs(server, &stream);
     assert_eq!(
         seqs,
         (0..100).collect::<Vec<_>>(),
@@ -469,16 +474,7 @@ async fn a_failed_connector_is_restarted() {
     .await;
     let status = runtime.status(ConnectorKind::Source, "random").unwrap();
     assert_eq!(status.restarts, 1, "{status:?}");
-    let seqs: Vec<u64> = server
-        .messages(&stream, "t")
-        .unwrap()
-        .iter()
-        .map(|message| {
-            serde_json::from_slice::<serde_json::Value>(&message.payload).unwrap()["seq"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let seqs = stored_seqs(server, &stream);
     assert_eq!(seqs, (0..50).collect::<Vec<_>>());
     runtime.shutdown(Duration::from_secs(10)).await;
 }
