@@ -9,14 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use config_provider::{ActiveConfigs, ConnectorConfig};
+use config_provider::{ActiveConfigs, ConnectorConfig, RuntimeBehaviour};
 use iggy::prelude::*;
 use iggy_connectors_tests::plugin_path;
 use plugin_host::PluginLoader;
-use runtime_core::{
-    IggyBus, IggySettings, PluginRegistry, RestartPolicy, RetryPolicy, Runtime, RuntimeContext,
-    StateStore,
-};
+use runtime_core::{IggyBus, IggySettings, PluginRegistry, Runtime, RuntimeContext, StateStore};
 
 const BATCH: u32 = 1000;
 
@@ -157,21 +154,20 @@ async fn runtime(
             .unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
     )
     .join(format!("e2e-bench-{}", std::process::id()));
-    let context = RuntimeContext {
-        bus: Arc::new(bus),
-        state: StateStore::new(&state),
-        retry: RetryPolicy::default(),
-        restart: RestartPolicy::default(),
-    };
+    let context = RuntimeContext::new(
+        Arc::new(bus),
+        StateStore::new(&state),
+        &RuntimeBehaviour::default(),
+    );
     let plugins = PluginRegistry::new(PluginLoader::new());
     let started = Instant::now();
-    let connectors = Runtime::start(configs, &plugins, context).await;
+    let connectors = Runtime::start(configs, plugins, context).await;
     loop {
         let delivered: u64 = connectors
             .statuses()
             .iter()
             .filter(|s| s.key.starts_with("null-"))
-            .map(|s| s.messages)
+            .map(|s| s.metrics.messages_out)
             .sum();
         if delivered >= total {
             break;

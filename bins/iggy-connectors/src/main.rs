@@ -163,14 +163,13 @@ async fn serve(loaded: config_provider::LoadedConfig) -> Result<(), String> {
     let bus = runtime_core::IggyBus::connect(&settings)
         .await
         .map_err(|error| format!("cannot connect to Iggy at {}: {error}", settings.address))?;
-    let context = runtime_core::RuntimeContext {
-        bus: std::sync::Arc::new(bus),
-        state: runtime_core::StateStore::new(&config.state.path),
-        retry: runtime_core::RetryPolicy::default(),
-        restart: runtime_core::RestartPolicy::default(),
-    };
+    let context = runtime_core::RuntimeContext::new(
+        std::sync::Arc::new(bus),
+        runtime_core::StateStore::new(&config.state.path),
+        &config.runtime,
+    );
     let plugins = runtime_core::PluginRegistry::new(PluginLoader::new());
-    let running = runtime_core::Runtime::start(configs, &plugins, context).await;
+    let running = runtime_core::Runtime::start(configs, plugins, context).await;
     // Report each connector once it has left `starting` (reached Iggy, or failed).
     let settled = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < settled
@@ -192,14 +191,14 @@ async fn serve(loaded: config_provider::LoadedConfig) -> Result<(), String> {
         );
     }
     if running.statuses().is_empty() {
-        tracing::info!("no enabled connectors");
+        tracing::info!("no connectors configured");
     }
     shutdown_signal()
         .await
         .map_err(|error| format!("cannot wait for signals: {error}"))?;
     tracing::info!("shutting down; a second signal exits at once");
     tokio::select! {
-        () = running.shutdown(std::time::Duration::from_secs(30)) => {}
+        () = running.shutdown(config.runtime.shutdown_timeout.get()) => {}
         _ = shutdown_signal() => {
             tracing::warn!("second signal: exiting without waiting");
             std::process::exit(130);

@@ -8,7 +8,7 @@ use connector_sdk::{ConnectorKind, Schema};
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::runtime::ConfigDuration;
+use crate::runtime::{ConfigDuration, ConnectorRetry};
 use crate::secrets::SecretPaths;
 
 /// A connector config: a sink or a source.
@@ -49,6 +49,15 @@ pub struct SinkConfig {
     /// Transforms, in the order the file lists them.
     #[serde(default, skip_serializing_if = "Transforms::is_empty")]
     pub transforms: Transforms,
+    /// How failed calls are retried; default `[runtime.retry]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<ConnectorRetry>,
+    /// What happens to a message that still fails after the retries.
+    #[serde(default, skip_serializing_if = "ErrorPolicy::is_default")]
+    pub error_policy: ErrorPolicy,
+    /// Where `error_policy = "dead_letter"` sends failed messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterTarget>,
     /// The plugin's own configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin_config: Option<serde_json::Value>,
@@ -85,6 +94,15 @@ pub struct SourceConfig {
     /// Transforms, in the order the file lists them.
     #[serde(default, skip_serializing_if = "Transforms::is_empty")]
     pub transforms: Transforms,
+    /// How failed calls are retried; default `[runtime.retry]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<ConnectorRetry>,
+    /// What happens to a message that still fails after the retries.
+    #[serde(default, skip_serializing_if = "ErrorPolicy::is_default")]
+    pub error_policy: ErrorPolicy,
+    /// Where `error_policy = "dead_letter"` sends failed messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterTarget>,
     /// The plugin's own configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin_config: Option<serde_json::Value>,
@@ -150,6 +168,38 @@ fn default_batch_length() -> u32 {
 
 fn default_interval() -> ConfigDuration {
     ConfigDuration::from_millis(5)
+}
+
+/// What happens to a message that fails (in the plugin, a decoder or a transform) after
+/// the retries ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorPolicy {
+    /// The connector stops with the error (`failed`); nothing after the message is
+    /// committed, so it is delivered again after a restart.
+    #[default]
+    Fail,
+    /// The message is logged, counted and passed over.
+    Skip,
+    /// The message goes to the `[dead_letter]` topic with headers naming the error and
+    /// its origin; then it counts as handled.
+    DeadLetter,
+}
+
+impl ErrorPolicy {
+    fn is_default(&self) -> bool {
+        *self == ErrorPolicy::Fail
+    }
+}
+
+/// `[dead_letter]`: the Iggy topic that receives failed messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterTarget {
+    /// Stream name.
+    pub stream: String,
+    /// Topic name (created if missing).
+    pub topic: String,
 }
 
 /// How `plugin_config` is shown by the API.
@@ -303,6 +353,21 @@ impl ConnectorConfig {
         if streams == 0 {
             return Err("`streams`: at least one [[streams]] entry is needed".to_owned());
         }
+        let (policy, dead_letter, retry) = match self {
+            ConnectorConfig::Sink(sink) => (sink.error_policy, &sink.dead_letter, sink.retry),
+            ConnectorConfig::Source(source) => {
+                (source.error_policy, &source.dead_letter, source.retry)
+            }
+        };
+        if policy == ErrorPolicy::DeadLetter && dead_letter.is_none() {
+            return Err(
+                "`error_policy`: \"dead_letter\" needs a [dead_letter] table with `stream` and `topic`"
+                    .to_owned(),
+            );
+        }
+        if retry.is_some_and(|retry| retry.max_attempts == 0) {
+            return Err("`retry.max_attempts`: must be at least 1".to_owned());
+        }
         Ok(())
     }
 }
@@ -375,7 +440,7 @@ fn deserialize_at<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<
 /// The environment overrides of one connector (upstream's naming):
 /// `IGGY_CONNECTORS_{SINK|SOURCE}_{KEY}_{FIELD}`, with the key in upper case and `-` as
 /// `_`. Fields: `ENABLED`, `VERSION`, `NAME`, `PATH`, `PLUGIN_CONFIG_FORMAT`, `VERBOSE`,
-/// `BENCHMARK`, `STREAMS_<i>_<FIELD>` and `PLUGIN_CONFIG_<FIELD>` (one level, lower-cased).
+/// `BENCHMARK`, `ERROR_POLICY`, `STREAMS_<i>_<FIELD>` and `PLUGIN_CONFIG_<FIELD>` (one level, lower-cased).
 pub fn apply_env_overrides(
     table: &mut toml::Table,
     kind: ConnectorKind,
@@ -402,7 +467,7 @@ pub fn apply_env_overrides(
             "VERSION" => {
                 table.insert("version".to_owned(), value(ValueKind::Integer)?);
             }
-            "NAME" | "PATH" | "PLUGIN_CONFIG_FORMAT" => {
+            "NAME" | "PATH" | "PLUGIN_CONFIG_FORMAT" | "ERROR_POLICY" => {
                 table.insert(field.to_lowercase(), value(ValueKind::String)?);
             }
             _ => {
@@ -450,6 +515,7 @@ pub fn apply_env_overrides(
                         "PLUGIN_CONFIG_FORMAT",
                         "VERBOSE",
                         "BENCHMARK",
+                        "ERROR_POLICY",
                     ];
                     let hint = crate::suggest::nearest(field, known)
                         .map(|near| format!("; did you mean {prefix}{near}?"))
@@ -519,6 +585,54 @@ fn parse_override(raw: &str, kind: ValueKind) -> Result<toml::Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SINK: &str = r#"
+type = "sink"
+key = "s"
+enabled = true
+version = 1
+name = "S"
+path = "p"
+[[streams]]
+stream = "a"
+topics = ["t"]
+schema = "json"
+"#;
+
+    #[test]
+    fn error_policy_defaults_to_fail_and_dead_letter_needs_a_target() {
+        let ConnectorConfig::Sink(sink) = parse_connector_toml(SINK).unwrap() else {
+            panic!("a sink");
+        };
+        assert_eq!(sink.error_policy, ErrorPolicy::Fail);
+        assert_eq!(sink.retry, None);
+
+        let error =
+            parse_connector_toml(&format!("error_policy = \"dead_letter\"\n{SINK}")).unwrap_err();
+        assert!(
+            error.contains("`error_policy`") && error.contains("[dead_letter]"),
+            "{error}"
+        );
+
+        let with_target = format!(
+            "error_policy = \"dead_letter\"\n{SINK}[dead_letter]\nstream = \"e\"\ntopic = \"d\"\n[retry]\nmax_attempts = 2\ninitial_backoff = \"5ms\"\n"
+        );
+        let ConnectorConfig::Sink(sink) = parse_connector_toml(&with_target).unwrap() else {
+            panic!("a sink");
+        };
+        assert_eq!(sink.error_policy, ErrorPolicy::DeadLetter);
+        assert_eq!(sink.dead_letter.unwrap().topic, "d");
+        let retry = sink.retry.unwrap();
+        assert_eq!(retry.max_attempts, 2);
+        assert_eq!(retry.initial_backoff, ConfigDuration::from_millis(5));
+        assert_eq!(retry.max_backoff, ConnectorRetry::default().max_backoff);
+
+        let error = parse_connector_toml(&format!("error_policy = \"drop\"\n{SINK}")).unwrap_err();
+        assert!(error.contains("error_policy"), "{error}");
+        let error =
+            parse_connector_toml(&format!("{SINK}[retry]\nmax_attempts = 0\n")).unwrap_err();
+        assert!(error.contains("retry.max_attempts"), "{error}");
+    }
 
     #[test]
     fn keys_are_refused_unless_safe() {

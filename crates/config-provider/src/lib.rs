@@ -21,8 +21,9 @@ mod suggest;
 mod validate;
 
 pub use connector::{
-    ConnectorConfig, PluginConfigFormat, SinkConfig, SinkStream, SourceConfig, SourceStream,
-    Transforms, apply_env_overrides, parse_connector_toml, validate_key,
+    ConnectorConfig, DeadLetterTarget, ErrorPolicy, PluginConfigFormat, SinkConfig, SinkStream,
+    SourceConfig, SourceStream, Transforms, apply_env_overrides, parse_connector_toml,
+    validate_key,
 };
 pub use http::{HttpProvider, dot_path};
 pub use load::{
@@ -32,9 +33,9 @@ pub use load::{
 pub use local::{ACTIVE_VERSIONS_FILE, LocalProvider};
 pub use provider::{ActiveConfigs, ActiveVersions, ConfigProvider, ProviderError};
 pub use runtime::{
-    ConfigDuration, ConnectorsConfig, CorsConfig, HttpConfig, HttpProviderConfig, HttpTlsConfig,
-    IggyConfig, IggyTlsConfig, LocalProviderConfig, LogFormat, LoggingConfig, MetricsConfig,
-    ResponseConfig, RetryConfig, RuntimeConfig, StateConfig, TelemetryConfig, TelemetryExport,
-    UrlTemplates,
+    ConfigDuration, ConnectorRetry, ConnectorsConfig, CorsConfig, HttpConfig, HttpProviderConfig,
+    HttpTlsConfig, IggyConfig, IggyTlsConfig, LocalProviderConfig, LogFormat, LoggingConfig,
+    MetricsConfig, ResponseConfig, RestartConfig, RetryConfig, RuntimeBehaviour, RuntimeConfig,
+    StateConfig, TelemetryConfig, TelemetryExport, UrlTemplates,
 };
 pub use secrets::{REDACTED, SecretPaths};

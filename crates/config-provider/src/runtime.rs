@@ -71,6 +71,78 @@ pub struct RuntimeConfig {
     pub logging: LoggingConfig,
     /// OpenTelemetry export (accepted for upstream compatibility; see `validate`).
     pub telemetry: TelemetryConfig,
+    /// How connectors are retried, restarted and stopped.
+    pub runtime: RuntimeBehaviour,
+}
+
+/// `[runtime]`: how the runtime treats connectors (not in upstream's files).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeBehaviour {
+    /// How long shutdown (and stopping one connector) waits for batches in flight.
+    pub shutdown_timeout: ConfigDuration,
+    /// Retries of failed calls, for connectors whose config has no `[retry]`.
+    pub retry: ConnectorRetry,
+    /// Restarts of failed connectors.
+    pub restart: RestartConfig,
+}
+
+impl Default for RuntimeBehaviour {
+    fn default() -> Self {
+        RuntimeBehaviour {
+            shutdown_timeout: ConfigDuration::from_secs(30),
+            retry: ConnectorRetry::default(),
+            restart: RestartConfig::default(),
+        }
+    }
+}
+
+/// `[runtime.retry]`, or a connector's `[retry]`: how a failed call (a plugin call, a
+/// send to or poll from Iggy) is retried before the error policy applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectorRetry {
+    /// Attempts in all, the first included (1: no retry).
+    pub max_attempts: u32,
+    /// Pause before the first retry; it doubles up to `max_backoff`.
+    pub initial_backoff: ConfigDuration,
+    /// Longest pause between attempts.
+    pub max_backoff: ConfigDuration,
+}
+
+impl Default for ConnectorRetry {
+    fn default() -> Self {
+        ConnectorRetry {
+            max_attempts: 5,
+            initial_backoff: ConfigDuration::from_millis(100),
+            max_backoff: ConfigDuration::from_secs(5),
+        }
+    }
+}
+
+/// `[runtime.restart]`: how a failed connector is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestartConfig {
+    /// Restart failed connectors at all.
+    pub enabled: bool,
+    /// Pause before the first restart; it doubles up to `max_backoff`.
+    pub initial_backoff: ConfigDuration,
+    /// Longest pause between restarts.
+    pub max_backoff: ConfigDuration,
+    /// Restarts in a row before the connector stays `failed`; 0: no limit.
+    pub max_restarts: u32,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        RestartConfig {
+            enabled: true,
+            initial_backoff: ConfigDuration::from_secs(1),
+            max_backoff: ConfigDuration::from_secs(60),
+            max_restarts: 0,
+        }
+    }
 }
 
 /// `[iggy]`: the Iggy server and credentials.

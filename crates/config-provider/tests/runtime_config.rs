@@ -123,6 +123,20 @@ endpoint = "http://collector:4318"
 [telemetry.traces]
 transport = "http"
 endpoint = "http://collector:4319"
+
+[runtime]
+shutdown_timeout = "45s"
+
+[runtime.retry]
+max_attempts = 9
+initial_backoff = "20ms"
+max_backoff = "2s"
+
+[runtime.restart]
+enabled = false
+initial_backoff = "3s"
+max_backoff = "90s"
+max_restarts = 4
 "#;
 
 fn check_every_key(config: &RuntimeConfig) {
@@ -195,6 +209,21 @@ fn check_every_key(config: &RuntimeConfig) {
     assert_eq!(config.telemetry.logs.transport, "http");
     assert_eq!(config.telemetry.logs.endpoint, "http://collector:4318");
     assert_eq!(config.telemetry.traces.endpoint, "http://collector:4319");
+    let runtime = &config.runtime;
+    assert_eq!(runtime.shutdown_timeout, ConfigDuration::from_secs(45));
+    assert_eq!(runtime.retry.max_attempts, 9);
+    assert_eq!(
+        runtime.retry.initial_backoff,
+        ConfigDuration::from_millis(20)
+    );
+    assert_eq!(runtime.retry.max_backoff, ConfigDuration::from_secs(2));
+    assert!(!runtime.restart.enabled);
+    assert_eq!(
+        runtime.restart.initial_backoff,
+        ConfigDuration::from_secs(3)
+    );
+    assert_eq!(runtime.restart.max_backoff, ConfigDuration::from_secs(90));
+    assert_eq!(runtime.restart.max_restarts, 4);
 }
 
 #[test]
@@ -327,6 +356,14 @@ fn every_key_round_trips_from_the_environment() {
             "IGGY_CONNECTORS_TELEMETRY_TRACES_ENDPOINT",
             "http://collector:4319",
         ),
+        ("IGGY_CONNECTORS_RUNTIME_SHUTDOWN_TIMEOUT", "45s"),
+        ("IGGY_CONNECTORS_RUNTIME_RETRY_MAX_ATTEMPTS", "9"),
+        ("IGGY_CONNECTORS_RUNTIME_RETRY_INITIAL_BACKOFF", "20ms"),
+        ("IGGY_CONNECTORS_RUNTIME_RETRY_MAX_BACKOFF", "2s"),
+        ("IGGY_CONNECTORS_RUNTIME_RESTART_ENABLED", "false"),
+        ("IGGY_CONNECTORS_RUNTIME_RESTART_INITIAL_BACKOFF", "3s"),
+        ("IGGY_CONNECTORS_RUNTIME_RESTART_MAX_BACKOFF", "90s"),
+        ("IGGY_CONNECTORS_RUNTIME_RESTART_MAX_RESTARTS", "4"),
     ]);
     let tested: Vec<&str> = vars.iter().map(|(name, _)| name.as_str()).collect();
     for name in environment_variables() {

@@ -7,12 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use config_provider::{ActiveConfigs, ConnectorConfig};
+use config_provider::{ActiveConfigs, ConnectorConfig, RuntimeBehaviour};
 use plugin_host::{Plugin, PluginLoader};
-use runtime_core::{
-    IggyBus, IggySettings, PluginRegistry, RestartPolicy, RetryPolicy, Runtime, RuntimeContext,
-    StateStore,
-};
+use runtime_core::{IggyBus, IggySettings, PluginRegistry, Runtime, RuntimeContext, StateStore};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The embedding service owns its runtime; the connectors run on executors of their own.
@@ -70,13 +67,12 @@ async fn service() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     let state_dir = std::env::temp_dir().join(format!("embedded-example-{}", std::process::id()));
-    let context = RuntimeContext {
-        bus: Arc::new(bus),
-        state: StateStore::new(&state_dir),
-        retry: RetryPolicy::default(),
-        restart: RestartPolicy::default(),
-    };
-    let connectors = Runtime::start(configs, &plugins, context).await;
+    let context = RuntimeContext::new(
+        Arc::new(bus),
+        StateStore::new(&state_dir),
+        &RuntimeBehaviour::default(),
+    );
+    let connectors = Runtime::start(configs, plugins, context).await;
 
     // The service goes on with its own work; here it waits for the thousand messages.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -85,7 +81,7 @@ async fn service() -> Result<(), Box<dyn std::error::Error>> {
             .statuses()
             .iter()
             .filter(|status| status.key == "counter")
-            .map(|status| status.messages)
+            .map(|status| status.metrics.messages_out)
             .sum();
         if delivered >= 1000 || Instant::now() > deadline {
             break;
@@ -95,7 +91,7 @@ async fn service() -> Result<(), Box<dyn std::error::Error>> {
     for status in connectors.statuses() {
         println!(
             "{} {}: {} after {} messages",
-            status.kind, status.key, status.state, status.messages
+            status.kind, status.key, status.state, status.metrics.messages_out
         );
     }
     connectors.shutdown(Duration::from_secs(10)).await;

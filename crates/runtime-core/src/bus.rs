@@ -3,11 +3,13 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use connector_sdk::{HeaderKind, OwnedHeader};
 use iggy::prelude::*;
+use iggy_common::DiagnosticEvent;
 
 /// A message to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,12 +99,19 @@ pub trait MessageBus: Send + Sync {
         partition: u32,
         offset: u64,
     ) -> Result<(), BusError>;
+
+    /// Whether the connection is up as far as the bus knows (a bus that cannot tell
+    /// says `true`).
+    fn connected(&self) -> bool {
+        true
+    }
 }
 
 /// [`MessageBus`] over an `iggy` client.
 #[derive(Debug, Clone)]
 pub struct IggyBus {
     client: Arc<IggyClient>,
+    connected: Arc<AtomicBool>,
 }
 
 /// How to reach Iggy.
@@ -163,15 +172,43 @@ impl IggyBus {
             }
         }
         let client = builder.build()?;
-        client.connect().await?;
-        Ok(IggyBus {
-            client: Arc::new(client),
-        })
+        let bus = IggyBus::watching(Arc::new(client)).await;
+        bus.client.connect().await?;
+        Ok(bus)
     }
 
-    /// A bus over an existing client.
-    pub fn from_client(client: Arc<IggyClient>) -> Self {
-        IggyBus { client }
+    /// A bus over an existing (connected) client.
+    pub async fn from_client(client: Arc<IggyClient>) -> Self {
+        let bus = IggyBus::watching(client).await;
+        bus.connected.store(true, Ordering::Relaxed);
+        bus
+    }
+
+    /// Follows the client's connection events, so status can show a lost connection.
+    async fn watching(client: Arc<IggyClient>) -> Self {
+        let connected = Arc::new(AtomicBool::new(false));
+        let mut events = client.subscribe_events().await;
+        let flag = Arc::downgrade(&connected);
+        tokio::spawn(async move {
+            while let Ok(event) = events.recv().await {
+                let Some(flag) = flag.upgrade() else { return };
+                match event {
+                    DiagnosticEvent::Connected | DiagnosticEvent::SignedIn => {
+                        if !flag.swap(true, Ordering::Relaxed) {
+                            tracing::info!("connected to Iggy");
+                        }
+                    }
+                    DiagnosticEvent::Disconnected
+                    | DiagnosticEvent::Shutdown
+                    | DiagnosticEvent::SignedOut => {
+                        if flag.swap(false, Ordering::Relaxed) {
+                            tracing::warn!(%event, "lost the connection to Iggy; reconnecting");
+                        }
+                    }
+                }
+            }
+        });
+        IggyBus { client, connected }
     }
 }
 
@@ -225,6 +262,10 @@ fn from_iggy_headers(message: &IggyMessage) -> Vec<OwnedHeader> {
 
 #[async_trait]
 impl MessageBus for IggyBus {
+    fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
     async fn ensure_topic(&self, stream: &str, topic: &str) -> Result<(), BusError> {
         let stream_id = identifier(stream)?;
         if self.client.get_stream(&stream_id).await?.is_none() {

@@ -6,28 +6,31 @@
 //! files or linked in), inside its own tokio runtime. Delivery is at least once: see the
 //! `runner` module for the rules.
 //!
-//! A failed connector is restarted with bounded exponential backoff ([`RestartPolicy`]).
-//! [`Runtime::prometheus`] renders per-connector counters as Prometheus text.
+//! Each connector can be started, stopped, paused, resumed, restarted and given a new
+//! config version on its own ([`Runtime::start_connector`] and the methods next to it);
+//! a failed connector is restarted with bounded exponential backoff ([`RestartPolicy`]).
+//! [`Runtime::prometheus`] renders per-connector figures as Prometheus text.
 //!
-//! Not there yet (see the runtime-core issue): transforms, error policies (skip, dead
-//! letter), start/stop/pause/resume of one connector, byte and latency metrics,
-//! pipelined sink batches.
+//! Not there yet (see the transforms issue): transforms and payload formats.
 
 mod bus;
+mod control;
 mod metrics;
 mod runner;
 mod state;
 mod status;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use config_provider::{ActiveConfigs, ConnectorConfig};
+use config_provider::{
+    ActiveConfigs, ConnectorConfig, ConnectorRetry, RestartConfig, RuntimeBehaviour,
+};
 use connector_sdk::ConnectorKind;
-use plugin_host::{OpenOptions, Plugin, PluginLoader};
+use plugin_host::{Plugin, PluginLoader};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 
 pub use bus::{
     BusError, IggyBus, IggySettings, IncomingMessage, MessageBus, OutgoingMessage, Polled,
@@ -35,8 +38,27 @@ pub use bus::{
 pub use metrics::prometheus_text;
 pub use runner::RetryPolicy;
 pub use state::StateStore;
-pub use status::{ConnectorState, ConnectorStatus};
+pub use status::{
+    ConnectorMetrics, ConnectorState, ConnectorStatus, LATENCY_BUCKETS, LatencyHistogram,
+};
 
+use control::{Control, Desired};
+
+/// Headers the runtime adds to a message it sends to a dead letter topic (string values).
+pub mod dead_letter {
+    /// The error that made the message fail.
+    pub const ERROR: &str = "iggy-connect-error";
+    /// The key of the connector it failed in.
+    pub const CONNECTOR: &str = "iggy-connect-connector";
+    /// The stream it was consumed from.
+    pub const STREAM: &str = "iggy-connect-stream";
+    /// The topic it was consumed from.
+    pub const TOPIC: &str = "iggy-connect-topic";
+    /// The partition it was consumed from.
+    pub const PARTITION: &str = "iggy-connect-partition";
+    /// Its offset in that partition.
+    pub const OFFSET: &str = "iggy-connect-offset";
+}
 use status::StatusCell;
 
 /// Finds the plugin a connector config names: a statically linked one registered under
@@ -71,14 +93,6 @@ impl PluginRegistry {
     }
 }
 
-/// Running connectors.
-#[derive(Debug)]
-pub struct Runtime {
-    statuses: Vec<StatusCell>,
-    shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
-}
-
 /// What the runtime needs besides the configs.
 #[derive(Clone)]
 pub struct RuntimeContext {
@@ -86,10 +100,25 @@ pub struct RuntimeContext {
     pub bus: Arc<dyn MessageBus>,
     /// Where source state lives.
     pub state: StateStore,
-    /// How failed calls are retried.
+    /// How failed calls are retried, for connectors whose config has no `[retry]`.
     pub retry: RetryPolicy,
     /// How failed connectors are restarted.
     pub restart: RestartPolicy,
+    /// How long stopping a connector waits for its batches in flight.
+    pub stop_timeout: Duration,
+}
+
+impl RuntimeContext {
+    /// A context with the `[runtime]` section's policies.
+    pub fn new(bus: Arc<dyn MessageBus>, state: StateStore, behaviour: &RuntimeBehaviour) -> Self {
+        RuntimeContext {
+            bus,
+            state,
+            retry: RetryPolicy::from(behaviour.retry),
+            restart: RestartPolicy::from(behaviour.restart),
+            stop_timeout: behaviour.shutdown_timeout.get(),
+        }
+    }
 }
 
 impl std::fmt::Debug for RuntimeContext {
@@ -98,6 +127,7 @@ impl std::fmt::Debug for RuntimeContext {
             .field("state", &self.state)
             .field("retry", &self.retry)
             .field("restart", &self.restart)
+            .field("stop_timeout", &self.stop_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -119,92 +149,368 @@ pub struct RestartPolicy {
 
 impl Default for RestartPolicy {
     fn default() -> Self {
+        RestartPolicy::from(RestartConfig::default())
+    }
+}
+
+impl From<RestartConfig> for RestartPolicy {
+    fn from(config: RestartConfig) -> Self {
         RestartPolicy {
-            enabled: true,
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
-            max_restarts: None,
+            enabled: config.enabled,
+            initial_backoff: config.initial_backoff.get(),
+            max_backoff: config.max_backoff.get(),
+            max_restarts: (config.max_restarts > 0).then_some(config.max_restarts),
         }
     }
 }
 
+impl From<ConnectorRetry> for RetryPolicy {
+    fn from(config: ConnectorRetry) -> Self {
+        RetryPolicy {
+            attempts: usize::try_from(config.max_attempts.max(1)).unwrap_or(usize::MAX),
+            initial_backoff: config.initial_backoff.get(),
+            max_backoff: config.max_backoff.get(),
+        }
+    }
+}
+
+/// Why a lifecycle request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// No connector of that kind has that key.
+    #[error("no {kind} with key {key:?}")]
+    UnknownConnector {
+        /// Sink or source.
+        kind: ConnectorKind,
+        /// The key asked for.
+        key: String,
+    },
+    /// Pausing or resuming needs a connector that runs.
+    #[error("{kind} {key:?} is not running")]
+    NotRunning {
+        /// Sink or source.
+        kind: ConnectorKind,
+        /// The key asked for.
+        key: String,
+    },
+    /// The connector's plugin could not be loaded.
+    #[error("cannot load the plugin of {kind} {key:?}: {message}")]
+    Plugin {
+        /// Sink or source.
+        kind: ConnectorKind,
+        /// The key asked for.
+        key: String,
+        /// The loader's error.
+        message: String,
+    },
+    /// The runtime is shutting down.
+    #[error("the runtime is shutting down")]
+    ShuttingDown,
+}
+
+/// One connector: its config, status and (while started) its supervisor task.
+#[derive(Debug)]
+struct Slot {
+    config: ConnectorConfig,
+    desired: watch::Sender<Desired>,
+    task: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    status: StatusCell,
+    /// Serialises lifecycle requests on one connector.
+    slot: Arc<tokio::sync::Mutex<Slot>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    context: RuntimeContext,
+    plugins: PluginRegistry,
+    connectors: Mutex<BTreeMap<(ConnectorKind, String), Entry>>,
+    shutting_down: std::sync::atomic::AtomicBool,
+}
+
+/// Running connectors. Cheap to clone: clones share the connectors.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
 impl Runtime {
-    /// Starts every enabled connector of `configs`. A connector whose plugin cannot be
-    /// loaded is reported `failed` with the reason; the others run.
+    /// Starts every enabled connector of `configs` (disabled ones are listed as
+    /// `stopped` and can be started later). A connector whose plugin cannot be loaded
+    /// is reported `failed` with the reason; the others run.
     pub async fn start(
         configs: ActiveConfigs,
-        plugins: &PluginRegistry,
+        plugins: PluginRegistry,
         context: RuntimeContext,
     ) -> Runtime {
-        let (shutdown, _) = watch::channel(false);
-        let mut runtime = Runtime {
-            statuses: Vec::new(),
-            shutdown,
-            tasks: JoinSet::new(),
+        let runtime = Runtime {
+            inner: Arc::new(Inner {
+                context,
+                plugins,
+                connectors: Mutex::new(BTreeMap::new()),
+                shutting_down: std::sync::atomic::AtomicBool::new(false),
+            }),
         };
         for config in configs
             .sources
             .into_values()
             .chain(configs.sinks.into_values())
         {
-            if !config.enabled() {
-                tracing::info!(connector = %config.key(), kind = %config.kind(), "disabled");
-                continue;
-            }
-            let status = StatusCell::new(config.kind(), config.key(), config.version());
-            runtime.statuses.push(status.clone());
-            let path = match &config {
-                ConnectorConfig::Sink(sink) => sink.path.clone(),
-                ConnectorConfig::Source(source) => source.path.clone(),
-            };
-            let plugin = match plugins.resolve(&path) {
-                Ok(plugin) => plugin,
-                Err(error) => {
-                    tracing::error!(connector = %config.key(), kind = %config.kind(), %error, "cannot load the plugin");
-                    status.fail(error.to_string());
-                    continue;
-                }
-            };
-            let transforms = match &config {
-                ConnectorConfig::Sink(sink) => sink.transforms.0.len(),
-                ConnectorConfig::Source(source) => source.transforms.0.len(),
-            };
-            if transforms > 0 {
-                tracing::warn!(connector = %config.key(), kind = %config.kind(), transforms, "transforms are not applied yet: messages pass unchanged");
-            }
-            runtime.tasks.spawn(supervise(
-                config,
-                plugin,
-                context.clone(),
-                status,
-                runtime.shutdown.subscribe(),
-            ));
+            // A fresh connector cannot be refused: its plugin error shows in its status.
+            let _ = runtime.apply_config(config).await;
         }
         runtime
     }
 
-    /// The status of every connector started (enabled ones).
-    pub fn statuses(&self) -> Vec<ConnectorStatus> {
-        self.statuses.iter().map(StatusCell::snapshot).collect()
+    fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<(ConnectorKind, String), Entry>> {
+        self.inner
+            .connectors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Every connector's figures as Prometheus text.
-    pub fn prometheus(&self) -> String {
-        prometheus_text(&self.statuses())
+    fn entry(&self, kind: ConnectorKind, key: &str) -> Result<Entry, ControlError> {
+        self.entries()
+            .get(&(kind, key.to_owned()))
+            .cloned()
+            .ok_or_else(|| ControlError::UnknownConnector {
+                kind,
+                key: key.to_owned(),
+            })
+    }
+
+    /// The status of every connector, sources first, each kind by key.
+    pub fn statuses(&self) -> Vec<ConnectorStatus> {
+        let mut statuses: Vec<ConnectorStatus> = self
+            .entries()
+            .values()
+            .map(|entry| entry.status.snapshot())
+            .collect();
+        statuses.sort_by(|a, b| {
+            let order = |status: &ConnectorStatus| status.kind != ConnectorKind::Source;
+            (order(a), &a.key).cmp(&(order(b), &b.key))
+        });
+        statuses
     }
 
     /// The status of one connector.
     pub fn status(&self, kind: ConnectorKind, key: &str) -> Option<ConnectorStatus> {
-        self.statuses()
-            .into_iter()
-            .find(|status| status.kind == kind && status.key == key)
+        self.entries()
+            .get(&(kind, key.to_owned()))
+            .map(|entry| entry.status.snapshot())
     }
 
-    /// Stops polling, lets batches in flight finish (up to `deadline`), closes plugins.
-    pub async fn shutdown(mut self, deadline: Duration) {
-        let _ = self.shutdown.send(true);
+    /// The config a connector runs (or would run, when stopped).
+    pub async fn config(&self, kind: ConnectorKind, key: &str) -> Option<ConnectorConfig> {
+        let entry = self.entry(kind, key).ok()?;
+        let slot = entry.slot.lock().await;
+        Some(slot.config.clone())
+    }
+
+    /// Every connector's figures as Prometheus text, and the bus connection.
+    pub fn prometheus(&self) -> String {
+        let mut text = prometheus_text(&self.statuses());
+        text.push_str("# HELP iggy_connectors_iggy_connected 1 while the connection to Iggy is up.\n# TYPE iggy_connectors_iggy_connected gauge\n");
+        text.push_str(&format!(
+            "iggy_connectors_iggy_connected {}\n",
+            u8::from(self.iggy_connected())
+        ));
+        text
+    }
+
+    /// Whether the connection to Iggy is up.
+    pub fn iggy_connected(&self) -> bool {
+        self.inner.context.bus.connected()
+    }
+
+    /// Runs `config` for its connector: a new key is added, a known one is stopped
+    /// (batches in flight finish) and started again with the new config, if enabled.
+    /// This is how another config version is activated.
+    pub async fn apply_config(&self, config: ConnectorConfig) -> Result<(), ControlError> {
+        let kind = config.kind();
+        let key = config.key().to_owned();
+        let entry = {
+            let mut entries = self.entries();
+            entries
+                .entry((kind, key.clone()))
+                .or_insert_with(|| Entry {
+                    status: StatusCell::new(kind, &key, config.version()),
+                    slot: Arc::new(tokio::sync::Mutex::new(Slot {
+                        config: config.clone(),
+                        desired: watch::channel(Desired::Stop).0,
+                        task: None,
+                    })),
+                })
+                .clone()
+        };
+        let mut slot = entry.slot.lock().await;
+        self.stop_slot(&mut slot, &entry.status).await;
+        slot.config = config;
+        entry.status.set_version(slot.config.version());
+        if slot.config.enabled() {
+            self.start_slot(&mut slot, &entry.status)
+        } else {
+            tracing::info!(connector = %key, %kind, "disabled");
+            entry.status.set_state(ConnectorState::Stopped);
+            Ok(())
+        }
+    }
+
+    /// Starts a stopped or failed connector; a running one is left alone (a paused one
+    /// resumes).
+    pub async fn start_connector(
+        &self,
+        kind: ConnectorKind,
+        key: &str,
+    ) -> Result<(), ControlError> {
+        let entry = self.entry(kind, key)?;
+        let mut slot = entry.slot.lock().await;
+        if slot.task.as_ref().is_some_and(|task| !task.is_finished()) {
+            slot.desired.send_replace(Desired::Run);
+            return Ok(());
+        }
+        self.start_slot(&mut slot, &entry.status)
+    }
+
+    /// Stops a connector: no more polling, batches in flight finish (up to the stop
+    /// timeout), the plugin is closed. It stays stopped until started.
+    pub async fn stop_connector(&self, kind: ConnectorKind, key: &str) -> Result<(), ControlError> {
+        let entry = self.entry(kind, key)?;
+        let mut slot = entry.slot.lock().await;
+        self.stop_slot(&mut slot, &entry.status).await;
+        Ok(())
+    }
+
+    /// Pauses a running connector after its current batch; the plugin stays open.
+    pub async fn pause_connector(
+        &self,
+        kind: ConnectorKind,
+        key: &str,
+    ) -> Result<(), ControlError> {
+        self.steer(kind, key, Desired::Pause).await
+    }
+
+    /// Resumes a paused connector.
+    pub async fn resume_connector(
+        &self,
+        kind: ConnectorKind,
+        key: &str,
+    ) -> Result<(), ControlError> {
+        self.steer(kind, key, Desired::Run).await
+    }
+
+    /// Stops and starts a connector with the config it has.
+    pub async fn restart_connector(
+        &self,
+        kind: ConnectorKind,
+        key: &str,
+    ) -> Result<(), ControlError> {
+        let entry = self.entry(kind, key)?;
+        let mut slot = entry.slot.lock().await;
+        self.stop_slot(&mut slot, &entry.status).await;
+        self.start_slot(&mut slot, &entry.status)
+    }
+
+    async fn steer(
+        &self,
+        kind: ConnectorKind,
+        key: &str,
+        desired: Desired,
+    ) -> Result<(), ControlError> {
+        let entry = self.entry(kind, key)?;
+        let slot = entry.slot.lock().await;
+        if slot.task.as_ref().is_none_or(JoinHandle::is_finished) {
+            return Err(ControlError::NotRunning {
+                kind,
+                key: key.to_owned(),
+            });
+        }
+        slot.desired.send_replace(desired);
+        Ok(())
+    }
+
+    fn start_slot(&self, slot: &mut Slot, status: &StatusCell) -> Result<(), ControlError> {
+        if self
+            .inner
+            .shutting_down
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(ControlError::ShuttingDown);
+        }
+        let config = slot.config.clone();
+        let (kind, key) = (config.kind(), config.key().to_owned());
+        let path = match &config {
+            ConnectorConfig::Sink(sink) => &sink.path,
+            ConnectorConfig::Source(source) => &source.path,
+        };
+        let plugin = match self.inner.plugins.resolve(path) {
+            Ok(plugin) => plugin,
+            Err(error) => {
+                tracing::error!(connector = %key, %kind, %error, "cannot load the plugin");
+                status.fail(error.to_string());
+                return Err(ControlError::Plugin {
+                    kind,
+                    key,
+                    message: error.to_string(),
+                });
+            }
+        };
+        let transforms = match &config {
+            ConnectorConfig::Sink(sink) => sink.transforms.0.len(),
+            ConnectorConfig::Source(source) => source.transforms.0.len(),
+        };
+        if transforms > 0 {
+            tracing::warn!(connector = %key, %kind, transforms, "transforms are not applied yet: messages pass unchanged");
+        }
+        let (desired, receiver) = watch::channel(Desired::Run);
+        slot.desired = desired;
+        status.set_state(ConnectorState::Starting);
+        slot.task = Some(tokio::spawn(supervise(
+            config,
+            plugin,
+            self.inner.context.clone(),
+            status.clone(),
+            Control::new(receiver),
+        )));
+        Ok(())
+    }
+
+    async fn stop_slot(&self, slot: &mut Slot, status: &StatusCell) {
+        slot.desired.send_replace(Desired::Stop);
+        if let Some(mut task) = slot.task.take() {
+            let deadline = self.inner.context.stop_timeout;
+            if tokio::time::timeout(deadline, &mut task).await.is_err() {
+                tracing::warn!(connector = %slot.config.key(), kind = %slot.config.kind(), ?deadline, "did not stop in time; abandoning it");
+                task.abort();
+                let _ = task.await;
+            }
+        }
+        status.settle(ConnectorState::Stopped);
+    }
+
+    /// Stops every connector: no more polling, batches in flight finish (up to
+    /// `deadline` in all), plugins are closed. No connector can be started afterwards.
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.inner
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let entries: Vec<Entry> = self.entries().values().cloned().collect();
+        let mut slots = Vec::new();
+        for entry in &entries {
+            let mut slot = entry.slot.lock().await;
+            slot.desired.send_replace(Desired::Stop);
+            slots.push((slot.task.take(), entry.status.clone()));
+        }
         let finished = tokio::time::timeout(deadline, async {
-            while self.tasks.join_next().await.is_some() {}
+            for (task, _) in &mut slots {
+                if let Some(handle) = task.as_mut() {
+                    let _ = handle.await;
+                    *task = None;
+                }
+            }
         })
         .await;
         if finished.is_err() {
@@ -212,13 +518,13 @@ impl Runtime {
                 ?deadline,
                 "connectors did not stop in time; abandoning them"
             );
-            self.tasks.abort_all();
-            while self.tasks.join_next().await.is_some() {}
         }
-        for status in &self.statuses {
-            if status.snapshot().state != ConnectorState::Failed {
-                status.set_state(ConnectorState::Stopped);
+        for (task, status) in slots {
+            if let Some(task) = task {
+                task.abort();
+                let _ = task.await;
             }
+            status.settle(ConnectorState::Stopped);
         }
     }
 }
@@ -229,16 +535,22 @@ async fn supervise(
     plugin: Plugin,
     context: RuntimeContext,
     status: StatusCell,
-    mut shutdown: watch::Receiver<bool>,
+    mut control: Control,
 ) {
     let key = config.key().to_owned();
     let kind = config.kind();
+    let retry = match &config {
+        ConnectorConfig::Sink(sink) => sink.retry,
+        ConnectorConfig::Source(source) => source.retry,
+    }
+    .map_or(context.retry, RetryPolicy::from);
     let mut in_a_row = 0u32;
     loop {
         status.set_state(ConnectorState::Starting);
         let started = tokio::time::Instant::now();
-        run_once(&config, &plugin, &context, &status, shutdown.clone()).await;
-        if *shutdown.borrow() || status.snapshot().state != ConnectorState::Failed {
+        runner::run_once(&config, &plugin, &context, retry, &status, control.clone()).await;
+        if control.stop_requested() || status.snapshot().state != ConnectorState::Failed {
+            status.settle(ConnectorState::Stopped);
             return;
         }
         let policy = context.restart;
@@ -257,120 +569,11 @@ async fn supervise(
         status.restarting();
         tracing::warn!(connector = %key, %kind, ?pause, restart = in_a_row, error = status.snapshot().last_error.unwrap_or_default(), "failed; restarting");
         tokio::select! {
-            () = runner::stopped(&mut shutdown) => return,
+            () = control.stopping() => {
+                status.set_state(ConnectorState::Stopped);
+                return;
+            }
             () = tokio::time::sleep(pause) => {}
-        }
-    }
-}
-
-/// Opens the connector's plugin instance and runs it until it stops or fails.
-async fn run_once(
-    config: &ConnectorConfig,
-    plugin: &Plugin,
-    context: &RuntimeContext,
-    status: &StatusCell,
-    shutdown: watch::Receiver<bool>,
-) {
-    let key = config.key();
-    let kind = config.kind();
-    let plugin_config = config.plugin_config().to_string();
-    match config {
-        ConnectorConfig::Source(source_config) => {
-            let state = match context.state.read(key).await {
-                Ok(state) => state,
-                Err(error) => {
-                    status.fail(format!("cannot read the source state: {error}"));
-                    return;
-                }
-            };
-            let opened = plugin
-                .open_source(
-                    key,
-                    &plugin_config,
-                    state.as_deref(),
-                    OpenOptions::default(),
-                )
-                .await;
-            let source = match opened {
-                Ok(source) => source,
-                Err(error) => {
-                    tracing::error!(connector = %key, %kind, %error, "cannot open");
-                    status.fail(error.to_string());
-                    return;
-                }
-            };
-            tracing::info!(connector = %key, %kind, version = source_config.version, "started");
-            runner::run_source(
-                source_config.clone(),
-                source,
-                context.bus.clone(),
-                context.state.clone(),
-                context.retry,
-                status.clone(),
-                shutdown,
-            )
-            .await;
-        }
-        ConnectorConfig::Sink(sink_config) => {
-            let opened = plugin
-                .open_sink(key, &plugin_config, OpenOptions::default())
-                .await;
-            let sink = match opened {
-                Ok(sink) => Arc::new(sink),
-                Err(error) => {
-                    tracing::error!(connector = %key, %kind, %error, "cannot open");
-                    status.fail(error.to_string());
-                    return;
-                }
-            };
-            tracing::info!(connector = %key, %kind, version = sink_config.version, "started");
-            // One task per topic; when one fails, the others stop too.
-            let (stop, _) = watch::channel(false);
-            let mut topics = JoinSet::new();
-            let sink_config = Arc::new(sink_config.clone());
-            for stream in &sink_config.streams {
-                for topic in &stream.topics {
-                    topics.spawn(runner::run_sink_topic(
-                        sink_config.clone(),
-                        stream.clone(),
-                        topic.clone(),
-                        sink.clone(),
-                        context.bus.clone(),
-                        context.retry,
-                        status.clone(),
-                        stop.subscribe(),
-                    ));
-                }
-            }
-            let mut shutdown = shutdown;
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    () = runner::stopped(&mut shutdown), if !stopping => {
-                        stopping = true;
-                        let _ = stop.send(true);
-                    }
-                    joined = topics.join_next() => {
-                        if joined.is_none() {
-                            break;
-                        }
-                        if status.snapshot().state == ConnectorState::Failed {
-                            stopping = true;
-                            let _ = stop.send(true);
-                        }
-                    }
-                }
-            }
-            match Arc::try_unwrap(sink) {
-                Ok(sink) => {
-                    if let Err(error) = sink.close(Duration::from_secs(10)).await {
-                        tracing::warn!(connector = %key, %error, "closing the sink failed");
-                    }
-                }
-                // Every topic task has ended, so this cannot happen; dropping the last
-                // handle would close the sink in the background anyway.
-                Err(sink) => drop(sink),
-            }
         }
     }
 }

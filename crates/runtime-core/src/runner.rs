@@ -2,24 +2,39 @@
 //!
 //! Delivery is at least once. A source batch is accepted (its cursor moves) only after
 //! Iggy stored it on every configured stream and its state was persisted; otherwise it
-//! is rejected, and the source produces it again after a pause. A sink stores its consumer offset only after the
-//! plugin reported success. Failed calls are retried with exponential backoff; when the
-//! retries run out, the connector is `failed` with the error and nothing is committed.
+//! is rejected, and the source produces it again after a pause. A sink stores its
+//! consumer offset only after every message up to it was handled: accepted by the
+//! plugin, or passed to the error policy (`skip` or `dead_letter`, the dead letter
+//! stored by Iggy first). Retryable failures are retried with exponential backoff;
+//! under the `fail` policy, or when the plugin panicked, the connector is `failed` with
+//! the error and nothing after the last handled message is committed.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use config_provider::{SinkConfig, SinkStream, SourceConfig};
-use plugin_host::{BatchSource, MessageMeta, SinkBatchBuilder, SinkInstance, SourceInstance};
+use config_provider::{
+    ConnectorConfig, DeadLetterTarget, ErrorPolicy, SinkConfig, SinkStream, SourceConfig,
+};
+use connector_sdk::{HeaderKind, Message, OwnedHeader};
+use plugin_host::{
+    BatchSource, CallError, CallErrorKind, MessageMeta, OpenOptions, Plugin, SinkBatch,
+    SinkBatchBuilder, SinkInstance, SourceInstance,
+};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::bus::{MessageBus, OutgoingMessage};
+use crate::control::{Control, Desired};
 use crate::state::StateStore;
 use crate::status::{ConnectorState, StatusCell};
+use crate::{RuntimeContext, dead_letter};
 
-/// How failed calls are retried before a connector fails.
+/// How long closing a plugin instance may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How failed calls are retried before the error policy applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included.
@@ -32,11 +47,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            attempts: 5,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-        }
+        RetryPolicy::from(config_provider::ConnectorRetry::default())
     }
 }
 
@@ -51,11 +62,13 @@ impl RetryPolicy {
             .min(self.max_backoff)
     }
 
-    /// Runs `call` until it succeeds or the attempts run out, counting retries.
-    pub(crate) async fn run<T, E, F, Fut>(
+    /// Runs `call` until it succeeds, fails in a way `retryable` refuses, or the
+    /// attempts run out, counting retries.
+    pub(crate) async fn run_when<T, E, F, Fut>(
         &self,
         status: &StatusCell,
         what: &str,
+        retryable: impl FnMut(&E) -> bool,
         call: F,
     ) -> Result<T, E>
     where
@@ -69,153 +82,307 @@ impl RetryPolicy {
             .with_max_times(self.attempts.saturating_sub(1));
         call.retry(backoff)
             .sleep(tokio::time::sleep)
+            .when(retryable)
             .notify(|error: &E, pause: Duration| {
                 tracing::warn!(what, %error, ?pause, "retrying");
                 status.retried(error.to_string());
             })
             .await
     }
+
+    /// [`RetryPolicy::run_when`] for calls whose every failure may be retried.
+    pub(crate) async fn run<T, E, F, Fut>(
+        &self,
+        status: &StatusCell,
+        what: &str,
+        call: F,
+    ) -> Result<T, E>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.run_when(status, what, |_| true, call).await
+    }
 }
 
-/// Waits until shutdown is asked for.
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    while !*shutdown.borrow() {
-        if shutdown.changed().await.is_err() {
-            return;
+/// Opens the connector's plugin instance and runs it until it stops or fails.
+pub(crate) async fn run_once(
+    config: &ConnectorConfig,
+    plugin: &Plugin,
+    context: &RuntimeContext,
+    retry: RetryPolicy,
+    status: &StatusCell,
+    control: Control,
+) {
+    let key = config.key();
+    let kind = config.kind();
+    let plugin_config = config.plugin_config().to_string();
+    match config {
+        ConnectorConfig::Source(source_config) => {
+            let state = match context.state.read(key).await {
+                Ok(state) => state,
+                Err(error) => {
+                    status.fail(format!("cannot read the source state: {error}"));
+                    return;
+                }
+            };
+            let opened = plugin
+                .open_source(
+                    key,
+                    &plugin_config,
+                    state.as_deref(),
+                    OpenOptions::default(),
+                )
+                .await;
+            let source = match opened {
+                Ok(source) => source,
+                Err(error) => {
+                    tracing::error!(connector = %key, %kind, %error, "cannot open");
+                    status.fail(error.to_string());
+                    return;
+                }
+            };
+            tracing::info!(connector = %key, %kind, version = source_config.version, "started");
+            let pipeline = SourcePipeline {
+                config: source_config,
+                bus: context.bus.as_ref(),
+                state: &context.state,
+                retry,
+                status,
+            };
+            pipeline.run(&source, control).await;
+            if let Err(error) = source.close(CLOSE_TIMEOUT).await {
+                tracing::warn!(connector = %key, %error, "closing the source failed");
+            }
+        }
+        ConnectorConfig::Sink(sink_config) => {
+            let opened = plugin
+                .open_sink(key, &plugin_config, OpenOptions::default())
+                .await;
+            let sink = match opened {
+                Ok(sink) => Arc::new(sink),
+                Err(error) => {
+                    tracing::error!(connector = %key, %kind, %error, "cannot open");
+                    status.fail(error.to_string());
+                    return;
+                }
+            };
+            tracing::info!(connector = %key, %kind, version = sink_config.version, "started");
+            run_sink(sink_config, &sink, context, retry, status, control).await;
+            match Arc::try_unwrap(sink) {
+                Ok(sink) => {
+                    if let Err(error) = sink.close(CLOSE_TIMEOUT).await {
+                        tracing::warn!(connector = %key, %error, "closing the sink failed");
+                    }
+                }
+                // Every topic task has ended, so this cannot happen; dropping the last
+                // handle would close the sink in the background anyway.
+                Err(sink) => drop(sink),
+            }
         }
     }
 }
 
-/// Runs a source until shutdown or failure; then closes it.
-pub(crate) async fn run_source(
-    config: SourceConfig,
-    source: SourceInstance,
-    bus: Arc<dyn MessageBus>,
-    state: StateStore,
+/// One source's loop: poll, produce everywhere, persist state, accept.
+struct SourcePipeline<'a> {
+    config: &'a SourceConfig,
+    bus: &'a dyn MessageBus,
+    state: &'a StateStore,
     retry: RetryPolicy,
-    status: StatusCell,
-    mut shutdown: watch::Receiver<bool>,
+    status: &'a StatusCell,
+}
+
+impl SourcePipeline<'_> {
+    async fn run(&self, source: &SourceInstance, mut control: Control) {
+        let (status, retry) = (self.status, self.retry);
+        for stream in &self.config.streams {
+            let ensured = retry
+                .run(status, "create topic", || {
+                    self.bus.ensure_topic(&stream.stream, &stream.topic)
+                })
+                .await;
+            if let Err(error) = ensured {
+                status.fail(format!(
+                    "cannot reach topic {}/{}: {error}",
+                    stream.stream, stream.topic
+                ));
+                return;
+            }
+        }
+        status.set_state(ConnectorState::Running);
+        // Consecutive batches that could not be delivered.
+        let mut failures = 0;
+        while control.proceed(status).await {
+            let polled = tokio::select! {
+                () = control.stopping() => break,
+                polled = source.poll() => polled,
+            };
+            let batch = match polled {
+                Ok(batch) => batch,
+                Err(error) if error.is_retryable() => {
+                    status.retried(error.to_string());
+                    tokio::select! {
+                        () = control.stopping() => break,
+                        () = tokio::time::sleep(retry.backoff(1)) => continue,
+                    }
+                }
+                Err(error) => {
+                    status.fail(format!("poll failed: {error}"));
+                    return;
+                }
+            };
+            let received = Instant::now();
+            let messages: Vec<OutgoingMessage> = batch.messages().iter().map(outgoing).collect();
+            let bytes: usize = messages.iter().map(|message| message.payload.len()).sum();
+            let count = messages.len();
+            status.received(count, bytes);
+            let mut delivered = self.send_everywhere(messages).await;
+            if delivered.is_ok()
+                && let Some(new_state) = batch.state()
+                && let Err(error) = self.state.write(&self.config.key, new_state.to_vec()).await
+            {
+                delivered = Err(format!("cannot persist the source state: {error}"));
+            }
+            match delivered {
+                Ok(()) => {
+                    failures = 0;
+                    if let Err(error) = batch.accept().await {
+                        status.fail(format!("the source refused the accept: {error}"));
+                        return;
+                    }
+                    status.delivered(count, bytes, received.elapsed());
+                }
+                Err(error) => {
+                    // The source rewinds and produces the batch again; its state was
+                    // not persisted. Retry after a pause, up to the policy's attempts.
+                    let _ = batch.reject().await;
+                    failures += 1;
+                    if failures >= retry.attempts {
+                        status.fail(format!("{error} ({failures} attempts)"));
+                        return;
+                    }
+                    tracing::warn!(connector = %self.config.key, %error, attempt = failures, "batch rejected; retrying");
+                    status.retried(error);
+                    tokio::select! {
+                        () = control.stopping() => break,
+                        () = tokio::time::sleep(retry.backoff(failures)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the batch to every configured stream; the first failure ends it.
+    async fn send_everywhere(&self, messages: Vec<OutgoingMessage>) -> Result<(), String> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let streams = &self.config.streams;
+        let mut messages = Some(messages);
+        for (index, stream) in streams.iter().enumerate() {
+            // The last stream takes the batch; the others get copies.
+            let batch = if index + 1 == streams.len() {
+                messages.take().unwrap_or_default()
+            } else {
+                messages.clone().unwrap_or_default()
+            };
+            if let Err(error) = self.bus.send(&stream.stream, &stream.topic, batch).await {
+                return Err(format!(
+                    "sending to {}/{} failed: {error}",
+                    stream.stream, stream.topic
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A message as produced: id (0 lets the client pick), headers and payload.
+fn outgoing(message: &Message<'_>) -> OutgoingMessage {
+    OutgoingMessage {
+        id: (message.id() != 0).then(|| message.id()),
+        headers: owned_headers(message),
+        // Iggy's client needs owned payloads; this is the source path's one copy.
+        payload: bytes::Bytes::copy_from_slice(message.payload()),
+    }
+}
+
+fn owned_headers(message: &Message<'_>) -> Vec<OwnedHeader> {
+    message
+        .headers()
+        .filter_map(|header| {
+            Some(OwnedHeader {
+                key: header.key.to_owned(),
+                kind: HeaderKind::from_code(header.kind)?,
+                value: header.value.to_vec(),
+            })
+        })
+        .collect()
+}
+
+/// Runs every (stream, topic) of a sink, each in its own task; when one fails, the
+/// others stop too, so the connector restarts as a whole.
+async fn run_sink(
+    config: &SinkConfig,
+    sink: &Arc<SinkInstance>,
+    context: &RuntimeContext,
+    retry: RetryPolicy,
+    status: &StatusCell,
+    mut control: Control,
 ) {
-    let key = config.key.clone();
-    for stream in &config.streams {
+    if let (ErrorPolicy::DeadLetter, Some(target)) = (config.error_policy, &config.dead_letter) {
         let ensured = retry
-            .run(&status, "create topic", || {
-                bus.ensure_topic(&stream.stream, &stream.topic)
+            .run(status, "create dead letter topic", || {
+                context.bus.ensure_topic(&target.stream, &target.topic)
             })
             .await;
         if let Err(error) = ensured {
             status.fail(format!(
-                "cannot reach topic {}/{}: {error}",
-                stream.stream, stream.topic
+                "cannot reach dead letter topic {}/{}: {error}",
+                target.stream, target.topic
             ));
-            close_source(source, &key).await;
             return;
         }
     }
-    status.set_state(ConnectorState::Running);
-    // Consecutive batches that could not be delivered.
-    let mut failures = 0;
+    let (local, _) = watch::channel(Desired::Run);
+    let mut topics = JoinSet::new();
+    let config = Arc::new(config.clone());
+    for stream in &config.streams {
+        for topic in &stream.topics {
+            let pipeline = SinkPipeline {
+                config: config.clone(),
+                stream: stream.clone(),
+                topic: topic.clone(),
+                group: group_name(&config, stream),
+                sink: sink.clone(),
+                bus: context.bus.clone(),
+                retry,
+                status: status.clone(),
+            };
+            topics.spawn(pipeline.run(Control::new(local.subscribe())));
+        }
+    }
+    let mut following = true;
     loop {
-        let polled = tokio::select! {
-            () = stopped(&mut shutdown) => break,
-            polled = source.poll() => polled,
-        };
-        let batch = match polled {
-            Ok(batch) => batch,
-            Err(error) if error.is_retryable() => {
-                status.retried(error.to_string());
-                tokio::select! {
-                    () = stopped(&mut shutdown) => break,
-                    () = tokio::time::sleep(retry.initial_backoff) => continue,
+        tokio::select! {
+            desired = control.changed(), if following => match desired {
+                Some(desired) => { local.send_replace(desired); }
+                None => {
+                    following = false;
+                    local.send_replace(Desired::Stop);
                 }
-            }
-            Err(error) => {
-                status.fail(format!("poll failed: {error}"));
-                break;
-            }
-        };
-        let messages: Vec<OutgoingMessage> = batch
-            .messages()
-            .iter()
-            .map(|message| OutgoingMessage {
-                id: (message.id() != 0).then(|| message.id()),
-                headers: message
-                    .headers()
-                    .filter_map(|header| {
-                        Some(connector_sdk::OwnedHeader {
-                            key: header.key.to_owned(),
-                            kind: connector_sdk::HeaderKind::from_code(header.kind)?,
-                            value: header.value.to_vec(),
-                        })
-                    })
-                    .collect(),
-                // Iggy's client needs owned payloads; this is the source path's one copy.
-                payload: bytes::Bytes::copy_from_slice(message.payload()),
-            })
-            .collect();
-        let new_state = batch.state().map(<[u8]>::to_vec);
-        let count = messages.len();
-        let mut delivered = Ok(());
-        if !messages.is_empty() {
-            let mut messages = Some(messages);
-            for (index, stream) in config.streams.iter().enumerate() {
-                // The last stream takes the batch; the others get copies.
-                let batch = if index + 1 == config.streams.len() {
-                    messages.take().unwrap_or_default()
-                } else {
-                    messages.clone().unwrap_or_default()
-                };
-                if let Err(error) = bus.send(&stream.stream, &stream.topic, batch).await {
-                    delivered = Err(format!(
-                        "sending to {}/{} failed: {error}",
-                        stream.stream, stream.topic
-                    ));
+            },
+            joined = topics.join_next() => {
+                if joined.is_none() {
                     break;
+                }
+                if status.snapshot().state == ConnectorState::Failed {
+                    following = false;
+                    local.send_replace(Desired::Stop);
                 }
             }
         }
-        if delivered.is_ok()
-            && let Some(new_state) = new_state
-            && let Err(error) = state.write(&key, new_state).await
-        {
-            delivered = Err(format!("cannot persist the source state: {error}"));
-        }
-        match delivered {
-            Ok(()) => {
-                failures = 0;
-                status.moved(count);
-                if let Err(error) = batch.accept().await {
-                    status.fail(format!("the source refused the accept: {error}"));
-                    break;
-                }
-            }
-            Err(error) => {
-                // The source rewinds and produces the batch again; its state was not
-                // persisted. Retry after a pause, up to the policy's attempts.
-                let _ = batch.reject().await;
-                failures += 1;
-                if failures >= retry.attempts {
-                    status.fail(format!("{error} ({failures} attempts)"));
-                    break;
-                }
-                tracing::warn!(connector = %key, %error, attempt = failures, "batch rejected; retrying");
-                status.retried(error);
-                tokio::select! {
-                    () = stopped(&mut shutdown) => break,
-                    () = tokio::time::sleep(retry.backoff(failures)) => {}
-                }
-            }
-        }
-    }
-    close_source(source, &key).await;
-    if status.snapshot().state != ConnectorState::Failed {
-        status.set_state(ConnectorState::Stopped);
-    }
-}
-
-async fn close_source(source: SourceInstance, key: &str) {
-    if let Err(error) = source.close(Duration::from_secs(10)).await {
-        tracing::warn!(connector = %key, %error, "closing the source failed");
     }
 }
 
@@ -227,95 +394,251 @@ pub(crate) fn group_name(config: &SinkConfig, stream: &SinkStream) -> String {
         .unwrap_or_else(|| format!("iggy-connect-sink-{}", config.key))
 }
 
-/// Runs one (stream, topic) of a sink until shutdown or failure.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run_sink_topic(
+/// Whether a plugin failure concerns the message rather than the instance: only then can
+/// the error policy pass over the message. After a panic the instance refuses every call.
+fn message_level(error: &CallError) -> bool {
+    matches!(
+        error.kind,
+        CallErrorKind::Retryable | CallErrorKind::Permanent | CallErrorKind::Unknown(_)
+    )
+}
+
+/// One (stream, topic) of a sink.
+struct SinkPipeline {
     config: Arc<SinkConfig>,
     stream: SinkStream,
     topic: String,
+    group: String,
     sink: Arc<SinkInstance>,
     bus: Arc<dyn MessageBus>,
     retry: RetryPolicy,
     status: StatusCell,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let group = group_name(&config, &stream);
-    let joined = retry
-        .run(&status, "join consumer group", || async {
-            bus.ensure_topic(&stream.stream, &topic).await?;
-            bus.join_group(&stream.stream, &topic, &group).await
-        })
-        .await;
-    if let Err(error) = joined {
-        status.fail(format!(
-            "cannot join group {group} on {}/{topic}: {error}",
-            stream.stream
-        ));
-        return;
-    }
-    status.set_state(ConnectorState::Running);
-    loop {
-        let polled = tokio::select! {
-            () = stopped(&mut shutdown) => return,
-            polled = retry.run(&status, "poll", || bus.poll(&stream.stream, &topic, &group, stream.batch_length)) => polled,
-        };
-        let polled = match polled {
-            Ok(polled) => polled,
-            Err(error) => {
-                status.fail(format!("polling {}/{topic} failed: {error}", stream.stream));
-                return;
-            }
-        };
-        let Some(last_offset) = polled.messages.last().map(|message| message.offset) else {
-            tokio::select! {
-                () = stopped(&mut shutdown) => return,
-                () = tokio::time::sleep(stream.poll_interval.get()) => continue,
-            }
-        };
-        let count = polled.messages.len();
-        let mut builder = SinkBatchBuilder::with_capacity(
-            BatchSource {
-                stream: stream.stream.clone(),
-                topic: topic.clone(),
-                partition_id: polled.partition_id,
-                schema: stream.schema,
-                current_offset: polled.current_offset,
-            },
-            count,
-        );
-        for message in polled.messages {
-            let meta = MessageMeta {
-                id: message.id,
-                offset: message.offset,
-                timestamp: message.timestamp,
-                origin_timestamp: message.origin_timestamp,
-                checksum: message.checksum,
-            };
-            builder.push(meta, message.headers, message.payload);
-        }
-        let batch = Arc::new(builder.build());
-        // A batch in flight is finished even when shutdown is asked for meanwhile.
-        if let Err(error) = retry.run(&status, "consume", || sink.consume(&batch)).await {
+}
+
+impl SinkPipeline {
+    async fn run(self, mut control: Control) {
+        let (status, retry, stream, topic) = (&self.status, self.retry, &self.stream, &self.topic);
+        let joined = retry
+            .run(status, "join consumer group", || async {
+                self.bus.ensure_topic(&stream.stream, topic).await?;
+                self.bus
+                    .join_group(&stream.stream, topic, &self.group)
+                    .await
+            })
+            .await;
+        if let Err(error) = joined {
             status.fail(format!(
-                "the sink failed on offsets up to {last_offset}: {error}"
+                "cannot join group {} on {}/{topic}: {error}",
+                self.group, stream.stream
             ));
             return;
         }
-        let stored = retry
-            .run(&status, "store offset", || {
-                bus.store_offset(
-                    &stream.stream,
-                    &topic,
-                    &group,
-                    polled.partition_id,
-                    last_offset,
-                )
-            })
-            .await;
-        if let Err(error) = stored {
-            status.fail(format!("storing offset {last_offset} failed: {error}"));
-            return;
+        status.set_state(ConnectorState::Running);
+        while control.proceed(status).await {
+            let polled = tokio::select! {
+                () = control.stopping() => return,
+                polled = retry.run(status, "poll", || self.bus.poll(&stream.stream, topic, &self.group, stream.batch_length)) => polled,
+            };
+            let polled = match polled {
+                Ok(polled) => polled,
+                Err(error) => {
+                    status.fail(format!("polling {}/{topic} failed: {error}", stream.stream));
+                    return;
+                }
+            };
+            let Some(last_offset) = polled.messages.last().map(|message| message.offset) else {
+                status.set_lag(0);
+                tokio::select! {
+                    () = control.stopping() => return,
+                    () = tokio::time::sleep(stream.poll_interval.get()) => continue,
+                }
+            };
+            let received = Instant::now();
+            let count = polled.messages.len();
+            let bytes: usize = polled.messages.iter().map(|m| m.payload.len()).sum();
+            status.received(count, bytes);
+            status.set_lag(polled.current_offset.saturating_sub(last_offset));
+            let mut builder = SinkBatchBuilder::with_capacity(
+                BatchSource {
+                    stream: stream.stream.clone(),
+                    topic: topic.clone(),
+                    partition_id: polled.partition_id,
+                    schema: stream.schema,
+                    current_offset: polled.current_offset,
+                },
+                count,
+            );
+            for message in polled.messages {
+                let meta = MessageMeta {
+                    id: message.id,
+                    offset: message.offset,
+                    timestamp: message.timestamp,
+                    origin_timestamp: message.origin_timestamp,
+                    checksum: message.checksum,
+                };
+                builder.push(meta, message.headers, message.payload);
+            }
+            let batch = Arc::new(builder.build());
+            // A batch in flight is finished even when a stop is asked for meanwhile.
+            let Some((delivered, delivered_bytes)) = self.deliver(&batch).await else {
+                return;
+            };
+            let stored = retry
+                .run(status, "store offset", || {
+                    self.bus.store_offset(
+                        &stream.stream,
+                        topic,
+                        &self.group,
+                        polled.partition_id,
+                        last_offset,
+                    )
+                })
+                .await;
+            if let Err(error) = stored {
+                status.fail(format!("storing offset {last_offset} failed: {error}"));
+                return;
+            }
+            status.delivered(delivered, delivered_bytes, received.elapsed());
         }
-        status.moved(count);
     }
+
+    /// Hands the batch to the plugin. On a message-level failure under `skip` or
+    /// `dead_letter`, retries message by message to find the failing ones and hands
+    /// those to the policy. Returns the messages and bytes the plugin accepted, or
+    /// `None` when the connector failed (nothing of the batch may be committed).
+    async fn deliver(&self, batch: &Arc<SinkBatch>) -> Option<(usize, usize)> {
+        let status = &self.status;
+        let consumed = self
+            .retry
+            .run_when(status, "consume", retryable, || self.sink.consume(batch))
+            .await;
+        let error = match consumed {
+            Ok(()) => {
+                let bytes = batch.messages().iter().map(|m| m.payload().len()).sum();
+                return Some((batch.len(), bytes));
+            }
+            Err(error) => error,
+        };
+        let first = batch.messages().first().map_or(0, Message::offset);
+        let last = batch.messages().last().map_or(0, Message::offset);
+        if self.config.error_policy == ErrorPolicy::Fail || !message_level(&error) {
+            status.fail(format!(
+                "the sink failed on offsets {first}..={last} of {}/{}: {error}",
+                self.stream.stream, self.topic
+            ));
+            return None;
+        }
+        tracing::warn!(connector = %self.config.key, %error, first, last, "batch failed; retrying its messages one by one");
+        let (mut delivered, mut bytes) = (0, 0);
+        for message in batch.messages() {
+            let single = Arc::new(single_message_batch(batch, message));
+            let consumed = self
+                .retry
+                .run_when(status, "consume", retryable, || self.sink.consume(&single))
+                .await;
+            match consumed {
+                Ok(()) => {
+                    delivered += 1;
+                    bytes += message.payload().len();
+                }
+                Err(error) if !message_level(&error) => {
+                    status.fail(format!(
+                        "the sink failed on offset {} of {}/{}: {error}",
+                        message.offset(),
+                        self.stream.stream,
+                        self.topic
+                    ));
+                    return None;
+                }
+                Err(error) => {
+                    self.handle_failed(batch.source().partition_id, message, &error)
+                        .await?;
+                }
+            }
+        }
+        Some((delivered, bytes))
+    }
+
+    /// Applies the `skip` or `dead_letter` policy to one message. `None`: the dead letter
+    /// could not be stored, and the connector failed.
+    async fn handle_failed(
+        &self,
+        partition: u32,
+        message: &Message<'_>,
+        error: &CallError,
+    ) -> Option<()> {
+        let (key, stream, topic) = (&self.config.key, &self.stream.stream, &self.topic);
+        let offset = message.offset();
+        match (&self.config.error_policy, &self.config.dead_letter) {
+            (ErrorPolicy::DeadLetter, Some(target)) => {
+                let letter = dead_letter_message(key, stream, topic, partition, message, error);
+                let DeadLetterTarget {
+                    stream: dl_stream,
+                    topic: dl_topic,
+                } = target;
+                let sent = self
+                    .retry
+                    .run(&self.status, "send dead letter", || {
+                        self.bus.send(dl_stream, dl_topic, vec![letter.clone()])
+                    })
+                    .await;
+                if let Err(send_error) = sent {
+                    self.status.fail(format!(
+                        "offset {offset} of {stream}/{topic} failed ({error}) and could not go to the dead letter topic {dl_stream}/{dl_topic}: {send_error}"
+                    ));
+                    return None;
+                }
+                tracing::warn!(connector = %key, %stream, %topic, offset, %error, dead_letter_stream = %dl_stream, dead_letter_topic = %dl_topic, "message sent to the dead letter topic");
+                self.status.dead_lettered(error.to_string());
+            }
+            _ => {
+                tracing::warn!(connector = %key, %stream, %topic, offset, %error, "message skipped");
+                self.status.skipped(error.to_string());
+            }
+        }
+        Some(())
+    }
+}
+
+fn retryable(error: &CallError) -> bool {
+    error.kind == CallErrorKind::Retryable
+}
+
+/// A copy of one message of `batch` as a batch of its own.
+fn single_message_batch(batch: &SinkBatch, message: &Message<'_>) -> SinkBatch {
+    let mut builder = SinkBatchBuilder::with_capacity(batch.source().clone(), 1);
+    builder.push(
+        MessageMeta {
+            id: message.id(),
+            offset: message.offset(),
+            timestamp: message.timestamp(),
+            origin_timestamp: message.origin_timestamp(),
+            checksum: message.checksum(),
+        },
+        owned_headers(message),
+        bytes::Bytes::copy_from_slice(message.payload()),
+    );
+    builder.build()
+}
+
+/// The dead letter of a message: its id, headers and payload, plus headers saying
+/// where it came from and why it failed.
+fn dead_letter_message(
+    connector: &str,
+    stream: &str,
+    topic: &str,
+    partition: u32,
+    message: &Message<'_>,
+    error: &CallError,
+) -> OutgoingMessage {
+    let mut letter = outgoing(message);
+    letter.headers.extend([
+        OwnedHeader::string(dead_letter::ERROR, error.to_string()),
+        OwnedHeader::string(dead_letter::CONNECTOR, connector),
+        OwnedHeader::string(dead_letter::STREAM, stream),
+        OwnedHeader::string(dead_letter::TOPIC, topic),
+        OwnedHeader::string(dead_letter::PARTITION, partition.to_string()),
+        OwnedHeader::string(dead_letter::OFFSET, message.offset().to_string()),
+    ]);
+    letter
 }

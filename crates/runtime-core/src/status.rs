@@ -1,7 +1,7 @@
 //! What the runtime reports about each connector.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use connector_sdk::ConnectorKind;
 
@@ -12,6 +12,8 @@ pub enum ConnectorState {
     Starting,
     /// Moving data.
     Running,
+    /// Open, but not polling, on request; resumes where it was.
+    Paused,
     /// Stopped on request (or at shutdown).
     Stopped,
     /// Stopped by an error that retries did not overcome; see `last_error`.
@@ -20,20 +22,96 @@ pub enum ConnectorState {
     Restarting,
 }
 
-impl std::fmt::Display for ConnectorState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl ConnectorState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [ConnectorState; 6] = [
+        ConnectorState::Starting,
+        ConnectorState::Running,
+        ConnectorState::Paused,
+        ConnectorState::Stopped,
+        ConnectorState::Failed,
+        ConnectorState::Restarting,
+    ];
+
+    /// The state's lower-case name, as the API and metrics show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
             ConnectorState::Starting => "starting",
             ConnectorState::Running => "running",
+            ConnectorState::Paused => "paused",
             ConnectorState::Stopped => "stopped",
             ConnectorState::Failed => "failed",
             ConnectorState::Restarting => "restarting",
-        })
+        }
     }
 }
 
+impl std::fmt::Display for ConnectorState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Upper bounds (seconds) of the batch latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram of batch latencies: how long one batch took from poll to commit.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LatencyHistogram {
+    /// Batches per bucket of [`LATENCY_BUCKETS`] (not cumulative); the last entry counts
+    /// the batches slower than every bound.
+    pub buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    /// Batches observed.
+    pub count: u64,
+    /// Sum of their latencies, seconds.
+    pub sum_seconds: f64,
+}
+
+impl LatencyHistogram {
+    /// Records one batch.
+    pub fn observe(&mut self, latency: Duration) {
+        let seconds = latency.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[bucket] += 1;
+        self.count += 1;
+        self.sum_seconds += seconds;
+    }
+}
+
+/// A connector's counters since the runtime started it the first time.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConnectorMetrics {
+    /// Messages received: from the plugin (source) or from Iggy (sink).
+    pub messages_in: u64,
+    /// Messages delivered: stored by Iggy (source) or accepted by the plugin (sink).
+    pub messages_out: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Payload bytes delivered.
+    pub bytes_out: u64,
+    /// Errors seen (each failed attempt, retried or not).
+    pub errors: u64,
+    /// Failed attempts that were retried.
+    pub retries: u64,
+    /// Messages the error policy passed over (`skip`).
+    pub skipped: u64,
+    /// Messages sent to the dead letter topic.
+    pub dead_letters: u64,
+    /// Sinks: messages behind the end of the partition last polled (0 for sources).
+    pub lag: u64,
+    /// Messages delivered per second, over the last few seconds.
+    pub messages_per_second: f64,
+    /// Batch latencies.
+    pub batch_latency: LatencyHistogram,
+}
+
 /// A snapshot of one connector's status.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConnectorStatus {
     /// Sink or source.
     pub kind: ConnectorKind,
@@ -45,81 +123,178 @@ pub struct ConnectorStatus {
     pub state: ConnectorState,
     /// The error that made it fail (or the last one retried).
     pub last_error: Option<String>,
-    /// Messages moved (produced by a source, delivered by a sink).
-    pub messages: u64,
-    /// Failed attempts that were retried.
-    pub retries: u64,
     /// Times the connector was restarted after failing.
     pub restarts: u32,
     /// Seconds in the current state.
     pub seconds_in_state: u64,
+    /// Its counters.
+    pub metrics: ConnectorMetrics,
+}
+
+impl ConnectorStatus {
+    /// A status with zero counters, as a connector has before it starts.
+    pub fn new(kind: ConnectorKind, key: &str, version: u64) -> Self {
+        ConnectorStatus {
+            kind,
+            key: key.to_owned(),
+            version,
+            state: ConnectorState::Starting,
+            last_error: None,
+            restarts: 0,
+            seconds_in_state: 0,
+            metrics: ConnectorMetrics::default(),
+        }
+    }
+}
+
+/// Seconds the throughput figure averages over.
+const RATE_WINDOW: u64 = 5;
+
+/// Messages delivered per whole second, for the last `RATE_WINDOW + 1` seconds.
+#[derive(Debug, Default)]
+struct RateWindow {
+    /// `(second since start, messages)`, a ring indexed by second.
+    slots: [(u64, u64); RATE_WINDOW as usize + 1],
+}
+
+impl RateWindow {
+    fn add(&mut self, second: u64, messages: u64) {
+        let slot = &mut self.slots[(second % (RATE_WINDOW + 1)) as usize];
+        if slot.0 != second {
+            *slot = (second, 0);
+        }
+        slot.1 += messages;
+    }
+
+    /// The mean over the last `RATE_WINDOW` complete seconds.
+    fn rate(&self, now: u64) -> f64 {
+        let from = now.saturating_sub(RATE_WINDOW);
+        let total: u64 = self
+            .slots
+            .iter()
+            .filter(|(second, _)| *second >= from && *second < now)
+            .map(|(_, messages)| messages)
+            .sum();
+        total as f64 / RATE_WINDOW as f64
+    }
+}
+
+#[derive(Debug)]
+struct Live {
+    status: ConnectorStatus,
+    since: Instant,
+    rate: RateWindow,
 }
 
 /// The live status a runner updates and the runtime reads.
 #[derive(Debug, Clone)]
 pub(crate) struct StatusCell {
-    inner: Arc<Mutex<(ConnectorStatus, Instant)>>,
+    inner: Arc<Mutex<Live>>,
+    created: Instant,
 }
 
 impl StatusCell {
     pub(crate) fn new(kind: ConnectorKind, key: &str, version: u64) -> Self {
+        let now = Instant::now();
         StatusCell {
-            inner: Arc::new(Mutex::new((
-                ConnectorStatus {
-                    kind,
-                    key: key.to_owned(),
-                    version,
-                    state: ConnectorState::Starting,
-                    last_error: None,
-                    messages: 0,
-                    retries: 0,
-                    restarts: 0,
-                    seconds_in_state: 0,
-                },
-                Instant::now(),
-            ))),
+            inner: Arc::new(Mutex::new(Live {
+                status: ConnectorStatus::new(kind, key, version),
+                since: now,
+                rate: RateWindow::default(),
+            })),
+            created: now,
         }
     }
 
-    fn update(&self, change: impl FnOnce(&mut ConnectorStatus)) {
+    fn update(&self, change: impl FnOnce(&mut ConnectorStatus, &mut RateWindow)) {
         let mut guard = self
             .inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let before = guard.0.state;
-        change(&mut guard.0);
-        if guard.0.state != before {
-            guard.1 = Instant::now();
+        let live = &mut *guard;
+        let before = live.status.state;
+        change(&mut live.status, &mut live.rate);
+        if live.status.state != before {
+            live.since = Instant::now();
         }
     }
 
     pub(crate) fn set_state(&self, state: ConnectorState) {
-        self.update(|status| status.state = state);
+        self.update(|status, _| status.state = state);
+    }
+
+    /// Moves to `state` unless the connector failed (a failure outlives a stop).
+    pub(crate) fn settle(&self, state: ConnectorState) {
+        self.update(|status, _| {
+            if status.state != ConnectorState::Failed {
+                status.state = state;
+            }
+        });
+    }
+
+    pub(crate) fn set_version(&self, version: u64) {
+        self.update(|status, _| status.version = version);
     }
 
     pub(crate) fn fail(&self, error: String) {
-        self.update(|status| {
+        self.update(|status, _| {
             status.state = ConnectorState::Failed;
+            status.metrics.errors += 1;
             status.last_error = Some(error);
         });
     }
 
     pub(crate) fn restarting(&self) {
-        self.update(|status| {
+        self.update(|status, _| {
             status.state = ConnectorState::Restarting;
             status.restarts += 1;
         });
     }
 
     pub(crate) fn retried(&self, error: String) {
-        self.update(|status| {
-            status.retries += 1;
+        self.update(|status, _| {
+            status.metrics.retries += 1;
+            status.metrics.errors += 1;
             status.last_error = Some(error);
         });
     }
 
-    pub(crate) fn moved(&self, messages: usize) {
-        self.update(|status| status.messages += messages as u64);
+    pub(crate) fn received(&self, messages: usize, bytes: usize) {
+        self.update(|status, _| {
+            status.metrics.messages_in += messages as u64;
+            status.metrics.bytes_in += bytes as u64;
+        });
+    }
+
+    /// A batch delivered: `messages` of `bytes`, `latency` after it was received.
+    pub(crate) fn delivered(&self, messages: usize, bytes: usize, latency: Duration) {
+        let second = self.created.elapsed().as_secs();
+        self.update(|status, rate| {
+            status.metrics.messages_out += messages as u64;
+            status.metrics.bytes_out += bytes as u64;
+            status.metrics.batch_latency.observe(latency);
+            rate.add(second, messages as u64);
+        });
+    }
+
+    pub(crate) fn skipped(&self, error: String) {
+        self.update(|status, _| {
+            status.metrics.skipped += 1;
+            status.metrics.errors += 1;
+            status.last_error = Some(error);
+        });
+    }
+
+    pub(crate) fn dead_lettered(&self, error: String) {
+        self.update(|status, _| {
+            status.metrics.dead_letters += 1;
+            status.metrics.errors += 1;
+            status.last_error = Some(error);
+        });
+    }
+
+    pub(crate) fn set_lag(&self, lag: u64) {
+        self.update(|status, _| status.metrics.lag = lag);
     }
 
     pub(crate) fn snapshot(&self) -> ConnectorStatus {
@@ -127,8 +302,53 @@ impl StatusCell {
             .inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut status = guard.0.clone();
-        status.seconds_in_state = guard.1.elapsed().as_secs();
+        let mut status = guard.status.clone();
+        status.seconds_in_state = guard.since.elapsed().as_secs();
+        status.metrics.messages_per_second = guard.rate.rate(self.created.elapsed().as_secs());
         status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_puts_each_latency_in_the_first_bucket_that_holds_it() {
+        let mut histogram = LatencyHistogram::default();
+        histogram.observe(Duration::from_micros(100));
+        histogram.observe(Duration::from_millis(1));
+        histogram.observe(Duration::from_millis(30));
+        histogram.observe(Duration::from_secs(60));
+        assert_eq!(histogram.buckets[0], 1);
+        assert_eq!(histogram.buckets[1], 1);
+        assert_eq!(histogram.buckets[6], 1);
+        assert_eq!(histogram.buckets[LATENCY_BUCKETS.len()], 1);
+        assert_eq!(histogram.count, 4);
+        assert!((histogram.sum_seconds - 60.0311).abs() < 1e-9);
+    }
+
+    #[test]
+    fn rate_averages_complete_seconds_only() {
+        let mut window = RateWindow::default();
+        for second in 0..10 {
+            window.add(second, 100);
+        }
+        window.add(10, 1_000_000);
+        assert_eq!(window.rate(10), 100.0);
+        // An old slot reused by a later second forgets its old count.
+        window.add(16, 5);
+        assert_eq!(window.rate(17), 1.0);
+    }
+
+    #[test]
+    fn a_failure_outlives_a_stop() {
+        let cell = StatusCell::new(ConnectorKind::Sink, "s", 1);
+        cell.fail("broken".to_owned());
+        cell.settle(ConnectorState::Stopped);
+        assert_eq!(cell.snapshot().state, ConnectorState::Failed);
+        cell.set_state(ConnectorState::Running);
+        cell.settle(ConnectorState::Stopped);
+        assert_eq!(cell.snapshot().state, ConnectorState::Stopped);
     }
 }

@@ -14,8 +14,8 @@ use iggy_connectors_tests::{plugin_path, temp_dir};
 use iggy_test_server::{OffsetOwner, TestTarget};
 use plugin_host::PluginLoader;
 use runtime_core::{
-    ConnectorState, IggyBus, IggySettings, PluginRegistry, RestartPolicy, RetryPolicy, Runtime,
-    RuntimeContext, StateStore,
+    ConnectorState, ControlError, IggyBus, IggySettings, PluginRegistry, RestartPolicy,
+    RetryPolicy, Runtime, RuntimeContext, StateStore,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -56,6 +56,7 @@ async fn context(target: &TestTarget, state_dir: &std::path::Path) -> RuntimeCon
             enabled: false,
             ..RestartPolicy::default()
         },
+        stop_timeout: Duration::from_secs(10),
     }
 }
 
@@ -79,6 +80,19 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`eventually`], showing the runtime's statuses when it times out.
+async fn eventually_in(runtime: &Runtime, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for: {what}; {:#?}",
+            runtime.statuses()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -160,7 +174,7 @@ async fn random_source_to_file_sink_delivers_every_message() {
     let plugins = PluginRegistry::new(PluginLoader::new());
     let runtime = Runtime::start(
         active(vec![random_source(&stream, 300), sink]),
-        &plugins,
+        plugins,
         context,
     )
     .await;
@@ -190,7 +204,7 @@ async fn random_source_to_file_sink_delivers_every_message() {
     eventually("the source counted 300", || {
         runtime
             .status(ConnectorKind::Source, "random")
-            .is_some_and(|status| status.messages == 300)
+            .is_some_and(|status| status.metrics.messages_out == 300)
     })
     .await;
     // The source's state records what Iggy accepted.
@@ -198,7 +212,8 @@ async fn random_source_to_file_sink_delivers_every_message() {
     assert_eq!(state, 300u64.to_le_bytes());
     let metrics = runtime.prometheus();
     assert!(
-        metrics.contains("iggy_connectors_messages_total{kind=\"source\",key=\"random\"} 300\n"),
+        metrics
+            .contains("iggy_connectors_messages_out_total{kind=\"source\",key=\"random\"} 300\n"),
         "{metrics}"
     );
     if let Some(server) = &target.server {
@@ -243,17 +258,17 @@ fail_consume_times = {failures}
         sink("flaky", 2),
         sink("broken", 1000),
     ]);
-    let runtime = Runtime::start(configs, &plugins, context).await;
+    let runtime = Runtime::start(configs, plugins, context).await;
 
     eventually("the flaky sink delivered everything", || {
         runtime
             .status(ConnectorKind::Sink, "flaky")
-            .is_some_and(|status| status.messages == 50)
+            .is_some_and(|status| status.metrics.messages_out == 50)
     })
     .await;
     let flaky = runtime.status(ConnectorKind::Sink, "flaky").unwrap();
     assert_eq!(flaky.state, ConnectorState::Running);
-    assert!(flaky.retries >= 2, "{flaky:?}");
+    assert!(flaky.metrics.retries >= 2, "{flaky:?}");
     eventually("the broken sink failed", || {
         runtime
             .status(ConnectorKind::Sink, "broken")
@@ -269,7 +284,7 @@ fail_consume_times = {failures}
             .contains("planned failure"),
         "{broken:?}"
     );
-    assert_eq!(broken.messages, 0);
+    assert_eq!(broken.metrics.messages_out, 0);
     if let Some(server) = &target.server {
         let owner = |group: &str| OffsetOwner::Group(group.to_owned());
         assert_eq!(
@@ -299,7 +314,7 @@ async fn a_missing_plugin_fails_its_connector_only() {
     let plugins = PluginRegistry::new(PluginLoader::new());
     let runtime = Runtime::start(
         active(vec![broken, random_source(&stream, 5)]),
-        &plugins,
+        plugins,
         context,
     )
     .await;
@@ -309,7 +324,7 @@ async fn a_missing_plugin_fails_its_connector_only() {
     eventually("the other source ran", || {
         runtime
             .status(ConnectorKind::Source, "random")
-            .is_some_and(|status| status.messages == 5)
+            .is_some_and(|status| status.metrics.messages_out == 5)
     })
     .await;
     runtime.shutdown(Duration::from_secs(10)).await;
@@ -340,7 +355,7 @@ async fn dropped_connections_lose_nothing() {
         initial_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(200),
     };
-    let runtime = Runtime::start(active(vec![source, sink]), &plugins_for_test(), context).await;
+    let runtime = Runtime::start(active(vec![source, sink]), plugins_for_test(), context).await;
     let lines = || {
         std::fs::read_to_string(&output)
             .map(|text| text.lines().map(str::to_owned).collect::<Vec<_>>())
@@ -397,18 +412,18 @@ async fn rejected_batches_are_produced_again_and_do_not_advance_the_state() {
     let first = context(&target, &dir.join("state")).await;
     let runtime = Runtime::start(
         active(vec![random_source(&stream, 100)]),
-        &plugins_for_test(),
+        plugins_for_test(),
         first,
     )
     .await;
     eventually("100 messages produced", || {
         runtime
             .status(ConnectorKind::Source, "random")
-            .is_some_and(|status| status.messages == 100)
+            .is_some_and(|status| status.metrics.messages_out == 100)
     })
     .await;
     let status = runtime.status(ConnectorKind::Source, "random").unwrap();
-    assert_eq!(status.retries, 2, "{status:?}");
+    assert_eq!(status.metrics.retries, 2, "{status:?}");
     let seqs = stored_seqs(server, &stream);
     assert_eq!(
         seqs,
@@ -422,7 +437,7 @@ async fn rejected_batches_are_produced_again_and_do_not_advance_the_state() {
     server.fail_next_sends(1000);
     let second = context(&target, &dir.join("state")).await;
     let more = random_source(&stream, 200);
-    let runtime = Runtime::start(active(vec![more]), &plugins_for_test(), second).await;
+    let runtime = Runtime::start(active(vec![more]), plugins_for_test(), second).await;
     eventually("the source failed", || {
         runtime
             .status(ConnectorKind::Source, "random")
@@ -462,14 +477,16 @@ async fn a_failed_connector_is_restarted() {
     };
     let runtime = Runtime::start(
         active(vec![random_source(&stream, 50)]),
-        &plugins_for_test(),
+        plugins_for_test(),
         restarting,
     )
     .await;
     eventually("every message after the restart", || {
         runtime
             .status(ConnectorKind::Source, "random")
-            .is_some_and(|status| status.messages == 50 && status.state == ConnectorState::Running)
+            .is_some_and(|status| {
+                status.metrics.messages_out == 50 && status.state == ConnectorState::Running
+            })
     })
     .await;
     let status = runtime.status(ConnectorKind::Source, "random").unwrap();
@@ -514,7 +531,7 @@ async fn a_stuck_sink_does_not_hold_up_the_others() {
     let context = context(&target, &dir.join("state")).await;
     let runtime = Runtime::start(
         active(vec![fast_source, slow_source, fast_sink, stuck_sink]),
-        &plugins_for_test(),
+        plugins_for_test(),
         context,
     )
     .await;
@@ -523,19 +540,20 @@ async fn a_stuck_sink_does_not_hold_up_the_others() {
     })
     .await;
     let stuck = runtime.status(ConnectorKind::Sink, "stuck").unwrap();
-    assert_eq!(stuck.messages, 0, "{stuck:?}");
+    assert_eq!(stuck.metrics.messages_out, 0, "{stuck:?}");
     // The stuck sink's own source is not held up either.
     eventually("the slow stream's source produced everything", || {
         runtime
             .status(ConnectorKind::Source, "slow-source")
-            .is_some_and(|status| status.messages == 1000)
+            .is_some_and(|status| status.metrics.messages_out == 1000)
     })
     .await;
     assert_eq!(
         runtime
             .status(ConnectorKind::Sink, "stuck")
             .unwrap()
-            .messages,
+            .metrics
+            .messages_out,
         0
     );
     // Shutting down abandons the stuck call after the deadline instead of hanging.
@@ -545,4 +563,343 @@ async fn a_stuck_sink_does_not_hold_up_the_others() {
     )
     .await
     .expect("shutdown honours its deadline");
+}
+
+/// A faulty sink `key` on topic `t` of `stream` that fails permanently on any batch
+/// holding one of `poison` (payload fragments), under `policy`.
+fn poisoned_sink(key: &str, stream: &str, poison: &[&str], policy: &str) -> ConnectorConfig {
+    let poison = poison
+        .iter()
+        .map(|fragment| format!("'{fragment}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    config(&format!(
+        r#"
+type = "sink"
+key = "{key}"
+enabled = true
+version = 0
+name = "Poisoned"
+path = "{path}"
+error_policy = "{policy}"
+[dead_letter]
+stream = "{stream}"
+topic = "dead"
+[[streams]]
+stream = "{stream}"
+topics = ["t"]
+schema = "json"
+batch_length = 20
+poll_interval = "2ms"
+[plugin_config]
+fail_payloads_containing = [{poison}]
+"#,
+        path = plugin_path("faulty_sink_plugin"),
+    ))
+}
+
+async fn bus(target: &TestTarget) -> IggyBus {
+    IggyBus::connect(&IggySettings {
+        address: target.address.clone(),
+        username: "iggy".to_owned(),
+        password: "iggy".to_owned(),
+        token: String::new(),
+        tls: None,
+        connect_retries: 2,
+        reconnect_interval: Duration::from_millis(50),
+    })
+    .await
+    .unwrap()
+}
+
+/// Two poison messages among 50: each goes to the dead letter topic with headers naming
+/// the error and its origin; the rest reach the sink; the offset moves past all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_messages_go_to_the_dead_letter_topic_with_their_error() {
+    use runtime_core::{MessageBus, dead_letter};
+    let target = target().await;
+    let dir = temp_dir("e2e-dead-letter");
+    let stream = unique("dead-letter");
+    let sink = poisoned_sink(
+        "poisoned",
+        &stream,
+        &["\"seq\":7,", "\"seq\":31,"],
+        "dead_letter",
+    );
+    let context = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(
+        active(vec![random_source(&stream, 50), sink]),
+        plugins_for_test(),
+        context,
+    )
+    .await;
+    eventually_in(&runtime, "every message handled", || {
+        runtime
+            .status(ConnectorKind::Sink, "poisoned")
+            .is_some_and(|status| status.metrics.messages_out + status.metrics.dead_letters == 50)
+    })
+    .await;
+    let status = runtime.status(ConnectorKind::Sink, "poisoned").unwrap();
+    assert_eq!(status.state, ConnectorState::Running, "{status:?}");
+    assert_eq!(status.metrics.dead_letters, 2, "{status:?}");
+    assert_eq!(status.metrics.messages_out, 48, "{status:?}");
+    assert!(
+        runtime
+            .prometheus()
+            .contains("iggy_connectors_dead_letters_total{kind=\"sink\",key=\"poisoned\"} 2\n")
+    );
+
+    let reader = bus(&target).await;
+    reader.join_group(&stream, "dead", "check").await.unwrap();
+    let mut letters = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while letters.len() < 2 {
+        assert!(Instant::now() < deadline, "dead letters: {letters:?}");
+        letters.extend(
+            reader
+                .poll(&stream, "dead", "check", 10)
+                .await
+                .unwrap()
+                .messages,
+        );
+        if let Some(last) = letters.last() {
+            let offset = last.offset;
+            reader
+                .store_offset(&stream, "dead", "check", 0, offset)
+                .await
+                .unwrap();
+        }
+    }
+    let header = |message: &runtime_core::IncomingMessage, key: &str| {
+        message
+            .headers
+            .iter()
+            .find(|header| header.key == key)
+            .map(|header| String::from_utf8_lossy(&header.value).into_owned())
+            .unwrap_or_default()
+    };
+    let mut seqs = Vec::new();
+    for letter in &letters {
+        let payload: serde_json::Value = serde_json::from_slice(&letter.payload).unwrap();
+        let seq = payload["seq"].as_u64().unwrap();
+        seqs.push(seq);
+        assert!(
+            header(letter, dead_letter::ERROR).contains("poison message"),
+            "{letter:?}"
+        );
+        assert_eq!(header(letter, dead_letter::CONNECTOR), "poisoned");
+        assert_eq!(header(letter, dead_letter::STREAM), stream);
+        assert_eq!(header(letter, dead_letter::TOPIC), "t");
+        assert!(!header(letter, dead_letter::PARTITION).is_empty());
+        // The random source's seq n is offset n of its topic.
+        assert_eq!(header(letter, dead_letter::OFFSET), seq.to_string());
+    }
+    assert_eq!(seqs, vec![7, 31]);
+    if let Some(server) = &target.server {
+        let owner = OffsetOwner::Group("iggy-connect-sink-poisoned".to_owned());
+        eventually("the offset moved past the poison", || {
+            server.stored_offset(&stream, "t", &owner, 0) == Some(49)
+        })
+        .await;
+    }
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// Under `skip`, poison messages are counted and passed over; under `fail` (the
+/// default), the sink fails on the first one and stores no offset at or beyond it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_passes_over_poison_and_fail_stops_before_it() {
+    let target = target().await;
+    let dir = temp_dir("e2e-skip");
+    let stream = unique("skip");
+    let skipping = poisoned_sink("skipping", &stream, &["\"seq\":12,"], "skip");
+    let failing = poisoned_sink("failing", &stream, &["\"seq\":12,"], "fail");
+    let context = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(
+        active(vec![random_source(&stream, 50), skipping, failing]),
+        plugins_for_test(),
+        context,
+    )
+    .await;
+    eventually_in(&runtime, "the skipping sink handled everything", || {
+        runtime
+            .status(ConnectorKind::Sink, "skipping")
+            .is_some_and(|status| status.metrics.messages_out == 49 && status.metrics.skipped == 1)
+    })
+    .await;
+    eventually("the failing sink failed", || {
+        runtime
+            .status(ConnectorKind::Sink, "failing")
+            .is_some_and(|status| status.state == ConnectorState::Failed)
+    })
+    .await;
+    let failing = runtime.status(ConnectorKind::Sink, "failing").unwrap();
+    assert!(
+        failing
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("poison message"),
+        "{failing:?}"
+    );
+    assert_eq!(failing.metrics.dead_letters + failing.metrics.skipped, 0);
+    if let Some(server) = &target.server {
+        let owner = |group: &str| OffsetOwner::Group(group.to_owned());
+        eventually("the skipping sink committed everything", || {
+            server.stored_offset(&stream, "t", &owner("iggy-connect-sink-skipping"), 0) == Some(49)
+        })
+        .await;
+        let failed_at = server.stored_offset(&stream, "t", &owner("iggy-connect-sink-failing"), 0);
+        assert!(failed_at.is_none_or(|offset| offset < 12), "{failed_at:?}");
+    }
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// A paused sink consumes nothing while its source goes on; resumed, it catches up. A
+/// stopped sink closes; started again, it goes on from its stored offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_stop_and_start_one_connector() {
+    let target = target().await;
+    let dir = temp_dir("e2e-pause");
+    let stream = unique("pause");
+    let output = dir.join("out.jsonl");
+    let mut source = random_source(&stream, 3000);
+    if let ConnectorConfig::Source(source) = &mut source
+        && let Some(plugin) = source.plugin_config.as_mut()
+    {
+        plugin["interval"] = serde_json::json!("2ms");
+    }
+    let sink = file_sink("file", &stream, &output, 10);
+    let context = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(active(vec![source, sink]), plugins_for_test(), context).await;
+    let produced = || {
+        runtime
+            .status(ConnectorKind::Source, "random")
+            .map_or(0, |status| status.metrics.messages_out)
+    };
+    let consumed = || {
+        runtime
+            .status(ConnectorKind::Sink, "file")
+            .map_or(0, |status| status.metrics.messages_out)
+    };
+    eventually("the sink consumed some", || consumed() > 50).await;
+
+    runtime
+        .pause_connector(ConnectorKind::Sink, "file")
+        .await
+        .unwrap();
+    eventually("paused", || {
+        runtime
+            .status(ConnectorKind::Sink, "file")
+            .is_some_and(|status| status.state == ConnectorState::Paused)
+    })
+    .await;
+    let at_pause = consumed();
+    let target_produced = produced() + 300;
+    eventually("the source went on", || produced() >= target_produced).await;
+    assert_eq!(consumed(), at_pause, "a paused sink consumes nothing");
+    assert_eq!(
+        runtime
+            .status(ConnectorKind::Source, "random")
+            .unwrap()
+            .state,
+        ConnectorState::Running,
+        "pausing one connector leaves the others alone"
+    );
+
+    runtime
+        .resume_connector(ConnectorKind::Sink, "file")
+        .await
+        .unwrap();
+    eventually("resumed and caught up", || consumed() >= target_produced).await;
+
+    runtime
+        .stop_connector(ConnectorKind::Sink, "file")
+        .await
+        .unwrap();
+    let stopped = runtime.status(ConnectorKind::Sink, "file").unwrap();
+    assert_eq!(stopped.state, ConnectorState::Stopped);
+    assert!(matches!(
+        runtime.pause_connector(ConnectorKind::Sink, "file").await,
+        Err(ControlError::NotRunning { .. })
+    ));
+    runtime
+        .start_connector(ConnectorKind::Sink, "file")
+        .await
+        .unwrap();
+    eventually("every message in the file", || {
+        let seqs: BTreeSet<u64> = std::fs::read_to_string(&output)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|value| value["payload"]["seq"].as_u64())
+            .collect();
+        seqs.len() == 3000
+    })
+    .await;
+    assert!(matches!(
+        runtime.stop_connector(ConnectorKind::Sink, "nope").await,
+        Err(ControlError::UnknownConnector { .. })
+    ));
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// Applying a new config version restarts just that connector, with the new config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_restarts_just_that_connector() {
+    let target = target().await;
+    let dir = temp_dir("e2e-version");
+    let stream = unique("version");
+    let (first, second) = (dir.join("v0.jsonl"), dir.join("v1.jsonl"));
+    let mut source = random_source(&stream, 2000);
+    if let ConnectorConfig::Source(source) = &mut source
+        && let Some(plugin) = source.plugin_config.as_mut()
+    {
+        plugin["interval"] = serde_json::json!("2ms");
+    }
+    let context = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(
+        active(vec![source, file_sink("file", &stream, &first, 10)]),
+        plugins_for_test(),
+        context,
+    )
+    .await;
+    let lines = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|value| value["payload"]["seq"].as_u64())
+            .collect::<Vec<_>>()
+    };
+    eventually("version 0 wrote some", || lines(&first).len() > 100).await;
+
+    let mut next = file_sink("file", &stream, &second, 10);
+    if let ConnectorConfig::Sink(sink) = &mut next {
+        sink.version = 1;
+    }
+    runtime.apply_config(next).await.unwrap();
+    let status = runtime.status(ConnectorKind::Sink, "file").unwrap();
+    assert_eq!(status.version, 1);
+    eventually("version 1 writes to its own file", || {
+        lines(&second).len() > 100
+    })
+    .await;
+    assert_eq!(
+        runtime
+            .config(ConnectorKind::Sink, "file")
+            .await
+            .unwrap()
+            .version(),
+        1
+    );
+    eventually("both files hold every message", || {
+        let all: BTreeSet<u64> = lines(&first).into_iter().chain(lines(&second)).collect();
+        all.len() == 2000
+    })
+    .await;
+    let source_now = runtime.status(ConnectorKind::Source, "random").unwrap();
+    assert_eq!(source_now.state, ConnectorState::Running);
+    assert_eq!(source_now.restarts, 0);
+    runtime.shutdown(Duration::from_secs(10)).await;
 }

@@ -6,6 +6,8 @@
 //! - `fail_consume_times`: return a retryable error from the first N `consume` calls.
 //! - `consume_delay_ms`: wait this long in every `consume`.
 //! - `log_marker`: log an INFO event with `marker = <value>` in every `consume`.
+//! - `fail_payloads_containing`: a permanent error for any batch holding a message whose
+//!   payload contains one of these strings (a poison message).
 
 use std::time::Duration;
 
@@ -42,6 +44,9 @@ pub struct FaultySinkConfig {
     /// Marker logged by every `consume`.
     #[serde(default)]
     pub log_marker: Option<String>,
+    /// Payload fragments that make a batch fail permanently.
+    #[serde(default)]
+    pub fail_payloads_containing: Vec<String>,
 }
 
 fn panic_if_config<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Stage>, D::Error> {
@@ -81,6 +86,20 @@ impl Sink for FaultySink {
         }
         if self.config.panic_in == Some(Stage::Consume) {
             panic!("boom in consume");
+        }
+        for message in batch.messages {
+            let payload = String::from_utf8_lossy(message.payload());
+            if let Some(poison) = self
+                .config
+                .fail_payloads_containing
+                .iter()
+                .find(|poison| payload.contains(poison.as_str()))
+            {
+                return Err(Error::permanent(format!(
+                    "poison message at offset {}: contains {poison}",
+                    message.offset()
+                )));
+            }
         }
         if self.failures_left > 0 {
             self.failures_left -= 1;
