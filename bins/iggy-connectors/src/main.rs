@@ -123,22 +123,16 @@ fn run(invocation: &Invocation) -> ExitCode {
 async fn serve(loaded: config_provider::LoadedConfig) -> Result<(), String> {
     use config_provider::{ConfigProvider, ConnectorsConfig};
     let config = loaded.config;
-    if config.http.enabled {
-        tracing::warn!(
-            address = %config.http.address,
-            "the HTTP API is not part of this build yet: [http] is not served"
-        );
-    }
-    let provider: Box<dyn ConfigProvider> = match &config.connectors {
+    let provider: std::sync::Arc<dyn ConfigProvider> = match &config.connectors {
         ConnectorsConfig::Local(local) => {
             let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-            Box::new(
+            std::sync::Arc::new(
                 config_provider::LocalProvider::open(&local.config_dir, &env)
                     .map_err(|error| error.to_string())?,
             )
         }
         ConnectorsConfig::Http(http) => {
-            Box::new(config_provider::HttpProvider::new((**http).clone()))
+            std::sync::Arc::new(config_provider::HttpProvider::new((**http).clone()))
         }
     };
     let configs = provider
@@ -170,6 +164,20 @@ async fn serve(loaded: config_provider::LoadedConfig) -> Result<(), String> {
     );
     let plugins = runtime_core::PluginRegistry::new(PluginLoader::new());
     let running = runtime_core::Runtime::start(configs, plugins, context).await;
+    let api = if config.http.enabled {
+        let context = http_api::ApiContext::new(running.clone(), provider, config.http.clone());
+        match http_api::serve(&config.http, context).await {
+            Ok(server) => Some(server),
+            Err(error) => {
+                running
+                    .shutdown(config.runtime.shutdown_timeout.get())
+                    .await;
+                return Err(error.to_string());
+            }
+        }
+    } else {
+        None
+    };
     // Report each connector once it has left `starting` (reached Iggy, or failed).
     let settled = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < settled
@@ -197,8 +205,16 @@ async fn serve(loaded: config_provider::LoadedConfig) -> Result<(), String> {
         .await
         .map_err(|error| format!("cannot wait for signals: {error}"))?;
     tracing::info!("shutting down; a second signal exits at once");
+    let stop = async {
+        if let Some(api) = api {
+            api.shutdown().await;
+        }
+        running
+            .shutdown(config.runtime.shutdown_timeout.get())
+            .await;
+    };
     tokio::select! {
-        () = running.shutdown(config.runtime.shutdown_timeout.get()) => {}
+        () = stop => {}
         _ = shutdown_signal() => {
             tracing::warn!("second signal: exiting without waiting");
             std::process::exit(130);

@@ -181,3 +181,131 @@ async fn a_killed_runtime_resumes_without_losing_messages() {
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+/// A plain HTTP/1.1 GET; returns the status code and the body.
+fn http_get(address: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// With `[http] enabled`, the binary serves the API (here on a port the OS picks, which
+/// the startup log names) until it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_the_http_api_while_running() {
+    use std::io::BufRead;
+    let server = TestServer::start().await.unwrap();
+    let dir = temp_dir("binary-http");
+    let (config, _) = write_setup(
+        &dir,
+        server.address(),
+        "http",
+        "interval = \"5ms\"\nmessages_range = [5, 10]",
+        "poll_interval = \"5ms\"",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
+        .args(["--config", config.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .env("IGGY_CONNECTORS_HTTP_ENABLED", "true")
+        .env("IGGY_CONNECTORS_HTTP_ADDRESS", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let address = loop {
+        let line = received
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the runtime logs where the API listens");
+        if line.contains("HTTP API listening")
+            && let Some(address) = line
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("address="))
+        {
+            break address.to_owned();
+        }
+    };
+    let ready = loop {
+        let (status, body) = http_get(&address, "/ready");
+        if status == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never ready: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(ready.contains("\"ready\":true"), "{ready}");
+    let (status, sinks) = http_get(&address, "/sinks");
+    assert_eq!(status, 200);
+    assert!(sinks.contains("\"key\":\"file\""), "{sinks}");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let finished = tokio::task::spawn_blocking(move || child.wait());
+    let status = tokio::time::timeout(Duration::from_secs(30), finished)
+        .await
+        .expect("the runtime stops within its deadline")
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// An API address already in use is a clear startup error, not a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_address_in_use_is_a_startup_error() {
+    let server = TestServer::start().await.unwrap();
+    let dir = temp_dir("binary-http-taken");
+    let (config, _) = write_setup(&dir, server.address(), "taken", "max_count = 1", "");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
+            .args(["--config", config.to_str().unwrap()])
+            .env("IGGY_CONNECTORS_HTTP_ENABLED", "true")
+            .env("IGGY_CONNECTORS_HTTP_ADDRESS", &address)
+            .output()
+    });
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("the runtime exits")
+        .unwrap()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    drop(taken);
+}

@@ -307,11 +307,16 @@ impl ConnectorConfig {
         }
     }
 
-    /// The config as JSON with secret values replaced by `"******"`.
+    /// The config as JSON with secret values replaced by `"******"`: values that came
+    /// from `${env:...}` or `${file:...}`, and `plugin_config` fields (at any depth)
+    /// whose names say they are secret (see [`is_secret_field`]).
     pub fn redacted(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).unwrap_or_default();
         for path in self.secrets() {
             crate::secrets::redact_path(&mut value, path);
+        }
+        if let Some(plugin) = value.get_mut("plugin_config") {
+            redact_secret_fields(plugin);
         }
         value
     }
@@ -369,6 +374,44 @@ impl ConnectorConfig {
             return Err("`retry.max_attempts`: must be at least 1".to_owned());
         }
         Ok(())
+    }
+}
+
+/// Whether a plugin config field holds a secret, by its name: it contains `password`,
+/// `passwd`, `secret`, `token`, `api_key`, `apikey`, `private_key`, `credential` or
+/// `authorization` (case-insensitive, `-` read as `_`). Connector authors name fields so.
+pub fn is_secret_field(name: &str) -> bool {
+    let name = name.to_ascii_lowercase().replace('-', "_");
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "private_key",
+        "credential",
+        "authorization",
+    ]
+    .iter()
+    .any(|marker| name.contains(marker))
+}
+
+fn redact_secret_fields(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (name, field) in fields.iter_mut() {
+                if is_secret_field(name) && !field.is_object() && !field.is_array() {
+                    if !field.is_null() && field.as_str() != Some("") {
+                        *field = serde_json::Value::String(crate::secrets::REDACTED.to_owned());
+                    }
+                } else {
+                    redact_secret_fields(field);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_secret_fields),
+        _ => {}
     }
 }
 
@@ -632,6 +675,21 @@ schema = "json"
         let error =
             parse_connector_toml(&format!("{SINK}[retry]\nmax_attempts = 0\n")).unwrap_err();
         assert!(error.contains("retry.max_attempts"), "{error}");
+    }
+
+    #[test]
+    fn secret_named_plugin_fields_are_redacted_at_any_depth() {
+        let config = parse_connector_toml(&format!(
+            "{SINK}[plugin_config]\nurl = \"u\"\nPassword = \"p\"\nempty_token = \"\"\n[plugin_config.auth_settings]\napi-key = \"k\"\nuser = \"x\"\n"
+        ))
+        .unwrap();
+        let redacted = config.redacted();
+        let plugin = &redacted["plugin_config"];
+        assert_eq!(plugin["url"], "u");
+        assert_eq!(plugin["Password"], crate::secrets::REDACTED);
+        assert_eq!(plugin["empty_token"], "", "empty values stay empty");
+        assert_eq!(plugin["auth_settings"]["api-key"], crate::secrets::REDACTED);
+        assert_eq!(plugin["auth_settings"]["user"], "x");
     }
 
     #[test]

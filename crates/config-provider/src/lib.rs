@@ -22,8 +22,8 @@ mod validate;
 
 pub use connector::{
     ConnectorConfig, DeadLetterTarget, ErrorPolicy, PluginConfigFormat, SinkConfig, SinkStream,
-    SourceConfig, SourceStream, Transforms, apply_env_overrides, parse_connector_toml,
-    validate_key,
+    SourceConfig, SourceStream, Transforms, apply_env_overrides, is_secret_field,
+    parse_connector_toml, validate_key,
 };
 pub use http::{HttpProvider, dot_path};
 pub use load::{

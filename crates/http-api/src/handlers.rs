@@ -1,0 +1,642 @@
+//! Request handling: authentication, CORS, routing, and one function per endpoint.
+
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use config_provider::{ConnectorConfig, ProviderError};
+use connector_sdk::ConnectorKind;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use runtime_core::{ConnectorState, ConnectorStatus, ControlError};
+use serde_json::{Value, json};
+
+use crate::render::Format;
+use crate::routes::{Endpoint, Matched, match_path, query_param};
+use crate::{ApiContext, BODY_LIMIT, OPENAPI};
+
+/// A failed request: status, a machine-readable code and a sentence.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    reason: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, reason: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    fn not_found(kind: ConnectorKind, key: &str) -> Self {
+        let code = match kind {
+            ConnectorKind::Sink => "sink_not_found",
+            ConnectorKind::Source => "source_not_found",
+        };
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            code,
+            format!("no {kind} with key {key:?}"),
+        )
+    }
+
+    fn bad_request(code: &'static str, reason: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, reason)
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        json_response(
+            self.status,
+            &json!({ "code": self.code, "reason": self.reason }),
+        )
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(error: ProviderError) -> Self {
+        match &error {
+            ProviderError::NotFound { kind, .. } => {
+                let code = match kind {
+                    ConnectorKind::Sink => "sink_config_not_found",
+                    ConnectorKind::Source => "source_config_not_found",
+                };
+                ApiError::new(StatusCode::NOT_FOUND, code, error.to_string())
+            }
+            ProviderError::Invalid(_) => {
+                ApiError::bad_request("invalid_configuration", error.to_string())
+            }
+            ProviderError::Storage(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_error",
+                error.to_string(),
+            ),
+            ProviderError::Remote(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "http_request_failed",
+                error.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(error: ControlError) -> Self {
+        match &error {
+            ControlError::UnknownConnector { kind, key } => ApiError::not_found(*kind, key),
+            ControlError::NotRunning { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "not_running", error.to_string())
+            }
+            ControlError::Plugin { .. } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "plugin_error",
+                error.to_string(),
+            ),
+            ControlError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                error.to_string(),
+            ),
+        }
+    }
+}
+
+type Answer = Result<Response<Full<Bytes>>, ApiError>;
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
+    body_response(
+        status,
+        "application/json",
+        serde_json::to_vec(value).unwrap_or_default(),
+    )
+}
+
+fn body_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn ok(value: &Value) -> Answer {
+    Ok(json_response(StatusCode::OK, value))
+}
+
+fn no_content() -> Answer {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Ok(response)
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a
+/// guess was right (only whether its length was).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// Serves one request.
+pub(crate) async fn handle(
+    context: &ApiContext,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let cors = &context.http.cors;
+    let request_headers = request.headers().clone();
+    if cors.enabled
+        && request.method() == Method::OPTIONS
+        && crate::cors::is_preflight(&request_headers)
+    {
+        return match crate::cors::preflight(cors, &request_headers) {
+            Ok(headers) => {
+                let mut response = Response::new(Full::new(Bytes::new()));
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                response.headers_mut().extend(headers);
+                response
+            }
+            Err(reason) => {
+                ApiError::new(StatusCode::FORBIDDEN, "cors_refused", reason).into_response()
+            }
+        };
+    }
+    let mut response = match route(context, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    if cors.enabled {
+        crate::cors::decorate(cors, &request_headers, response.headers_mut());
+    }
+    response
+}
+
+async fn route(context: &ApiContext, request: Request<Incoming>) -> Answer {
+    let metrics = context
+        .http
+        .metrics
+        .enabled
+        .then_some(context.http.metrics.endpoint.as_str());
+    let path = request.uri().path().to_owned();
+    let Some(matched) = match_path(&path, metrics) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route {path}"),
+        ));
+    };
+    if !matched.methods.contains(&request.method().as_str()) {
+        let mut response = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} does not answer {}", path, request.method()),
+        )
+        .into_response();
+        if let Ok(allow) = HeaderValue::from_str(&matched.methods.join(", ")) {
+            response.headers_mut().insert(ALLOW, allow);
+        }
+        return Ok(response);
+    }
+    let public = matches!(matched.endpoint, Endpoint::Root | Endpoint::Health);
+    let api_key = &context.http.api_key;
+    if !public && !api_key.is_empty() {
+        let given = request
+            .headers()
+            .get("api-key")
+            .map(HeaderValue::as_bytes)
+            .unwrap_or_default();
+        if !constant_time_eq(given, api_key.as_bytes()) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid api-key header is required",
+            ));
+        }
+    }
+    dispatch(context, matched, request).await
+}
+
+/// The connector a route names, with its key checked.
+fn connector(matched: &Matched) -> Result<(ConnectorKind, String), ApiError> {
+    let (Some(kind), Some(key)) = (matched.kind, matched.key.clone()) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route",
+        ));
+    };
+    config_provider::validate_key(&key)
+        .map_err(|reason| ApiError::bad_request("invalid_key", reason))?;
+    Ok((kind, key))
+}
+
+async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incoming>) -> Answer {
+    let runtime = &context.runtime;
+    let query = request.uri().query().map(str::to_owned);
+    match matched.endpoint {
+        Endpoint::Root => Ok(body_response(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "Connector Runtime API",
+        )),
+        Endpoint::Health => {
+            ok(&json!({ "status": "healthy", "iggy_connected": runtime.iggy_connected() }))
+        }
+        Endpoint::Ready => ready(context).await,
+        Endpoint::Stats => stats(context).await,
+        Endpoint::Metrics => Ok(body_response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            runtime.prometheus(),
+        )),
+        Endpoint::OpenApi => Ok(body_response(StatusCode::OK, "application/json", OPENAPI)),
+        Endpoint::List => {
+            let kind = matched.kind.unwrap_or(ConnectorKind::Sink);
+            let mut list = Vec::new();
+            for status in runtime.statuses().into_iter().filter(|s| s.kind == kind) {
+                if let Some(config) = runtime.config(kind, &status.key).await {
+                    list.push(info(&config, &status));
+                }
+            }
+            ok(&Value::Array(list))
+        }
+        Endpoint::Details => {
+            let (kind, key) = connector(&matched)?;
+            let (config, status) = running(context, kind, &key).await?;
+            let mut details = info(&config, &status);
+            details["streams"] = config.redacted()["streams"].take();
+            details["metrics"] = metrics(&status);
+            ok(&details)
+        }
+        Endpoint::Configs => {
+            let (kind, key) = connector(&matched)?;
+            match *request.method() {
+                Method::POST => {
+                    let body = read_json(request).await?;
+                    create_config(context, kind, &key, body).await
+                }
+                Method::DELETE => {
+                    let version = match query_param(query.as_deref(), "version") {
+                        Some(text) => Some(parse_version(&text)?),
+                        None => None,
+                    };
+                    if let Some(config) = runtime.config(kind, &key).await
+                        && version.is_none_or(|version| version == config.version())
+                        && runtime
+                            .status(kind, &key)
+                            .is_some_and(|s| s.state != ConnectorState::Stopped)
+                    {
+                        return Err(ApiError::new(
+                            StatusCode::CONFLICT,
+                            "config_in_use",
+                            format!(
+                                "version {} of {kind} {key:?} is running; activate another or stop it first",
+                                config.version()
+                            ),
+                        ));
+                    }
+                    context.provider.delete(kind, &key, version).await?;
+                    no_content()
+                }
+                _ => {
+                    let running = runtime
+                        .config(kind, &key)
+                        .await
+                        .map(|config| config.version());
+                    let versions = context.provider.versions(kind, &key).await?;
+                    let list = versions
+                        .iter()
+                        .map(|config| with_active(config, running == Some(config.version())))
+                        .collect();
+                    ok(&Value::Array(list))
+                }
+            }
+        }
+        Endpoint::ConfigVersion => {
+            let (kind, key) = connector(&matched)?;
+            let version = parse_version(matched.version.as_deref().unwrap_or_default())?;
+            let config = context.provider.version(kind, &key, version).await?;
+            let running = runtime
+                .config(kind, &key)
+                .await
+                .map(|config| config.version());
+            ok(&with_active(&config, running == Some(version)))
+        }
+        Endpoint::ActiveConfig => {
+            let (kind, key) = connector(&matched)?;
+            if request.method() == Method::PUT {
+                let body = read_json(request).await?;
+                let version = body.get("version").and_then(Value::as_u64).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_body",
+                        "expected {\"version\": <unsigned integer>}",
+                    )
+                })?;
+                let config = context.provider.version(kind, &key, version).await?;
+                context.provider.set_active(kind, &key, version).await?;
+                runtime.apply_config(config).await?;
+                tracing::info!(connector = %key, %kind, version, "activated through the API");
+                return no_content();
+            }
+            let (config, _) = running(context, kind, &key).await?;
+            ok(&with_active(&config, true))
+        }
+        Endpoint::PluginConfig => {
+            let (kind, key) = connector(&matched)?;
+            let (config, _) = running(context, kind, &key).await?;
+            let format = match query_param(query.as_deref(), "format") {
+                Some(text) => Format::parse(&text).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_format",
+                        format!("format {text:?}: expected json, yaml, toml or text"),
+                    )
+                })?,
+                None => plugin_config_format(&config),
+            };
+            let redacted = config.redacted();
+            let Some(plugin) = redacted.get("plugin_config") else {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "plugin_config_not_found",
+                    format!("{kind} {key:?} has no plugin_config"),
+                ));
+            };
+            let text = format.render(plugin).map_err(|reason| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "render_error", reason)
+            })?;
+            Ok(body_response(StatusCode::OK, format.content_type(), text))
+        }
+        Endpoint::Transforms => {
+            let (kind, key) = connector(&matched)?;
+            let (config, _) = running(context, kind, &key).await?;
+            let transforms = match &config {
+                ConnectorConfig::Sink(sink) => &sink.transforms,
+                ConnectorConfig::Source(source) => &source.transforms,
+            };
+            let list = transforms
+                .0
+                .iter()
+                .map(|(name, settings)| json!({ "type": name, "config": settings }))
+                .collect();
+            ok(&Value::Array(list))
+        }
+        Endpoint::Start
+        | Endpoint::Stop
+        | Endpoint::Pause
+        | Endpoint::Resume
+        | Endpoint::Restart => {
+            let (kind, key) = connector(&matched)?;
+            match matched.endpoint {
+                Endpoint::Start => runtime.start_connector(kind, &key).await?,
+                Endpoint::Stop => runtime.stop_connector(kind, &key).await?,
+                Endpoint::Pause => runtime.pause_connector(kind, &key).await?,
+                Endpoint::Resume => runtime.resume_connector(kind, &key).await?,
+                _ => runtime.restart_connector(kind, &key).await?,
+            }
+            tracing::info!(connector = %key, %kind, action = ?matched.endpoint, "lifecycle request through the API");
+            let (config, status) = running(context, kind, &key).await?;
+            ok(&info(&config, &status))
+        }
+    }
+}
+
+fn parse_version(text: &str) -> Result<u64, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_version",
+            format!("version {text:?}: expected an unsigned integer"),
+        )
+    })
+}
+
+fn plugin_config_format(config: &ConnectorConfig) -> Format {
+    let format = match config {
+        ConnectorConfig::Sink(sink) => sink.plugin_config_format,
+        ConnectorConfig::Source(source) => source.plugin_config_format,
+    };
+    match format {
+        Some(config_provider::PluginConfigFormat::Json) => Format::Json,
+        Some(config_provider::PluginConfigFormat::Yaml) => Format::Yaml,
+        Some(config_provider::PluginConfigFormat::Text) => Format::Text,
+        Some(config_provider::PluginConfigFormat::Toml) | None => Format::Toml,
+    }
+}
+
+/// The connector's config and status, or 404.
+async fn running(
+    context: &ApiContext,
+    kind: ConnectorKind,
+    key: &str,
+) -> Result<(ConnectorConfig, ConnectorStatus), ApiError> {
+    let runtime = &context.runtime;
+    match (runtime.config(kind, key).await, runtime.status(kind, key)) {
+        (Some(config), Some(status)) => Ok((config, status)),
+        _ => Err(ApiError::not_found(kind, key)),
+    }
+}
+
+/// Reads a JSON body of at most [`BODY_LIMIT`] bytes.
+async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
+    let collected = Limited::new(request.into_body(), BODY_LIMIT)
+        .collect()
+        .await
+        .map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the body exceeds {BODY_LIMIT} bytes"),
+                )
+            } else {
+                ApiError::bad_request("invalid_body", format!("cannot read the body: {error}"))
+            }
+        })?;
+    serde_json::from_slice(&collected.to_bytes())
+        .map_err(|error| ApiError::bad_request("invalid_json", error.to_string()))
+}
+
+/// `POST .../configs`: the body is a config without `type`, `key` and `version`.
+async fn create_config(
+    context: &ApiContext,
+    kind: ConnectorKind,
+    key: &str,
+    body: Value,
+) -> Answer {
+    let Value::Object(mut fields) = body else {
+        return Err(ApiError::bad_request(
+            "invalid_configuration",
+            "expected a JSON object",
+        ));
+    };
+    for reserved in ["type", "key", "version"] {
+        if fields.contains_key(reserved) {
+            return Err(ApiError::bad_request(
+                "invalid_configuration",
+                format!("`{reserved}` comes from the path and the provider; leave it out"),
+            ));
+        }
+    }
+    fields.insert("type".to_owned(), json!(kind.as_str()));
+    fields.insert("key".to_owned(), json!(key));
+    fields.insert("version".to_owned(), json!(0));
+    let config: ConnectorConfig = serde_json::from_value(Value::Object(fields))
+        .map_err(|error| ApiError::bad_request("invalid_configuration", error.to_string()))?;
+    config
+        .validate()
+        .map_err(|reason| ApiError::bad_request("invalid_configuration", reason))?;
+    let stored = context.provider.create(kind, key, config).await?;
+    tracing::info!(connector = %key, %kind, version = stored.version(), "config version created through the API");
+    ok(&with_active(&stored, false))
+}
+
+/// A config as the API shows it: redacted, with `active`.
+fn with_active(config: &ConnectorConfig, active: bool) -> Value {
+    let mut value = config.redacted();
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("type");
+        fields.insert("active".to_owned(), Value::Bool(active));
+    }
+    value
+}
+
+/// The summary of one connector.
+fn info(config: &ConnectorConfig, status: &ConnectorStatus) -> Value {
+    let (name, path, format) = match config {
+        ConnectorConfig::Sink(sink) => (&sink.name, &sink.path, sink.plugin_config_format),
+        ConnectorConfig::Source(source) => {
+            (&source.name, &source.path, source.plugin_config_format)
+        }
+    };
+    let mut value = json!({
+        "key": status.key,
+        "name": name,
+        "path": path,
+        "enabled": config.enabled(),
+        "version": status.version,
+        "status": status.state.as_str(),
+        "restarts": status.restarts,
+        "seconds_in_state": status.seconds_in_state,
+        "messages_per_second": status.metrics.messages_per_second,
+    });
+    if let Some(error) = &status.last_error {
+        value["last_error"] = json!({ "message": error });
+    }
+    if let Some(format) = format {
+        value["plugin_config_format"] = serde_json::to_value(format).unwrap_or_default();
+    }
+    value
+}
+
+fn metrics(status: &ConnectorStatus) -> Value {
+    let m = &status.metrics;
+    json!({
+        "messages_in": m.messages_in,
+        "messages_out": m.messages_out,
+        "bytes_in": m.bytes_in,
+        "bytes_out": m.bytes_out,
+        "errors": m.errors,
+        "retries": m.retries,
+        "skipped": m.skipped,
+        "dead_letters": m.dead_letters,
+        "lag": m.lag,
+        "messages_per_second": m.messages_per_second,
+        "batches": m.batch_latency.count,
+        "mean_batch_latency_seconds": if m.batch_latency.count == 0 { 0.0 } else { m.batch_latency.sum_seconds / m.batch_latency.count as f64 },
+    })
+}
+
+/// `GET /ready`: 200 when Iggy is reachable and every enabled connector runs.
+async fn ready(context: &ApiContext) -> Answer {
+    let runtime = &context.runtime;
+    let mut reasons = Vec::new();
+    if !runtime.iggy_connected() {
+        reasons.push("not connected to Iggy".to_owned());
+    }
+    for status in runtime.statuses() {
+        let enabled = runtime
+            .config(status.kind, &status.key)
+            .await
+            .is_some_and(|config| config.enabled());
+        if enabled && status.state != ConnectorState::Running {
+            let error = status
+                .last_error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            reasons.push(format!(
+                "{} {} is {}{error}",
+                status.kind, status.key, status.state
+            ));
+        }
+    }
+    let status = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok(json_response(
+        status,
+        &json!({ "ready": reasons.is_empty(), "reasons": reasons }),
+    ))
+}
+
+/// Resident memory of this process, from `/proc` (Linux).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// `GET /stats`: the runtime and every connector in figures.
+async fn stats(context: &ApiContext) -> Answer {
+    let runtime = &context.runtime;
+    let statuses = runtime.statuses();
+    let count = |kind: ConnectorKind, running: bool| {
+        statuses
+            .iter()
+            .filter(|s| s.kind == kind && (!running || s.state == ConnectorState::Running))
+            .count()
+    };
+    let mut connectors = Vec::new();
+    for status in &statuses {
+        let Some(config) = runtime.config(status.kind, &status.key).await else {
+            continue;
+        };
+        let mut entry = info(&config, status);
+        entry["connector_type"] = json!(status.kind.as_str());
+        entry["metrics"] = metrics(status);
+        connectors.push(entry);
+    }
+    ok(&json!({
+        "connectors_runtime_version": env!("CARGO_PKG_VERSION"),
+        "process_id": std::process::id(),
+        "memory_usage": resident_bytes(),
+        "run_time": context.started.elapsed().as_micros() as u64,
+        "start_time": context.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or_default(),
+        "iggy_connected": runtime.iggy_connected(),
+        "sources_total": count(ConnectorKind::Source, false),
+        "sources_running": count(ConnectorKind::Source, true),
+        "sinks_total": count(ConnectorKind::Sink, false),
+        "sinks_running": count(ConnectorKind::Sink, true),
+        "connectors": connectors,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret1"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}
