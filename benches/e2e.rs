@@ -1,9 +1,14 @@
 //! End to end: the random source (as a generator) -> Iggy -> the null sink, through the
 //! runtime, against the raw `iggy` client producing and consuming the same messages in
 //! the same run. Messages of about 100 B and 1 KiB, one partition, batches of 1000.
+//! The runtime case runs twice: alone, and with the HTTP API served while two clients
+//! keep asking it for `/stats` and `/metrics`, pausing `BENCH_API_PAUSE_MS` (default 10)
+//! between requests; 0 makes it a closed loop (`+API/s`, `API req/s`).
 //!
 //! Run: `cargo bench -p iggy-connectors-benches --bench e2e`
-//! (`BENCH_MESSAGES`, default 200000; `IGGY_TEST_ADDRESS=host:port` for a real server).
+//! (`BENCH_MESSAGES`, default 200000; `IGGY_TEST_ADDRESS=host:port` for a real server;
+//! `BENCH_STATE_DIR` for the source state directory; `BENCH_VERBOSE=1` tells when the
+//! source and the sink finished).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,13 +123,78 @@ async fn generator_alone(
     Ok(elapsed)
 }
 
-/// Through the runtime: generator source -> Iggy -> null sink.
+/// Clients that keep asking the API for `/stats` and `/metrics` (one request in flight
+/// each, keep-alive, `pause` between requests) until told to stop; returns the requests
+/// answered.
+fn api_load(
+    address: std::net::SocketAddr,
+    clients: usize,
+    pause: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..clients {
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                let Ok(stream) = tokio::net::TcpStream::connect(address).await else {
+                    return 0u64;
+                };
+                let Ok((mut sender, connection)) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                else {
+                    return 0;
+                };
+                tokio::spawn(connection);
+                let mut answered = 0;
+                while !*stop.borrow() {
+                    let path = if answered % 2 == 0 {
+                        "/stats"
+                    } else {
+                        "/metrics"
+                    };
+                    let Ok(request) = hyper::Request::get(path)
+                        .header("host", "localhost")
+                        .body(http_body_util::Empty::<Bytes>::new())
+                    else {
+                        return answered;
+                    };
+                    let Ok(response) = sender.send_request(request).await else {
+                        return answered;
+                    };
+                    if http_body_util::BodyExt::collect(response.into_body())
+                        .await
+                        .is_err()
+                    {
+                        return answered;
+                    }
+                    answered += 1;
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+                answered
+            });
+        }
+        let mut answered = 0;
+        while let Some(Ok(count)) = tasks.join_next().await {
+            answered += count;
+        }
+        answered
+    })
+}
+
+/// Through the runtime: generator source -> Iggy -> null sink; with `api_clients` > 0,
+/// the HTTP API is served meanwhile and that many clients keep asking it for figures.
+/// Returns the elapsed time and the API requests answered.
 async fn runtime(
     address: &str,
     stream: &str,
     total: u64,
     payload_size: usize,
-) -> Result<Duration, Box<dyn std::error::Error>> {
+    api_clients: usize,
+) -> Result<(Duration, u64), Box<dyn std::error::Error>> {
     let source: ConnectorConfig = serde_json::from_value(serde_json::json!({
         "type": "source", "key": format!("gen-{stream}"), "enabled": true, "version": 0, "name": "Generator",
         "path": plugin_path("iggy_connector_random_source"),
@@ -162,7 +232,46 @@ async fn runtime(
     let plugins = PluginRegistry::new(PluginLoader::new());
     let started = Instant::now();
     let connectors = Runtime::start(configs, plugins, context).await;
+    let (stop_load, load_stopped) = tokio::sync::watch::channel(false);
+    let mut api = None;
+    if api_clients > 0 {
+        let provider_dir = state.join("connectors");
+        std::fs::create_dir_all(&provider_dir)?;
+        let provider = Arc::new(config_provider::LocalProvider::open(
+            &provider_dir,
+            &Default::default(),
+        )?);
+        let mut http = config_provider::HttpConfig {
+            enabled: true,
+            address: "127.0.0.1:0".to_owned(),
+            ..Default::default()
+        };
+        http.metrics.enabled = true;
+        let server = http_api::serve(
+            &http,
+            http_api::ApiContext::new(connectors.clone(), provider, http.clone()),
+        )
+        .await?;
+        let pause = Duration::from_millis(
+            std::env::var("BENCH_API_PAUSE_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10),
+        );
+        let load = api_load(server.local_addr(), api_clients, pause, load_stopped);
+        api = Some((server, load));
+    }
+    let mut source_done = None;
     loop {
+        let produced: u64 = connectors
+            .statuses()
+            .iter()
+            .filter(|s| s.key.starts_with("gen-"))
+            .map(|s| s.metrics.messages_out)
+            .sum();
+        if produced >= total && source_done.is_none() {
+            source_done = Some(started.elapsed());
+        }
         let delivered: u64 = connectors
             .statuses()
             .iter()
@@ -182,9 +291,18 @@ async fn runtime(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let elapsed = started.elapsed();
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        eprintln!("source finished after {source_done:?}, sink after {elapsed:?}");
+    }
+    let _ = stop_load.send(true);
+    let mut answered = 0;
+    if let Some((server, load)) = api {
+        answered = load.await?;
+        server.shutdown().await;
+    }
     connectors.shutdown(Duration::from_secs(10)).await;
     let _ = std::fs::remove_dir_all(&state);
-    Ok(elapsed)
+    Ok((elapsed, answered))
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -202,8 +320,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!("end to end against {target} at {address}: {total} messages per case");
     println!(
-        "{:>9} {:>12} {:>9} {:>12} {:>9} {:>7}",
-        "message", "runtime/s", "MB/s", "raw/s", "MB/s", "ratio"
+        "{:>9} {:>12} {:>9} {:>12} {:>9} {:>7} {:>12} {:>10} {:>12}",
+        "message",
+        "runtime/s",
+        "MB/s",
+        "raw/s",
+        "MB/s",
+        "ratio",
+        "+API/s",
+        "API req/s",
+        "generator/s"
     );
     // The generator's JSON adds about 60 bytes of fields around its random text.
     for (label, payload_size) in [("~100 B", 40usize), ("~1 KiB", 964)] {
@@ -212,8 +338,22 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         )?;
         let size = probe.len();
         let suffix = format!("{}-{}", payload_size, std::process::id());
-        let through_runtime =
-            runtime(&address, &format!("e2e-rt-{suffix}"), total, payload_size).await?;
+        let (through_runtime, _) = runtime(
+            &address,
+            &format!("e2e-rt-{suffix}"),
+            total,
+            payload_size,
+            0,
+        )
+        .await?;
+        let (with_api, answered) = runtime(
+            &address,
+            &format!("e2e-api-{suffix}"),
+            total,
+            payload_size,
+            2,
+        )
+        .await?;
         let through_raw = raw(
             &address,
             &format!("e2e-raw-{suffix}"),
@@ -224,12 +364,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         let generator = generator_alone(total, payload_size).await?;
         let rate = |elapsed: Duration| total as f64 / elapsed.as_secs_f64();
         println!(
-            "{label:>9} {:>12.0} {:>9.1} {:>12.0} {:>9.1} {:>7.2} {:>14.0}",
+            "{label:>9} {:>12.0} {:>9.1} {:>12.0} {:>9.1} {:>7.2} {:>12.0} {:>10.0} {:>12.0}",
             rate(through_runtime),
             rate(through_runtime) * size as f64 / 1e6,
             rate(through_raw),
             rate(through_raw) * size as f64 / 1e6,
             through_raw.as_secs_f64() / through_runtime.as_secs_f64(),
+            rate(with_api),
+            answered as f64 / with_api.as_secs_f64(),
             rate(generator)
         );
     }

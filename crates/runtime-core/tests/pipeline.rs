@@ -208,7 +208,11 @@ async fn random_source_to_file_sink_delivers_every_message() {
     })
     .await;
     // The source's state records what Iggy accepted.
-    let state = std::fs::read(dir.join("state/source_random.state")).unwrap();
+    let state = StateStore::new(dir.join("state"))
+        .read("random")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(state, 300u64.to_le_bytes());
     let metrics = runtime.prometheus();
     assert!(
@@ -406,7 +410,13 @@ async fn rejected_batches_are_produced_again_and_do_not_advance_the_state() {
     };
     let dir = temp_dir("e2e-reject");
     let stream = unique("reject");
-    let state_file = dir.join("state/source_random.state");
+    let saved = || async {
+        StateStore::new(dir.join("state"))
+            .read("random")
+            .await
+            .unwrap()
+            .unwrap()
+    };
 
     server.fail_next_sends(2);
     let first = context(&target, &dir.join("state")).await;
@@ -430,7 +440,7 @@ async fn rejected_batches_are_produced_again_and_do_not_advance_the_state() {
         (0..100).collect::<Vec<_>>(),
         "refused batches came again, in order, once"
     );
-    assert_eq!(std::fs::read(&state_file).unwrap(), 100u64.to_le_bytes());
+    assert_eq!(saved().await, 100u64.to_le_bytes());
     runtime.shutdown(Duration::from_secs(10)).await;
 
     // Refusals that outlast the budget (4 attempts): failed, state unchanged.
@@ -449,7 +459,7 @@ async fn rejected_batches_are_produced_again_and_do_not_advance_the_state() {
         status.last_error.as_deref().unwrap().contains("4 attempts"),
         "{status:?}"
     );
-    assert_eq!(std::fs::read(&state_file).unwrap(), 100u64.to_le_bytes());
+    assert_eq!(saved().await, 100u64.to_le_bytes());
     assert_eq!(server.messages(&stream, "t").unwrap().len(), 100);
     runtime.shutdown(Duration::from_secs(10)).await;
     server.fail_next_sends(0);

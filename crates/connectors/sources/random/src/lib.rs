@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use connector_sdk::{
     BatchOutcome, ConnectorContext, Error, ProducedBatch, ProducedMessage, Schema, Source,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// The source's `plugin_config`.
 #[derive(Debug, Clone, Deserialize)]
@@ -64,14 +64,6 @@ pub struct RandomSource {
     staged: u64,
     rng: XorShift,
     polled_once: bool,
-}
-
-#[derive(Serialize)]
-struct Record<'a> {
-    seq: u64,
-    key: &'a str,
-    text: &'a str,
-    created_at: u64,
 }
 
 impl Source for RandomSource {
@@ -123,7 +115,9 @@ impl Source for RandomSource {
             // Done: stay idle until closed (a pending future is cancel-safe).
             std::future::pending::<()>().await;
         }
-        if self.polled_once {
+        // tokio's timer rounds up to whole milliseconds, so even a zero sleep would
+        // cost one: skip it.
+        if self.polled_once && !self.config.interval.is_zero() {
             tokio::time::sleep(self.config.interval).await;
         }
         self.polled_once = true;
@@ -131,18 +125,23 @@ impl Source for RandomSource {
         let wanted = u64::from(min) + self.rng.next() % (u64::from(max - min) + 1);
         let count = wanted.min(remaining);
         let mut messages = Vec::with_capacity(count as usize);
-        let mut text = String::with_capacity(self.config.payload_size);
+        // The key is escaped once; the text is alphanumeric and needs no escaping, so
+        // each record is written directly (serde_json per record costs more than the
+        // rest of the pipeline).
+        let key = serde_json::to_string(&self.key)
+            .map_err(|error| Error::permanent(format!("cannot encode the key: {error}")))?;
+        let created_at = now_micros();
         for seq in self.produced..self.produced + count {
-            text.clear();
-            self.rng.fill_text(&mut text, self.config.payload_size);
-            let record = Record {
-                seq,
-                key: &self.key,
-                text: &text,
-                created_at: now_micros(),
-            };
-            let payload = serde_json::to_vec(&record)
-                .map_err(|error| Error::permanent(format!("cannot encode a record: {error}")))?;
+            let mut payload = Vec::with_capacity(self.config.payload_size + key.len() + 64);
+            payload.extend_from_slice(b"{\"seq\":");
+            payload.extend_from_slice(seq.to_string().as_bytes());
+            payload.extend_from_slice(b",\"key\":");
+            payload.extend_from_slice(key.as_bytes());
+            payload.extend_from_slice(b",\"text\":\"");
+            self.rng.fill_text(&mut payload, self.config.payload_size);
+            payload.extend_from_slice(b"\",\"created_at\":");
+            payload.extend_from_slice(created_at.to_string().as_bytes());
+            payload.push(b'}');
             messages.push(ProducedMessage {
                 id: Some(self.id_prefix | u128::from(seq)),
                 ..ProducedMessage::new(payload)
@@ -195,11 +194,39 @@ impl XorShift {
         x
     }
 
-    fn fill_text(&mut self, text: &mut String, len: usize) {
-        const ALPHABET: &[u8; 62] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        text.extend((0..len).map(|_| char::from(ALPHABET[(self.next() % 62) as usize])));
+    /// Appends `len` random characters of `[A-Za-z0-9_-]`, ten per generated number.
+    fn fill_text(&mut self, text: &mut Vec<u8>, len: usize) {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+        let mut left = len;
+        while left > 0 {
+            let mut bits = self.next();
+            for _ in 0..left.min(10) {
+                text.push(ALPHABET[(bits & 63) as usize]);
+                bits >>= 6;
+            }
+            left = left.saturating_sub(10);
+        }
     }
 }
 
 connector_sdk::export_source!(RandomSource, "random");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_has_the_asked_length_and_only_safe_characters() {
+        let mut rng = XorShift::new(7);
+        for len in [0, 1, 9, 10, 11, 964] {
+            let mut text = Vec::new();
+            rng.fill_text(&mut text, len);
+            assert_eq!(text.len(), len);
+            assert!(
+                text.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
+            );
+        }
+    }
+}
