@@ -1,0 +1,384 @@
+//! Payloads decoded by schema, and encoded back.
+//!
+//! A JSON object is decoded only one level deep: each top-level value stays raw JSON
+//! text until a transform reads it, so transforms that touch a few top-level fields of
+//! a large document do not pay for parsing or re-serialising the rest.
+
+use std::fmt;
+
+use bytes::Bytes;
+use connector_sdk::Schema;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// Part of a JSON object: a slice of the document it was decoded from, or text a
+/// transform wrote.
+#[derive(Debug, Clone)]
+enum Text {
+    /// `start..end` of the source document.
+    Span(u32, u32),
+    /// Written by a transform (a key) or unescaped (a key with escapes).
+    Owned(String),
+}
+
+/// A top-level field's value: raw JSON in the source document, or a value a transform
+/// set.
+#[derive(Debug, Clone)]
+enum Slot {
+    Raw(u32, u32),
+    Value(Value),
+}
+
+/// A JSON object decoded one level deep: keys and values stay slices of the source
+/// document until a transform changes them, so decoding allocates one vector and
+/// encoding copies untouched fields as they were.
+#[derive(Debug, Clone, Default)]
+pub struct JsonObject {
+    source: Bytes,
+    fields: Vec<(Text, Slot)>,
+}
+
+impl JsonObject {
+    fn text<'a>(&'a self, text: &'a Text) -> &'a str {
+        match text {
+            // Spans are of valid UTF-8 (the document was parsed as JSON) on char
+            // boundaries; `get` keeps this panic-free regardless.
+            Text::Span(start, end) => {
+                std::str::from_utf8(&self.source[*start as usize..*end as usize]).unwrap_or("")
+            }
+            Text::Owned(text) => text,
+        }
+    }
+
+    fn key_bytes<'a>(&'a self, text: &'a Text) -> &'a [u8] {
+        match text {
+            Text::Span(start, end) => &self.source[*start as usize..*end as usize],
+            Text::Owned(text) => text.as_bytes(),
+        }
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.fields
+            .iter()
+            .position(|(name, _)| self.key_bytes(name) == key.as_bytes())
+    }
+
+    fn parse(&self, slot: &Slot) -> Result<Value, String> {
+        match slot {
+            Slot::Raw(start, end) => {
+                serde_json::from_slice(&self.source[*start as usize..*end as usize])
+                    .map_err(|error| error.to_string())
+            }
+            Slot::Value(value) => Ok(value.clone()),
+        }
+    }
+
+    /// The keys, in document order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(key, _)| self.text(key))
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether it has no field.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Whether `key` is there.
+    pub fn contains(&self, key: &str) -> bool {
+        self.position(key).is_some()
+    }
+
+    /// The value of `key`, parsed.
+    pub fn get(&self, key: &str) -> Option<Result<Value, String>> {
+        let index = self.position(key)?;
+        Some(self.parse(&self.fields[index].1))
+    }
+
+    /// Sets `key`, replacing its value where it is, or appending it.
+    pub fn set(&mut self, key: &str, value: Value) {
+        match self.position(key) {
+            Some(index) => self.fields[index].1 = Slot::Value(value),
+            None => self
+                .fields
+                .push((Text::Owned(key.to_owned()), Slot::Value(value))),
+        }
+    }
+
+    /// Removes `key`; whether it was there.
+    pub fn remove(&mut self, key: &str) -> bool {
+        match self.position(key) {
+            Some(index) => {
+                self.fields.remove(index);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps the fields for which `keep(key, value)` says so; the value is parsed only
+    /// when `keep` asks for it.
+    pub fn retain(
+        &mut self,
+        mut keep: impl FnMut(&str, &dyn Fn() -> Result<Value, String>) -> Result<bool, String>,
+    ) -> Result<(), String> {
+        let mut verdicts = Vec::with_capacity(self.fields.len());
+        for (key, slot) in &self.fields {
+            verdicts.push(keep(self.text(key), &|| self.parse(slot))?);
+        }
+        let mut verdicts = verdicts.into_iter();
+        self.fields.retain(|_| verdicts.next().unwrap_or(true));
+        Ok(())
+    }
+
+    /// The value at a dotted path (`a.b.c`): the first segment is a top-level field,
+    /// the rest index into its parsed value.
+    pub fn lookup(&self, path: &str) -> Option<Value> {
+        let mut segments = path.split('.');
+        let first = self.get(segments.next()?)?.ok()?;
+        segments.try_fold(first, |value, segment| match value {
+            Value::Object(mut map) => map.remove(segment),
+            Value::Array(mut items) => {
+                let index: usize = segment.parse().ok()?;
+                (index < items.len()).then(|| items.swap_remove(index))
+            }
+            _ => None,
+        })
+    }
+
+    /// An object of `values` (no source document).
+    pub fn from_map(values: serde_json::Map<String, Value>) -> Self {
+        JsonObject {
+            source: Bytes::new(),
+            fields: values
+                .into_iter()
+                .map(|(key, value)| (Text::Owned(key), Slot::Value(value)))
+                .collect(),
+        }
+    }
+}
+
+/// A decoded payload.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A JSON object (decoded one level deep).
+    Object(JsonObject),
+    /// Any other JSON document (array, string, number...), kept whole.
+    Json(Value),
+    /// Bytes.
+    Raw(Bytes),
+    /// UTF-8 text.
+    Text(String),
+}
+
+/// Why a payload could not be decoded or encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatError(pub String);
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+/// Whether this runtime can decode and encode `schema` (for transforms and
+/// conversions). Other schemas pass through only unchanged.
+pub fn supported(schema: Schema) -> bool {
+    matches!(schema, Schema::Json | Schema::Raw | Schema::Text)
+}
+
+impl Payload {
+    /// Decodes `bytes` written with `schema`. A JSON object keeps `bytes` (no copy)
+    /// and refers into it.
+    pub fn decode(schema: Schema, bytes: Bytes) -> Result<Payload, FormatError> {
+        match schema {
+            Schema::Json => {
+                let first = bytes.iter().find(|byte| !byte.is_ascii_whitespace());
+                if first == Some(&b'{') {
+                    if u32::try_from(bytes.len()).is_err() {
+                        return Err(FormatError("a JSON document over 4 GiB".to_owned()));
+                    }
+                    let spans = crate::scan::object(&bytes).map_err(FormatError)?;
+                    let mut fields = Vec::with_capacity(spans.len());
+                    for ((key_start, key_end), escaped, (start, end)) in spans {
+                        // Spans are within `bytes`, whose length fits in u32.
+                        let key = if escaped {
+                            let quoted = &bytes[key_start - 1..key_end + 1];
+                            Text::Owned(serde_json::from_slice(quoted).map_err(|error| {
+                                FormatError(format!("invalid JSON key: {error}"))
+                            })?)
+                        } else {
+                            Text::Span(key_start as u32, key_end as u32)
+                        };
+                        fields.push((key, Slot::Raw(start as u32, end as u32)));
+                    }
+                    Ok(Payload::Object(JsonObject {
+                        source: bytes,
+                        fields,
+                    }))
+                } else {
+                    serde_json::from_slice(&bytes)
+                        .map(Payload::Json)
+                        .map_err(|error| FormatError(format!("invalid JSON: {error}")))
+                }
+            }
+            Schema::Raw => Ok(Payload::Raw(bytes)),
+            Schema::Text => std::str::from_utf8(&bytes)
+                .map(|text| Payload::Text(text.to_owned()))
+                .map_err(|error| FormatError(format!("invalid UTF-8 text: {error}"))),
+            other => Err(FormatError(format!(
+                "schema {other:?} cannot be decoded by this runtime (json, raw and text can)"
+            ))),
+        }
+    }
+
+    /// Encodes for a stream with `schema`: JSON as JSON, text as its UTF-8 bytes (a
+    /// JSON string literal for a JSON stream), raw bytes for a raw stream, and JSON or
+    /// text as their bytes for a raw or text stream.
+    pub fn encode(&self, schema: Schema) -> Result<Vec<u8>, FormatError> {
+        match (self, schema) {
+            (Payload::Object(object), Schema::Json | Schema::Text | Schema::Raw) => {
+                Ok(encode_object(object))
+            }
+            (Payload::Json(value), Schema::Json | Schema::Text | Schema::Raw) => {
+                serde_json::to_vec(value).map_err(|error| FormatError(error.to_string()))
+            }
+            (Payload::Text(text), Schema::Json) => {
+                serde_json::to_vec(text).map_err(|error| FormatError(error.to_string()))
+            }
+            (Payload::Text(text), Schema::Text | Schema::Raw) => Ok(text.as_bytes().to_vec()),
+            (Payload::Raw(bytes), Schema::Raw) => Ok(bytes.to_vec()),
+            (Payload::Raw(bytes), Schema::Text) => std::str::from_utf8(bytes)
+                .map(|text| text.as_bytes().to_vec())
+                .map_err(|error| FormatError(format!("raw bytes are not UTF-8 text: {error}"))),
+            (Payload::Raw(bytes), Schema::Json) => serde_json::from_slice::<&RawValue>(bytes)
+                .map(|raw| raw.get().as_bytes().to_vec())
+                .map_err(|error| FormatError(format!("raw bytes are not JSON: {error}"))),
+            (_, other) => Err(FormatError(format!(
+                "schema {other:?} cannot be encoded by this runtime (json, raw and text can)"
+            ))),
+        }
+    }
+
+    /// The payload as one JSON value (for display and for tools).
+    pub fn to_value(&self) -> Value {
+        match self {
+            Payload::Object(object) => Value::Object(
+                object
+                    .fields
+                    .iter()
+                    .map(|(key, slot)| {
+                        (
+                            object.text(key).to_owned(),
+                            object.parse(slot).unwrap_or(Value::Null),
+                        )
+                    })
+                    .collect(),
+            ),
+            Payload::Json(value) => value.clone(),
+            Payload::Text(text) => Value::String(text.clone()),
+            Payload::Raw(bytes) => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+        }
+    }
+}
+
+fn encode_object(object: &JsonObject) -> Vec<u8> {
+    let mut out = Vec::with_capacity(object.source.len() + 64);
+    out.push(b'{');
+    for (index, (key, slot)) in object.fields.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        match key {
+            Text::Span(start, end) => {
+                out.push(b'"');
+                out.extend_from_slice(&object.source[*start as usize..*end as usize]);
+                out.push(b'"');
+            }
+            // Writing a string or a Value into a Vec cannot fail.
+            Text::Owned(text) => {
+                let _ = serde_json::to_writer(&mut out, text);
+            }
+        }
+        out.push(b':');
+        match slot {
+            Slot::Raw(start, end) => {
+                out.extend_from_slice(&object.source[*start as usize..*end as usize]);
+            }
+            Slot::Value(value) => {
+                let _ = serde_json::to_writer(&mut out, value);
+            }
+        }
+    }
+    out.push(b'}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_round_trip_with_raw_fields_untouched() {
+        let text: &'static [u8] = br#"{"a":1,"b":{"deep":[1,2,{"x":"y"}]},"c":"s\"q","k\u0041":2}"#;
+        let payload = Payload::decode(Schema::Json, Bytes::from_static(text)).unwrap();
+        // Escaped keys come back unescaped; everything else byte for byte.
+        let expected = String::from_utf8(text.to_vec())
+            .unwrap()
+            .replace("k\\u0041", "kA");
+        assert_eq!(
+            String::from_utf8(payload.encode(Schema::Json).unwrap()).unwrap(),
+            expected
+        );
+        let Payload::Object(object) = payload else {
+            panic!("an object")
+        };
+        assert_eq!(object.get("kA").unwrap().unwrap(), Value::from(2));
+        assert_eq!(object.keys().collect::<Vec<_>>(), ["a", "b", "c", "kA"]);
+        assert_eq!(object.lookup("b.deep.2.x"), Some(Value::from("y")));
+        assert_eq!(object.lookup("b.nope"), None);
+    }
+
+    #[test]
+    fn conversions_between_formats() {
+        let text = Payload::decode(Schema::Text, Bytes::from("héllo")).unwrap();
+        assert_eq!(
+            text.encode(Schema::Json).unwrap(),
+            "\"héllo\"".as_bytes().to_vec()
+        );
+        assert_eq!(
+            text.encode(Schema::Raw).unwrap(),
+            "héllo".as_bytes().to_vec()
+        );
+        let array = Payload::decode(Schema::Json, Bytes::from_static(b" [1, 2]")).unwrap();
+        assert_eq!(array.encode(Schema::Text).unwrap(), b"[1,2]".to_vec());
+        let raw = Payload::decode(Schema::Raw, Bytes::from_static(&[0xff, 0])).unwrap();
+        assert!(raw.encode(Schema::Text).is_err());
+        assert!(raw.encode(Schema::Json).is_err());
+        assert_eq!(raw.encode(Schema::Raw).unwrap(), vec![0xff, 0]);
+        let json_bytes =
+            Payload::decode(Schema::Raw, Bytes::from_static(br#"{"k":true}"#)).unwrap();
+        assert_eq!(
+            json_bytes.encode(Schema::Json).unwrap(),
+            br#"{"k":true}"#.to_vec()
+        );
+    }
+
+    #[test]
+    fn bad_input_names_the_problem() {
+        let error = Payload::decode(Schema::Json, Bytes::from_static(br#"{"a":1"#)).unwrap_err();
+        assert!(error.0.contains("invalid JSON"), "{error}");
+        let error = Payload::decode(Schema::Json, Bytes::from_static(br#"{"a":1} x"#)).unwrap_err();
+        assert!(error.0.contains("trailing"), "{error}");
+        let error = Payload::decode(Schema::Text, Bytes::from_static(&[0xc3])).unwrap_err();
+        assert!(error.0.contains("UTF-8"), "{error}");
+        let error = Payload::decode(Schema::Avro, Bytes::from_static(b"x")).unwrap_err();
+        assert!(error.0.contains("Avro"), "{error}");
+    }
+}
