@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use iggy_connectors_tests::{plugin_path, temp_dir};
+use iggy_connectors_tests::{plugin_path, temp_dir, upstream_connectors_dir};
 use plugin_host::{OpenOptions, PluginLoader};
 
 /// Reads a connector config file and returns its `type`, its library crate name (from
@@ -86,25 +86,6 @@ async fn our_example_connector_configs_open_their_connectors() {
     assert_eq!(opened, 3);
 }
 
-/// Upstream's config files, in the steering repository's shared fixtures. A checkout
-/// without them skips this test, except in CI, where they must be present.
-fn upstream_connectors_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/upstream-configs/connectors"
-    ));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "upstream config fixtures missing at {}",
-        dir.display()
-    );
-    eprintln!("skipped: no upstream fixtures at {}", dir.display());
-    None
-}
-
 #[tokio::test]
 async fn upstream_random_and_stdout_configs_open_our_connectors() {
     let Some(dir) = upstream_connectors_dir() else {
@@ -117,4 +98,32 @@ async fn upstream_random_and_stdout_configs_open_our_connectors() {
     ] {
         open_with(&dir.join(name), |_| {}).await;
     }
+}
+
+/// Every transform table in upstream's example configs builds a chain, in file order.
+#[test]
+fn upstream_transform_configs_build_chains() {
+    let Some(dir) = upstream_connectors_dir() else {
+        return;
+    };
+    let mut chains = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config = config_provider::parse_connector_toml(&text).unwrap();
+        let transforms = match &config {
+            config_provider::ConnectorConfig::Sink(sink) => &sink.transforms,
+            config_provider::ConnectorConfig::Source(source) => &source.transforms,
+        };
+        let chain = transforms::TransformChain::new(config.kind(), &transforms.0)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        if path.ends_with("quickwit_sink.toml") {
+            assert_eq!(chain.names(), ["add_fields", "delete_fields"]);
+        }
+        chains += usize::from(!chain.is_empty());
+    }
+    assert_eq!(
+        chains, 4,
+        "quickwit, both random sources and stdout have transforms"
+    );
 }

@@ -89,3 +89,22 @@ pub fn temp_dir(label: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("can create a temp dir");
     dir
 }
+
+/// Upstream's config files, in the steering repository's shared fixtures. A checkout
+/// without them skips this test, except in CI, where they must be present.
+pub fn upstream_connectors_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/upstream-configs/connectors"
+    ));
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "upstream config fixtures missing at {}",
+        dir.display()
+    );
+    eprintln!("skipped: no upstream fixtures at {}", dir.display());
+    None
+}

@@ -14,6 +14,10 @@ iggy-connectors: moves data between Apache Iggy and the outside world
 Usage:
   iggy-connectors [--config PATH] [run]     run the connectors of a config
   iggy-connectors plugins PATH...           load plugin libraries and print what they are
+  iggy-connectors transform --connector FILE --input FILE
+                                            run a connector's transforms over sample
+                                            messages (one payload per line; - is stdin)
+                                            and print the results, without Iggy
   iggy-connectors --help | --version
 
 Options:
@@ -52,6 +56,7 @@ pub struct ConfigPath {
 pub enum Command {
     Run,
     Plugins(Vec<String>),
+    Transform { connector: PathBuf, input: PathBuf },
     Help,
     Version,
 }
@@ -73,6 +78,8 @@ fn parse_with_env(
 ) -> Result<Invocation, String> {
     let mut args = args.into_iter();
     let mut config = None;
+    let mut connector = None;
+    let mut input = None;
     let mut command = None;
     let mut operands: Vec<String> = Vec::new();
     while let Some(arg) = args.next() {
@@ -86,6 +93,15 @@ fn parse_with_env(
                 let path = args.next().ok_or_else(|| format!("{arg} needs a PATH"))?;
                 config = Some(PathBuf::from(path));
             }
+            "--connector" => {
+                let path = args.next().ok_or_else(|| format!("{arg} needs a FILE"))?;
+                connector = Some(PathBuf::from(path));
+            }
+            "--input" => {
+                let path = args.next().ok_or_else(|| format!("{arg} needs a FILE"))?;
+                input = Some(PathBuf::from(path));
+            }
+            "-" => operands.push(arg),
             _ if arg.starts_with("--config=") => {
                 config = Some(PathBuf::from(&arg["--config=".len()..]));
             }
@@ -104,10 +120,18 @@ fn parse_with_env(
                     return Err("plugins needs at least one PATH".to_owned());
                 }
                 "plugins" => Command::Plugins(rest.to_vec()),
+                "transform" if rest.is_empty() => match (connector.take(), input.take()) {
+                    (Some(connector), Some(input)) => Command::Transform { connector, input },
+                    _ => return Err("transform needs --connector FILE and --input FILE".to_owned()),
+                },
+                "transform" => return Err(format!("transform takes no operands, got {rest:?}")),
                 other => return Err(format!("unknown command {other:?}")),
             },
         },
     };
+    if connector.is_some() || input.is_some() {
+        return Err("--connector and --input go with the transform command".to_owned());
+    }
     let config = match config {
         Some(path) => Some(ConfigPath {
             path,

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Plugins(paths) => list_plugins(&paths),
+        Command::Transform { connector, input } => transform(&connector, &input),
         Command::Run => run(&invocation),
     }
 }
@@ -70,6 +71,110 @@ fn list_plugins(paths: &[String]) -> ExitCode {
         }
     }
     if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Runs a connector file's transforms over sample payloads: prints each result on
+/// stdout, each failure on stderr with its line number, and a summary; exits 1 if any
+/// message failed or the files are unusable.
+fn transform(connector: &std::path::Path, input: &std::path::Path) -> ExitCode {
+    use std::io::{BufRead, Write};
+    let text = match std::fs::read_to_string(connector) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("error: cannot read {}: {error}", connector.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match config_provider::parse_connector_toml(&text) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {}: {error}", connector.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let (transforms, schema) = match &config {
+        config_provider::ConnectorConfig::Sink(sink) => {
+            (&sink.transforms, sink.streams.first().map(|s| s.schema))
+        }
+        config_provider::ConnectorConfig::Source(source) => {
+            (&source.transforms, source.streams.first().map(|s| s.schema))
+        }
+    };
+    let schema = schema.unwrap_or(connector_sdk::Schema::Json);
+    let chain = match transforms::TransformChain::new(config.kind(), &transforms.0) {
+        Ok(chain) => chain,
+        Err(error) => {
+            eprintln!("error: {}: {error}", connector.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        match std::fs::File::open(input) {
+            Ok(file) => Box::new(std::io::BufReader::new(file)),
+            Err(error) => {
+                eprintln!("error: cannot read {}: {error}", input.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let (mut total, mut kept, mut dropped, mut failed) = (0, 0, 0, 0);
+    for (index, line) in reader.lines().enumerate() {
+        let line = match line {
+            Ok(line) => line,
+            Err(error) => {
+                eprintln!("error: {} line {}: {error}", input.display(), index + 1);
+                return ExitCode::FAILURE;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        total += 1;
+        let mut message = transforms::Message {
+            payload: match transforms::Payload::decode(schema, line.into_bytes().into()) {
+                Ok(payload) => payload,
+                Err(error) => {
+                    failed += 1;
+                    eprintln!("line {}: cannot decode: {error}", index + 1);
+                    continue;
+                }
+            },
+            topic: None,
+        };
+        match chain.run(&mut message) {
+            Ok(transforms::Verdict::Drop) => dropped += 1,
+            Ok(transforms::Verdict::Keep) => match message.payload.encode(schema) {
+                Ok(bytes) => {
+                    kept += 1;
+                    let routed = message
+                        .topic
+                        .map(|topic| format!("\t(topic {topic})"))
+                        .unwrap_or_default();
+                    let _ = writeln!(stdout, "{}{routed}", String::from_utf8_lossy(&bytes));
+                }
+                Err(error) => {
+                    failed += 1;
+                    eprintln!("line {}: cannot encode: {error}", index + 1);
+                }
+            },
+            Err(error) => {
+                failed += 1;
+                eprintln!("line {}: {error}", index + 1);
+            }
+        }
+    }
+    eprintln!(
+        "{total} messages: {kept} out, {dropped} filtered, {failed} failed (transforms: {})",
+        chain.names().join(" -> ")
+    );
+    if failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

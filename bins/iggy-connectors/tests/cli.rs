@@ -109,3 +109,80 @@ fn run_validates_the_config_first() {
         "{stderr}"
     );
 }
+
+/// `transform` runs a connector's chain without Iggy: here upstream's Quickwit sink
+/// config (add_fields with static and computed values, then delete_fields).
+#[test]
+fn transform_runs_a_connector_chain_over_sample_messages() {
+    let Some(dir) = iggy_connectors_tests::upstream_connectors_dir() else {
+        return;
+    };
+    let samples = iggy_connectors_tests::temp_dir("cli-transform").join("in.jsonl");
+    std::fs::write(
+        &samples,
+        "{\"email\":\"a@b\",\"created_at\":1,\"n\":1}\n\n{\"n\":2}\n",
+    )
+    .unwrap();
+    let connector = dir.join("quickwit_sink.toml");
+    let output = run(&[
+        "transform",
+        "--connector",
+        connector.to_str().unwrap(),
+        "--input",
+        samples.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let lines: Vec<serde_json::Value> = text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (line, n) in lines.iter().zip([1, 2]) {
+        assert_eq!(line["n"], n);
+        assert_eq!(line["service_name"], "qw_connector");
+        assert!(line["timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+        assert_eq!(line["random_id"].as_str().unwrap().len(), 36);
+        assert!(line.get("email").is_none() && line.get("created_at").is_none());
+    }
+    assert!(text(&output.stderr).contains("2 messages: 2 out, 0 filtered, 0 failed"));
+
+    // A message that cannot be decoded is reported with its line; the exit code says so.
+    std::fs::write(&samples, "{\"n\":1}\nnot json\n").unwrap();
+    let output = run(&[
+        "transform",
+        "--connector",
+        connector.to_str().unwrap(),
+        "--input",
+        samples.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("line 2: cannot decode"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(text(&output.stdout).lines().count(), 1);
+
+    // A bad transform config names the file and the key.
+    let bad = samples.with_file_name("bad.toml");
+    std::fs::write(
+        &bad,
+        "type = \"sink\"\nkey = \"k\"\nenabled = true\nversion = 0\nname = \"n\"\npath = \"p\"\n\
+         [[streams]]\nstream = \"s\"\ntopics = [\"t\"]\nschema = \"json\"\n\
+         [transforms.delete_fields]\nfeilds = [\"a\"]\n",
+    )
+    .unwrap();
+    let output = run(&[
+        "transform",
+        "--connector",
+        bad.to_str().unwrap(),
+        "--input",
+        samples.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("transforms.delete_fields"),
+        "{stderr}"
+    );
+}

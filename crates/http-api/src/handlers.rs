@@ -96,6 +96,9 @@ impl From<ControlError> for ApiError {
                 "plugin_error",
                 error.to_string(),
             ),
+            ControlError::Config { .. } => {
+                ApiError::bad_request("invalid_configuration", error.to_string())
+            }
             ControlError::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",
@@ -544,6 +547,14 @@ fn metrics(status: &ConnectorStatus) -> Value {
         "retries": m.retries,
         "skipped": m.skipped,
         "dead_letters": m.dead_letters,
+        "filtered": m.filtered,
+        "transforms": status.transforms.iter().map(|t| json!({
+            "name": t.name,
+            "messages_in": t.messages_in,
+            "messages_out": t.messages_out,
+            "dropped": t.dropped,
+            "failed": t.failed,
+        })).collect::<Vec<_>>(),
         "lag": m.lag,
         "messages_per_second": m.messages_per_second,
         "batches": m.batch_latency.count,

@@ -11,12 +11,15 @@
 //! a failed connector is restarted with bounded exponential backoff ([`RestartPolicy`]).
 //! [`Runtime::prometheus`] renders per-connector figures as Prometheus text.
 //!
-//! Not there yet (see the transforms issue): transforms and payload formats.
+//! Messages are decoded, transformed and encoded on the way (the `transforms` crate)
+//! when a connector has transforms or its schemas differ; a message that fails there
+//! follows the connector's error policy like one the plugin failed on.
 
 mod bus;
 mod control;
 mod metrics;
 mod runner;
+mod shape;
 mod state;
 mod status;
 
@@ -31,6 +34,7 @@ use connector_sdk::ConnectorKind;
 use plugin_host::{Plugin, PluginLoader};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use transforms::TransformChain;
 
 pub use bus::{
     BusError, IggyBus, IggySettings, IncomingMessage, MessageBus, OutgoingMessage, Polled,
@@ -41,6 +45,7 @@ pub use state::StateStore;
 pub use status::{
     ConnectorMetrics, ConnectorState, ConnectorStatus, LATENCY_BUCKETS, LatencyHistogram,
 };
+pub use transforms::TransformCounts;
 
 use control::{Control, Desired};
 
@@ -201,6 +206,16 @@ pub enum ControlError {
         /// The key asked for.
         key: String,
         /// The loader's error.
+        message: String,
+    },
+    /// The connector's config cannot run (a bad transform, say).
+    #[error("{kind} {key:?} cannot run its config: {message}")]
+    Config {
+        /// Sink or source.
+        kind: ConnectorKind,
+        /// The key asked for.
+        key: String,
+        /// What is wrong, with the key in the config.
         message: String,
     },
     /// The runtime is shutting down.
@@ -459,17 +474,24 @@ impl Runtime {
             }
         };
         let transforms = match &config {
-            ConnectorConfig::Sink(sink) => sink.transforms.0.len(),
-            ConnectorConfig::Source(source) => source.transforms.0.len(),
+            ConnectorConfig::Sink(sink) => &sink.transforms,
+            ConnectorConfig::Source(source) => &source.transforms,
         };
-        if transforms > 0 {
-            tracing::warn!(connector = %key, %kind, transforms, "transforms are not applied yet: messages pass unchanged");
-        }
+        let chain = match TransformChain::new(kind, &transforms.0) {
+            Ok(chain) => chain,
+            Err(message) => {
+                tracing::error!(connector = %key, %kind, error = %message, "invalid transforms");
+                status.fail(message.clone());
+                return Err(ControlError::Config { kind, key, message });
+            }
+        };
+        status.set_transforms(chain.clone());
         let (desired, receiver) = watch::channel(Desired::Run);
         slot.desired = desired;
         status.set_state(ConnectorState::Starting);
         slot.task = Some(tokio::spawn(supervise(
             config,
+            chain,
             plugin,
             self.inner.context.clone(),
             status.clone(),
@@ -532,6 +554,7 @@ impl Runtime {
 /// Runs a connector, restarting it after failures as the policy says.
 async fn supervise(
     config: ConnectorConfig,
+    chain: TransformChain,
     plugin: Plugin,
     context: RuntimeContext,
     status: StatusCell,
@@ -548,7 +571,16 @@ async fn supervise(
     loop {
         status.set_state(ConnectorState::Starting);
         let started = tokio::time::Instant::now();
-        runner::run_once(&config, &plugin, &context, retry, &status, control.clone()).await;
+        runner::run_once(
+            &config,
+            &chain,
+            &plugin,
+            &context,
+            retry,
+            &status,
+            control.clone(),
+        )
+        .await;
         if control.stop_requested() || status.snapshot().state != ConnectorState::Failed {
             status.settle(ConnectorState::Stopped);
             return;

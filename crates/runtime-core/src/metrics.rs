@@ -46,7 +46,7 @@ const fn gauge(
     }
 }
 
-const FAMILIES: [Family; 12] = [
+const FAMILIES: [Family; 13] = [
     counter(
         "iggy_connectors_messages_in_total",
         "Messages received: from the plugin (source) or from Iggy (sink).",
@@ -81,6 +81,11 @@ const FAMILIES: [Family; 12] = [
         "iggy_connectors_skipped_total",
         "Messages the error policy passed over.",
         |s| s.metrics.skipped,
+    ),
+    counter(
+        "iggy_connectors_filtered_total",
+        "Messages a transform filtered out.",
+        |s| s.metrics.filtered,
     ),
     counter(
         "iggy_connectors_dead_letters_total",
@@ -155,6 +160,29 @@ pub fn prometheus_text(statuses: &[ConnectorStatus]) -> String {
             );
         }
     }
+    header(
+        &mut out,
+        "iggy_connectors_transform_messages_total",
+        "counter",
+        "Messages per transform and outcome (in, out, dropped, failed).",
+    );
+    for status in statuses {
+        for counts in &status.transforms {
+            for (outcome, value) in [
+                ("in", counts.messages_in),
+                ("out", counts.messages_out),
+                ("dropped", counts.dropped),
+                ("failed", counts.failed),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "iggy_connectors_transform_messages_total{{{},transform=\"{}\",outcome=\"{outcome}\"}} {value}",
+                    labels(status),
+                    label(&counts.name)
+                );
+            }
+        }
+    }
     let name = "iggy_connectors_batch_latency_seconds";
     header(
         &mut out,
@@ -191,6 +219,13 @@ mod tests {
         let mut status = ConnectorStatus::new(ConnectorKind::Source, key, 2);
         status.state = state;
         status.metrics.retries = 3;
+        status.transforms = vec![crate::TransformCounts {
+            name: "filter".to_owned(),
+            messages_in: 5,
+            messages_out: 4,
+            dropped: 1,
+            failed: 0,
+        }];
         status
             .metrics
             .batch_latency
@@ -213,7 +248,7 @@ mod tests {
             .filter_map(|line| line.strip_prefix("# TYPE "))
             .map(|line| line.split(' ').next().unwrap().to_owned())
             .collect::<Vec<_>>();
-        assert_eq!(families.len(), FAMILIES.len() + 2);
+        assert_eq!(families.len(), FAMILIES.len() + 3);
         for family in &families {
             assert!(text.contains(&format!("# HELP {family} ")), "{family}");
             assert!(
@@ -244,6 +279,13 @@ mod tests {
             assert!(series.ends_with('}'), "{line}");
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    fn transform_counters_have_one_series_per_outcome() {
+        let text = prometheus_text(&[status("a", ConnectorState::Running)]);
+        let series = "iggy_connectors_transform_messages_total{kind=\"source\",key=\"a\",transform=\"filter\",outcome=\"dropped\"} 1\n";
+        assert!(text.contains(series), "{text}");
     }
 
     #[test]

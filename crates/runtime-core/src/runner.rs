@@ -14,19 +14,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
 use config_provider::{
     ConnectorConfig, DeadLetterTarget, ErrorPolicy, SinkConfig, SinkStream, SourceConfig,
 };
-use connector_sdk::{HeaderKind, Message, OwnedHeader};
+use connector_sdk::{HeaderKind, Message, OwnedHeader, Schema};
 use plugin_host::{
     BatchSource, CallError, CallErrorKind, MessageMeta, OpenOptions, Plugin, SinkBatch,
     SinkBatchBuilder, SinkInstance, SourceInstance,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use transforms::TransformChain;
 
 use crate::bus::{MessageBus, OutgoingMessage};
 use crate::control::{Control, Desired};
+use crate::shape;
 use crate::state::StateStore;
 use crate::status::{ConnectorState, StatusCell};
 use crate::{RuntimeContext, dead_letter};
@@ -107,8 +110,10 @@ impl RetryPolicy {
 }
 
 /// Opens the connector's plugin instance and runs it until it stops or fails.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_once(
     config: &ConnectorConfig,
+    chain: &TransformChain,
     plugin: &Plugin,
     context: &RuntimeContext,
     retry: RetryPolicy,
@@ -146,6 +151,7 @@ pub(crate) async fn run_once(
             tracing::info!(connector = %key, %kind, version = source_config.version, "started");
             let pipeline = SourcePipeline {
                 config: source_config,
+                chain,
                 bus: context.bus.as_ref(),
                 state: &context.state,
                 retry,
@@ -169,7 +175,7 @@ pub(crate) async fn run_once(
                 }
             };
             tracing::info!(connector = %key, %kind, version = sink_config.version, "started");
-            run_sink(sink_config, &sink, context, retry, status, control).await;
+            run_sink(sink_config, chain, &sink, context, retry, status, control).await;
             match Arc::try_unwrap(sink) {
                 Ok(sink) => {
                     if let Err(error) = sink.close(CLOSE_TIMEOUT).await {
@@ -187,6 +193,7 @@ pub(crate) async fn run_once(
 /// One source's loop: poll, produce everywhere, persist state, accept.
 struct SourcePipeline<'a> {
     config: &'a SourceConfig,
+    chain: &'a TransformChain,
     bus: &'a dyn MessageBus,
     state: &'a StateStore,
     retry: RetryPolicy,
@@ -211,6 +218,13 @@ impl SourcePipeline<'_> {
             }
         }
         status.set_state(ConnectorState::Running);
+        // Topics known to exist; `route` may name others, created on first use.
+        let mut ensured: std::collections::HashSet<(String, String)> = self
+            .config
+            .streams
+            .iter()
+            .map(|stream| (stream.stream.clone(), stream.topic.clone()))
+            .collect();
         // Consecutive batches that could not be delivered.
         let mut failures = 0;
         while control.proceed(status).await {
@@ -235,9 +249,45 @@ impl SourcePipeline<'_> {
             let received = Instant::now();
             let messages: Vec<OutgoingMessage> = batch.messages().iter().map(outgoing).collect();
             let bytes: usize = messages.iter().map(|message| message.payload.len()).sum();
-            let count = messages.len();
-            status.received(count, bytes);
-            let mut delivered = self.send_everywhere(messages).await;
+            status.received(messages.len(), bytes);
+            let from = match batch.schema() {
+                Ok(schema) => schema,
+                Err(error) => {
+                    let _ = batch.reject().await;
+                    status.fail(format!("the batch declares no usable schema: {error}"));
+                    return;
+                }
+            };
+            let prepared = self.prepare(from, messages);
+            status.filtered(prepared.filtered);
+            let (count, bytes) = (prepared.count, prepared.bytes);
+            for (message, destination, error) in prepared.failed {
+                let origin = Origin {
+                    connector: &self.config.key,
+                    stream: &destination.0,
+                    topic: &destination.1,
+                    partition: None,
+                    offset: None,
+                };
+                let handled = apply_error_policy(
+                    self.config.error_policy,
+                    self.config.dead_letter.as_ref(),
+                    &origin,
+                    message,
+                    &error,
+                    self.bus,
+                    retry,
+                    status,
+                )
+                .await;
+                if let Err(reason) = handled {
+                    // The same message would fail again: no retry, the source fails.
+                    let _ = batch.reject().await;
+                    status.fail(reason);
+                    return;
+                }
+            }
+            let mut delivered = self.send_groups(prepared.groups, &mut ensured).await;
             if delivered.is_ok()
                 && let Some(new_state) = batch.state()
                 && let Err(error) = self.state.write(&self.config.key, new_state.to_vec()).await
@@ -273,29 +323,113 @@ impl SourcePipeline<'_> {
         }
     }
 
-    /// Sends the batch to every configured stream; the first failure ends it.
-    async fn send_everywhere(&self, messages: Vec<OutgoingMessage>) -> Result<(), String> {
-        if messages.is_empty() {
-            return Ok(());
-        }
+    /// Shapes a batch for its streams: decoded with the plugin's schema, transformed,
+    /// encoded with each stream's schema, grouped by destination (stream, topic).
+    fn prepare(&self, from: Schema, messages: Vec<OutgoingMessage>) -> Prepared {
         let streams = &self.config.streams;
-        let mut messages = Some(messages);
-        for (index, stream) in streams.iter().enumerate() {
-            // The last stream takes the batch; the others get copies.
-            let batch = if index + 1 == streams.len() {
-                messages.take().unwrap_or_default()
-            } else {
-                messages.clone().unwrap_or_default()
-            };
-            if let Err(error) = self.bus.send(&stream.stream, &stream.topic, batch).await {
-                return Err(format!(
-                    "sending to {}/{} failed: {error}",
-                    stream.stream, stream.topic
-                ));
+        let schemas: Vec<Schema> = streams.iter().map(|stream| stream.schema).collect();
+        let mut prepared = Prepared {
+            count: messages.len(),
+            bytes: messages.iter().map(|message| message.payload.len()).sum(),
+            ..Prepared::default()
+        };
+        if !shape::needed(self.chain, from, &schemas) {
+            // Untouched: the last stream takes the batch, the others get copies.
+            let mut messages = Some(messages);
+            for (index, stream) in streams.iter().enumerate() {
+                let batch = if index + 1 == streams.len() {
+                    messages.take().unwrap_or_default()
+                } else {
+                    messages.clone().unwrap_or_default()
+                };
+                prepared
+                    .groups
+                    .push(((stream.stream.clone(), stream.topic.clone()), batch));
+            }
+            return prepared;
+        }
+        let (mut count, mut bytes) = (0, 0);
+        for message in messages {
+            match shape::shape(self.chain, from, message.payload.clone(), &schemas) {
+                Ok(Some((payloads, routed))) => {
+                    count += 1;
+                    bytes += payloads.first().map_or(0, Bytes::len);
+                    for (stream, payload) in streams.iter().zip(payloads) {
+                        let destination = (
+                            stream.stream.clone(),
+                            routed.clone().unwrap_or_else(|| stream.topic.clone()),
+                        );
+                        let shaped = OutgoingMessage {
+                            id: message.id,
+                            headers: message.headers.clone(),
+                            payload,
+                        };
+                        match prepared
+                            .groups
+                            .iter_mut()
+                            .find(|(to, _)| *to == destination)
+                        {
+                            Some((_, group)) => group.push(shaped),
+                            None => prepared.groups.push((destination, vec![shaped])),
+                        }
+                    }
+                }
+                Ok(None) => prepared.filtered += 1,
+                Err(error) => {
+                    let destination = streams
+                        .first()
+                        .map(|stream| (stream.stream.clone(), stream.topic.clone()))
+                        .unwrap_or_default();
+                    prepared.failed.push((message, destination, error));
+                }
+            }
+        }
+        prepared.count = count;
+        prepared.bytes = bytes;
+        prepared
+    }
+
+    /// Sends each group to its destination, creating routed topics on first use; the
+    /// first failure ends it.
+    async fn send_groups(
+        &self,
+        groups: Vec<((String, String), Vec<OutgoingMessage>)>,
+        ensured: &mut std::collections::HashSet<(String, String)>,
+    ) -> Result<(), String> {
+        for ((stream, topic), messages) in groups {
+            if messages.is_empty() {
+                continue;
+            }
+            if !ensured.contains(&(stream.clone(), topic.clone())) {
+                self.bus
+                    .ensure_topic(&stream, &topic)
+                    .await
+                    .map_err(|error| {
+                        format!("cannot create routed topic {stream}/{topic}: {error}")
+                    })?;
+                ensured.insert((stream.clone(), topic.clone()));
+            }
+            if let Err(error) = self.bus.send(&stream, &topic, messages).await {
+                return Err(format!("sending to {stream}/{topic} failed: {error}"));
             }
         }
         Ok(())
     }
+}
+
+/// A source batch ready to send.
+#[derive(Debug, Default)]
+struct Prepared {
+    /// Messages by destination (stream, topic).
+    groups: Vec<((String, String), Vec<OutgoingMessage>)>,
+    /// Messages that will be delivered, and their bytes (as encoded for the first
+    /// stream).
+    count: usize,
+    bytes: usize,
+    /// Messages a transform filtered out.
+    filtered: usize,
+    /// Messages that failed to shape, with where they were going and why.
+    failed: Vec<(OutgoingMessage, (String, String), String)>,
 }
 
 /// A message as produced: id (0 lets the client pick), headers and payload.
@@ -325,6 +459,7 @@ fn owned_headers(message: &Message<'_>) -> Vec<OwnedHeader> {
 /// others stop too, so the connector restarts as a whole.
 async fn run_sink(
     config: &SinkConfig,
+    chain: &TransformChain,
     sink: &Arc<SinkInstance>,
     context: &RuntimeContext,
     retry: RetryPolicy,
@@ -351,6 +486,7 @@ async fn run_sink(
     for stream in &config.streams {
         for topic in &stream.topics {
             let pipeline = SinkPipeline {
+                chain: chain.clone(),
                 config: config.clone(),
                 stream: stream.clone(),
                 topic: topic.clone(),
@@ -405,6 +541,7 @@ fn message_level(error: &CallError) -> bool {
 
 /// One (stream, topic) of a sink.
 struct SinkPipeline {
+    chain: TransformChain,
     config: Arc<SinkConfig>,
     stream: SinkStream,
     topic: String,
@@ -458,17 +595,40 @@ impl SinkPipeline {
             let bytes: usize = polled.messages.iter().map(|m| m.payload.len()).sum();
             status.received(count, bytes);
             status.set_lag(polled.current_offset.saturating_sub(last_offset));
+            let partition = polled.partition_id;
+            let messages = if shape::needed(&self.chain, stream.schema, &[stream.schema]) {
+                let shaped = shape::sink_batch(&self.chain, stream.schema, polled.messages);
+                status.filtered(shaped.dropped);
+                for failed in shaped.failed {
+                    let offset = failed.message.offset;
+                    let original = OutgoingMessage {
+                        id: Some(failed.message.id),
+                        headers: failed.message.headers,
+                        payload: failed.message.payload,
+                    };
+                    if self
+                        .handle_failed(partition, offset, original, &failed.error)
+                        .await
+                        .is_none()
+                    {
+                        return;
+                    }
+                }
+                shaped.kept
+            } else {
+                polled.messages
+            };
             let mut builder = SinkBatchBuilder::with_capacity(
                 BatchSource {
                     stream: stream.stream.clone(),
                     topic: topic.clone(),
-                    partition_id: polled.partition_id,
+                    partition_id: partition,
                     schema: stream.schema,
                     current_offset: polled.current_offset,
                 },
-                count,
+                messages.len(),
             );
-            for message in polled.messages {
+            for message in messages {
                 let meta = MessageMeta {
                     id: message.id,
                     offset: message.offset,
@@ -480,8 +640,13 @@ impl SinkPipeline {
             }
             let batch = Arc::new(builder.build());
             // A batch in flight is finished even when a stop is asked for meanwhile.
-            let Some((delivered, delivered_bytes)) = self.deliver(&batch).await else {
-                return;
+            let (delivered, delivered_bytes) = if batch.is_empty() {
+                (0, 0)
+            } else {
+                match self.deliver(&batch).await {
+                    Some(delivered) => delivered,
+                    None => return,
+                }
             };
             let stored = retry
                 .run(status, "store offset", || {
@@ -489,7 +654,7 @@ impl SinkPipeline {
                         &stream.stream,
                         topic,
                         &self.group,
-                        polled.partition_id,
+                        partition,
                         last_offset,
                     )
                 })
@@ -551,52 +716,111 @@ impl SinkPipeline {
                     return None;
                 }
                 Err(error) => {
-                    self.handle_failed(batch.source().partition_id, message, &error)
-                        .await?;
+                    self.handle_failed(
+                        batch.source().partition_id,
+                        message.offset(),
+                        outgoing(message),
+                        &error.to_string(),
+                    )
+                    .await?;
                 }
             }
         }
         Some((delivered, bytes))
     }
 
-    /// Applies the `skip` or `dead_letter` policy to one message. `None`: the dead letter
-    /// could not be stored, and the connector failed.
+    /// Applies the error policy to one message at `offset`: `None` when the connector
+    /// failed (the `fail` policy, or a dead letter Iggy would not store).
     async fn handle_failed(
         &self,
         partition: u32,
-        message: &Message<'_>,
-        error: &CallError,
+        offset: u64,
+        message: OutgoingMessage,
+        error: &str,
     ) -> Option<()> {
-        let (key, stream, topic) = (&self.config.key, &self.stream.stream, &self.topic);
-        let offset = message.offset();
-        match (&self.config.error_policy, &self.config.dead_letter) {
-            (ErrorPolicy::DeadLetter, Some(target)) => {
-                let letter = dead_letter_message(key, stream, topic, partition, message, error);
-                let DeadLetterTarget {
-                    stream: dl_stream,
-                    topic: dl_topic,
-                } = target;
-                let sent = self
-                    .retry
-                    .run(&self.status, "send dead letter", || {
-                        self.bus.send(dl_stream, dl_topic, vec![letter.clone()])
-                    })
-                    .await;
-                if let Err(send_error) = sent {
-                    self.status.fail(format!(
-                        "offset {offset} of {stream}/{topic} failed ({error}) and could not go to the dead letter topic {dl_stream}/{dl_topic}: {send_error}"
-                    ));
-                    return None;
-                }
-                tracing::warn!(connector = %key, %stream, %topic, offset, %error, dead_letter_stream = %dl_stream, dead_letter_topic = %dl_topic, "message sent to the dead letter topic");
-                self.status.dead_lettered(error.to_string());
-            }
-            _ => {
-                tracing::warn!(connector = %key, %stream, %topic, offset, %error, "message skipped");
-                self.status.skipped(error.to_string());
-            }
+        let origin = Origin {
+            connector: &self.config.key,
+            stream: &self.stream.stream,
+            topic: &self.topic,
+            partition: Some(partition),
+            offset: Some(offset),
+        };
+        let handled = apply_error_policy(
+            self.config.error_policy,
+            self.config.dead_letter.as_ref(),
+            &origin,
+            message,
+            error,
+            self.bus.as_ref(),
+            self.retry,
+            &self.status,
+        )
+        .await;
+        if let Err(reason) = handled {
+            self.status.fail(reason);
+            return None;
         }
         Some(())
+    }
+}
+
+/// Where a failed message came from (sinks) or was going (sources).
+struct Origin<'a> {
+    connector: &'a str,
+    stream: &'a str,
+    topic: &'a str,
+    partition: Option<u32>,
+    offset: Option<u64>,
+}
+
+impl std::fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.stream, self.topic)?;
+        if let Some(offset) = self.offset {
+            write!(f, " offset {offset}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The error policy for one message: `Ok` when it was skipped or its dead letter
+/// stored; `Err(reason)` when the connector must fail.
+#[allow(clippy::too_many_arguments)]
+async fn apply_error_policy(
+    policy: ErrorPolicy,
+    target: Option<&DeadLetterTarget>,
+    origin: &Origin<'_>,
+    message: OutgoingMessage,
+    error: &str,
+    bus: &dyn MessageBus,
+    retry: RetryPolicy,
+    status: &StatusCell,
+) -> Result<(), String> {
+    let connector = origin.connector;
+    match (policy, target) {
+        (ErrorPolicy::DeadLetter, Some(target)) => {
+            let letter = dead_letter_message(origin, message, error);
+            let sent = retry
+                .run(status, "send dead letter", || {
+                    bus.send(&target.stream, &target.topic, vec![letter.clone()])
+                })
+                .await;
+            if let Err(send_error) = sent {
+                return Err(format!(
+                    "{origin} failed ({error}) and could not go to the dead letter topic {}/{}: {send_error}",
+                    target.stream, target.topic
+                ));
+            }
+            tracing::warn!(%connector, origin = %origin, %error, dead_letter_stream = %target.stream, dead_letter_topic = %target.topic, "message sent to the dead letter topic");
+            status.dead_lettered(error.to_owned());
+            Ok(())
+        }
+        (ErrorPolicy::Skip, _) => {
+            tracing::warn!(%connector, origin = %origin, %error, "message skipped");
+            status.skipped(error.to_owned());
+            Ok(())
+        }
+        _ => Err(format!("{origin} failed: {error}")),
     }
 }
 
@@ -622,23 +846,28 @@ fn single_message_batch(batch: &SinkBatch, message: &Message<'_>) -> SinkBatch {
 }
 
 /// The dead letter of a message: its id, headers and payload, plus headers saying
-/// where it came from and why it failed.
+/// where it came from (or, from a source, where it was going) and why it failed.
 fn dead_letter_message(
-    connector: &str,
-    stream: &str,
-    topic: &str,
-    partition: u32,
-    message: &Message<'_>,
-    error: &CallError,
+    origin: &Origin<'_>,
+    mut letter: OutgoingMessage,
+    error: &str,
 ) -> OutgoingMessage {
-    let mut letter = outgoing(message);
     letter.headers.extend([
-        OwnedHeader::string(dead_letter::ERROR, error.to_string()),
-        OwnedHeader::string(dead_letter::CONNECTOR, connector),
-        OwnedHeader::string(dead_letter::STREAM, stream),
-        OwnedHeader::string(dead_letter::TOPIC, topic),
-        OwnedHeader::string(dead_letter::PARTITION, partition.to_string()),
-        OwnedHeader::string(dead_letter::OFFSET, message.offset().to_string()),
+        OwnedHeader::string(dead_letter::ERROR, error),
+        OwnedHeader::string(dead_letter::CONNECTOR, origin.connector),
+        OwnedHeader::string(dead_letter::STREAM, origin.stream),
+        OwnedHeader::string(dead_letter::TOPIC, origin.topic),
     ]);
+    if let Some(partition) = origin.partition {
+        letter.headers.push(OwnedHeader::string(
+            dead_letter::PARTITION,
+            partition.to_string(),
+        ));
+    }
+    if let Some(offset) = origin.offset {
+        letter
+            .headers
+            .push(OwnedHeader::string(dead_letter::OFFSET, offset.to_string()));
+    }
     letter
 }

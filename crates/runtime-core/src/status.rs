@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use connector_sdk::ConnectorKind;
+use transforms::{TransformChain, TransformCounts};
 
 /// Where a connector is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,6 +101,8 @@ pub struct ConnectorMetrics {
     pub retries: u64,
     /// Messages the error policy passed over (`skip`).
     pub skipped: u64,
+    /// Messages a transform filtered out.
+    pub filtered: u64,
     /// Messages sent to the dead letter topic.
     pub dead_letters: u64,
     /// Sinks: messages behind the end of the partition last polled (0 for sources).
@@ -129,6 +132,8 @@ pub struct ConnectorStatus {
     pub seconds_in_state: u64,
     /// Its counters.
     pub metrics: ConnectorMetrics,
+    /// Each transform's counters, in order.
+    pub transforms: Vec<TransformCounts>,
 }
 
 impl ConnectorStatus {
@@ -143,6 +148,7 @@ impl ConnectorStatus {
             restarts: 0,
             seconds_in_state: 0,
             metrics: ConnectorMetrics::default(),
+            transforms: Vec::new(),
         }
     }
 }
@@ -184,6 +190,7 @@ struct Live {
     status: ConnectorStatus,
     since: Instant,
     rate: RateWindow,
+    chain: TransformChain,
 }
 
 /// The live status a runner updates and the runtime reads.
@@ -201,6 +208,7 @@ impl StatusCell {
                 status: ConnectorStatus::new(kind, key, version),
                 since: now,
                 rate: RateWindow::default(),
+                chain: TransformChain::default(),
             })),
             created: now,
         }
@@ -293,6 +301,21 @@ impl StatusCell {
         });
     }
 
+    pub(crate) fn filtered(&self, messages: usize) {
+        if messages > 0 {
+            self.update(|status, _| status.metrics.filtered += messages as u64);
+        }
+    }
+
+    /// The chain whose counters the status shows.
+    pub(crate) fn set_transforms(&self, chain: TransformChain) {
+        let mut guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard.chain = chain;
+    }
+
     pub(crate) fn set_lag(&self, lag: u64) {
         self.update(|status, _| status.metrics.lag = lag);
     }
@@ -305,6 +328,7 @@ impl StatusCell {
         let mut status = guard.status.clone();
         status.seconds_in_state = guard.since.elapsed().as_secs();
         status.metrics.messages_per_second = guard.rate.rate(self.created.elapsed().as_secs());
+        status.transforms = guard.chain.counts();
         status
     }
 }

@@ -913,3 +913,231 @@ async fn a_new_version_restarts_just_that_connector() {
     assert_eq!(source_now.restarts, 0);
     runtime.shutdown(Duration::from_secs(10)).await;
 }
+
+/// Source transforms run in order before producing: a field is added, messages are
+/// filtered, and `route` picks the topic; a sink reads the routed topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_transforms_add_filter_and_route() {
+    let target = target().await;
+    let dir = temp_dir("e2e-transforms");
+    let stream = unique("transforms");
+    let output = dir.join("routed.jsonl");
+    let mut source = random_source(&stream, 100);
+    if let ConnectorConfig::Source(source) = &mut source {
+        let transforms = config(
+            r#"
+type = "source"
+key = "x"
+enabled = true
+version = 0
+name = "x"
+path = "x"
+[[streams]]
+stream = "s"
+topic = "t"
+schema = "json"
+[transforms.add_fields]
+enabled = true
+fields = [{ key = "origin", value.static = "test" }]
+[transforms.filter]
+field = "seq"
+matches.less_than = 10
+[transforms.route]
+field = "key"
+topics = { random = "routed" }
+"#,
+        );
+        if let ConnectorConfig::Source(with) = transforms {
+            source.transforms = with.transforms;
+        }
+    }
+    let mut sink = file_sink("file", &stream, &output, 20);
+    if let ConnectorConfig::Sink(sink) = &mut sink {
+        sink.streams[0].topics = vec!["routed".to_owned()];
+    }
+    let context = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(active(vec![source, sink]), plugins_for_test(), context).await;
+    let payloads = || {
+        std::fs::read_to_string(&output)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .map(|value| value["payload"].clone())
+            .collect::<Vec<_>>()
+    };
+    eventually_in(&runtime, "90 routed messages", || payloads().len() >= 90).await;
+    let payloads = payloads();
+    let seqs: Vec<u64> = payloads
+        .iter()
+        .map(|p| p["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (10..100).collect::<Vec<_>>(),
+        "filtered, in order, once"
+    );
+    assert!(
+        payloads.iter().all(|p| p["origin"] == "test"),
+        "{:?}",
+        payloads[0]
+    );
+    let status = runtime.status(ConnectorKind::Source, "random").unwrap();
+    assert_eq!(status.metrics.filtered, 10, "{status:?}");
+    let names: Vec<&str> = status.transforms.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["add_fields", "filter", "route"]);
+    assert_eq!(
+        (
+            status.transforms[1].messages_in,
+            status.transforms[1].dropped
+        ),
+        (100, 10)
+    );
+    if let Some(server) = &target.server {
+        assert_eq!(
+            server.messages(&stream, "t").unwrap().len(),
+            0,
+            "nothing went to the stream's own topic"
+        );
+    }
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// A message a sink's transforms cannot handle (here: not JSON in a JSON stream)
+/// follows the error policy: skipped, sent to the dead letter topic, or failing the
+/// sink; the messages around it are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_transform_failures_follow_the_error_policy() {
+    use runtime_core::{MessageBus, OutgoingMessage, dead_letter};
+    let target = target().await;
+    let dir = temp_dir("e2e-transform-policy");
+    let stream = unique("transform-policy");
+    let writer = bus(&target).await;
+    writer.ensure_topic(&stream, "t").await.unwrap();
+    let message = |payload: &'static [u8]| OutgoingMessage {
+        id: None,
+        headers: Vec::new(),
+        payload: bytes::Bytes::from_static(payload),
+    };
+    writer
+        .send(
+            &stream,
+            "t",
+            vec![
+                message(br#"{"n":1}"#),
+                message(b"not json"),
+                message(br#"{"n":3}"#),
+            ],
+        )
+        .await
+        .unwrap();
+    let sink = |key: &str, policy: &str| {
+        let output = dir.join(format!("{key}.jsonl"));
+        let mut sink = file_sink(key, &stream, &output, 10);
+        if let ConnectorConfig::Sink(sink) = &mut sink {
+            sink.error_policy = match policy {
+                "skip" => config_provider::ErrorPolicy::Skip,
+                "dead_letter" => config_provider::ErrorPolicy::DeadLetter,
+                _ => config_provider::ErrorPolicy::Fail,
+            };
+            sink.dead_letter = Some(config_provider::DeadLetterTarget {
+                stream: stream.clone(),
+                topic: format!("dead-{key}"),
+            });
+            sink.transforms = config_provider::Transforms(vec![(
+                "add_fields".to_owned(),
+                serde_json::json!({ "enabled": true, "fields": [{ "key": "seen", "value": { "static": true } }] }),
+            )]);
+        }
+        (sink, output)
+    };
+    let (skipping, skipped_output) = sink("skipping", "skip");
+    let (lettering, lettered_output) = sink("lettering", "dead_letter");
+    let (failing, failed_output) = sink("failing", "fail");
+    let context = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(
+        active(vec![skipping, lettering, failing]),
+        plugins_for_test(),
+        context,
+    )
+    .await;
+    let ns = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .map(|value| {
+                (
+                    value["payload"]["n"].as_u64().unwrap_or(0),
+                    value["payload"]["seen"] == true,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    eventually_in(
+        &runtime,
+        "skip and dead letter delivered both good messages",
+        || ns(&skipped_output).len() == 2 && ns(&lettered_output).len() == 2,
+    )
+    .await;
+    assert_eq!(ns(&skipped_output), [(1, true), (3, true)]);
+    assert_eq!(ns(&lettered_output), [(1, true), (3, true)]);
+    eventually_in(&runtime, "the failing sink failed", || {
+        runtime
+            .status(ConnectorKind::Sink, "failing")
+            .is_some_and(|status| status.state == ConnectorState::Failed)
+    })
+    .await;
+    let failing = runtime.status(ConnectorKind::Sink, "failing").unwrap();
+    assert!(
+        failing
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("cannot decode"),
+        "{failing:?}"
+    );
+    assert!(
+        ns(&failed_output).is_empty(),
+        "nothing of the failing batch was delivered"
+    );
+    let skipping = runtime.status(ConnectorKind::Sink, "skipping").unwrap();
+    assert_eq!(
+        (skipping.metrics.skipped, skipping.metrics.messages_out),
+        (1, 2)
+    );
+    assert_eq!(
+        runtime
+            .status(ConnectorKind::Sink, "lettering")
+            .unwrap()
+            .metrics
+            .dead_letters,
+        1
+    );
+
+    let reader = bus(&target).await;
+    reader
+        .join_group(&stream, "dead-lettering", "check")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let letter = loop {
+        let polled = reader
+            .poll(&stream, "dead-lettering", "check", 10)
+            .await
+            .unwrap();
+        if let Some(letter) = polled.messages.into_iter().next() {
+            break letter;
+        }
+        assert!(Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(&letter.payload[..], b"not json", "the original payload");
+    let error = letter
+        .headers
+        .iter()
+        .find(|header| header.key == dead_letter::ERROR)
+        .map(|header| String::from_utf8_lossy(&header.value).into_owned())
+        .unwrap();
+    assert!(error.contains("cannot decode"), "{error}");
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
