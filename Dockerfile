@@ -1,5 +1,7 @@
 # Multi-stage build: the runtime binary and the bundled connector libraries on a slim
-# base, run as a non-root user.
+# base, run as a non-root user. A test (tests/dockerfile.rs) checks what this file
+# relies on: package and file names, environment variables, the port and the health
+# check command.
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
@@ -18,10 +20,16 @@ COPY --from=build /src/target/release/iggy-connectors /usr/local/bin/iggy-connec
 # Connector configs name these with an absolute `path`, e.g.
 # path = "/usr/local/lib/iggy-connectors/libiggy_connector_stdout_sink"
 COPY --from=build /src/target/release/libiggy_connector_*.so /usr/local/lib/iggy-connectors/
-# Mount the runtime config here (and connector configs under connectors/), or point
-# IGGY_CONNECTORS_CONFIG_PATH elsewhere.
-ENV IGGY_CONNECTORS_CONFIG_PATH=/etc/iggy-connectors/config.toml
+# Configure with environment variables (every key has one, see configs/config.toml) or
+# mount a config file and set IGGY_CONNECTORS_CONFIG_PATH (or pass --config). Connector
+# configs go under /etc/iggy-connectors/connectors.
+ENV IGGY_CONNECTORS_HTTP_ENABLED=true \
+    IGGY_CONNECTORS_HTTP_ADDRESS=0.0.0.0:8081 \
+    IGGY_CONNECTORS_STATE_PATH=/var/lib/iggy-connectors/state \
+    IGGY_CONNECTORS_CONNECTORS_CONFIG_DIR=/etc/iggy-connectors/connectors
+EXPOSE 8081
 USER iggy-connectors
 WORKDIR /var/lib/iggy-connectors
-# A HEALTHCHECK on the HTTP API's /health comes with the HTTP API.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
+    CMD ["/usr/local/bin/iggy-connectors", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/iggy-connectors"]

@@ -26,8 +26,16 @@ bench:
 run *ARGS:
     cargo run --release --bin iggy-connectors -- --config configs/config.toml {{ARGS}}
 
-# List the bundled plugins after building them.
-demo: plugins
+# The bundled connectors end to end with the HTTP API, against an in-memory Iggy server.
+demo:
+    cargo run -- demo
+
+# Check a config (runtime, connectors, plugins, transforms) without connecting to Iggy.
+validate CONFIG="configs/config.toml": plugins
+    cargo run --release --bin iggy-connectors -- --config {{CONFIG}} validate
+
+# Print what each bundled plugin library is, after building them.
+list-plugins: plugins
     cargo run --release --bin iggy-connectors -- plugins \
         target/release/libiggy_connector_random_source \
         target/release/libiggy_connector_stdout_sink \

@@ -13,7 +13,15 @@ iggy-connectors: moves data between Apache Iggy and the outside world
 
 Usage:
   iggy-connectors [--config PATH] [run]     run the connectors of a config
+  iggy-connectors demo                      run the bundled connectors end to end, with the
+                                            HTTP API, against an in-memory Iggy server
+                                            (or $IGGY_CONNECTORS_IGGY_ADDRESS)
+  iggy-connectors [--config PATH] validate  check the config, every connector config and
+                                            plugin, without connecting to Iggy
   iggy-connectors plugins PATH...           load plugin libraries and print what they are
+  iggy-connectors [--config PATH] healthcheck
+                                            exit 0 if the HTTP API of [http] address
+                                            answers GET /health (for container checks)
   iggy-connectors transform --connector FILE --input FILE
                                             run a connector's transforms over sample
                                             messages (one payload per line; - is stdin)
@@ -57,6 +65,9 @@ pub enum Command {
     Run,
     Plugins(Vec<String>),
     Transform { connector: PathBuf, input: PathBuf },
+    Validate,
+    Demo,
+    Healthcheck,
     Help,
     Version,
 }
@@ -116,6 +127,14 @@ fn parse_with_env(
             Some((first, rest)) => match first.as_str() {
                 "run" if rest.is_empty() => Command::Run,
                 "run" => return Err(format!("run takes no arguments, got {rest:?}")),
+                "validate" if rest.is_empty() => Command::Validate,
+                "validate" => return Err(format!("validate takes no arguments, got {rest:?}")),
+                "demo" if rest.is_empty() => Command::Demo,
+                "healthcheck" if rest.is_empty() => Command::Healthcheck,
+                "healthcheck" => {
+                    return Err(format!("healthcheck takes no arguments, got {rest:?}"));
+                }
+                "demo" => return Err(format!("demo takes no arguments, got {rest:?}")),
                 "plugins" if rest.is_empty() => {
                     return Err("plugins needs at least one PATH".to_owned());
                 }

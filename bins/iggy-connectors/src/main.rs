@@ -6,6 +6,8 @@
 //! SIGTERM; `plugins` inspects plugin libraries.
 
 mod cli;
+mod demo;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -20,7 +22,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging();
     match invocation.command {
         Command::Help => {
             println!("{}", cli::USAGE);
@@ -34,19 +35,29 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Plugins(paths) => list_plugins(&paths),
+        Command::Plugins(paths) => {
+            init_logging(config_provider::LogFormat::Text);
+            list_plugins(&paths)
+        }
         Command::Transform { connector, input } => transform(&connector, &input),
+        Command::Validate => validate::validate(invocation.config.as_ref()),
+        Command::Demo => demo::demo(),
+        Command::Healthcheck => healthcheck(invocation.config.as_ref()),
         Command::Run => run(&invocation),
     }
 }
 
-fn init_logging() {
+/// Logs to stderr as `[logging] format` says; `RUST_LOG` filters (default `info`).
+fn init_logging(format: config_provider::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        config_provider::LogFormat::Json => builder.json().flatten_event(true).init(),
+        config_provider::LogFormat::Text => builder.init(),
+    }
 }
 
 /// Loads each library and prints what it is; exits 1 if any fails to load.
@@ -74,6 +85,66 @@ fn list_plugins(paths: &[String]) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// GET /health on the API this config serves (a wildcard address is asked on
+/// loopback); exit 0 on 200. With `[http.tls]` only the connection is checked: a
+/// container check needs no certificate trust.
+fn healthcheck(config: Option<&cli::ConfigPath>) -> ExitCode {
+    use std::io::{Read, Write};
+    let loaded = match config_provider::load(config.map(|config| config.path.as_path())) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let http = &loaded.config.http;
+    if !http.enabled {
+        eprintln!("unhealthy: [http] enabled = false, nothing to ask");
+        return ExitCode::FAILURE;
+    }
+    let address = http
+        .address
+        .replace("0.0.0.0:", "127.0.0.1:")
+        .replace("[::]:", "[::1]:");
+    let timeout = std::time::Duration::from_secs(3);
+    let answer = (|| -> std::io::Result<String> {
+        use std::net::ToSocketAddrs;
+        let target = address
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other("the address resolves to nothing"))?;
+        let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)?;
+        if http.tls.enabled {
+            return Ok("HTTP/1.1 200 (TLS: connection accepted)".to_owned());
+        }
+        stream.set_read_timeout(Some(timeout))?;
+        write!(
+            stream,
+            "GET /health HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    })();
+    match answer {
+        Ok(response) if response.starts_with("HTTP/1.1 200") => {
+            println!("healthy: {address}");
+            ExitCode::SUCCESS
+        }
+        Ok(response) => {
+            eprintln!(
+                "unhealthy: {address} answered {}",
+                response.lines().next().unwrap_or("nothing")
+            );
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("unhealthy: {address}: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -205,6 +276,7 @@ fn run(invocation: &Invocation) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    init_logging(loaded.config.logging.format);
     tracing::info!(file = ?loaded.file, config = %loaded.redacted(), "configuration is valid");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -216,7 +288,8 @@ fn run(invocation: &Invocation) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(loaded)) {
+    let plugins = runtime_core::PluginRegistry::new(PluginLoader::new());
+    match runtime.block_on(serve(loaded.config, plugins, |_| {})) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
@@ -225,9 +298,16 @@ fn run(invocation: &Invocation) -> ExitCode {
     }
 }
 
-async fn serve(loaded: config_provider::LoadedConfig) -> Result<(), String> {
+/// Runs the connectors of `config` with `plugins` until SIGINT or SIGTERM; `started`
+/// is told where the HTTP API listens once everything runs.
+pub(crate) async fn serve(
+    config: config_provider::RuntimeConfig,
+    plugins: runtime_core::PluginRegistry,
+    started: impl FnOnce(Option<std::net::SocketAddr>),
+) -> Result<(), String> {
     use config_provider::{ConfigProvider, ConnectorsConfig};
-    let config = loaded.config;
+    let mut signals =
+        Signals::new().map_err(|error| format!("cannot listen for signals: {error}"))?;
     let provider: std::sync::Arc<dyn ConfigProvider> = match &config.connectors {
         ConnectorsConfig::Local(local) => {
             let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
@@ -267,7 +347,6 @@ async fn serve(loaded: config_provider::LoadedConfig) -> Result<(), String> {
         runtime_core::StateStore::new(&config.state.path),
         &config.runtime,
     );
-    let plugins = runtime_core::PluginRegistry::new(PluginLoader::new());
     let running = runtime_core::Runtime::start(configs, plugins, context).await;
     let api = if config.http.enabled {
         let context = http_api::ApiContext::new(running.clone(), provider, config.http.clone());
@@ -306,10 +385,15 @@ async fn serve(loaded: config_provider::LoadedConfig) -> Result<(), String> {
     if running.statuses().is_empty() {
         tracing::info!("no connectors configured");
     }
-    shutdown_signal()
-        .await
-        .map_err(|error| format!("cannot wait for signals: {error}"))?;
+    started(api.as_ref().map(http_api::ApiServer::local_addr));
+    let summary = config.logging.summary_interval.get();
+    let summaries =
+        (!summary.is_zero()).then(|| tokio::spawn(log_summaries(running.clone(), summary)));
+    signals.next().await;
     tracing::info!("shutting down; a second signal exits at once");
+    if let Some(summaries) = summaries {
+        summaries.abort();
+    }
     let stop = async {
         if let Some(api) = api {
             api.shutdown().await;
@@ -320,7 +404,7 @@ async fn serve(loaded: config_provider::LoadedConfig) -> Result<(), String> {
     };
     tokio::select! {
         () = stop => {}
-        _ = shutdown_signal() => {
+        () = signals.next() => {
             tracing::warn!("second signal: exiting without waiting");
             std::process::exit(130);
         }
@@ -329,11 +413,50 @@ async fn serve(loaded: config_provider::LoadedConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() -> std::io::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = terminate.recv() => Ok(()),
+/// Logs one line per connector every `interval`: state, throughput, errors, lag.
+async fn log_summaries(running: runtime_core::Runtime, interval: std::time::Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        for status in running.statuses() {
+            let metrics = &status.metrics;
+            tracing::info!(
+                connector = %status.key,
+                kind = %status.kind,
+                state = %status.state,
+                messages_per_second = metrics.messages_per_second,
+                messages = metrics.messages_out,
+                errors = metrics.errors,
+                lag = metrics.lag,
+                "summary"
+            );
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, listened to from startup on: one listener for the whole run,
+/// so that a second signal is seen as a second one (a listener created after the first
+/// would report that one again).
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }

@@ -186,3 +186,127 @@ fn transform_runs_a_connector_chain_over_sample_messages() {
         "{stderr}"
     );
 }
+
+/// A runtime config over a directory of connector files, for `validate`.
+fn validate_setup(
+    label: &str,
+    connectors: &[(&str, String)],
+    runtime_extra: &str,
+) -> std::path::PathBuf {
+    let dir = iggy_connectors_tests::temp_dir(label);
+    let configs = dir.join("connectors");
+    std::fs::create_dir_all(&configs).unwrap();
+    for (name, text) in connectors {
+        std::fs::write(configs.join(name), text).unwrap();
+    }
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[connectors]\nconfig_dir = \"{}\"\n{runtime_extra}",
+            configs.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn connector(kind: &str, key: &str, path: &str, extra: &str) -> String {
+    let stream = if kind == "sink" {
+        "[[streams]]\nstream = \"s\"\ntopics = [\"t\"]\nschema = \"json\"\n"
+    } else {
+        "[[streams]]\nstream = \"s\"\ntopic = \"t\"\nschema = \"json\"\n"
+    };
+    format!(
+        "type = \"{kind}\"\nkey = \"{key}\"\nenabled = true\nversion = 0\nname = \"n\"\npath = \"{path}\"\n{stream}{extra}"
+    )
+}
+
+#[test]
+fn validate_accepts_a_good_config_without_iggy() {
+    let config = validate_setup(
+        "validate-good",
+        &[
+            (
+                "random.toml",
+                connector(
+                    "source",
+                    "random",
+                    &plugin_path("iggy_connector_random_source"),
+                    "[transforms.add_fields]\nfields = [{ key = \"a\", value.static = 1 }]\n",
+                ),
+            ),
+            (
+                "file.toml",
+                connector("sink", "file", &plugin_path("iggy_connector_file_sink"), ""),
+            ),
+        ],
+        // Nothing listens here: validate must not try to connect.
+        "[iggy]\naddress = \"127.0.0.1:1\"\n",
+    );
+    let output = run(&["validate", "--config", config.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("configuration is valid") && stdout.contains("1 sources, 1 sinks"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_reports_every_problem_at_once() {
+    let config = validate_setup(
+        "validate-bad",
+        &[
+            (
+                "missing.toml",
+                connector("sink", "missing", "no/such/library", ""),
+            ),
+            (
+                "wrong.toml",
+                connector(
+                    "source",
+                    "wrong",
+                    &plugin_path("iggy_connector_file_sink"),
+                    "",
+                ),
+            ),
+            (
+                "bad.toml",
+                connector(
+                    "sink",
+                    "bad",
+                    &plugin_path("iggy_connector_null_sink"),
+                    "[transforms.filter]\nfield = \"\"\nmatches = \"is_null\"\n",
+                ),
+            ),
+        ],
+        "",
+    );
+    let output = run(&["validate", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("invalid: 3 problems"), "{stderr}");
+    assert!(
+        stderr.contains("sink missing (version 0): `path`:") && stderr.contains("no/such/library"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("source wrong (version 0): `path`:") && stderr.contains("is a sink plugin"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sink bad (version 0): transforms.filter.field"),
+        "{stderr}"
+    );
+
+    // Runtime config problems come with the file and key.
+    let config = validate_setup("validate-typo", &[], "[iggy]\nadress = \"x\"\n");
+    let output = run(&["validate", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("config.toml") && stderr.contains("did you mean `iggy.address`"),
+        "{stderr}"
+    );
+}

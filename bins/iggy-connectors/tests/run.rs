@@ -268,6 +268,27 @@ async fn serves_the_http_api_while_running() {
     let (status, sinks) = http_get(&address, "/sinks");
     assert_eq!(status, 200);
     assert!(sinks.contains("\"key\":\"file\""), "{sinks}");
+    // The container health check asks the same API.
+    let healthcheck = |address: &str| {
+        Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
+            .arg("healthcheck")
+            .env("IGGY_CONNECTORS_HTTP_ENABLED", "true")
+            .env("IGGY_CONNECTORS_HTTP_ADDRESS", address)
+            .env_remove("IGGY_CONNECTORS_CONFIG_PATH")
+            .output()
+            .unwrap()
+    };
+    let healthy = healthcheck(&address);
+    assert!(
+        healthy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    let port = address.rsplit(':').next().unwrap();
+    assert!(
+        healthcheck(&format!("0.0.0.0:{port}")).status.success(),
+        "a wildcard address is asked on loopback"
+    );
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -308,4 +329,179 @@ async fn an_http_address_in_use_is_a_startup_error() {
     assert!(stderr.contains("cannot listen on"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     drop(taken);
+}
+
+/// The README's first command, as a subprocess: the demo runs the bundled connectors
+/// end to end and serves the API; Ctrl-C (SIGINT) stops it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_first_command_runs_the_demo() {
+    use std::io::BufRead;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let try_it = readme.split("## Try it").nth(1).unwrap();
+    let block = try_it
+        .split("```sh\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let first = block.lines().next().unwrap();
+    let args: Vec<&str> = first
+        .strip_prefix("cargo run -- ")
+        .unwrap_or_else(|| panic!("the first command is not `cargo run -- ...`: {first}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(block.lines().nth(1), Some("cargo test --workspace"));
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"));
+    command
+        .args(&args)
+        .env("NO_COLOR", "1")
+        .env("IGGY_CONNECTORS_HTTP_ADDRESS", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // Against a real server when the suite runs against one.
+    if let Ok(address) = std::env::var("IGGY_TEST_ADDRESS") {
+        command.env("IGGY_CONNECTORS_IGGY_ADDRESS", address);
+    }
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut api, mut output) = (None, None);
+    while api.is_none() || output.is_none() {
+        let line = received
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the demo says where to look");
+        if let Some(rest) = line.trim().strip_prefix("HTTP API: http://") {
+            api = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(rest) = line.trim().strip_prefix("Output:") {
+            output = rest.split_whitespace().next().map(std::path::PathBuf::from);
+        }
+    }
+    let (api, output) = (api.unwrap(), output.unwrap());
+    let written = || std::fs::read_to_string(&output).map_or(0, |text| text.lines().count());
+    while written() < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the sink wrote only {}",
+            written()
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the demo exited early");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first_line: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&output)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        first_line["payload"]["demo"], true,
+        "the demo's transform ran: {first_line}"
+    );
+    let (status, sinks) = http_get(&api, "/sinks");
+    assert_eq!(status, 200);
+    assert!(
+        sinks.contains("\"key\":\"file\"") && sinks.contains("\"status\":\"running\""),
+        "{sinks}"
+    );
+    assert_eq!(http_get(&api, "/stats").0, 200);
+
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let finished = tokio::task::spawn_blocking(move || child.wait());
+    let status = tokio::time::timeout(Duration::from_secs(30), finished)
+        .await
+        .expect("the demo stops on Ctrl-C")
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut rest = Vec::new();
+    while let Ok(line) = received.recv_timeout(Duration::from_secs(5)) {
+        rest.push(line);
+    }
+    assert!(
+        rest.iter()
+            .any(|line| line.starts_with("The file sink wrote")),
+        "{rest:?}"
+    );
+}
+
+/// `[logging] format = "json"`: every log line is a JSON object; the periodic summary
+/// gives one line per connector with its state, throughput, errors and lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_and_periodic_summaries() {
+    use std::io::BufRead;
+    let server = TestServer::start().await.unwrap();
+    let dir = temp_dir("binary-json-logs");
+    let (config, _) = write_setup(
+        &dir,
+        server.address(),
+        "json",
+        "interval = \"5ms\"\nmessages_range = [5, 10]",
+        "poll_interval = \"5ms\"",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
+        .args(["--config", config.to_str().unwrap()])
+        .env("IGGY_CONNECTORS_LOGGING_FORMAT", "json")
+        .env("IGGY_CONNECTORS_LOGGING_SUMMARY_INTERVAL", "200ms")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut summarised = std::collections::BTreeSet::new();
+    while summarised.len() < 2 {
+        let line = received
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("summary lines for both connectors");
+        let event: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|error| panic!("not a JSON log line ({error}): {line}"));
+        assert!(
+            event["level"].is_string() && event["timestamp"].is_string(),
+            "{event}"
+        );
+        if event["message"] == "summary" {
+            assert!(event["messages_per_second"].is_number(), "{event}");
+            assert!(
+                event["errors"].is_number() && event["lag"].is_number(),
+                "{event}"
+            );
+            assert_eq!(event["state"], "running", "{event}");
+            summarised.insert(event["connector"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(summarised, ["file".to_owned(), "random".to_owned()].into());
+    child.kill().unwrap();
+    let _ = child.wait();
 }

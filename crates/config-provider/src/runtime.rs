@@ -442,11 +442,23 @@ pub struct HttpTlsConfig {
 }
 
 /// `[logging]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoggingConfig {
     /// `text` or `json`.
     pub format: LogFormat,
+    /// How often to log one summary line per connector (state, messages/s, errors,
+    /// lag); `"0s"` turns it off.
+    pub summary_interval: ConfigDuration,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            format: LogFormat::Text,
+            summary_interval: ConfigDuration::from_secs(60),
+        }
+    }
 }
 
 /// How logs are written.

@@ -112,6 +112,7 @@ key_file = "key.pem"
 
 [logging]
 format = "json"
+summary_interval = "15s"
 
 [telemetry]
 service_name = "svc"
@@ -205,6 +206,10 @@ fn check_every_key(config: &RuntimeConfig) {
     assert_eq!(config.http.tls.cert_file, "cert.pem");
     assert_eq!(config.http.tls.key_file, "key.pem");
     assert_eq!(config.logging.format, LogFormat::Json);
+    assert_eq!(
+        config.logging.summary_interval,
+        ConfigDuration::from_secs(15)
+    );
     assert_eq!(config.telemetry.service_name, "svc");
     assert_eq!(config.telemetry.logs.transport, "http");
     assert_eq!(config.telemetry.logs.endpoint, "http://collector:4318");
@@ -344,6 +349,7 @@ fn every_key_round_trips_from_the_environment() {
         ("IGGY_CONNECTORS_HTTP_TLS_CERT_FILE", "cert.pem"),
         ("IGGY_CONNECTORS_HTTP_TLS_KEY_FILE", "key.pem"),
         ("IGGY_CONNECTORS_LOGGING_FORMAT", "json"),
+        ("IGGY_CONNECTORS_LOGGING_SUMMARY_INTERVAL", "15s"),
         ("IGGY_CONNECTORS_TELEMETRY_ENABLED", "false"),
         ("IGGY_CONNECTORS_TELEMETRY_SERVICE_NAME", "svc"),
         ("IGGY_CONNECTORS_TELEMETRY_LOGS_TRANSPORT", "http"),

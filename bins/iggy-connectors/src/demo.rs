@@ -1,0 +1,160 @@
+//! `iggy-connectors demo`: the bundled connectors end to end with nothing to set up.
+//!
+//! The random source produces into Iggy and the file sink writes what it consumes; the
+//! HTTP API is up. The connectors are linked into this binary (no library paths to
+//! fix), and without `IGGY_CONNECTORS_IGGY_ADDRESS` the in-memory test server is started
+//! in-process and said to be so. Every other `IGGY_CONNECTORS_*` variable applies, e.g.
+//! `IGGY_CONNECTORS_HTTP_ADDRESS`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use config_provider::{ConnectorsConfig, LocalProviderConfig};
+use plugin_host::{Plugin, PluginLoader};
+use runtime_core::PluginRegistry;
+
+const IGGY_ADDRESS_ENV: &str = "IGGY_CONNECTORS_IGGY_ADDRESS";
+
+fn connector_files(dir: &Path, output: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("random.toml"),
+        r#"# The demo's source: random JSON records into stream "demo", topic "events".
+type = "source"
+key = "random"
+enabled = true
+version = 0
+name = "Random source (demo)"
+path = "random"
+[[streams]]
+stream = "demo"
+topic = "events"
+schema = "json"
+[plugin_config]
+interval = "200ms"
+messages_range = [5, 20]
+payload_size = 32
+[transforms.add_fields]
+enabled = true
+fields = [{ key = "demo", value.static = true }]
+"#,
+    )?;
+    std::fs::write(
+        dir.join("file.toml"),
+        format!(
+            r#"# The demo's sink: every message of "demo"/"events" as a line of JSON.
+type = "sink"
+key = "file"
+enabled = true
+version = 0
+name = "File sink (demo)"
+path = "file"
+[[streams]]
+stream = "demo"
+topics = ["events"]
+schema = "json"
+poll_interval = "50ms"
+[plugin_config]
+path = "{}"
+fsync = false
+"#,
+            output.display()
+        ),
+    )
+}
+
+/// The bundled connectors, linked in, under the names the demo's configs use.
+fn linked_plugins() -> Result<PluginRegistry, String> {
+    let mut plugins = PluginRegistry::new(PluginLoader::new());
+    let linked = [
+        ("random", iggy_connector_random_source::descriptor()),
+        ("file", iggy_connector_file_sink::descriptor()),
+        ("stdout", iggy_connector_stdout_sink::descriptor()),
+        ("null", iggy_connector_null_sink::descriptor()),
+    ];
+    for (name, descriptor) in linked {
+        let plugin = Plugin::from_static(descriptor).map_err(|error| error.to_string())?;
+        plugins.register(name, plugin);
+    }
+    Ok(plugins)
+}
+
+pub(crate) fn demo() -> ExitCode {
+    crate::init_logging(config_provider::LogFormat::Text);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let mut config = config_provider::load(None)
+        .map_err(|error| error.to_string())?
+        .config;
+    let dir = std::env::temp_dir().join(format!("iggy-connectors-demo-{}", std::process::id()));
+    let output = dir.join("output.jsonl");
+    connector_files(&dir.join("connectors"), &output).map_err(|error| {
+        format!(
+            "cannot write the demo's files under {}: {error}",
+            dir.display()
+        )
+    })?;
+    // Kept alive until the demo ends.
+    let mut server = None;
+    let iggy = if std::env::var_os(IGGY_ADDRESS_ENV).is_some() {
+        format!("{} (from {IGGY_ADDRESS_ENV})", config.iggy.address)
+    } else {
+        let started = iggy_test_server::TestServer::start()
+            .await
+            .map_err(|error| format!("cannot start the in-memory Iggy test server: {error}"))?;
+        config.iggy.address = started.address().to_string();
+        tracing::warn!(address = %config.iggy.address, "no Iggy server given ({IGGY_ADDRESS_ENV}): started the in-memory test server; its data is lost on exit");
+        server = Some(started);
+        format!(
+            "{} (in-memory test server started for this demo; data is lost on exit; set {IGGY_ADDRESS_ENV} for a real one)",
+            config.iggy.address
+        )
+    };
+    config.connectors = ConnectorsConfig::Local(LocalProviderConfig {
+        config_dir: dir.join("connectors").display().to_string(),
+    });
+    config.state.path = dir.join("state").display().to_string();
+    config.http.enabled = true;
+    config.http.metrics.enabled = true;
+    let plugins = linked_plugins()?;
+    let result = crate::serve(config, plugins, |api| {
+        let api = api.map_or_else(
+            || "off".to_owned(),
+            |address| format!("http://{address}  (try /sinks, /stats, /metrics, /openapi.json)"),
+        );
+        println!("iggy-connectors demo: random source -> Iggy -> file sink");
+        println!("  Iggy:     {iggy}");
+        println!("  HTTP API: {api}");
+        println!("  Output:   {}  (tail -f it)", output.display());
+        println!("  Configs:  {}", dir.join("connectors").display());
+        println!("Press Ctrl-C to stop.");
+    })
+    .await;
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
+    let lines = std::fs::read_to_string(&output).map_or(0, |text| text.lines().count());
+    println!(
+        "The file sink wrote {lines} messages to {}.",
+        output.display()
+    );
+    result
+}

@@ -1,0 +1,116 @@
+//! `iggy-connectors validate`: everything `run` would check before starting, and what
+//! would only fail later (plugins, transforms), reported at once, without Iggy.
+
+use std::process::ExitCode;
+
+use config_provider::{ConfigProvider, ConnectorConfig, ConnectorsConfig};
+use plugin_host::PluginLoader;
+
+use crate::cli::ConfigPath;
+
+/// The problems of one connector config: plugin, kind, transforms.
+fn check_connector(loader: &PluginLoader, config: &ConnectorConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    let (path, transforms) = match config {
+        ConnectorConfig::Sink(sink) => (&sink.path, &sink.transforms),
+        ConnectorConfig::Source(source) => (&source.path, &source.transforms),
+    };
+    match loader.load(path) {
+        Ok(plugin) if plugin.kind() != config.kind() => problems.push(format!(
+            "`path`: {path} is a {} plugin ({}), but this is a {} config",
+            plugin.kind(),
+            plugin.name(),
+            config.kind()
+        )),
+        Ok(_) => {}
+        Err(error) => problems.push(format!("`path`: {error}")),
+    }
+    if let Err(error) = transforms::TransformChain::new(config.kind(), &transforms.0) {
+        problems.push(error);
+    }
+    problems
+}
+
+async fn check(config: Option<&ConfigPath>) -> Result<String, Vec<String>> {
+    if let Some(config) = config
+        && !config.path.is_file()
+    {
+        return Err(vec![format!(
+            "config file {} (from {}) does not exist",
+            config.path.display(),
+            config.origin
+        )]);
+    }
+    let loaded = config_provider::load(config.map(|config| config.path.as_path()))
+        .map_err(|error| vec![error.to_string()])?;
+    let provider: Box<dyn ConfigProvider> = match &loaded.config.connectors {
+        ConnectorsConfig::Local(local) => {
+            let env = std::env::vars().collect();
+            Box::new(
+                config_provider::LocalProvider::open(&local.config_dir, &env)
+                    .map_err(|error| vec![error.to_string()])?,
+            )
+        }
+        ConnectorsConfig::Http(http) => {
+            Box::new(config_provider::HttpProvider::new((**http).clone()))
+        }
+    };
+    let configs = provider
+        .active_configs()
+        .await
+        .map_err(|error| vec![format!("cannot read the connector configs: {error}")])?;
+    let loader = PluginLoader::new();
+    let mut problems = Vec::new();
+    let all = configs.sources.values().chain(configs.sinks.values());
+    for config in all.clone() {
+        for problem in check_connector(&loader, config) {
+            problems.push(format!(
+                "{} {} (version {}): {problem}",
+                config.kind(),
+                config.key(),
+                config.version()
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let file = loaded
+        .file
+        .map_or_else(|| "defaults".to_owned(), |file| file.display().to_string());
+    Ok(format!(
+        "configuration is valid: {file}, {} sources, {} sinks (plugins load, transforms build)",
+        configs.sources.len(),
+        configs.sinks.len()
+    ))
+}
+
+pub(crate) fn validate(config: Option<&ConfigPath>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(check(config)) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            let count = problems.len();
+            eprintln!(
+                "invalid: {count} problem{}",
+                if count == 1 { "" } else { "s" }
+            );
+            for problem in problems {
+                eprintln!("  - {problem}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
