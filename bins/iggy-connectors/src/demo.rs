@@ -81,23 +81,7 @@ fn linked_plugins() -> Result<PluginRegistry, String> {
 
 pub(crate) fn demo() -> ExitCode {
     crate::init_logging(config_provider::LogFormat::Text);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::block_on(run())
 }
 
 async fn run() -> Result<(), String> {

@@ -278,18 +278,18 @@ fn run(invocation: &Invocation) -> ExitCode {
     };
     init_logging(loaded.config.logging.format);
     tracing::info!(file = ?loaded.file, config = %loaded.redacted(), "configuration is valid");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let plugins = runtime_core::PluginRegistry::new(PluginLoader::new());
+    block_on(serve(loaded.config, plugins, |_| {}))
+}
+
+/// Runs `work` on a multi-thread tokio runtime; an error is printed and exits 1.
+pub(crate) fn block_on(work: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let plugins = runtime_core::PluginRegistry::new(PluginLoader::new());
-    match runtime.block_on(serve(loaded.config, plugins, |_| {})) {
+        .map_err(|error| format!("cannot start the async runtime: {error}"))
+        .and_then(|runtime| runtime.block_on(work));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");

@@ -86,31 +86,19 @@ async fn check(config: Option<&ConfigPath>) -> Result<String, Vec<String>> {
 }
 
 pub(crate) fn validate(config: Option<&ConfigPath>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(check(config)) {
-        Ok(summary) => {
-            println!("{summary}");
-            ExitCode::SUCCESS
-        }
-        Err(problems) => {
+    crate::block_on(async {
+        let summary = check(config).await.map_err(|problems| {
             let count = problems.len();
-            eprintln!(
+            let mut report = format!(
                 "invalid: {count} problem{}",
                 if count == 1 { "" } else { "s" }
             );
             for problem in problems {
-                eprintln!("  - {problem}");
+                report.push_str(&format!("\n  - {problem}"));
             }
-            ExitCode::FAILURE
-        }
-    }
+            report
+        })?;
+        println!("{summary}");
+        Ok(())
+    })
 }

@@ -182,6 +182,20 @@ async fn a_killed_runtime_resumes_without_losing_messages() {
     second.wait().unwrap();
 }
 
+/// The lines a child writes to a pipe, as they come.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    received
+}
+
 /// A plain HTTP/1.1 GET; returns the status code and the body.
 fn http_get(address: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
@@ -212,7 +226,6 @@ fn http_get(address: &str, path: &str) -> (u16, String) {
 /// the startup log names) until it stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_the_http_api_while_running() {
-    use std::io::BufRead;
     let server = TestServer::start().await.unwrap();
     let dir = temp_dir("binary-http");
     let (config, _) = write_setup(
@@ -231,18 +244,7 @@ async fn serves_the_http_api_while_running() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines, received) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let received = lines_of(child.stderr.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
     let address = loop {
         let line = received
@@ -335,7 +337,6 @@ async fn an_http_address_in_use_is_a_startup_error() {
 /// end to end and serves the API; Ctrl-C (SIGINT) stops it cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_first_command_runs_the_demo() {
-    use std::io::BufRead;
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     let try_it = readme.split("## Try it").nth(1).unwrap();
@@ -366,18 +367,7 @@ async fn the_readme_first_command_runs_the_demo() {
         command.env("IGGY_CONNECTORS_IGGY_ADDRESS", address);
     }
     let mut child = command.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines, received) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let received = lines_of(child.stdout.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut api, mut output) = (None, None);
     while api.is_none() || output.is_none() {
@@ -449,7 +439,6 @@ async fn the_readme_first_command_runs_the_demo() {
 /// gives one line per connector with its state, throughput, errors and lag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_and_periodic_summaries() {
-    use std::io::BufRead;
     let server = TestServer::start().await.unwrap();
     let dir = temp_dir("binary-json-logs");
     let (config, _) = write_setup(
@@ -467,18 +456,7 @@ async fn json_logs_and_periodic_summaries() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines, received) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let received = lines_of(child.stderr.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut summarised = std::collections::BTreeSet::new();
     while summarised.len() < 2 {

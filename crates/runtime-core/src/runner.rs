@@ -389,8 +389,9 @@ impl SourcePipeline<'_> {
         prepared
     }
 
-    /// Sends each group to its destination, creating routed topics on first use; the
-    /// first failure ends it.
+    /// Sends each group to its destination in sends of at most the stream's
+    /// `batch_length`, creating routed topics on first use; the first failure ends it
+    /// (the batch is then rejected and produced again whole).
     async fn send_groups(
         &self,
         groups: Vec<((String, String), Vec<OutgoingMessage>)>,
@@ -409,8 +410,22 @@ impl SourcePipeline<'_> {
                     })?;
                 ensured.insert((stream.clone(), topic.clone()));
             }
-            if let Err(error) = self.bus.send(&stream, &topic, messages).await {
-                return Err(format!("sending to {stream}/{topic} failed: {error}"));
+            // At most `batch_length` messages per send, as the stream says.
+            let limit = self
+                .config
+                .streams
+                .iter()
+                .find(|configured| configured.stream == stream)
+                .map_or(usize::MAX, |configured| {
+                    configured.batch_length.max(1) as usize
+                });
+            let mut rest = messages;
+            while !rest.is_empty() {
+                let tail = rest.split_off(rest.len().min(limit));
+                let chunk = std::mem::replace(&mut rest, tail);
+                if let Err(error) = self.bus.send(&stream, &topic, chunk).await {
+                    return Err(format!("sending to {stream}/{topic} failed: {error}"));
+                }
             }
         }
         Ok(())

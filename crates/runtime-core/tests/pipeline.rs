@@ -84,6 +84,31 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until a connector failed, and checks that its error mentions `cause`.
+async fn failed_with(
+    runtime: &Runtime,
+    kind: ConnectorKind,
+    key: &str,
+    cause: &str,
+) -> runtime_core::ConnectorStatus {
+    eventually_in(runtime, &format!("{kind} {key} failed"), || {
+        runtime
+            .status(kind, key)
+            .is_some_and(|status| status.state == ConnectorState::Failed)
+    })
+    .await;
+    let status = runtime.status(kind, key).unwrap();
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains(cause),
+        "{status:?}"
+    );
+    status
+}
+
 /// [`eventually`], showing the runtime's statuses when it times out.
 async fn eventually_in(runtime: &Runtime, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;
@@ -273,21 +298,7 @@ fail_consume_times = {failures}
     let flaky = runtime.status(ConnectorKind::Sink, "flaky").unwrap();
     assert_eq!(flaky.state, ConnectorState::Running);
     assert!(flaky.metrics.retries >= 2, "{flaky:?}");
-    eventually("the broken sink failed", || {
-        runtime
-            .status(ConnectorKind::Sink, "broken")
-            .is_some_and(|status| status.state == ConnectorState::Failed)
-    })
-    .await;
-    let broken = runtime.status(ConnectorKind::Sink, "broken").unwrap();
-    assert!(
-        broken
-            .last_error
-            .as_deref()
-            .unwrap_or_default()
-            .contains("planned failure"),
-        "{broken:?}"
-    );
+    let broken = failed_with(&runtime, ConnectorKind::Sink, "broken", "planned failure").await;
     assert_eq!(broken.metrics.messages_out, 0);
     if let Some(server) = &target.server {
         let owner = |group: &str| OffsetOwner::Group(group.to_owned());
@@ -737,21 +748,7 @@ async fn skip_passes_over_poison_and_fail_stops_before_it() {
             .is_some_and(|status| status.metrics.messages_out == 49 && status.metrics.skipped == 1)
     })
     .await;
-    eventually("the failing sink failed", || {
-        runtime
-            .status(ConnectorKind::Sink, "failing")
-            .is_some_and(|status| status.state == ConnectorState::Failed)
-    })
-    .await;
-    let failing = runtime.status(ConnectorKind::Sink, "failing").unwrap();
-    assert!(
-        failing
-            .last_error
-            .as_deref()
-            .unwrap()
-            .contains("poison message"),
-        "{failing:?}"
-    );
+    let failing = failed_with(&runtime, ConnectorKind::Sink, "failing", "poison message").await;
     assert_eq!(failing.metrics.dead_letters + failing.metrics.skipped, 0);
     if let Some(server) = &target.server {
         let owner = |group: &str| OffsetOwner::Group(group.to_owned());
@@ -1081,21 +1078,7 @@ async fn sink_transform_failures_follow_the_error_policy() {
     .await;
     assert_eq!(ns(&skipped_output), [(1, true), (3, true)]);
     assert_eq!(ns(&lettered_output), [(1, true), (3, true)]);
-    eventually_in(&runtime, "the failing sink failed", || {
-        runtime
-            .status(ConnectorKind::Sink, "failing")
-            .is_some_and(|status| status.state == ConnectorState::Failed)
-    })
-    .await;
-    let failing = runtime.status(ConnectorKind::Sink, "failing").unwrap();
-    assert!(
-        failing
-            .last_error
-            .as_deref()
-            .unwrap()
-            .contains("cannot decode"),
-        "{failing:?}"
-    );
+    failed_with(&runtime, ConnectorKind::Sink, "failing", "cannot decode").await;
     assert!(
         ns(&failed_output).is_empty(),
         "nothing of the failing batch was delivered"
@@ -1139,5 +1122,42 @@ async fn sink_transform_failures_follow_the_error_policy() {
         .map(|header| String::from_utf8_lossy(&header.value).into_owned())
         .unwrap();
     assert!(error.contains("cannot decode"), "{error}");
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// A source batch larger than the stream's `batch_length` goes out in several sends,
+/// every message once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_source_batches_are_sent_in_stream_sized_chunks() {
+    let target = target().await;
+    let dir = temp_dir("e2e-chunks");
+    let stream = unique("chunks");
+    let output = dir.join("out.jsonl");
+    let mut source = random_source(&stream, 100);
+    if let ConnectorConfig::Source(source) = &mut source {
+        source.streams[0].batch_length = 7;
+        if let Some(plugin) = source.plugin_config.as_mut() {
+            plugin["messages_range"] = serde_json::json!([25, 25]);
+        }
+    }
+    let sink = file_sink("file", &stream, &output, 1000);
+    let context = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(active(vec![source, sink]), plugins_for_test(), context).await;
+    let seqs = || {
+        std::fs::read_to_string(&output)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|value| value["payload"]["seq"].as_u64())
+            .collect::<Vec<_>>()
+    };
+    eventually_in(&runtime, "100 messages", || seqs().len() >= 100).await;
+    assert_eq!(seqs(), (0..100).collect::<Vec<_>>());
+    let source = runtime.status(ConnectorKind::Source, "random").unwrap();
+    assert_eq!(source.metrics.messages_out, 100, "{source:?}");
+    assert_eq!(
+        source.metrics.batch_latency.count, 4,
+        "four plugin batches of 25"
+    );
     runtime.shutdown(Duration::from_secs(10)).await;
 }
