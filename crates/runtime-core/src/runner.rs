@@ -25,7 +25,7 @@ use plugin_host::{
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use transforms::TransformChain;
+use transforms::{AvroSchema, Codec, TransformChain};
 
 use crate::bus::{MessageBus, OutgoingMessage};
 use crate::control::{Control, Desired};
@@ -149,9 +149,32 @@ pub(crate) async fn run_once(
                 }
             };
             tracing::info!(connector = %key, %kind, version = source_config.version, "started");
+            let codecs = source_config
+                .streams
+                .iter()
+                .map(|stream| {
+                    codec(
+                        stream.schema,
+                        &stream.avro_schema_json,
+                        &stream.avro_schema_path,
+                    )
+                    .map_err(|error| format!("stream {}: {error}", stream.stream))
+                })
+                .collect::<Result<Vec<_>, _>>();
+            let codecs = match codecs {
+                Ok(codecs) => codecs,
+                Err(error) => {
+                    status.fail(error);
+                    if let Err(error) = source.close(CLOSE_TIMEOUT).await {
+                        tracing::warn!(connector = %key, %error, "closing the source failed");
+                    }
+                    return;
+                }
+            };
             let pipeline = SourcePipeline {
                 config: source_config,
                 chain,
+                codecs,
                 bus: context.bus.as_ref(),
                 state: &context.state,
                 retry,
@@ -194,6 +217,8 @@ pub(crate) async fn run_once(
 struct SourcePipeline<'a> {
     config: &'a SourceConfig,
     chain: &'a TransformChain,
+    /// Each stream's codec, in stream order.
+    codecs: Vec<Codec>,
     bus: &'a dyn MessageBus,
     state: &'a StateStore,
     retry: RetryPolicy,
@@ -327,13 +352,21 @@ impl SourcePipeline<'_> {
     /// encoded with each stream's schema, grouped by destination (stream, topic).
     fn prepare(&self, from: Schema, messages: Vec<OutgoingMessage>) -> Prepared {
         let streams = &self.config.streams;
-        let schemas: Vec<Schema> = streams.iter().map(|stream| stream.schema).collect();
+        let schemas = &self.codecs;
+        // A plugin declaring Avro writes with the first stream's Avro schema.
+        let from = Codec {
+            schema: from,
+            avro: schemas
+                .iter()
+                .find(|codec| codec.schema == from)
+                .and_then(|codec| codec.avro.clone()),
+        };
         let mut prepared = Prepared {
             count: messages.len(),
             bytes: messages.iter().map(|message| message.payload.len()).sum(),
             ..Prepared::default()
         };
-        if !shape::needed(self.chain, from, &schemas) {
+        if !shape::needed(self.chain, &from, schemas) {
             // Untouched: the last stream takes the batch, the others get copies.
             let mut messages = Some(messages);
             for (index, stream) in streams.iter().enumerate() {
@@ -350,7 +383,7 @@ impl SourcePipeline<'_> {
         }
         let (mut count, mut bytes) = (0, 0);
         for message in messages {
-            match shape::shape(self.chain, from, message.payload.clone(), &schemas) {
+            match shape::shape(self.chain, &from, message.payload.clone(), schemas) {
                 Ok(Some((payloads, routed))) => {
                     count += 1;
                     bytes += payloads.first().map_or(0, Bytes::len);
@@ -447,6 +480,26 @@ struct Prepared {
     failed: Vec<(OutgoingMessage, (String, String), String)>,
 }
 
+/// A stream's codec: its schema, with the Avro schema from `avro_schema_json` or the
+/// file `avro_schema_path` names (read once, at start).
+fn codec(schema: Schema, json: &Option<String>, path: &Option<String>) -> Result<Codec, String> {
+    let text = match (json, path) {
+        (Some(json), _) => Some(json.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|error| format!("avro_schema_path {path}: {error}"))?,
+        ),
+        (None, None) => None,
+    };
+    let avro = match text {
+        Some(text) => Some(std::sync::Arc::new(
+            AvroSchema::parse(&text).map_err(|error| format!("Avro schema: {error}"))?,
+        )),
+        None => None,
+    };
+    Ok(Codec { schema, avro })
+}
+
 /// A message as produced: id (0 lets the client pick), headers and payload.
 fn outgoing(message: &Message<'_>) -> OutgoingMessage {
     OutgoingMessage {
@@ -500,8 +553,21 @@ async fn run_sink(
     let config = Arc::new(config.clone());
     for stream in &config.streams {
         for topic in &stream.topics {
+            let codec = match codec(
+                stream.schema,
+                &stream.avro_schema_json,
+                &stream.avro_schema_path,
+            ) {
+                Ok(codec) => codec,
+                Err(error) => {
+                    status.fail(format!("stream {}: {error}", stream.stream));
+                    local.send_replace(Desired::Stop);
+                    break;
+                }
+            };
             let pipeline = SinkPipeline {
                 chain: chain.clone(),
+                codec,
                 config: config.clone(),
                 stream: stream.clone(),
                 topic: topic.clone(),
@@ -557,6 +623,7 @@ fn message_level(error: &CallError) -> bool {
 /// One (stream, topic) of a sink.
 struct SinkPipeline {
     chain: TransformChain,
+    codec: Codec,
     config: Arc<SinkConfig>,
     stream: SinkStream,
     topic: String,
@@ -611,8 +678,9 @@ impl SinkPipeline {
             status.received(count, bytes);
             status.set_lag(polled.current_offset.saturating_sub(last_offset));
             let partition = polled.partition_id;
-            let messages = if shape::needed(&self.chain, stream.schema, &[stream.schema]) {
-                let shaped = shape::sink_batch(&self.chain, stream.schema, polled.messages);
+            let codec = std::slice::from_ref(&self.codec);
+            let messages = if shape::needed(&self.chain, &self.codec, codec) {
+                let shaped = shape::sink_batch(&self.chain, &self.codec, polled.messages);
                 status.filtered(shaped.dropped);
                 for failed in shaped.failed {
                     let offset = failed.message.offset;

@@ -5,8 +5,7 @@
 //! both sides are the same: then payloads pass untouched and nothing here runs.
 
 use bytes::Bytes;
-use connector_sdk::Schema;
-use transforms::{Message, Payload, TransformChain, Verdict};
+use transforms::{Codec, Message, TransformChain, Verdict};
 
 use crate::bus::IncomingMessage;
 
@@ -28,10 +27,10 @@ pub(crate) struct ShapedSink {
     pub(crate) failed: Vec<Failed<IncomingMessage>>,
 }
 
-/// Runs `chain` over consumed messages of a stream with `schema`.
+/// Runs `chain` over consumed messages of a stream written with `codec`.
 pub(crate) fn sink_batch(
     chain: &TransformChain,
-    schema: Schema,
+    codec: &Codec,
     messages: Vec<IncomingMessage>,
 ) -> ShapedSink {
     let mut shaped = ShapedSink {
@@ -39,7 +38,12 @@ pub(crate) fn sink_batch(
         ..ShapedSink::default()
     };
     for mut message in messages {
-        match shape(chain, schema, message.payload.clone(), &[schema]) {
+        match shape(
+            chain,
+            codec,
+            message.payload.clone(),
+            std::slice::from_ref(codec),
+        ) {
             Ok(Some((mut payloads, _))) => {
                 message.payload = payloads.pop().unwrap_or_default();
                 shaped.kept.push(message);
@@ -59,31 +63,30 @@ pub(crate) type Shaped = (Vec<Bytes>, Option<String>);
 /// per schema of `to`. `Ok(None)`: filtered out.
 pub(crate) fn shape(
     chain: &TransformChain,
-    from: Schema,
+    from: &Codec,
     payload: Bytes,
-    to: &[Schema],
+    to: &[Codec],
 ) -> Result<Option<Shaped>, String> {
     let mut message = Message {
-        payload: Payload::decode(from, payload)
-            .map_err(|error| format!("cannot decode the {from:?} payload: {error}"))?,
+        payload: from
+            .decode(payload)
+            .map_err(|error| format!("cannot decode the {:?} payload: {error}", from.schema))?,
         topic: None,
     };
     if chain.run(&mut message).map_err(|error| error.to_string())? == Verdict::Drop {
         return Ok(None);
     }
-    let mut encoded: Vec<(Schema, Bytes)> = Vec::with_capacity(to.len());
+    let mut encoded: Vec<(&Codec, Bytes)> = Vec::with_capacity(to.len());
     let mut out = Vec::with_capacity(to.len());
-    for schema in to {
-        let bytes = match encoded.iter().find(|(done, _)| done == schema) {
+    for codec in to {
+        let bytes = match encoded.iter().find(|(done, _)| *done == codec) {
             Some((_, bytes)) => bytes.clone(),
             None => {
-                let bytes = Bytes::from(
-                    message
-                        .payload
-                        .encode(*schema)
-                        .map_err(|error| format!("cannot encode as {schema:?}: {error}"))?,
-                );
-                encoded.push((*schema, bytes.clone()));
+                let bytes =
+                    Bytes::from(codec.encode(&message.payload).map_err(|error| {
+                        format!("cannot encode as {:?}: {error}", codec.schema)
+                    })?);
+                encoded.push((codec, bytes.clone()));
                 bytes
             }
         };
@@ -92,15 +95,15 @@ pub(crate) fn shape(
     Ok(Some((out, message.topic)))
 }
 
-/// Whether messages need shaping at all between `from` and every schema of `to`.
-pub(crate) fn needed(chain: &TransformChain, from: Schema, to: &[Schema]) -> bool {
-    !chain.is_empty() || to.iter().any(|schema| *schema != from)
+/// Whether messages need shaping at all between `from` and every codec of `to`.
+pub(crate) fn needed(chain: &TransformChain, from: &Codec, to: &[Codec]) -> bool {
+    !chain.is_empty() || to.iter().any(|codec| codec != from)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use connector_sdk::ConnectorKind;
+    use connector_sdk::{ConnectorKind, Schema};
     use serde_json::json;
 
     fn incoming(offset: u64, payload: &'static [u8]) -> IncomingMessage {
@@ -133,7 +136,7 @@ mod tests {
         .unwrap();
         let shaped = sink_batch(
             &chain,
-            Schema::Json,
+            &Codec::plain(Schema::Json),
             vec![
                 incoming(0, br#"{"a":1}"#),
                 incoming(1, br#"{"skip":true}"#),
@@ -169,15 +172,55 @@ mod tests {
     }
 
     #[test]
+    fn avro_sink_batches_are_decoded_transformed_and_encoded_again() {
+        let avro = std::sync::Arc::new(
+            transforms::AvroSchema::parse(
+                r#"{"type":"record","name":"R","fields":[{"name":"n","type":"long"},{"name":"tag","type":["null","string"]}]}"#,
+            )
+            .unwrap(),
+        );
+        let codec = Codec {
+            schema: Schema::Avro,
+            avro: Some(avro.clone()),
+        };
+        let chain = TransformChain::new(
+            ConnectorKind::Sink,
+            &[(
+                "update_fields".to_owned(),
+                json!({ "fields": [{ "key": "tag", "value": "seen" }] }),
+            )],
+        )
+        .unwrap();
+        let datum = avro.encode(&json!({ "n": 7, "tag": null })).unwrap();
+        let mut message = incoming(0, b"");
+        message.payload = Bytes::from(datum);
+        let mut broken = incoming(1, b"\xff");
+        broken.payload = Bytes::from_static(&[0xff]);
+        let shaped = sink_batch(&chain, &codec, vec![message, broken]);
+        assert_eq!(shaped.kept.len(), 1);
+        assert_eq!(
+            avro.decode(&shaped.kept[0].payload).unwrap(),
+            json!({ "n": 7, "tag": "seen" })
+        );
+        assert_eq!(shaped.failed.len(), 1);
+        assert!(
+            shaped.failed[0].error.contains("Avro"),
+            "{}",
+            shaped.failed[0].error
+        );
+    }
+
+    #[test]
     fn conversions_without_transforms() {
         let chain = TransformChain::default();
-        assert!(!needed(&chain, Schema::Json, &[Schema::Json]));
-        assert!(needed(&chain, Schema::Text, &[Schema::Json]));
+        let (json, text) = (Codec::plain(Schema::Json), Codec::plain(Schema::Text));
+        assert!(!needed(&chain, &json, std::slice::from_ref(&json)));
+        assert!(needed(&chain, &text, std::slice::from_ref(&json)));
         let (out, topic) = shape(
             &chain,
-            Schema::Text,
+            &text,
             Bytes::from_static(b"hi"),
-            &[Schema::Json, Schema::Text],
+            &[json.clone(), text.clone()],
         )
         .unwrap()
         .unwrap();

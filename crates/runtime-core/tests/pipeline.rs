@@ -1161,3 +1161,82 @@ async fn large_source_batches_are_sent_in_stream_sized_chunks() {
     );
     runtime.shutdown(Duration::from_secs(10)).await;
 }
+
+/// A source whose stream is Avro: the plugin's JSON is encoded with the stream's Avro
+/// schema (inline here), after its transforms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_source_produces_avro_with_the_stream_schema() {
+    use runtime_core::MessageBus;
+    let target = target().await;
+    let dir = temp_dir("e2e-avro");
+    let stream = unique("avro");
+    let schema = r#"{"type":"record","name":"Event","fields":[{"name":"seq","type":"long"},{"name":"key","type":"string"},{"name":"origin","type":["null","string"]}]}"#;
+    let mut source = random_source(&stream, 30);
+    if let ConnectorConfig::Source(source) = &mut source {
+        source.streams[0].schema = connector_sdk::Schema::Avro;
+        source.streams[0].avro_schema_json = Some(schema.to_owned());
+        source.transforms = config_provider::Transforms(vec![(
+            "add_fields".to_owned(),
+            serde_json::json!({ "fields": [{ "key": "origin", "value": { "static": "avro-test" } }] }),
+        )]);
+    }
+    let context = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(active(vec![source]), plugins_for_test(), context).await;
+    eventually_in(&runtime, "30 messages produced", || {
+        runtime
+            .status(ConnectorKind::Source, "random")
+            .is_some_and(|status| status.metrics.messages_out == 30)
+    })
+    .await;
+    let avro = transforms::AvroSchema::parse(schema).unwrap();
+    let reader = bus(&target).await;
+    reader.join_group(&stream, "t", "check").await.unwrap();
+    let mut decoded = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while decoded.len() < 30 {
+        assert!(Instant::now() < deadline, "only {} messages", decoded.len());
+        let polled = reader.poll(&stream, "t", "check", 100).await.unwrap();
+        if let Some(last) = polled.messages.last() {
+            reader
+                .store_offset(&stream, "t", "check", polled.partition_id, last.offset)
+                .await
+                .unwrap();
+        }
+        for message in polled.messages {
+            decoded.push(avro.decode(&message.payload).unwrap());
+        }
+    }
+    let seqs: Vec<u64> = decoded
+        .iter()
+        .map(|value| value["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (0..30).collect::<Vec<_>>());
+    assert!(
+        decoded
+            .iter()
+            .all(|value| value["key"] == "random" && value["origin"] == "avro-test")
+    );
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// A stream declared Avro without an Avro schema cannot run: the source fails saying so.
+#[tokio::test]
+async fn an_avro_stream_without_a_schema_fails_clearly() {
+    let target = target().await;
+    let dir = temp_dir("e2e-avro-missing");
+    let mut source = random_source(&unique("avro-missing"), 5);
+    if let ConnectorConfig::Source(source) = &mut source {
+        source.streams[0].schema = connector_sdk::Schema::Avro;
+        source.streams[0].avro_schema_path = Some(dir.join("missing.avsc").display().to_string());
+    }
+    let context = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(active(vec![source]), plugins_for_test(), context).await;
+    failed_with(
+        &runtime,
+        ConnectorKind::Source,
+        "random",
+        "avro_schema_path",
+    )
+    .await;
+    runtime.shutdown(Duration::from_secs(10)).await;
+}

@@ -26,9 +26,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod avro;
 mod chain;
 mod payload;
 mod scan;
 
+pub use avro::AvroSchema;
 pub use chain::{Message, TRANSFORMS, TransformChain, TransformCounts, TransformError, Verdict};
-pub use payload::{FormatError, JsonObject, Payload, supported};
+pub use payload::{Codec, FormatError, JsonObject, Payload, supported};

@@ -188,9 +188,57 @@ impl fmt::Display for FormatError {
 impl std::error::Error for FormatError {}
 
 /// Whether this runtime can decode and encode `schema` (for transforms and
-/// conversions). Other schemas pass through only unchanged.
+/// conversions; Avro with a [`Codec`] that has its schema). Other schemas pass through
+/// only unchanged.
 pub fn supported(schema: Schema) -> bool {
-    matches!(schema, Schema::Json | Schema::Raw | Schema::Text)
+    matches!(
+        schema,
+        Schema::Json | Schema::Raw | Schema::Text | Schema::Avro
+    )
+}
+
+/// How a stream's payloads are written: its schema, and for Avro the Avro schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Codec {
+    /// The stream's schema.
+    pub schema: Schema,
+    /// The Avro schema, for `Schema::Avro`.
+    pub avro: Option<std::sync::Arc<crate::AvroSchema>>,
+}
+
+impl Codec {
+    /// A codec without an Avro schema.
+    pub fn plain(schema: Schema) -> Self {
+        Codec { schema, avro: None }
+    }
+
+    /// Decodes `bytes`; Avro datums become JSON (objects one level deep).
+    pub fn decode(&self, bytes: Bytes) -> Result<Payload, FormatError> {
+        match (&self.avro, self.schema) {
+            (Some(avro), Schema::Avro) => match avro.decode(&bytes) {
+                Ok(Value::Object(map)) => Ok(Payload::Object(JsonObject::from_map(map))),
+                Ok(other) => Ok(Payload::Json(other)),
+                Err(error) => Err(FormatError(format!("invalid Avro datum: {error}"))),
+            },
+            (None, Schema::Avro) => Err(FormatError(
+                "an Avro stream needs avro_schema_json or avro_schema_path".to_owned(),
+            )),
+            (_, schema) => Payload::decode(schema, bytes),
+        }
+    }
+
+    /// Encodes `payload` for this stream (JSON values as Avro datums for Avro).
+    pub fn encode(&self, payload: &Payload) -> Result<Vec<u8>, FormatError> {
+        match (&self.avro, self.schema) {
+            (Some(avro), Schema::Avro) => avro
+                .encode(&payload.to_value())
+                .map_err(|error| FormatError(format!("cannot encode as Avro: {error}"))),
+            (None, Schema::Avro) => Err(FormatError(
+                "an Avro stream needs avro_schema_json or avro_schema_path".to_owned(),
+            )),
+            (_, schema) => payload.encode(schema),
+        }
+    }
 }
 
 impl Payload {
@@ -233,7 +281,7 @@ impl Payload {
                 .map(|text| Payload::Text(text.to_owned()))
                 .map_err(|error| FormatError(format!("invalid UTF-8 text: {error}"))),
             other => Err(FormatError(format!(
-                "schema {other:?} cannot be decoded by this runtime (json, raw and text can)"
+                "schema {other:?} cannot be decoded without its schema (json, raw and text can; avro with a Codec)"
             ))),
         }
     }
@@ -261,7 +309,7 @@ impl Payload {
                 .map(|raw| raw.get().as_bytes().to_vec())
                 .map_err(|error| FormatError(format!("raw bytes are not JSON: {error}"))),
             (_, other) => Err(FormatError(format!(
-                "schema {other:?} cannot be encoded by this runtime (json, raw and text can)"
+                "schema {other:?} cannot be encoded without its schema (json, raw and text can; avro with a Codec)"
             ))),
         }
     }
