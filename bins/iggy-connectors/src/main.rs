@@ -110,7 +110,8 @@ fn healthcheck(config: Option<&cli::ConfigPath>) -> ExitCode {
         .replace("0.0.0.0:", "127.0.0.1:")
         .replace("[::]:", "[::1]:");
     let timeout = std::time::Duration::from_secs(3);
-    let answer = (|| -> std::io::Result<String> {
+    // `Ok(None)`: the connection was accepted and that is all that was asked (TLS).
+    let answer = (|| -> std::io::Result<Option<String>> {
         use std::net::ToSocketAddrs;
         let target = address
             .to_socket_addrs()?
@@ -118,7 +119,7 @@ fn healthcheck(config: Option<&cli::ConfigPath>) -> ExitCode {
             .ok_or_else(|| std::io::Error::other("the address resolves to nothing"))?;
         let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)?;
         if http.tls.enabled {
-            return Ok("HTTP/1.1 200 (TLS: connection accepted)".to_owned());
+            return Ok(None);
         }
         stream.set_read_timeout(Some(timeout))?;
         write!(
@@ -127,14 +128,18 @@ fn healthcheck(config: Option<&cli::ConfigPath>) -> ExitCode {
         )?;
         let mut response = String::new();
         stream.read_to_string(&mut response)?;
-        Ok(response)
+        Ok(Some(response))
     })();
     match answer {
-        Ok(response) if response.starts_with("HTTP/1.1 200") => {
+        Ok(None) => {
+            println!("healthy: {address} accepts connections (TLS: /health not asked)");
+            ExitCode::SUCCESS
+        }
+        Ok(Some(response)) if response.starts_with("HTTP/1.1 200") => {
             println!("healthy: {address}");
             ExitCode::SUCCESS
         }
-        Ok(response) => {
+        Ok(Some(response)) => {
             eprintln!(
                 "unhealthy: {address} answered {}",
                 response.lines().next().unwrap_or("nothing")
@@ -167,16 +172,14 @@ fn transform(connector: &std::path::Path, input: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (transforms, schema) = match &config {
-        config_provider::ConnectorConfig::Sink(sink) => {
-            (&sink.transforms, sink.streams.first().map(|s| s.schema))
-        }
+    let schema = match &config {
+        config_provider::ConnectorConfig::Sink(sink) => sink.streams.first().map(|s| s.schema),
         config_provider::ConnectorConfig::Source(source) => {
-            (&source.transforms, source.streams.first().map(|s| s.schema))
+            source.streams.first().map(|s| s.schema)
         }
-    };
-    let schema = schema.unwrap_or(connector_sdk::Schema::Json);
-    let chain = match transforms::TransformChain::new(config.kind(), &transforms.0) {
+    }
+    .unwrap_or(connector_sdk::Schema::Json);
+    let chain = match transforms::TransformChain::new(config.kind(), &config.transforms().0) {
         Ok(chain) => chain,
         Err(error) => {
             eprintln!("error: {}: {error}", connector.display());

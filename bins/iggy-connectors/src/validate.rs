@@ -11,10 +11,7 @@ use crate::cli::ConfigPath;
 /// The problems of one connector config: plugin, kind, transforms.
 fn check_connector(loader: &PluginLoader, config: &ConnectorConfig) -> Vec<String> {
     let mut problems = Vec::new();
-    let (path, transforms) = match config {
-        ConnectorConfig::Sink(sink) => (&sink.path, &sink.transforms),
-        ConnectorConfig::Source(source) => (&source.path, &source.transforms),
-    };
+    let path = config.path();
     match loader.load(path) {
         Ok(plugin) if plugin.kind() != config.kind() => problems.push(format!(
             "`path`: {path} is a {} plugin ({}), but this is a {} config",
@@ -25,7 +22,7 @@ fn check_connector(loader: &PluginLoader, config: &ConnectorConfig) -> Vec<Strin
         Ok(_) => {}
         Err(error) => problems.push(format!("`path`: {error}")),
     }
-    if let Err(error) = transforms::TransformChain::new(config.kind(), &transforms.0) {
+    if let Err(error) = transforms::TransformChain::new(config.kind(), &config.transforms().0) {
         problems.push(error);
     }
     problems

@@ -8,13 +8,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use iggy_connectors_tests::{plugin_path, temp_dir};
-use iggy_test_server::TestServer;
+use iggy_test_server::{TestServer, TestTarget};
 
 /// Writes a runtime config and two connectors (random source -> file sink on `stream`)
 /// under `dir`; returns the config file and the sink's output file.
 fn write_setup(
     dir: &std::path::Path,
-    iggy: std::net::SocketAddr,
+    iggy: &str,
     stream: &str,
     source_settings: &str,
     sink_settings: &str,
@@ -62,7 +62,7 @@ async fn runs_the_configured_connectors_and_stops_on_sigterm() {
     let dir = temp_dir("binary-run");
     let (config, output) = write_setup(
         &dir,
-        server.address(),
+        &server.address().to_string(),
         "demo",
         "interval = \"1ms\"\nmax_count = 100\nmessages_range = [5, 10]",
         "poll_interval = \"5ms\"",
@@ -128,7 +128,7 @@ async fn a_killed_runtime_resumes_without_losing_messages() {
     let dir = temp_dir("binary-kill");
     let (config, output) = write_setup(
         &dir,
-        server.address(),
+        &server.address().to_string(),
         "kill",
         "interval = \"2ms\"\nmax_count = 2000\nmessages_range = [10, 20]",
         "batch_length = 50\npoll_interval = \"2ms\"",
@@ -182,6 +182,15 @@ async fn a_killed_runtime_resumes_without_losing_messages() {
     second.wait().unwrap();
 }
 
+/// A stream name unique to this run (a real server keeps what earlier runs made).
+fn unique(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{label}-{}-{nanos}", std::process::id())
+}
+
 /// The lines a child writes to a pipe, as they come.
 fn lines_of(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
     use std::io::BufRead;
@@ -226,12 +235,13 @@ fn http_get(address: &str, path: &str) -> (u16, String) {
 /// the startup log names) until it stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_the_http_api_while_running() {
-    let server = TestServer::start().await.unwrap();
+    // Our server, or a real one with IGGY_TEST_ADDRESS.
+    let target = TestTarget::from_env().await.unwrap();
     let dir = temp_dir("binary-http");
     let (config, _) = write_setup(
         &dir,
-        server.address(),
-        "http",
+        &target.address,
+        &unique("http"),
         "interval = \"5ms\"\nmessages_range = [5, 10]",
         "poll_interval = \"5ms\"",
     );
@@ -309,9 +319,10 @@ async fn serves_the_http_api_while_running() {
 /// An API address already in use is a clear startup error, not a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_address_in_use_is_a_startup_error() {
-    let server = TestServer::start().await.unwrap();
+    // Our server, or a real one with IGGY_TEST_ADDRESS.
+    let target = TestTarget::from_env().await.unwrap();
     let dir = temp_dir("binary-http-taken");
-    let (config, _) = write_setup(&dir, server.address(), "taken", "max_count = 1", "");
+    let (config, _) = write_setup(&dir, &target.address, &unique("taken"), "max_count = 1", "");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
     let output = tokio::task::spawn_blocking(move || {
@@ -439,12 +450,13 @@ async fn the_readme_first_command_runs_the_demo() {
 /// gives one line per connector with its state, throughput, errors and lag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_and_periodic_summaries() {
-    let server = TestServer::start().await.unwrap();
+    // Our server, or a real one with IGGY_TEST_ADDRESS.
+    let target = TestTarget::from_env().await.unwrap();
     let dir = temp_dir("binary-json-logs");
     let (config, _) = write_setup(
         &dir,
-        server.address(),
-        "json",
+        &target.address,
+        &unique("json"),
         "interval = \"5ms\"\nmessages_range = [5, 10]",
         "poll_interval = \"5ms\"",
     );

@@ -253,6 +253,16 @@ impl<'de> Deserialize<'de> for Transforms {
     }
 }
 
+/// A field both kinds of connector config have, read from either.
+macro_rules! common {
+    ($config:expr, $field:ident) => {
+        match $config {
+            ConnectorConfig::Sink(sink) => &sink.$field,
+            ConnectorConfig::Source(source) => &source.$field,
+        }
+    };
+}
+
 impl ConnectorConfig {
     /// Sink or source.
     pub fn kind(&self) -> ConnectorKind {
@@ -264,18 +274,47 @@ impl ConnectorConfig {
 
     /// The key.
     pub fn key(&self) -> &str {
-        match self {
-            ConnectorConfig::Sink(sink) => &sink.key,
-            ConnectorConfig::Source(source) => &source.key,
-        }
+        common!(self, key)
     }
 
     /// The version.
     pub fn version(&self) -> u64 {
-        match self {
-            ConnectorConfig::Sink(sink) => sink.version,
-            ConnectorConfig::Source(source) => source.version,
-        }
+        *common!(self, version)
+    }
+
+    /// Display name.
+    pub fn name(&self) -> &str {
+        common!(self, name)
+    }
+
+    /// The plugin library (or the name a linked plugin is registered under).
+    pub fn path(&self) -> &str {
+        common!(self, path)
+    }
+
+    /// Transforms, in file order.
+    pub fn transforms(&self) -> &Transforms {
+        common!(self, transforms)
+    }
+
+    /// How `GET .../configs/plugin` renders `plugin_config`, if set.
+    pub fn plugin_config_format(&self) -> Option<PluginConfigFormat> {
+        *common!(self, plugin_config_format)
+    }
+
+    /// The connector's own retry settings, if it has any.
+    pub fn retry(&self) -> Option<ConnectorRetry> {
+        *common!(self, retry)
+    }
+
+    /// What happens to a message that still fails after the retries.
+    pub fn error_policy(&self) -> ErrorPolicy {
+        *common!(self, error_policy)
+    }
+
+    /// Where `dead_letter` sends failed messages.
+    pub fn dead_letter(&self) -> Option<&DeadLetterTarget> {
+        common!(self, dead_letter).as_ref()
     }
 
     /// Sets key and version (when a provider stores a new version).
@@ -294,10 +333,7 @@ impl ConnectorConfig {
 
     /// Keys whose values came from `${env:...}` or `${file:...}`.
     pub fn secrets(&self) -> &SecretPaths {
-        match self {
-            ConnectorConfig::Sink(sink) => &sink.secrets,
-            ConnectorConfig::Source(source) => &source.secrets,
-        }
+        common!(self, secrets)
     }
 
     fn set_secrets(&mut self, secrets: SecretPaths) {
@@ -323,19 +359,12 @@ impl ConnectorConfig {
 
     /// Whether the connector should run.
     pub fn enabled(&self) -> bool {
-        match self {
-            ConnectorConfig::Sink(sink) => sink.enabled,
-            ConnectorConfig::Source(source) => source.enabled,
-        }
+        *common!(self, enabled)
     }
 
     /// The plugin config, `{}` when the file has none (never `null`).
     pub fn plugin_config(&self) -> serde_json::Value {
-        let config = match self {
-            ConnectorConfig::Sink(sink) => &sink.plugin_config,
-            ConnectorConfig::Source(source) => &source.plugin_config,
-        };
-        config
+        common!(self, plugin_config)
             .clone()
             .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()))
     }
@@ -358,19 +387,13 @@ impl ConnectorConfig {
         if streams == 0 {
             return Err("`streams`: at least one [[streams]] entry is needed".to_owned());
         }
-        let (policy, dead_letter, retry) = match self {
-            ConnectorConfig::Sink(sink) => (sink.error_policy, &sink.dead_letter, sink.retry),
-            ConnectorConfig::Source(source) => {
-                (source.error_policy, &source.dead_letter, source.retry)
-            }
-        };
-        if policy == ErrorPolicy::DeadLetter && dead_letter.is_none() {
+        if self.error_policy() == ErrorPolicy::DeadLetter && self.dead_letter().is_none() {
             return Err(
                 "`error_policy`: \"dead_letter\" needs a [dead_letter] table with `stream` and `topic`"
                     .to_owned(),
             );
         }
-        if retry.is_some_and(|retry| retry.max_attempts == 0) {
+        if self.retry().is_some_and(|retry| retry.max_attempts == 0) {
             return Err("`retry.max_attempts`: must be at least 1".to_owned());
         }
         Ok(())

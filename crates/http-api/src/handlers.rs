@@ -378,11 +378,8 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
         Endpoint::Transforms => {
             let (kind, key) = connector(&matched)?;
             let (config, _) = running(context, kind, &key).await?;
-            let transforms = match &config {
-                ConnectorConfig::Sink(sink) => &sink.transforms,
-                ConnectorConfig::Source(source) => &source.transforms,
-            };
-            let list = transforms
+            let list = config
+                .transforms()
                 .0
                 .iter()
                 .map(|(name, settings)| json!({ "type": name, "config": settings }))
@@ -419,11 +416,7 @@ fn parse_version(text: &str) -> Result<u64, ApiError> {
 }
 
 fn plugin_config_format(config: &ConnectorConfig) -> Format {
-    let format = match config {
-        ConnectorConfig::Sink(sink) => sink.plugin_config_format,
-        ConnectorConfig::Source(source) => source.plugin_config_format,
-    };
-    match format {
+    match config.plugin_config_format() {
         Some(config_provider::PluginConfigFormat::Json) => Format::Json,
         Some(config_provider::PluginConfigFormat::Yaml) => Format::Yaml,
         Some(config_provider::PluginConfigFormat::Text) => Format::Text,
@@ -510,16 +503,11 @@ fn with_active(config: &ConnectorConfig, active: bool) -> Value {
 
 /// The summary of one connector.
 fn info(config: &ConnectorConfig, status: &ConnectorStatus) -> Value {
-    let (name, path, format) = match config {
-        ConnectorConfig::Sink(sink) => (&sink.name, &sink.path, sink.plugin_config_format),
-        ConnectorConfig::Source(source) => {
-            (&source.name, &source.path, source.plugin_config_format)
-        }
-    };
+    let format = config.plugin_config_format();
     let mut value = json!({
         "key": status.key,
-        "name": name,
-        "path": path,
+        "name": config.name(),
+        "path": config.path(),
         "enabled": config.enabled(),
         "version": status.version,
         "status": status.state.as_str(),

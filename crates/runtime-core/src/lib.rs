@@ -457,11 +457,7 @@ impl Runtime {
         }
         let config = slot.config.clone();
         let (kind, key) = (config.kind(), config.key().to_owned());
-        let path = match &config {
-            ConnectorConfig::Sink(sink) => &sink.path,
-            ConnectorConfig::Source(source) => &source.path,
-        };
-        let plugin = match self.inner.plugins.resolve(path) {
+        let plugin = match self.inner.plugins.resolve(config.path()) {
             Ok(plugin) => plugin,
             Err(error) => {
                 tracing::error!(connector = %key, %kind, %error, "cannot load the plugin");
@@ -473,11 +469,7 @@ impl Runtime {
                 });
             }
         };
-        let transforms = match &config {
-            ConnectorConfig::Sink(sink) => &sink.transforms,
-            ConnectorConfig::Source(source) => &source.transforms,
-        };
-        let chain = match TransformChain::new(kind, &transforms.0) {
+        let chain = match TransformChain::new(kind, &config.transforms().0) {
             Ok(chain) => chain,
             Err(message) => {
                 tracing::error!(connector = %key, %kind, error = %message, "invalid transforms");
@@ -562,11 +554,7 @@ async fn supervise(
 ) {
     let key = config.key().to_owned();
     let kind = config.kind();
-    let retry = match &config {
-        ConnectorConfig::Sink(sink) => sink.retry,
-        ConnectorConfig::Source(source) => source.retry,
-    }
-    .map_or(context.retry, RetryPolicy::from);
+    let retry = config.retry().map_or(context.retry, RetryPolicy::from);
     let mut in_a_row = 0u32;
     loop {
         status.set_state(ConnectorState::Starting);

@@ -149,18 +149,14 @@ pub(crate) async fn run_once(
                 }
             };
             tracing::info!(connector = %key, %kind, version = source_config.version, "started");
-            let codecs = source_config
-                .streams
-                .iter()
-                .map(|stream| {
-                    codec(
-                        stream.schema,
-                        &stream.avro_schema_json,
-                        &stream.avro_schema_path,
-                    )
-                    .map_err(|error| format!("stream {}: {error}", stream.stream))
-                })
-                .collect::<Result<Vec<_>, _>>();
+            let codecs = stream_codecs(source_config.streams.iter().map(|stream| {
+                (
+                    stream.stream.as_str(),
+                    stream.schema,
+                    &stream.avro_schema_json,
+                    &stream.avro_schema_path,
+                )
+            }));
             let codecs = match codecs {
                 Ok(codecs) => codecs,
                 Err(error) => {
@@ -480,6 +476,18 @@ struct Prepared {
     failed: Vec<(OutgoingMessage, (String, String), String)>,
 }
 
+/// Each stream's codec, from `(name, schema, avro_schema_json, avro_schema_path)`;
+/// the first problem names its stream.
+fn stream_codecs<'a>(
+    streams: impl Iterator<Item = (&'a str, Schema, &'a Option<String>, &'a Option<String>)>,
+) -> Result<Vec<Codec>, String> {
+    streams
+        .map(|(name, schema, json, path)| {
+            codec(schema, json, path).map_err(|error| format!("stream {name}: {error}"))
+        })
+        .collect()
+}
+
 /// A stream's codec: its schema, with the Avro schema from `avro_schema_json` or the
 /// file `avro_schema_path` names (read once, at start).
 fn codec(schema: Schema, json: &Option<String>, path: &Option<String>) -> Result<Codec, String> {
@@ -551,23 +559,25 @@ async fn run_sink(
     let (local, _) = watch::channel(Desired::Run);
     let mut topics = JoinSet::new();
     let config = Arc::new(config.clone());
-    for stream in &config.streams {
+    let codecs = match stream_codecs(config.streams.iter().map(|stream| {
+        (
+            stream.stream.as_str(),
+            stream.schema,
+            &stream.avro_schema_json,
+            &stream.avro_schema_path,
+        )
+    })) {
+        Ok(codecs) => codecs,
+        Err(error) => {
+            status.fail(error);
+            return;
+        }
+    };
+    for (stream, codec) in config.streams.iter().zip(codecs) {
         for topic in &stream.topics {
-            let codec = match codec(
-                stream.schema,
-                &stream.avro_schema_json,
-                &stream.avro_schema_path,
-            ) {
-                Ok(codec) => codec,
-                Err(error) => {
-                    status.fail(format!("stream {}: {error}", stream.stream));
-                    local.send_replace(Desired::Stop);
-                    break;
-                }
-            };
             let pipeline = SinkPipeline {
                 chain: chain.clone(),
-                codec,
+                codec: codec.clone(),
                 config: config.clone(),
                 stream: stream.clone(),
                 topic: topic.clone(),

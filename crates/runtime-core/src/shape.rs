@@ -76,19 +76,16 @@ pub(crate) fn shape(
     if chain.run(&mut message).map_err(|error| error.to_string())? == Verdict::Drop {
         return Ok(None);
     }
-    let mut encoded: Vec<(&Codec, Bytes)> = Vec::with_capacity(to.len());
-    let mut out = Vec::with_capacity(to.len());
-    for codec in to {
-        let bytes = match encoded.iter().find(|(done, _)| *done == codec) {
-            Some((_, bytes)) => bytes.clone(),
-            None => {
-                let bytes =
-                    Bytes::from(codec.encode(&message.payload).map_err(|error| {
-                        format!("cannot encode as {:?}: {error}", codec.schema)
-                    })?);
-                encoded.push((codec, bytes.clone()));
-                bytes
-            }
+    // Encoded once per distinct codec; streams with the same codec share the bytes.
+    let mut out: Vec<Bytes> = Vec::with_capacity(to.len());
+    for (index, codec) in to.iter().enumerate() {
+        let bytes = match to[..index].iter().position(|done| done == codec) {
+            Some(same) => out[same].clone(),
+            None => Bytes::from(
+                codec
+                    .encode(&message.payload)
+                    .map_err(|error| format!("cannot encode as {:?}: {error}", codec.schema))?,
+            ),
         };
         out.push(bytes);
     }

@@ -633,11 +633,53 @@ async fn bus(target: &TestTarget) -> IggyBus {
     .unwrap()
 }
 
+/// The first `count` messages of `stream`/`topic`, read as a consumer group of the
+/// test's own (so nothing the runtime stores is touched).
+async fn read_topic(
+    target: &TestTarget,
+    stream: &str,
+    topic: &str,
+    count: usize,
+) -> Vec<runtime_core::IncomingMessage> {
+    use runtime_core::MessageBus;
+    let reader = bus(target).await;
+    reader.join_group(stream, topic, "check").await.unwrap();
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while messages.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} messages",
+            messages.len()
+        );
+        let polled = reader.poll(stream, topic, "check", 100).await.unwrap();
+        match polled.messages.last() {
+            Some(last) => reader
+                .store_offset(stream, topic, "check", polled.partition_id, last.offset)
+                .await
+                .unwrap(),
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+        messages.extend(polled.messages);
+    }
+    messages
+}
+
+/// A string header's value ("" when absent).
+fn header(message: &runtime_core::IncomingMessage, key: &str) -> String {
+    message
+        .headers
+        .iter()
+        .find(|header| header.key == key)
+        .map(|header| String::from_utf8_lossy(&header.value).into_owned())
+        .unwrap_or_default()
+}
+
 /// Two poison messages among 50: each goes to the dead letter topic with headers naming
 /// the error and its origin; the rest reach the sink; the offset moves past all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_messages_go_to_the_dead_letter_topic_with_their_error() {
-    use runtime_core::{MessageBus, dead_letter};
+    use runtime_core::dead_letter;
     let target = target().await;
     let dir = temp_dir("e2e-dead-letter");
     let stream = unique("dead-letter");
@@ -670,35 +712,7 @@ async fn failing_messages_go_to_the_dead_letter_topic_with_their_error() {
             .contains("iggy_connectors_dead_letters_total{kind=\"sink\",key=\"poisoned\"} 2\n")
     );
 
-    let reader = bus(&target).await;
-    reader.join_group(&stream, "dead", "check").await.unwrap();
-    let mut letters = Vec::new();
-    let deadline = Instant::now() + DEADLINE;
-    while letters.len() < 2 {
-        assert!(Instant::now() < deadline, "dead letters: {letters:?}");
-        letters.extend(
-            reader
-                .poll(&stream, "dead", "check", 10)
-                .await
-                .unwrap()
-                .messages,
-        );
-        if let Some(last) = letters.last() {
-            let offset = last.offset;
-            reader
-                .store_offset(&stream, "dead", "check", 0, offset)
-                .await
-                .unwrap();
-        }
-    }
-    let header = |message: &runtime_core::IncomingMessage, key: &str| {
-        message
-            .headers
-            .iter()
-            .find(|header| header.key == key)
-            .map(|header| String::from_utf8_lossy(&header.value).into_owned())
-            .unwrap_or_default()
-    };
+    let letters = read_topic(&target, &stream, "dead", 2).await;
     let mut seqs = Vec::new();
     for letter in &letters {
         let payload: serde_json::Value = serde_json::from_slice(&letter.payload).unwrap();
@@ -1097,30 +1111,11 @@ async fn sink_transform_failures_follow_the_error_policy() {
         1
     );
 
-    let reader = bus(&target).await;
-    reader
-        .join_group(&stream, "dead-lettering", "check")
+    let letter = read_topic(&target, &stream, "dead-lettering", 1)
         .await
-        .unwrap();
-    let deadline = Instant::now() + DEADLINE;
-    let letter = loop {
-        let polled = reader
-            .poll(&stream, "dead-lettering", "check", 10)
-            .await
-            .unwrap();
-        if let Some(letter) = polled.messages.into_iter().next() {
-            break letter;
-        }
-        assert!(Instant::now() < deadline, "no dead letter");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        .remove(0);
     assert_eq!(&letter.payload[..], b"not json", "the original payload");
-    let error = letter
-        .headers
-        .iter()
-        .find(|header| header.key == dead_letter::ERROR)
-        .map(|header| String::from_utf8_lossy(&header.value).into_owned())
-        .unwrap();
+    let error = header(&letter, dead_letter::ERROR);
     assert!(error.contains("cannot decode"), "{error}");
     runtime.shutdown(Duration::from_secs(10)).await;
 }
@@ -1166,7 +1161,6 @@ async fn large_source_batches_are_sent_in_stream_sized_chunks() {
 /// schema (inline here), after its transforms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_json_source_produces_avro_with_the_stream_schema() {
-    use runtime_core::MessageBus;
     let target = target().await;
     let dir = temp_dir("e2e-avro");
     let stream = unique("avro");
@@ -1189,23 +1183,11 @@ async fn a_json_source_produces_avro_with_the_stream_schema() {
     })
     .await;
     let avro = transforms::AvroSchema::parse(schema).unwrap();
-    let reader = bus(&target).await;
-    reader.join_group(&stream, "t", "check").await.unwrap();
-    let mut decoded = Vec::new();
-    let deadline = Instant::now() + DEADLINE;
-    while decoded.len() < 30 {
-        assert!(Instant::now() < deadline, "only {} messages", decoded.len());
-        let polled = reader.poll(&stream, "t", "check", 100).await.unwrap();
-        if let Some(last) = polled.messages.last() {
-            reader
-                .store_offset(&stream, "t", "check", polled.partition_id, last.offset)
-                .await
-                .unwrap();
-        }
-        for message in polled.messages {
-            decoded.push(avro.decode(&message.payload).unwrap());
-        }
-    }
+    let decoded: Vec<serde_json::Value> = read_topic(&target, &stream, "t", 30)
+        .await
+        .iter()
+        .map(|message| avro.decode(&message.payload).unwrap())
+        .collect();
     let seqs: Vec<u64> = decoded
         .iter()
         .map(|value| value["seq"].as_u64().unwrap())

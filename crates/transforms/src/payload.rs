@@ -29,6 +29,26 @@ enum Slot {
     Value(Value),
 }
 
+/// A key's text. Spans are valid UTF-8 (the whole document was checked) and start and
+/// end at ASCII quotes; `from_utf8` keeps this panic-free regardless.
+fn text_in<'a>(source: &'a [u8], text: &'a Text) -> &'a str {
+    match text {
+        Text::Span(start, end) => {
+            std::str::from_utf8(&source[*start as usize..*end as usize]).unwrap_or("")
+        }
+        Text::Owned(text) => text,
+    }
+}
+
+/// A field's value, parsed if it is still raw.
+fn parse_in(source: &[u8], slot: &Slot) -> Result<Value, String> {
+    match slot {
+        Slot::Raw(start, end) => serde_json::from_slice(&source[*start as usize..*end as usize])
+            .map_err(|error| error.to_string()),
+        Slot::Value(value) => Ok(value.clone()),
+    }
+}
+
 /// A JSON object decoded one level deep: keys and values stay slices of the source
 /// document until a transform changes them, so decoding allocates one vector and
 /// encoding copies untouched fields as they were.
@@ -40,14 +60,7 @@ pub struct JsonObject {
 
 impl JsonObject {
     fn text<'a>(&'a self, text: &'a Text) -> &'a str {
-        match text {
-            // Spans are of valid UTF-8 (the document was parsed as JSON) on char
-            // boundaries; `get` keeps this panic-free regardless.
-            Text::Span(start, end) => {
-                std::str::from_utf8(&self.source[*start as usize..*end as usize]).unwrap_or("")
-            }
-            Text::Owned(text) => text,
-        }
+        text_in(&self.source, text)
     }
 
     fn key_bytes<'a>(&'a self, text: &'a Text) -> &'a [u8] {
@@ -64,13 +77,7 @@ impl JsonObject {
     }
 
     fn parse(&self, slot: &Slot) -> Result<Value, String> {
-        match slot {
-            Slot::Raw(start, end) => {
-                serde_json::from_slice(&self.source[*start as usize..*end as usize])
-                    .map_err(|error| error.to_string())
-            }
-            Slot::Value(value) => Ok(value.clone()),
-        }
+        parse_in(&self.source, slot)
     }
 
     /// The keys, in document order.
@@ -126,13 +133,21 @@ impl JsonObject {
         &mut self,
         mut keep: impl FnMut(&str, &dyn Fn() -> Result<Value, String>) -> Result<bool, String>,
     ) -> Result<(), String> {
-        let mut verdicts = Vec::with_capacity(self.fields.len());
-        for (key, slot) in &self.fields {
-            verdicts.push(keep(self.text(key), &|| self.parse(slot))?);
-        }
-        let mut verdicts = verdicts.into_iter();
-        self.fields.retain(|_| verdicts.next().unwrap_or(true));
-        Ok(())
+        let source = &self.source;
+        let mut failure = None;
+        self.fields.retain(|(key, slot)| {
+            if failure.is_some() {
+                return true;
+            }
+            match keep(text_in(source, key), &|| parse_in(source, slot)) {
+                Ok(verdict) => verdict,
+                Err(error) => {
+                    failure = Some(error);
+                    true
+                }
+            }
+        });
+        failure.map_or(Ok(()), Err)
     }
 
     /// The value at a dotted path (`a.b.c`): the first segment is a top-level field,
@@ -198,12 +213,25 @@ pub fn supported(schema: Schema) -> bool {
 }
 
 /// How a stream's payloads are written: its schema, and for Avro the Avro schema.
-#[derive(Debug, Clone, PartialEq)]
+/// Codecs are equal when their schemas are and they share the same Avro schema
+/// instance (compared by pointer: this is asked per batch and per message).
+#[derive(Debug, Clone)]
 pub struct Codec {
     /// The stream's schema.
     pub schema: Schema,
     /// The Avro schema, for `Schema::Avro`.
     pub avro: Option<std::sync::Arc<crate::AvroSchema>>,
+}
+
+impl PartialEq for Codec {
+    fn eq(&self, other: &Self) -> bool {
+        self.schema == other.schema
+            && match (&self.avro, &other.avro) {
+                (None, None) => true,
+                (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
 }
 
 impl Codec {
