@@ -306,6 +306,73 @@ async fn random_source_stays_idle_after_max_count_and_closes_promptly() {
 }
 
 #[tokio::test]
+async fn several_batches_may_be_unsettled_and_are_settled_in_order() {
+    let plugin = load("iggy_connector_random_source");
+    let limit = plugin.max_unsettled_batches();
+    assert!(limit > 1, "the random source pipelines its batches");
+    assert_eq!(load("faulty_source_plugin").max_unsettled_batches(), 1);
+    let config = json!({ "interval": "0ms", "messages_range": [2, 2], "max_count": 100 });
+    let source = open_source(&plugin, "pipelined", config, None).await;
+    let first_seq = |batch: &plugin_host::SourceBatch<'_>| batch_payloads(batch)[0]["seq"].clone();
+
+    // Up to the limit, each poll continues where the previous batch ended.
+    let mut batches = Vec::new();
+    for index in 0..limit {
+        let batch = source.poll().await.unwrap();
+        assert_eq!(first_seq(&batch), u64::from(index) * 2);
+        batches.push(batch);
+    }
+    let refused = source.poll().await.unwrap_err();
+    assert_eq!(refused.kind, CallErrorKind::InvalidCall, "{refused}");
+    assert!(refused.to_string().contains("settle batch"), "{refused}");
+
+    // The oldest is accepted; a reject of the next discards the later ones as well,
+    // which can then only be rejected.
+    let mut batches = batches.into_iter();
+    batches.next().unwrap().accept().await.unwrap();
+    batches.next().unwrap().reject().await.unwrap();
+    let discarded = batches.next().unwrap();
+    let refused = discarded.accept().await.unwrap_err();
+    assert!(
+        refused.to_string().contains("follows a rejected batch"),
+        "{refused}"
+    );
+    for rest in batches {
+        rest.reject().await.unwrap();
+    }
+    let again = source.poll().await.unwrap();
+    assert_eq!(
+        first_seq(&again),
+        2,
+        "produced again from the rejected batch"
+    );
+    again.accept().await.unwrap();
+    source.close(CLOSE).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_waiting_poll_does_not_hold_up_settling_earlier_batches() {
+    let plugin = load("iggy_connector_random_source");
+    let config = json!({ "interval": "0ms", "messages_range": [5, 5], "max_count": 5 });
+    let source = Arc::new(open_source(&plugin, "waiting", config, None).await);
+    let batch = source.poll().await.unwrap();
+    // Nothing more to produce: this poll waits until the source is closed.
+    let waiting = {
+        let source = source.clone();
+        tokio::spawn(async move { source.poll().await.map(|batch| batch.messages().len()) })
+    };
+    tokio::time::timeout(Duration::from_secs(10), batch.accept())
+        .await
+        .expect("the accept overtakes the waiting poll")
+        .unwrap();
+    assert!(!waiting.is_finished(), "the poll still waits for data");
+    waiting.abort();
+    let _ = waiting.await;
+    let source = Arc::into_inner(source).expect("the only handle");
+    source.close(CLOSE).await.unwrap();
+}
+
+#[tokio::test]
 async fn bad_plugin_config_is_an_error_that_names_the_field() {
     let file = load("iggy_connector_file_sink");
     let error = file

@@ -40,7 +40,7 @@
 use std::ffi::c_void;
 
 /// Version of this ABI. The host refuses a plugin that declares another one.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Prefix of the exported descriptor symbol; the crate name follows it.
 pub const DESCRIPTOR_SYMBOL_PREFIX: &str = "iggy_connector_descriptor_";
@@ -319,9 +319,13 @@ pub struct SinkVTable {
 pub struct SourceVTable {
     /// Opens an instance.
     pub open: OpenFn,
-    /// Asks for the next batch. At most one batch is unsettled at a time.
+    /// Asks for the next batch. At most [`ConnectorDescriptor::max_unsettled_batches`]
+    /// batches are unsettled at a time.
     pub poll: unsafe extern "C" fn(instance: *mut c_void, done: PollDoneFn, ctx: *mut c_void),
-    /// Settles a batch: `accepted` = 1 when Iggy stored it, 0 when the host rejects it.
+    /// Settles the oldest unsettled batch: `accepted` = 1 when Iggy stored it, 0 when the
+    /// host rejects it. Batches are settled in the order they were polled; once one is
+    /// rejected, every later unsettled batch can only be rejected too (the source has
+    /// rewound to the start of the rejected one).
     pub batch_result: unsafe extern "C" fn(
         instance: *mut c_void,
         batch_id: u64,
@@ -351,6 +355,9 @@ pub struct ConnectorDescriptor {
     pub sink: *const SinkVTable,
     /// The source functions when `kind` is [`KIND_SOURCE`], else null.
     pub source: *const SourceVTable,
+    /// A source: how many polled batches may be unsettled at once (at least 1), so the
+    /// host can send one batch to Iggy while the source produces the next. 0 for a sink.
+    pub max_unsettled_batches: u32,
 }
 
 // SAFETY: a descriptor is immutable static data (pointers to static strings and static

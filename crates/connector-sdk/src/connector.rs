@@ -100,8 +100,16 @@ pub trait Sink: Sized + Send + 'static {
 /// The cursor contract: `poll` may read ahead but must not commit its external cursor
 /// (delete rows, acknowledge a queue, ...) until `on_batch_result` says
 /// [`BatchOutcome::Accepted`]. On [`BatchOutcome::Rejected`] the source rewinds so the
-/// same data comes again. At most one batch is unsettled at a time. `poll` must be
-/// cancel-safe: closing the source drops a `poll` that is still waiting.
+/// same data comes again. `poll` must be cancel-safe: closing the source drops a `poll`
+/// that is still waiting.
+///
+/// By default at most one batch is unsettled at a time: `poll` is not called again
+/// until the last batch was settled. A source that can keep track of several batches
+/// sets [`Source::MAX_UNSETTLED_BATCHES`] above 1; the runtime then polls the next
+/// batch while it sends the previous ones to Iggy (which is how a source reaches the
+/// client's own throughput). Batches are settled oldest first; after a `Rejected`, the
+/// later unsettled batches are discarded without another call: the source rewinds to
+/// the start of the rejected batch and produces everything from there again.
 ///
 /// ```
 /// use connector_sdk::{BatchOutcome, ConnectorContext, Error, ProducedBatch, ProducedMessage, Source};
@@ -146,6 +154,9 @@ pub trait Source: Sized + Send + 'static {
     /// The connector's `plugin_config`, deserialised from JSON.
     type Config: DeserializeOwned + Send + 'static;
 
+    /// How many polled batches may wait for their outcome at once (at least 1).
+    const MAX_UNSETTLED_BATCHES: u32 = 1;
+
     /// Opens the connector with the state it last returned in an accepted batch.
     fn open(
         config: Self::Config,
@@ -156,7 +167,8 @@ pub trait Source: Sized + Send + 'static {
     /// Waits for and returns the next batch. Must be cancel-safe.
     fn poll(&mut self) -> impl Future<Output = Result<ProducedBatch, Error>> + Send;
 
-    /// Settles the batch returned by the last `poll`.
+    /// Settles the oldest unsettled batch (with one unsettled batch at a time: the
+    /// batch the last `poll` returned).
     fn on_batch_result(
         &mut self,
         outcome: BatchOutcome,

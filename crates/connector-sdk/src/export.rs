@@ -9,6 +9,7 @@
 //! panicked refuses further calls except `close`.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -304,64 +305,92 @@ async fn drive_sink<T: Sink>(mut sink: T, mut jobs: mpsc::UnboundedReceiver<Job>
     }
 }
 
-/// Runs a source's jobs one after the other until it is closed.
+/// Runs a source's jobs one after the other until it is closed, except that a settle
+/// arriving while a `poll` waits abandons that poll (polls are cancel-safe), is served,
+/// and the poll starts again: a source waiting for data never holds up the commit of
+/// the batches it already produced.
 async fn drive_source<T: Source>(
-    mut source: T,
+    source: T,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     closing: Arc<Notify>,
 ) {
-    let mut poisoned = None;
-    let mut pending: Option<Box<PendingBatch>> = None;
-    let mut next_batch_id = 1;
-    while let Some(job) = jobs.recv().await {
+    let mut driver = SourceDriver {
+        source,
+        poisoned: None,
+        limit: T::MAX_UNSETTLED_BATCHES.max(1) as usize,
+        pending: VecDeque::new(),
+        next_batch_id: 1,
+    };
+    // Jobs that arrived while a poll waited and that must wait for its answer.
+    let mut backlog: VecDeque<Job> = VecDeque::new();
+    loop {
+        let job = match backlog.pop_front() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
         match job {
             Job::Poll { completion } => {
-                if let Some(pending) = &pending {
-                    let message = format!(
-                        "batch {} is not settled yet: call batch_result first",
-                        pending.view.batch_id
-                    );
+                if let Err(message) = driver.may_poll() {
                     completion.fail(abi::STATUS_INVALID_CALL, &message);
                     continue;
                 }
-                // `poll` is cancel-safe by contract: closing abandons one that waits.
-                let polled = unless_notified(&closing, guarded(&mut poisoned, source.poll())).await;
-                match polled {
-                    None => completion.fail(abi::STATUS_CANCELLED, "the instance is closing"),
-                    Some(Ok(batch)) => {
-                        let batch = PendingBatch::new(next_batch_id, batch);
-                        next_batch_id += 1;
-                        let view: *const SourceBatchView = &batch.view;
-                        pending = Some(batch);
-                        completion.ok(view);
+                loop {
+                    let polled = {
+                        // `poll` is cancel-safe by contract: closing abandons one that
+                        // waits, and so does a settle (the poll then starts again).
+                        let polled = unless_notified(
+                            &closing,
+                            guarded(&mut driver.poisoned, driver.source.poll()),
+                        );
+                        tokio::select! {
+                            biased;
+                            polled = polled => Ok(polled),
+                            job = jobs.recv() => Err(job),
+                        }
+                    };
+                    match polled {
+                        Ok(None) => {
+                            completion.fail(abi::STATUS_CANCELLED, "the instance is closing");
+                            break;
+                        }
+                        Ok(Some(Ok(batch))) => {
+                            let batch = PendingBatch::new(driver.next_batch_id, batch);
+                            driver.next_batch_id += 1;
+                            let view: *const SourceBatchView = &batch.view;
+                            driver.pending.push_back((batch, false));
+                            completion.ok(view);
+                            break;
+                        }
+                        Ok(Some(Err((status, message)))) => {
+                            completion.fail(status, &message);
+                            break;
+                        }
+                        Err(Some(Job::Settle {
+                            batch_id,
+                            outcome,
+                            completion: settled,
+                        })) => driver.settle(batch_id, outcome, settled).await,
+                        Err(Some(other)) => backlog.push_back(other),
+                        // The host is gone: nothing will read the answer.
+                        Err(None) => return,
                     }
-                    Some(Err((status, message))) => completion.fail(status, &message),
                 }
             }
             Job::Settle {
                 batch_id,
                 outcome,
                 completion,
-            } => {
-                match pending.as_ref().map(|pending| pending.view.batch_id) {
-                    Some(id) if id == batch_id => pending = None,
-                    Some(id) => {
-                        let message = format!("batch {batch_id} is not the pending batch {id}");
-                        completion.fail(abi::STATUS_INVALID_CALL, &message);
-                        continue;
-                    }
-                    None => {
-                        let message = format!("batch {batch_id} is not pending");
-                        completion.fail(abi::STATUS_INVALID_CALL, &message);
-                        continue;
-                    }
-                }
-                match guarded(&mut poisoned, source.on_batch_result(outcome)).await {
-                    Ok(()) => completion.ok(()),
-                    Err((status, message)) => completion.fail(status, &message),
-                }
-            }
+            } => driver.settle(batch_id, outcome, completion).await,
             Job::Close { reply } => {
+                let SourceDriver {
+                    source,
+                    mut poisoned,
+                    pending,
+                    ..
+                } = driver;
                 drop(pending);
                 let _ =
                     reply.send(close_connector(&mut poisoned, source, source_close_fn::<T>).await);
@@ -370,6 +399,83 @@ async fn drive_source<T: Source>(
             Job::Consume { completion, .. } => {
                 completion.fail(abi::STATUS_INVALID_CALL, "consume called on a source");
             }
+        }
+    }
+}
+
+/// A source instance with its unsettled batches.
+struct SourceDriver<T> {
+    source: T,
+    poisoned: Option<String>,
+    /// `Source::MAX_UNSETTLED_BATCHES`, at least 1.
+    limit: usize,
+    /// Unsettled batches, oldest first, each with whether a reject before it discarded
+    /// it (the source rewound past it, so it may only be rejected).
+    pending: VecDeque<(Box<PendingBatch>, bool)>,
+    next_batch_id: u64,
+}
+
+impl<T: Source> SourceDriver<T> {
+    /// Whether the host may poll now; the error says why not.
+    fn may_poll(&self) -> Result<(), String> {
+        if let Some((oldest, true)) = self.pending.front() {
+            return Err(format!(
+                "batch {} follows a rejected batch: reject it before polling again",
+                oldest.view.batch_id
+            ));
+        }
+        if self.pending.len() >= self.limit {
+            return Err(format!(
+                "{} batches are unsettled, as many as the source allows: settle batch {} first",
+                self.pending.len(),
+                self.pending
+                    .front()
+                    .map_or(0, |(oldest, _)| oldest.view.batch_id)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Settles the oldest unsettled batch, which must be `batch_id`.
+    async fn settle(
+        &mut self,
+        batch_id: u64,
+        outcome: BatchOutcome,
+        completion: Completion<DoneFn>,
+    ) {
+        let discarded = match self.pending.front() {
+            Some((oldest, discarded)) if oldest.view.batch_id == batch_id => *discarded,
+            Some((oldest, _)) => {
+                let message = format!(
+                    "batch {batch_id} is not the oldest unsettled batch {}",
+                    oldest.view.batch_id
+                );
+                return completion.fail(abi::STATUS_INVALID_CALL, &message);
+            }
+            None => {
+                let message = format!("batch {batch_id} is not pending");
+                return completion.fail(abi::STATUS_INVALID_CALL, &message);
+            }
+        };
+        self.pending.pop_front();
+        if discarded {
+            // The source already rewound to an earlier batch.
+            return match outcome {
+                BatchOutcome::Rejected => completion.ok(()),
+                BatchOutcome::Accepted => completion.fail(
+                    abi::STATUS_INVALID_CALL,
+                    &format!("batch {batch_id} follows a rejected batch and cannot be accepted"),
+                ),
+            };
+        }
+        if outcome == BatchOutcome::Rejected {
+            for (_, discarded) in &mut self.pending {
+                *discarded = true;
+            }
+        }
+        match guarded(&mut self.poisoned, self.source.on_batch_result(outcome)).await {
+            Ok(()) => completion.ok(()),
+            Err((status, message)) => completion.fail(status, &message),
         }
     }
 }
@@ -815,14 +921,16 @@ pub const fn sink_descriptor(
         sdk_version: RawSlice::new(env!("CARGO_PKG_VERSION").as_bytes()),
         sink: vtable,
         source: std::ptr::null(),
+        max_unsettled_batches: 0,
     }
 }
 
-/// The descriptor of a source plugin.
+/// The descriptor of a source plugin that allows `max_unsettled_batches` (at least 1).
 pub const fn source_descriptor(
     name: &'static str,
     version: &'static str,
     vtable: &'static SourceVTable,
+    max_unsettled_batches: u32,
 ) -> ConnectorDescriptor {
     ConnectorDescriptor {
         abi_version: abi::ABI_VERSION,
@@ -832,6 +940,11 @@ pub const fn source_descriptor(
         sdk_version: RawSlice::new(env!("CARGO_PKG_VERSION").as_bytes()),
         sink: std::ptr::null(),
         source: vtable,
+        max_unsettled_batches: if max_unsettled_batches == 0 {
+            1
+        } else {
+            max_unsettled_batches
+        },
     }
 }
 
@@ -892,7 +1005,12 @@ macro_rules! export_source {
                 close: $crate::__export::close,
             };
             static DESCRIPTOR: $crate::abi::ConnectorDescriptor =
-                $crate::__export::source_descriptor($name, env!("CARGO_PKG_VERSION"), &VTABLE);
+                $crate::__export::source_descriptor(
+                    $name,
+                    env!("CARGO_PKG_VERSION"),
+                    &VTABLE,
+                    <$source as $crate::Source>::MAX_UNSETTLED_BATCHES,
+                );
             &DESCRIPTOR
         }
 

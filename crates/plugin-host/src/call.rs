@@ -141,9 +141,9 @@ pub(crate) async fn call_open(
     answer.await.unwrap_or_else(|_| Err(dropped()))
 }
 
-/// The id of a batch whose poll answer nobody received, or whose handle was dropped
-/// unsettled; the next poll rejects it first.
-pub(crate) type OrphanSlot = Arc<Mutex<Option<u64>>>;
+/// The ids, ascending, of batches whose poll answer nobody received or whose handle was
+/// dropped unsettled; the next poll or settle rejects them first, oldest first.
+pub(crate) type OrphanSlot = Arc<Mutex<Vec<u64>>>;
 
 struct PollCall {
     reply: oneshot::Sender<Result<SourceBatchView, CallError>>,
@@ -169,9 +169,10 @@ unsafe extern "C" fn on_poll_done(
         Ok(unsafe { *batch })
     });
     if let Err(Ok(view)) = call.reply.send(result)
-        && let Ok(mut orphan) = call.orphan.lock()
+        && let Ok(mut orphans) = call.orphan.lock()
     {
-        *orphan = Some(view.batch_id);
+        let at = orphans.partition_point(|&id| id < view.batch_id);
+        orphans.insert(at, view.batch_id);
     }
 }
 

@@ -33,7 +33,8 @@ impl fmt::Display for PluginOrigin {
 #[derive(Debug)]
 enum Functions {
     Sink(&'static SinkVTable),
-    Source(&'static SourceVTable),
+    /// With how many batches may be unsettled at once.
+    Source(&'static SourceVTable, u32),
 }
 
 #[derive(Debug)]
@@ -124,7 +125,11 @@ impl Plugin {
             }
             abi::KIND_SOURCE if !descriptor.source.is_null() => {
                 // SAFETY: non-null pointer to the plugin's static source table.
-                Functions::Source(unsafe { &*descriptor.source })
+                let vtable = unsafe { &*descriptor.source };
+                if descriptor.max_unsettled_batches == 0 {
+                    return Err(invalid("a source must allow at least one unsettled batch"));
+                }
+                Functions::Source(vtable, descriptor.max_unsettled_batches)
             }
             abi::KIND_SINK => return Err(invalid("a sink without a sink function table")),
             abi::KIND_SOURCE => return Err(invalid("a source without a source function table")),
@@ -149,7 +154,15 @@ impl Plugin {
     pub fn kind(&self) -> ConnectorKind {
         match self.inner.functions {
             Functions::Sink(_) => ConnectorKind::Sink,
-            Functions::Source(_) => ConnectorKind::Source,
+            Functions::Source(..) => ConnectorKind::Source,
+        }
+    }
+
+    /// For a source, how many polled batches may be unsettled at once (1 for a sink).
+    pub fn max_unsettled_batches(&self) -> u32 {
+        match self.inner.functions {
+            Functions::Source(_, max) => max,
+            Functions::Sink(_) => 1,
         }
     }
 
@@ -217,7 +230,7 @@ impl Plugin {
         state: Option<&[u8]>,
         options: OpenOptions,
     ) -> Result<SourceInstance, CallError> {
-        let Functions::Source(vtable) = self.inner.functions else {
+        let Functions::Source(vtable, _) = self.inner.functions else {
             return Err(self.wrong_kind(ConnectorKind::Source));
         };
         let instance = self

@@ -31,7 +31,7 @@ impl SourceInstance {
             plugin,
             vtable,
             instance: OpenInstance::new(instance, vtable.close, key),
-            orphan: Arc::new(Mutex::new(None)),
+            orphan: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -45,18 +45,13 @@ impl SourceInstance {
         self.instance.key()
     }
 
-    /// Waits for the source's next batch. The batch must be settled with
-    /// [`SourceBatch::accept`] or [`SourceBatch::reject`]; one dropped unsettled is
-    /// rejected before the next poll.
+    /// Waits for the source's next batch. Up to [`Plugin::max_unsettled_batches`]
+    /// batches may be unsettled at once; settle them in the order they were polled,
+    /// with [`SourceBatch::accept`] or [`SourceBatch::reject`]. After a reject, the later
+    /// unsettled batches can only be rejected. A batch dropped unsettled is rejected
+    /// before the next poll or settle.
     pub async fn poll(&self) -> Result<SourceBatch<'_>, CallError> {
-        let orphan = self
-            .orphan
-            .lock()
-            .map(|mut orphan| orphan.take())
-            .unwrap_or(None);
-        if let Some(batch_id) = orphan {
-            self.settle(batch_id, false).await?;
-        }
+        self.reject_orphans(u64::MAX).await?;
         let poll = self.vtable.poll;
         // The raw pointer is taken inside the closure so that it never lives across an
         // await: the future stays Send.
@@ -79,7 +74,29 @@ impl SourceInstance {
         })
     }
 
+    /// Rejects, oldest first, the batches dropped unsettled that came before `before`.
+    async fn reject_orphans(&self, before: u64) -> Result<(), CallError> {
+        loop {
+            let orphan = self
+                .orphan
+                .lock()
+                .map_or(None, |mut orphans| match orphans.first() {
+                    Some(&oldest) if oldest < before => Some(orphans.remove(0)),
+                    _ => None,
+                });
+            match orphan {
+                Some(batch_id) => self.settle_now(batch_id, false).await?,
+                None => return Ok(()),
+            }
+        }
+    }
+
     async fn settle(&self, batch_id: u64, accepted: bool) -> Result<(), CallError> {
+        self.reject_orphans(batch_id).await?;
+        self.settle_now(batch_id, accepted).await
+    }
+
+    async fn settle_now(&self, batch_id: u64, accepted: bool) -> Result<(), CallError> {
         let batch_result = self.vtable.batch_result;
         call_done((), |done, ctx| {
             // SAFETY: the instance is open while the handle is alive.
@@ -148,9 +165,10 @@ impl SourceBatch<'_> {
 impl Drop for SourceBatch<'_> {
     fn drop(&mut self) {
         if !self.settled
-            && let Ok(mut orphan) = self.source.orphan.lock()
+            && let Ok(mut orphans) = self.source.orphan.lock()
         {
-            *orphan = Some(self.view.batch_id);
+            let at = orphans.partition_point(|&id| id < self.view.batch_id);
+            orphans.insert(at, self.view.batch_id);
         }
     }
 }

@@ -9,6 +9,7 @@
 //! under the `fail` policy, or when the plugin panicked, the connector is `failed` with
 //! the error and nothing after the last handled message is committed.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,9 +22,9 @@ use config_provider::{
 use connector_sdk::{HeaderKind, Message, OwnedHeader, Schema};
 use plugin_host::{
     BatchSource, CallError, CallErrorKind, MessageMeta, OpenOptions, Plugin, SinkBatch,
-    SinkBatchBuilder, SinkInstance, SourceInstance,
+    SinkBatchBuilder, SinkInstance, SourceBatch, SourceInstance,
 };
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc, watch};
 use tokio::task::JoinSet;
 use transforms::{AvroSchema, Codec, TransformChain};
 
@@ -209,7 +210,21 @@ pub(crate) async fn run_once(
     }
 }
 
+/// Most source batches in flight (polled, not yet settled) per connector, whatever the
+/// plugin allows: bounds the memory one source can hold.
+const MAX_SOURCE_BATCHES_IN_FLIGHT: u32 = 16;
+
 /// One source's loop: poll, produce everywhere, persist state, accept.
+///
+/// Three stages run concurrently in one task, joined by bounded queues: the poller asks
+/// the plugin for batches and shapes them, the sender produces them to Iggy in order,
+/// the committer persists the newest state of what Iggy stored (once for all the
+/// batches that are ready) and accepts them in order. As many batches are in flight as
+/// the plugin allows unsettled (see `Source::MAX_UNSETTLED_BATCHES`), at most
+/// [`MAX_SOURCE_BATCHES_IN_FLIGHT`]; with one, the stages take turns as a plain loop
+/// would. The first failure halts the round: what Iggy stored before it is committed,
+/// the failed batch and every later one are rejected (the plugin rewinds to the failed
+/// one), and the round starts again after a backoff.
 struct SourcePipeline<'a> {
     config: &'a SourceConfig,
     chain: &'a TransformChain,
@@ -219,6 +234,33 @@ struct SourcePipeline<'a> {
     state: &'a StateStore,
     retry: RetryPolicy,
     status: &'a StatusCell,
+}
+
+/// Why a round of source batches ended early.
+#[derive(Debug)]
+enum Halt {
+    /// The batch may succeed when produced again: reject and retry after a backoff.
+    Retry(String),
+    /// Retrying cannot help: the connector fails with this error.
+    Fatal(String),
+}
+
+/// How a round of source batches ended.
+enum Round {
+    /// Stop was requested (or the runtime is gone); everything in flight was settled.
+    Stopped,
+    /// Halted; `accepted` tells whether any batch was accepted before.
+    Halted { halt: Halt, accepted: bool },
+}
+
+/// A batch the poller took from the plugin, on its way to the sender and committer.
+struct InFlight<'s> {
+    batch: SourceBatch<'s>,
+    /// The shaped messages, or why the batch cannot be produced at all.
+    prepared: Result<Prepared, Halt>,
+    received: Instant,
+    /// Whether Iggy stored it (set by the sender).
+    stored: bool,
 }
 
 impl SourcePipeline<'_> {
@@ -240,108 +282,262 @@ impl SourcePipeline<'_> {
         }
         status.set_state(ConnectorState::Running);
         // Topics known to exist; `route` may name others, created on first use.
-        let mut ensured: std::collections::HashSet<(String, String)> = self
+        let mut ensured: HashSet<(String, String)> = self
             .config
             .streams
             .iter()
             .map(|stream| (stream.stream.clone(), stream.topic.clone()))
             .collect();
-        // Consecutive batches that could not be delivered.
+        let depth = source
+            .plugin()
+            .max_unsettled_batches()
+            .clamp(1, MAX_SOURCE_BATCHES_IN_FLIGHT) as usize;
+        // Consecutive rounds that ended without delivering a batch.
         let mut failures = 0;
-        while control.proceed(status).await {
-            let polled = tokio::select! {
-                () = control.stopping() => break,
-                polled = source.poll() => polled,
+        loop {
+            let (halt, accepted) = match self
+                .run_round(source, &mut control, depth, &mut ensured)
+                .await
+            {
+                Round::Stopped => return,
+                Round::Halted { halt, accepted } => (halt, accepted),
             };
-            let batch = match polled {
-                Ok(batch) => batch,
-                Err(error) if error.is_retryable() => {
-                    status.retried(error.to_string());
-                    tokio::select! {
-                        () = control.stopping() => break,
-                        () = tokio::time::sleep(retry.backoff(1)) => continue,
-                    }
-                }
-                Err(error) => {
-                    status.fail(format!("poll failed: {error}"));
-                    return;
-                }
-            };
-            let received = Instant::now();
-            let messages: Vec<OutgoingMessage> = batch.messages().iter().map(outgoing).collect();
-            let bytes: usize = messages.iter().map(|message| message.payload.len()).sum();
-            status.received(messages.len(), bytes);
-            let from = match batch.schema() {
-                Ok(schema) => schema,
-                Err(error) => {
-                    let _ = batch.reject().await;
-                    status.fail(format!("the batch declares no usable schema: {error}"));
-                    return;
-                }
-            };
-            let prepared = self.prepare(from, messages);
-            status.filtered(prepared.filtered);
-            let (count, bytes) = (prepared.count, prepared.bytes);
-            for (message, destination, error) in prepared.failed {
-                let origin = Origin {
-                    connector: &self.config.key,
-                    stream: &destination.0,
-                    topic: &destination.1,
-                    partition: None,
-                    offset: None,
-                };
-                let handled = apply_error_policy(
-                    self.config.error_policy,
-                    self.config.dead_letter.as_ref(),
-                    &origin,
-                    message,
-                    &error,
-                    self.bus,
-                    retry,
-                    status,
-                )
-                .await;
-                if let Err(reason) = handled {
-                    // The same message would fail again: no retry, the source fails.
-                    let _ = batch.reject().await;
+            let error = match halt {
+                Halt::Fatal(reason) => {
                     status.fail(reason);
                     return;
                 }
+                Halt::Retry(error) => error,
+            };
+            if accepted {
+                failures = 0;
             }
-            let mut delivered = self.send_groups(prepared.groups, &mut ensured).await;
-            if delivered.is_ok()
-                && let Some(new_state) = batch.state()
-                && let Err(error) = self.state.write(&self.config.key, new_state.to_vec()).await
-            {
-                delivered = Err(format!("cannot persist the source state: {error}"));
+            failures += 1;
+            if failures >= retry.attempts {
+                status.fail(format!("{error} ({failures} attempts)"));
+                return;
             }
-            match delivered {
-                Ok(()) => {
-                    failures = 0;
-                    if let Err(error) = batch.accept().await {
-                        status.fail(format!("the source refused the accept: {error}"));
-                        return;
-                    }
-                    status.delivered(count, bytes, received.elapsed());
-                }
-                Err(error) => {
-                    // The source rewinds and produces the batch again; its state was
-                    // not persisted. Retry after a pause, up to the policy's attempts.
-                    let _ = batch.reject().await;
-                    failures += 1;
-                    if failures >= retry.attempts {
-                        status.fail(format!("{error} ({failures} attempts)"));
-                        return;
-                    }
-                    tracing::warn!(connector = %self.config.key, %error, attempt = failures, "batch rejected; retrying");
-                    status.retried(error);
-                    tokio::select! {
-                        () = control.stopping() => break,
-                        () = tokio::time::sleep(retry.backoff(failures)) => {}
-                    }
-                }
+            tracing::warn!(connector = %self.config.key, %error, attempt = failures, "batch rejected; retrying");
+            status.retried(error);
+            tokio::select! {
+                () = control.stopping() => return,
+                () = tokio::time::sleep(retry.backoff(failures)) => {}
             }
         }
+    }
+
+    /// Polls, produces and commits batches until stop is requested or one fails.
+    async fn run_round<'s>(
+        &self,
+        source: &'s SourceInstance,
+        control: &mut Control,
+        depth: usize,
+        ensured: &mut HashSet<(String, String)>,
+    ) -> Round {
+        let status = self.status;
+        // The first failure; every stage stops taking new work once it is set.
+        let halted: std::sync::Mutex<Option<Halt>> = std::sync::Mutex::new(None);
+        let halt = |why: Halt| {
+            if let Ok(mut halted) = halted.lock()
+                && halted.is_none()
+            {
+                *halted = Some(why);
+            }
+        };
+        let is_halted = || halted.lock().map_or(true, |halted| halted.is_some());
+        let unsettled = Semaphore::new(depth);
+        let (to_send, mut sending) = mpsc::channel::<(InFlight<'s>, SemaphorePermit<'_>)>(depth);
+        let (to_commit, mut committing) =
+            mpsc::channel::<(InFlight<'s>, SemaphorePermit<'_>)>(depth);
+        let mut accepted = false;
+
+        let poller = async {
+            loop {
+                let permit = tokio::select! {
+                    () = control.stopping() => break,
+                    permit = unsettled.acquire() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                };
+                if is_halted() || !control.proceed(status).await {
+                    break;
+                }
+                let polled = tokio::select! {
+                    () = control.stopping() => break,
+                    polled = source.poll() => polled,
+                };
+                let batch = match polled {
+                    Ok(batch) => batch,
+                    Err(error) if error.is_retryable() => {
+                        drop(permit);
+                        status.retried(error.to_string());
+                        tokio::select! {
+                            () = control.stopping() => break,
+                            () = tokio::time::sleep(self.retry.backoff(1)) => continue,
+                        }
+                    }
+                    Err(error) => {
+                        halt(Halt::Fatal(format!("poll failed: {error}")));
+                        break;
+                    }
+                };
+                let received = Instant::now();
+                let messages: Vec<OutgoingMessage> =
+                    batch.messages().iter().map(outgoing).collect();
+                let bytes: usize = messages.iter().map(|message| message.payload.len()).sum();
+                status.received(messages.len(), bytes);
+                let prepared = match batch.schema() {
+                    Ok(schema) => {
+                        let prepared = self.prepare(schema, messages);
+                        status.filtered(prepared.filtered);
+                        Ok(prepared)
+                    }
+                    Err(error) => Err(Halt::Fatal(format!(
+                        "the batch declares no usable schema: {error}"
+                    ))),
+                };
+                let in_flight = InFlight {
+                    batch,
+                    prepared,
+                    received,
+                    stored: false,
+                };
+                if to_send.send((in_flight, permit)).await.is_err() {
+                    break;
+                }
+            }
+            drop(to_send);
+        };
+
+        let sender = async {
+            while let Some((mut in_flight, permit)) = sending.recv().await {
+                if !is_halted() {
+                    match std::mem::replace(&mut in_flight.prepared, Ok(Prepared::default())) {
+                        Ok(prepared) => match self.deliver(prepared, ensured).await {
+                            Ok(counts) => {
+                                in_flight.prepared = Ok(counts);
+                                in_flight.stored = true;
+                            }
+                            Err(why) => halt(why),
+                        },
+                        Err(why) => halt(why),
+                    }
+                }
+                if to_commit.send((in_flight, permit)).await.is_err() {
+                    break;
+                }
+            }
+            drop(to_commit);
+        };
+
+        let committer = async {
+            let mut ready = Vec::with_capacity(depth);
+            // Set when the plugin refused an accept: nothing after it is accepted.
+            let mut refused = false;
+            while let Some(first) = committing.recv().await {
+                ready.push(first);
+                while let Ok(more) = committing.try_recv() {
+                    ready.push(more);
+                }
+                // Batches are in order and a halt rejects everything after it, so the
+                // stored ones come first; their newest state covers them all.
+                let mut stored = ready
+                    .iter()
+                    .take_while(|(in_flight, _)| in_flight.stored)
+                    .count();
+                let state = ready[..stored]
+                    .iter()
+                    .rev()
+                    .find_map(|(in_flight, _)| in_flight.batch.state());
+                if let Some(state) = state
+                    && let Err(error) = self.state.write(&self.config.key, state.to_vec()).await
+                {
+                    halt(Halt::Retry(format!(
+                        "cannot persist the source state: {error}"
+                    )));
+                    stored = 0;
+                }
+                for (index, (in_flight, permit)) in ready.drain(..).enumerate() {
+                    let InFlight {
+                        batch,
+                        prepared,
+                        received,
+                        ..
+                    } = in_flight;
+                    if index < stored && !refused {
+                        match batch.accept().await {
+                            Ok(()) => {
+                                accepted = true;
+                                if let Ok(prepared) = prepared {
+                                    status.delivered(
+                                        prepared.count,
+                                        prepared.bytes,
+                                        received.elapsed(),
+                                    );
+                                }
+                            }
+                            Err(error) => {
+                                refused = true;
+                                halt(Halt::Fatal(format!(
+                                    "the source refused the accept: {error}"
+                                )));
+                            }
+                        }
+                    } else {
+                        // Rewinds the source (to the first of these); errors here change
+                        // nothing: the round ends and the source is retried or closed.
+                        let _ = batch.reject().await;
+                    }
+                    drop(permit);
+                }
+            }
+        };
+
+        tokio::join!(poller, sender, committer);
+        match halted.into_inner().ok().flatten() {
+            Some(halt) => Round::Halted { halt, accepted },
+            None => Round::Stopped,
+        }
+    }
+
+    /// Hands a batch's failed messages to the error policy, then sends the rest.
+    /// Returns what was delivered (count and bytes).
+    async fn deliver(
+        &self,
+        prepared: Prepared,
+        ensured: &mut HashSet<(String, String)>,
+    ) -> Result<Prepared, Halt> {
+        for (message, destination, error) in prepared.failed {
+            let origin = Origin {
+                connector: &self.config.key,
+                stream: &destination.0,
+                topic: &destination.1,
+                partition: None,
+                offset: None,
+            };
+            apply_error_policy(
+                self.config.error_policy,
+                self.config.dead_letter.as_ref(),
+                &origin,
+                message,
+                &error,
+                self.bus,
+                self.retry,
+                self.status,
+            )
+            .await
+            // The same message would fail again: no retry, the source fails.
+            .map_err(Halt::Fatal)?;
+        }
+        self.send_groups(prepared.groups, ensured)
+            .await
+            .map_err(Halt::Retry)?;
+        Ok(Prepared {
+            count: prepared.count,
+            bytes: prepared.bytes,
+            ..Prepared::default()
+        })
     }
 
     /// Shapes a batch for its streams: decoded with the plugin's schema, transformed,
@@ -424,7 +620,7 @@ impl SourcePipeline<'_> {
     async fn send_groups(
         &self,
         groups: Vec<((String, String), Vec<OutgoingMessage>)>,
-        ensured: &mut std::collections::HashSet<(String, String)>,
+        ensured: &mut HashSet<(String, String)>,
     ) -> Result<(), String> {
         for ((stream, topic), messages) in groups {
             if messages.is_empty() {

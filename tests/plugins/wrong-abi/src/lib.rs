@@ -14,6 +14,7 @@ static DESCRIPTOR: ConnectorDescriptor = ConnectorDescriptor {
     sdk_version: RawSlice::new(b"0.0.0"),
     sink: std::ptr::null(),
     source: std::ptr::null(),
+    max_unsettled_batches: 0,
 };
 
 /// The descriptor symbol, named as the export macros would name it.

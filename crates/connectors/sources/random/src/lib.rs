@@ -10,8 +10,11 @@
 //! Each message is `{"seq": n, "key": "<connector key>", "text": "<random>", "created_at": micros}`
 //! with the id `hash(key) << 64 | seq`, so ids are unique per source and a batch produced
 //! again after a crash carries the same ids. The state is the count of messages in
-//! accepted batches; a rejected batch is produced again with the same sequence numbers.
+//! accepted batches; a rejected batch (and every batch after it) is produced again with
+//! the same sequence numbers. Up to [`RandomSource::MAX_UNSETTLED_BATCHES`] batches may
+//! wait for their outcome, so the runtime can send one while the next is generated.
 
+use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use connector_sdk::{
@@ -60,14 +63,18 @@ pub struct RandomSource {
     id_prefix: u128,
     /// Messages in accepted batches (the persisted state).
     produced: u64,
-    /// `produced` plus the pending batch, committed on accept.
-    staged: u64,
+    /// Where the next batch starts: `produced` plus the unsettled batches.
+    next: u64,
+    /// Where each unsettled batch ends, oldest first.
+    unsettled: VecDeque<u64>,
     rng: XorShift,
     polled_once: bool,
 }
 
 impl Source for RandomSource {
     type Config = RandomSourceConfig;
+
+    const MAX_UNSETTLED_BATCHES: u32 = 4;
 
     async fn open(
         config: RandomSourceConfig,
@@ -100,7 +107,8 @@ impl Source for RandomSource {
             key: context.key,
             id_prefix,
             produced,
-            staged: produced,
+            next: produced,
+            unsettled: VecDeque::new(),
             rng: XorShift::new(seed),
             polled_once: false,
         })
@@ -108,7 +116,7 @@ impl Source for RandomSource {
 
     async fn poll(&mut self) -> Result<ProducedBatch, Error> {
         let remaining = match self.config.max_count {
-            Some(max) => max.saturating_sub(self.produced),
+            Some(max) => max.saturating_sub(self.next),
             None => u64::MAX,
         };
         if remaining == 0 {
@@ -131,7 +139,7 @@ impl Source for RandomSource {
         let key = serde_json::to_string(&self.key)
             .map_err(|error| Error::permanent(format!("cannot encode the key: {error}")))?;
         let created_at = now_micros();
-        for seq in self.produced..self.produced + count {
+        for seq in self.next..self.next + count {
             let mut payload = Vec::with_capacity(self.config.payload_size + key.len() + 64);
             payload.extend_from_slice(b"{\"seq\":");
             payload.extend_from_slice(seq.to_string().as_bytes());
@@ -147,18 +155,28 @@ impl Source for RandomSource {
                 ..ProducedMessage::new(payload)
             });
         }
-        self.staged = self.produced + count;
+        self.next += count;
+        self.unsettled.push_back(self.next);
         Ok(ProducedBatch {
             schema: Schema::Json,
             messages,
-            state: Some(self.staged.to_le_bytes().to_vec()),
+            state: Some(self.next.to_le_bytes().to_vec()),
         })
     }
 
     async fn on_batch_result(&mut self, outcome: BatchOutcome) -> Result<(), Error> {
         match outcome {
-            BatchOutcome::Accepted => self.produced = self.staged,
-            BatchOutcome::Rejected => self.staged = self.produced,
+            BatchOutcome::Accepted => {
+                let end = self.unsettled.pop_front().ok_or_else(|| {
+                    Error::permanent("a batch was accepted but none is unsettled")
+                })?;
+                self.produced = end;
+            }
+            // The later unsettled batches are discarded with it: start again here.
+            BatchOutcome::Rejected => {
+                self.unsettled.clear();
+                self.next = self.produced;
+            }
         }
         Ok(())
     }
