@@ -127,6 +127,12 @@ pub struct SinkStream {
     /// Avro schema, from a file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avro_schema_path: Option<String>,
+    /// Protobuf: a compiled descriptor set file (`protoc --descriptor_set_out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto_descriptor_set: Option<String>,
+    /// Protobuf: the full name of the message type in the descriptor set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto_message_type: Option<String>,
     /// Messages per poll.
     #[serde(default = "default_batch_length")]
     pub batch_length: u32,
@@ -154,6 +160,12 @@ pub struct SourceStream {
     /// Avro schema, from a file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avro_schema_path: Option<String>,
+    /// Protobuf: a compiled descriptor set file (`protoc --descriptor_set_out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto_descriptor_set: Option<String>,
+    /// Protobuf: the full name of the message type in the descriptor set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto_message_type: Option<String>,
     /// Messages per send.
     #[serde(default = "default_batch_length")]
     pub batch_length: u32,
@@ -555,8 +567,16 @@ pub fn apply_env_overrides(
                     let kind = match stream_field {
                         "BATCH_LENGTH" => ValueKind::Integer,
                         "TOPICS" => ValueKind::List,
-                        "STREAM" | "TOPIC" | "SCHEMA" | "AVRO_SCHEMA_JSON" | "AVRO_SCHEMA_PATH"
-                        | "POLL_INTERVAL" | "LINGER_TIME" | "CONSUMER_GROUP" => ValueKind::String,
+                        "STREAM"
+                        | "TOPIC"
+                        | "SCHEMA"
+                        | "AVRO_SCHEMA_JSON"
+                        | "AVRO_SCHEMA_PATH"
+                        | "PROTO_DESCRIPTOR_SET"
+                        | "PROTO_MESSAGE_TYPE"
+                        | "POLL_INTERVAL"
+                        | "LINGER_TIME"
+                        | "CONSUMER_GROUP" => ValueKind::String,
                         other => return Err(format!("{name}: unknown stream field {other}")),
                     };
                     let streams = table

@@ -2,8 +2,8 @@
 //! with the `iggy` client.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -105,13 +105,35 @@ pub trait MessageBus: Send + Sync {
     fn connected(&self) -> bool {
         true
     }
+
+    /// A bus of its own for one connector (its own connection, for [`IggyBus`]), so
+    /// that no connector's requests queue behind another's; `None` shares this one.
+    /// The runtime asks once per connector run and [`MessageBus::close`]s it after.
+    async fn for_connector(&self, key: &str) -> Result<Option<Arc<dyn MessageBus>>, BusError> {
+        let _ = key;
+        Ok(None)
+    }
+
+    /// Releases what the bus holds (a connector's own connection).
+    async fn close(&self) {}
 }
 
 /// [`MessageBus`] over an `iggy` client.
+///
+/// A bus made by [`IggyBus::connect`] gives each connector a connection of its own
+/// ([`MessageBus::for_connector`]), as the raw client would use one per producer and
+/// consumer: requests on one connection are answered one at a time, so a shared one
+/// would make every connector wait for the others. It reports connected while its
+/// own connection and every connector's are up.
 #[derive(Debug, Clone)]
 pub struct IggyBus {
     client: Arc<IggyClient>,
     connected: Arc<AtomicBool>,
+    /// How to open connectors' connections; `None` for a bus over a given client.
+    settings: Option<Arc<IggySettings>>,
+    /// The connection flags of the connectors' buses that are still open (shared by
+    /// the bus that made them and by them, which take themselves out when closed).
+    connectors: Arc<Mutex<Vec<Weak<AtomicBool>>>>,
 }
 
 /// How to reach Iggy.
@@ -140,6 +162,13 @@ fn identifier(name: &str) -> Result<Identifier, BusError> {
 impl IggyBus {
     /// Connects and signs in.
     pub async fn connect(settings: &IggySettings) -> Result<IggyBus, BusError> {
+        let mut bus = IggyBus::open(settings).await?;
+        bus.settings = Some(Arc::new(settings.clone()));
+        Ok(bus)
+    }
+
+    /// One connection, signed in.
+    async fn open(settings: &IggySettings) -> Result<IggyBus, BusError> {
         let login = if settings.token.is_empty() {
             AutoLogin::Enabled(Credentials::UsernamePassword(
                 settings.username.clone(),
@@ -208,7 +237,12 @@ impl IggyBus {
                 }
             }
         });
-        IggyBus { client, connected }
+        IggyBus {
+            client,
+            connected,
+            settings: None,
+            connectors: Arc::default(),
+        }
     }
 }
 
@@ -263,7 +297,45 @@ fn from_iggy_headers(message: &IggyMessage) -> Vec<OwnedHeader> {
 #[async_trait]
 impl MessageBus for IggyBus {
     fn connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
+        if !self.connected.load(Ordering::Relaxed) {
+            return false;
+        }
+        // A connector's own bus speaks for its own connection only.
+        if self.settings.is_none() {
+            return true;
+        }
+        let Ok(mut connectors) = self.connectors.lock() else {
+            return true;
+        };
+        connectors.retain(|flag| flag.strong_count() > 0);
+        connectors
+            .iter()
+            .filter_map(Weak::upgrade)
+            .all(|flag| flag.load(Ordering::Relaxed))
+    }
+
+    async fn for_connector(&self, key: &str) -> Result<Option<Arc<dyn MessageBus>>, BusError> {
+        let Some(settings) = &self.settings else {
+            return Ok(None);
+        };
+        let mut bus = IggyBus::open(settings)
+            .await
+            .map_err(|error| BusError(format!("connecting for {key}: {error}")))?;
+        bus.connectors = self.connectors.clone();
+        if let Ok(mut connectors) = self.connectors.lock() {
+            connectors.push(Arc::downgrade(&bus.connected));
+        }
+        Ok(Some(Arc::new(bus)))
+    }
+
+    async fn close(&self) {
+        if let Ok(mut connectors) = self.connectors.lock() {
+            let own = Arc::downgrade(&self.connected);
+            connectors.retain(|flag| !flag.ptr_eq(&own));
+        }
+        if let Err(error) = self.client.shutdown().await {
+            tracing::debug!(%error, "closing an Iggy connection failed");
+        }
     }
 
     async fn ensure_topic(&self, stream: &str, topic: &str) -> Result<(), BusError> {

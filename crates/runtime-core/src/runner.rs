@@ -26,7 +26,7 @@ use plugin_host::{
 };
 use tokio::sync::{Semaphore, SemaphorePermit, mpsc, watch};
 use tokio::task::JoinSet;
-use transforms::{AvroSchema, Codec, TransformChain};
+use transforms::{AvroSchema, Codec, ProtoSchema, TransformChain};
 
 use crate::bus::{MessageBus, OutgoingMessage};
 use crate::control::{Control, Desired};
@@ -34,6 +34,30 @@ use crate::shape;
 use crate::state::StateStore;
 use crate::status::{ConnectorState, StatusCell};
 use crate::{RuntimeContext, dead_letter};
+
+/// What a `[[streams]]` entry says about its payloads.
+struct StreamSchema<'a> {
+    name: &'a str,
+    schema: Schema,
+    avro_schema_json: &'a Option<String>,
+    avro_schema_path: &'a Option<String>,
+    proto_descriptor_set: &'a Option<String>,
+    proto_message_type: &'a Option<String>,
+}
+
+/// The [`StreamSchema`] of a sink or source stream (their fields have the same names).
+macro_rules! stream_schema {
+    ($stream:expr) => {
+        StreamSchema {
+            name: &$stream.stream,
+            schema: $stream.schema,
+            avro_schema_json: &$stream.avro_schema_json,
+            avro_schema_path: &$stream.avro_schema_path,
+            proto_descriptor_set: &$stream.proto_descriptor_set,
+            proto_message_type: &$stream.proto_message_type,
+        }
+    };
+}
 
 /// How long closing a plugin instance may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -110,9 +134,40 @@ impl RetryPolicy {
     }
 }
 
-/// Opens the connector's plugin instance and runs it until it stops or fails.
+/// Opens the connector's plugin instance and runs it until it stops or fails, over a
+/// connection to Iggy of its own when the bus offers one.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_once(
+    config: &ConnectorConfig,
+    chain: &TransformChain,
+    plugin: &Plugin,
+    context: &RuntimeContext,
+    retry: RetryPolicy,
+    status: &StatusCell,
+    control: Control,
+) {
+    let key = config.key();
+    let own = match context.bus.for_connector(key).await {
+        Ok(own) => own,
+        Err(error) => {
+            tracing::error!(connector = %key, %error, "cannot connect to Iggy");
+            status.fail(format!("cannot connect to Iggy: {error}"));
+            return;
+        }
+    };
+    let Some(bus) = own else {
+        return run_connector(config, chain, plugin, context, retry, status, control).await;
+    };
+    let context = RuntimeContext {
+        bus: bus.clone(),
+        ..context.clone()
+    };
+    run_connector(config, chain, plugin, &context, retry, status, control).await;
+    bus.close().await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_connector(
     config: &ConnectorConfig,
     chain: &TransformChain,
     plugin: &Plugin,
@@ -150,14 +205,12 @@ pub(crate) async fn run_once(
                 }
             };
             tracing::info!(connector = %key, %kind, version = source_config.version, "started");
-            let codecs = stream_codecs(source_config.streams.iter().map(|stream| {
-                (
-                    stream.stream.as_str(),
-                    stream.schema,
-                    &stream.avro_schema_json,
-                    &stream.avro_schema_path,
-                )
-            }));
+            let codecs = stream_codecs(
+                source_config
+                    .streams
+                    .iter()
+                    .map(|stream| stream_schema!(stream)),
+            );
             let codecs = match codecs {
                 Ok(codecs) => codecs,
                 Err(error) => {
@@ -545,14 +598,8 @@ impl SourcePipeline<'_> {
     fn prepare(&self, from: Schema, messages: Vec<OutgoingMessage>) -> Prepared {
         let streams = &self.config.streams;
         let schemas = &self.codecs;
-        // A plugin declaring Avro writes with the first stream's Avro schema.
-        let from = Codec {
-            schema: from,
-            avro: schemas
-                .iter()
-                .find(|codec| codec.schema == from)
-                .and_then(|codec| codec.avro.clone()),
-        };
+        // A plugin declaring Avro or Protobuf writes with the first such stream's schema.
+        let from = Codec::for_schema(from, schemas);
         let mut prepared = Prepared {
             count: messages.len(),
             bytes: messages.iter().map(|message| message.payload.len()).sum(),
@@ -672,22 +719,20 @@ struct Prepared {
     failed: Vec<(OutgoingMessage, (String, String), String)>,
 }
 
-/// Each stream's codec, from `(name, schema, avro_schema_json, avro_schema_path)`;
-/// the first problem names its stream.
+/// Each stream's codec; the first problem names its stream.
 fn stream_codecs<'a>(
-    streams: impl Iterator<Item = (&'a str, Schema, &'a Option<String>, &'a Option<String>)>,
+    streams: impl Iterator<Item = StreamSchema<'a>>,
 ) -> Result<Vec<Codec>, String> {
     streams
-        .map(|(name, schema, json, path)| {
-            codec(schema, json, path).map_err(|error| format!("stream {name}: {error}"))
-        })
+        .map(|stream| codec(&stream).map_err(|error| format!("stream {}: {error}", stream.name)))
         .collect()
 }
 
 /// A stream's codec: its schema, with the Avro schema from `avro_schema_json` or the
-/// file `avro_schema_path` names (read once, at start).
-fn codec(schema: Schema, json: &Option<String>, path: &Option<String>) -> Result<Codec, String> {
-    let text = match (json, path) {
+/// file `avro_schema_path` names, and the Protobuf message type `proto_message_type`
+/// of the descriptor set file `proto_descriptor_set` (files are read once, at start).
+fn codec(stream: &StreamSchema<'_>) -> Result<Codec, String> {
+    let text = match (stream.avro_schema_json, stream.avro_schema_path) {
         (Some(json), _) => Some(json.clone()),
         (None, Some(path)) => Some(
             std::fs::read_to_string(path)
@@ -696,12 +741,38 @@ fn codec(schema: Schema, json: &Option<String>, path: &Option<String>) -> Result
         (None, None) => None,
     };
     let avro = match text {
-        Some(text) => Some(std::sync::Arc::new(
+        Some(text) => Some(Arc::new(
             AvroSchema::parse(&text).map_err(|error| format!("Avro schema: {error}"))?,
         )),
         None => None,
     };
-    Ok(Codec { schema, avro })
+    let proto = match (stream.proto_descriptor_set, stream.proto_message_type) {
+        (Some(path), Some(message_type)) => {
+            let bytes = std::fs::read(path)
+                .map_err(|error| format!("proto_descriptor_set {path}: {error}"))?;
+            Some(Arc::new(
+                ProtoSchema::from_descriptor_set(&bytes, message_type)
+                    .map_err(|error| format!("proto_descriptor_set {path}: {error}"))?,
+            ))
+        }
+        (Some(_), None) => {
+            return Err(
+                "proto_descriptor_set needs proto_message_type (the message's full name)"
+                    .to_owned(),
+            );
+        }
+        (None, Some(_)) => {
+            return Err(
+                "proto_message_type needs proto_descriptor_set (a descriptor set file)".to_owned(),
+            );
+        }
+        (None, None) => None,
+    };
+    Ok(Codec {
+        schema: stream.schema,
+        avro,
+        proto,
+    })
 }
 
 /// A message as produced: id (0 lets the client pick), headers and payload.
@@ -755,14 +826,7 @@ async fn run_sink(
     let (local, _) = watch::channel(Desired::Run);
     let mut topics = JoinSet::new();
     let config = Arc::new(config.clone());
-    let codecs = match stream_codecs(config.streams.iter().map(|stream| {
-        (
-            stream.stream.as_str(),
-            stream.schema,
-            &stream.avro_schema_json,
-            &stream.avro_schema_path,
-        )
-    })) {
+    let codecs = match stream_codecs(config.streams.iter().map(|stream| stream_schema!(stream))) {
         Ok(codecs) => codecs,
         Err(error) => {
             status.fail(error);

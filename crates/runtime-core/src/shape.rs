@@ -177,8 +177,8 @@ mod tests {
             .unwrap(),
         );
         let codec = Codec {
-            schema: Schema::Avro,
             avro: Some(avro.clone()),
+            ..Codec::plain(Schema::Avro)
         };
         let chain = TransformChain::new(
             ConnectorKind::Sink,

@@ -1201,6 +1201,107 @@ async fn a_json_source_produces_avro_with_the_stream_schema() {
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
+/// `demo.Event { uint64 seq = 1; string key = 2; string origin = 3; }` as a descriptor
+/// set file, as `protoc --descriptor_set_out` writes it.
+fn event_descriptor_set(dir: &std::path::Path) -> String {
+    use prost_reflect::prost::Message;
+    use prost_reflect::prost_types::field_descriptor_proto::{Label, Type};
+    use prost_reflect::prost_types::{
+        DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet,
+    };
+    let field = |name: &str, number: i32, kind: Type| FieldDescriptorProto {
+        name: Some(name.to_owned()),
+        number: Some(number),
+        label: Some(Label::Optional as i32),
+        r#type: Some(kind as i32),
+        ..FieldDescriptorProto::default()
+    };
+    let set = FileDescriptorSet {
+        file: vec![FileDescriptorProto {
+            name: Some("event.proto".to_owned()),
+            package: Some("demo".to_owned()),
+            syntax: Some("proto3".to_owned()),
+            message_type: vec![DescriptorProto {
+                name: Some("Event".to_owned()),
+                field: vec![
+                    field("seq", 1, Type::Uint64),
+                    field("key", 2, Type::String),
+                    field("origin", 3, Type::String),
+                ],
+                ..DescriptorProto::default()
+            }],
+            ..FileDescriptorProto::default()
+        }],
+    };
+    let path = dir.join("event.pb");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&path, set.encode_to_vec()).unwrap();
+    path.display().to_string()
+}
+
+/// JSON from the plugin is transformed and encoded as the stream's Protobuf message
+/// type; a misnamed message type fails the connector, naming the setting.
+#[tokio::test]
+async fn a_json_source_produces_protobuf_with_the_stream_message_type() {
+    let target = target().await;
+    let dir = temp_dir("e2e-proto");
+    let descriptors = event_descriptor_set(&dir);
+    let stream = unique("proto");
+    let proto = |message_type: &str| {
+        let mut source = random_source(&stream, 30);
+        if let ConnectorConfig::Source(source) = &mut source {
+            source.streams[0].schema = connector_sdk::Schema::Proto;
+            source.streams[0].proto_descriptor_set = Some(descriptors.clone());
+            source.streams[0].proto_message_type = Some(message_type.to_owned());
+            source.transforms = config_provider::Transforms(vec![(
+                "add_fields".to_owned(),
+                serde_json::json!({ "fields": [{ "key": "origin", "value": { "static": "proto-test" } }] }),
+            )]);
+        }
+        source
+    };
+    let first = context(&target, &dir.join("state")).await;
+    let runtime =
+        Runtime::start(active(vec![proto("demo.Event")]), plugins_for_test(), first).await;
+    eventually_in(&runtime, "30 messages produced", || {
+        runtime
+            .status(ConnectorKind::Source, "random")
+            .is_some_and(|status| status.metrics.messages_out == 30)
+    })
+    .await;
+    let bytes = std::fs::read(&descriptors).unwrap();
+    let schema = transforms::ProtoSchema::from_descriptor_set(&bytes, "demo.Event").unwrap();
+    let decoded: Vec<serde_json::Value> = read_topic(&target, &stream, "t", 30)
+        .await
+        .iter()
+        .map(|message| schema.decode(&message.payload).unwrap())
+        .collect();
+    let seqs: Vec<u64> = decoded
+        .iter()
+        .map(|value| value["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (0..30).collect::<Vec<_>>());
+    assert!(
+        decoded
+            .iter()
+            .all(|value| value["key"] == "random" && value["origin"] == "proto-test"),
+        "{decoded:?}"
+    );
+    runtime.shutdown(Duration::from_secs(10)).await;
+
+    let second = context(&target, &dir.join("state-2")).await;
+    let runtime =
+        Runtime::start(active(vec![proto("demo.Nope")]), plugins_for_test(), second).await;
+    failed_with(
+        &runtime,
+        ConnectorKind::Source,
+        "random",
+        "no message type \"demo.Nope\"",
+    )
+    .await;
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
 /// A stream declared Avro without an Avro schema cannot run: the source fails saying so.
 #[tokio::test]
 async fn an_avro_stream_without_a_schema_fails_clearly() {

@@ -29,8 +29,10 @@
 mod avro;
 mod chain;
 mod payload;
+mod proto;
 mod scan;
 
 pub use avro::AvroSchema;
 pub use chain::{Message, TRANSFORMS, TransformChain, TransformCounts, TransformError, Verdict};
 pub use payload::{Codec, FormatError, JsonObject, Payload, supported};
+pub use proto::ProtoSchema;

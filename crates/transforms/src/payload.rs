@@ -5,6 +5,7 @@
 //! a large document do not pay for parsing or re-serialising the rest.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use connector_sdk::Schema;
@@ -203,71 +204,111 @@ impl fmt::Display for FormatError {
 impl std::error::Error for FormatError {}
 
 /// Whether this runtime can decode and encode `schema` (for transforms and
-/// conversions; Avro with a [`Codec`] that has its schema). Other schemas pass through
-/// only unchanged.
+/// conversions; Avro and Protobuf with a [`Codec`] that has their schema). Other
+/// schemas pass through only unchanged.
 pub fn supported(schema: Schema) -> bool {
     matches!(
         schema,
-        Schema::Json | Schema::Raw | Schema::Text | Schema::Avro
+        Schema::Json | Schema::Raw | Schema::Text | Schema::Avro | Schema::Proto
     )
 }
 
-/// How a stream's payloads are written: its schema, and for Avro the Avro schema.
-/// Codecs are equal when their schemas are and they share the same Avro schema
-/// instance (compared by pointer: this is asked per batch and per message).
+/// How a stream's payloads are written: its schema, and for Avro and Protobuf the
+/// message schema. Codecs are equal when their schemas are and they share the same
+/// message schema instance (compared by pointer: this is asked per batch and per
+/// message).
 #[derive(Debug, Clone)]
 pub struct Codec {
     /// The stream's schema.
     pub schema: Schema,
     /// The Avro schema, for `Schema::Avro`.
-    pub avro: Option<std::sync::Arc<crate::AvroSchema>>,
+    pub avro: Option<Arc<crate::AvroSchema>>,
+    /// The Protobuf message type, for `Schema::Proto`.
+    pub proto: Option<Arc<crate::ProtoSchema>>,
+}
+
+/// Whether two optional shared schemas are the same instance (or both absent).
+fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
 }
 
 impl PartialEq for Codec {
     fn eq(&self, other: &Self) -> bool {
         self.schema == other.schema
-            && match (&self.avro, &other.avro) {
-                (None, None) => true,
-                (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
-                _ => false,
-            }
+            && same(&self.avro, &other.avro)
+            && same(&self.proto, &other.proto)
     }
 }
 
 impl Codec {
-    /// A codec without an Avro schema.
+    /// A codec without a message schema.
     pub fn plain(schema: Schema) -> Self {
-        Codec { schema, avro: None }
-    }
-
-    /// Decodes `bytes`; Avro datums become JSON (objects one level deep).
-    pub fn decode(&self, bytes: Bytes) -> Result<Payload, FormatError> {
-        match (&self.avro, self.schema) {
-            (Some(avro), Schema::Avro) => match avro.decode(&bytes) {
-                Ok(Value::Object(map)) => Ok(Payload::Object(JsonObject::from_map(map))),
-                Ok(other) => Ok(Payload::Json(other)),
-                Err(error) => Err(FormatError(format!("invalid Avro datum: {error}"))),
-            },
-            (None, Schema::Avro) => Err(FormatError(
-                "an Avro stream needs avro_schema_json or avro_schema_path".to_owned(),
-            )),
-            (_, schema) => Payload::decode(schema, bytes),
+        Codec {
+            schema,
+            avro: None,
+            proto: None,
         }
     }
 
-    /// Encodes `payload` for this stream (JSON values as Avro datums for Avro).
+    /// Takes the message schema (Avro or Protobuf) of the first of `codecs` with
+    /// `schema`: how a plugin that declares `schema` is read and written.
+    pub fn for_schema<'a>(schema: Schema, codecs: impl IntoIterator<Item = &'a Codec>) -> Self {
+        codecs
+            .into_iter()
+            .find(|codec| codec.schema == schema)
+            .cloned()
+            .unwrap_or_else(|| Codec::plain(schema))
+    }
+
+    /// Decodes `bytes`; Avro datums and Protobuf messages become JSON (objects one
+    /// level deep).
+    pub fn decode(&self, bytes: Bytes) -> Result<Payload, FormatError> {
+        let decoded = match self.schema {
+            Schema::Avro => match &self.avro {
+                Some(avro) => avro
+                    .decode(&bytes)
+                    .map_err(|error| format!("invalid Avro datum: {error}")),
+                None => Err(NO_AVRO_SCHEMA.to_owned()),
+            },
+            Schema::Proto => match &self.proto {
+                Some(proto) => proto.decode(&bytes),
+                None => Err(NO_PROTO_SCHEMA.to_owned()),
+            },
+            schema => return Payload::decode(schema, bytes),
+        };
+        match decoded.map_err(FormatError)? {
+            Value::Object(map) => Ok(Payload::Object(JsonObject::from_map(map))),
+            other => Ok(Payload::Json(other)),
+        }
+    }
+
+    /// Encodes `payload` for this stream (JSON values as Avro datums for Avro, as
+    /// messages of the stream's type for Protobuf).
     pub fn encode(&self, payload: &Payload) -> Result<Vec<u8>, FormatError> {
-        match (&self.avro, self.schema) {
-            (Some(avro), Schema::Avro) => avro
-                .encode(&payload.to_value())
-                .map_err(|error| FormatError(format!("cannot encode as Avro: {error}"))),
-            (None, Schema::Avro) => Err(FormatError(
-                "an Avro stream needs avro_schema_json or avro_schema_path".to_owned(),
-            )),
-            (_, schema) => payload.encode(schema),
+        match self.schema {
+            Schema::Avro => match &self.avro {
+                Some(avro) => avro
+                    .encode(&payload.to_value())
+                    .map_err(|error| FormatError(format!("cannot encode as Avro: {error}"))),
+                None => Err(FormatError(NO_AVRO_SCHEMA.to_owned())),
+            },
+            Schema::Proto => match &self.proto {
+                Some(proto) => proto
+                    .encode(&payload.to_value())
+                    .map_err(|error| FormatError(format!("cannot encode as Protobuf: {error}"))),
+                None => Err(FormatError(NO_PROTO_SCHEMA.to_owned())),
+            },
+            schema => payload.encode(schema),
         }
     }
 }
+
+const NO_AVRO_SCHEMA: &str = "an Avro stream needs avro_schema_json or avro_schema_path";
+const NO_PROTO_SCHEMA: &str = "a Protobuf stream needs proto_descriptor_set and proto_message_type";
 
 impl Payload {
     /// Decodes `bytes` written with `schema`. A JSON object keeps `bytes` (no copy)
@@ -309,7 +350,7 @@ impl Payload {
                 .map(|text| Payload::Text(text.to_owned()))
                 .map_err(|error| FormatError(format!("invalid UTF-8 text: {error}"))),
             other => Err(FormatError(format!(
-                "schema {other:?} cannot be decoded without its schema (json, raw and text can; avro with a Codec)"
+                "schema {other:?} cannot be decoded without its schema (json, raw and text can; avro and proto with a Codec)"
             ))),
         }
     }
@@ -337,7 +378,7 @@ impl Payload {
                 .map(|raw| raw.get().as_bytes().to_vec())
                 .map_err(|error| FormatError(format!("raw bytes are not JSON: {error}"))),
             (_, other) => Err(FormatError(format!(
-                "schema {other:?} cannot be encoded without its schema (json, raw and text can; avro with a Codec)"
+                "schema {other:?} cannot be encoded without its schema (json, raw and text can; avro and proto with a Codec)"
             ))),
         }
     }
