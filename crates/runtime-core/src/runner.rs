@@ -436,8 +436,7 @@ impl SourcePipeline<'_> {
                     }
                 };
                 let received = Instant::now();
-                let messages: Vec<OutgoingMessage> =
-                    batch.messages().iter().map(outgoing).collect();
+                let messages = outgoing_batch(batch.messages());
                 let bytes: usize = messages.iter().map(|message| message.payload.len()).sum();
                 status.received(messages.len(), bytes);
                 let prepared = match batch.schema() {
@@ -775,13 +774,28 @@ fn codec(stream: &StreamSchema<'_>) -> Result<Codec, String> {
     })
 }
 
-/// A message as produced: id (0 lets the client pick), headers and payload.
-fn outgoing(message: &Message<'_>) -> OutgoingMessage {
+/// A plugin's batch as produced: ids (0 lets the client pick), headers and payloads.
+/// Iggy's client needs owned payloads; this is the source path's one copy, into one
+/// buffer for the whole batch (an allocation per message cost more than the copy).
+fn outgoing_batch(messages: &[Message<'_>]) -> Vec<OutgoingMessage> {
+    let total = messages.iter().map(|message| message.payload().len()).sum();
+    let mut buffer = bytes::BytesMut::with_capacity(total);
+    for message in messages {
+        buffer.extend_from_slice(message.payload());
+    }
+    let mut payloads = buffer.freeze();
+    messages
+        .iter()
+        .map(|message| outgoing(message, payloads.split_to(message.payload().len())))
+        .collect()
+}
+
+/// A message as produced, with its payload copied already.
+fn outgoing(message: &Message<'_>, payload: Bytes) -> OutgoingMessage {
     OutgoingMessage {
         id: (message.id() != 0).then(|| message.id()),
         headers: owned_headers(message),
-        // Iggy's client needs owned payloads; this is the source path's one copy.
-        payload: bytes::Bytes::copy_from_slice(message.payload()),
+        payload,
     }
 }
 
@@ -1072,7 +1086,7 @@ impl SinkPipeline {
                     self.handle_failed(
                         batch.source().partition_id,
                         message.offset(),
-                        outgoing(message),
+                        outgoing(message, Bytes::copy_from_slice(message.payload())),
                         &error.to_string(),
                     )
                     .await?;

@@ -142,17 +142,17 @@ impl Source for RandomSource {
         // rest of the pipeline).
         let key = serde_json::to_string(&self.key)
             .map_err(|error| Error::permanent(format!("cannot encode the key: {error}")))?;
-        let created_at = now_micros();
+        let created_at = now_micros().to_string();
         for seq in self.next..self.next + count {
             let mut payload = Vec::with_capacity(self.config.payload_size + key.len() + 64);
             payload.extend_from_slice(b"{\"seq\":");
-            payload.extend_from_slice(seq.to_string().as_bytes());
+            push_decimal(&mut payload, seq);
             payload.extend_from_slice(b",\"key\":");
             payload.extend_from_slice(key.as_bytes());
             payload.extend_from_slice(b",\"text\":\"");
             self.text.append(&mut self.rng, &mut payload);
             payload.extend_from_slice(b"\",\"created_at\":");
-            payload.extend_from_slice(created_at.to_string().as_bytes());
+            payload.extend_from_slice(created_at.as_bytes());
             payload.push(b'}');
             messages.push(ProducedMessage {
                 id: Some(self.id_prefix | u128::from(seq)),
@@ -190,6 +190,21 @@ fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_micros() as u64)
+}
+
+/// Appends `value` in decimal (without the formatting machinery: this runs per message).
+fn push_decimal(to: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    to.extend_from_slice(&digits[at..]);
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -262,6 +277,15 @@ connector_sdk::export_source!(RandomSource, "random");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_written_like_display() {
+        for value in [0, 7, 10, 99, 12345, u64::MAX] {
+            let mut written = Vec::new();
+            push_decimal(&mut written, value);
+            assert_eq!(written, value.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn text_has_the_asked_length_and_only_safe_characters() {
