@@ -24,6 +24,7 @@ use plugin_host::{
     BatchSource, CallError, CallErrorKind, MessageMeta, OpenOptions, Plugin, SinkBatch,
     SinkBatchBuilder, SinkInstance, SourceBatch, SourceInstance,
 };
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{Semaphore, SemaphorePermit, mpsc, watch};
 use tokio::task::JoinSet;
 use transforms::{AvroSchema, Codec, ProtoSchema, TransformChain};
@@ -275,7 +276,8 @@ const MAX_SOURCE_BATCHES_IN_FLIGHT: u32 = 16;
 /// batches that are ready) and accepts them in order. As many batches are in flight as
 /// the plugin allows unsettled (see `Source::MAX_UNSETTLED_BATCHES`), at most
 /// [`MAX_SOURCE_BATCHES_IN_FLIGHT`]; with one, the stages take turns as a plain loop
-/// would. The first failure halts the round: what Iggy stored before it is committed,
+/// would. The sender merges batches that are in flight into one send while it is
+/// short of `batch_length`, waiting up to `linger_time` for the next. The first failure halts the round: what Iggy stored before it is committed,
 /// the failed batch and every later one are rejected (the plugin rewinds to the failed
 /// one), and the round starts again after a backoff.
 struct SourcePipeline<'a> {
@@ -463,21 +465,65 @@ impl SourcePipeline<'_> {
         };
 
         let sender = async {
-            while let Some((mut in_flight, permit)) = sending.recv().await {
-                if !is_halted() {
-                    match std::mem::replace(&mut in_flight.prepared, Ok(Prepared::default())) {
-                        Ok(prepared) => match self.deliver(prepared, ensured).await {
-                            Ok(counts) => {
-                                in_flight.prepared = Ok(counts);
-                                in_flight.stored = true;
-                            }
-                            Err(why) => halt(why),
-                        },
-                        Err(why) => halt(why),
+            let (fill, linger) = self.send_limits();
+            while let Some(first) = sending.recv().await {
+                let mut taken = vec![first];
+                // Small batches go out together: take those that are ready, and wait up
+                // to `linger_time` for more while the send is short of `batch_length`
+                // (never for more than may be unsettled, or the poller could not add).
+                if !is_halted() && taken[0].0.prepared.is_ok() {
+                    let deadline = tokio::time::Instant::now() + linger;
+                    while taken.len() < depth && pending_messages(&taken) < fill {
+                        let next = match sending.try_recv() {
+                            Ok(next) => Some(next),
+                            Err(TryRecvError::Disconnected) => None,
+                            Err(TryRecvError::Empty) if linger.is_zero() => None,
+                            Err(TryRecvError::Empty) => tokio::select! {
+                                next = sending.recv() => next,
+                                () = tokio::time::sleep_until(deadline) => None,
+                            },
+                        };
+                        let Some(next) = next else { break };
+                        let usable = next.0.prepared.is_ok();
+                        taken.push(next);
+                        if !usable {
+                            break;
+                        }
                     }
                 }
-                if to_commit.send((in_flight, permit)).await.is_err() {
-                    break;
+                if !is_halted() {
+                    let usable = taken
+                        .iter()
+                        .take_while(|(in_flight, _)| in_flight.prepared.is_ok())
+                        .count();
+                    let work: Vec<Prepared> = taken[..usable]
+                        .iter_mut()
+                        .filter_map(|(in_flight, _)| in_flight.prepared.as_mut().ok())
+                        .map(|prepared| Prepared {
+                            groups: std::mem::take(&mut prepared.groups),
+                            failed: std::mem::take(&mut prepared.failed),
+                            ..Prepared::default()
+                        })
+                        .collect();
+                    match self.deliver(work, ensured).await {
+                        Ok(()) => {
+                            for (in_flight, _) in &mut taken[..usable] {
+                                in_flight.stored = true;
+                            }
+                        }
+                        Err(why) => halt(why),
+                    }
+                    if let Some((in_flight, _)) = taken.get_mut(usable)
+                        && let Err(why) =
+                            std::mem::replace(&mut in_flight.prepared, Ok(Prepared::default()))
+                    {
+                        halt(why);
+                    }
+                }
+                for item in taken {
+                    if to_commit.send(item).await.is_err() {
+                        break;
+                    }
                 }
             }
             drop(to_commit);
@@ -553,43 +599,63 @@ impl SourcePipeline<'_> {
         }
     }
 
-    /// Hands a batch's failed messages to the error policy, then sends the rest.
-    /// Returns what was delivered (count and bytes).
+    /// When a send is full, and how long it may wait to fill: the smallest
+    /// `batch_length` and `linger_time` of the connector's streams.
+    fn send_limits(&self) -> (usize, Duration) {
+        let streams = &self.config.streams;
+        let fill = streams
+            .iter()
+            .map(|stream| stream.batch_length.max(1) as usize)
+            .min()
+            .unwrap_or(1);
+        let linger = streams
+            .iter()
+            .map(|stream| stream.linger_time.get())
+            .min()
+            .unwrap_or_default();
+        (fill, linger)
+    }
+
+    /// Hands the batches' failed messages to the error policy, then sends the rest,
+    /// each destination's messages in batch order, as few sends as `batch_length`
+    /// allows.
     async fn deliver(
         &self,
-        prepared: Prepared,
+        batches: Vec<Prepared>,
         ensured: &mut HashSet<(String, String)>,
-    ) -> Result<Prepared, Halt> {
-        for (message, destination, error) in prepared.failed {
-            let origin = Origin {
-                connector: &self.config.key,
-                stream: &destination.0,
-                topic: &destination.1,
-                partition: None,
-                offset: None,
-            };
-            apply_error_policy(
-                self.config.error_policy,
-                self.config.dead_letter.as_ref(),
-                &origin,
-                message,
-                &error,
-                self.bus,
-                self.retry,
-                self.status,
-            )
-            .await
-            // The same message would fail again: no retry, the source fails.
-            .map_err(Halt::Fatal)?;
+    ) -> Result<(), Halt> {
+        let mut groups: Vec<((String, String), Vec<OutgoingMessage>)> = Vec::new();
+        for prepared in batches {
+            for (message, destination, error) in prepared.failed {
+                let origin = Origin {
+                    connector: &self.config.key,
+                    stream: &destination.0,
+                    topic: &destination.1,
+                    partition: None,
+                    offset: None,
+                };
+                apply_error_policy(
+                    self.config.error_policy,
+                    self.config.dead_letter.as_ref(),
+                    &origin,
+                    message,
+                    &error,
+                    self.bus,
+                    self.retry,
+                    self.status,
+                )
+                .await
+                // The same message would fail again: no retry, the source fails.
+                .map_err(Halt::Fatal)?;
+            }
+            for (destination, messages) in prepared.groups {
+                match groups.iter_mut().find(|(to, _)| *to == destination) {
+                    Some((_, group)) => group.extend(messages),
+                    None => groups.push((destination, messages)),
+                }
+            }
         }
-        self.send_groups(prepared.groups, ensured)
-            .await
-            .map_err(Halt::Retry)?;
-        Ok(Prepared {
-            count: prepared.count,
-            bytes: prepared.bytes,
-            ..Prepared::default()
-        })
+        self.send_groups(groups, ensured).await.map_err(Halt::Retry)
     }
 
     /// Shapes a batch for its streams: decoded with the plugin's schema, transformed,
@@ -701,6 +767,15 @@ impl SourcePipeline<'_> {
         }
         Ok(())
     }
+}
+
+/// Messages the usable batches among `taken` will send (for the first stream).
+fn pending_messages<P>(taken: &[(InFlight<'_>, P)]) -> usize {
+    taken
+        .iter()
+        .filter_map(|(in_flight, _)| in_flight.prepared.as_ref().ok())
+        .map(|prepared| prepared.count)
+        .sum()
 }
 
 /// A source batch ready to send.

@@ -1201,6 +1201,114 @@ async fn a_json_source_produces_avro_with_the_stream_schema() {
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
+/// A bus that records how many messages each send carried, passing everything on.
+struct RecordingBus {
+    inner: Arc<dyn runtime_core::MessageBus>,
+    sends: std::sync::Mutex<Vec<usize>>,
+}
+
+#[async_trait::async_trait]
+impl runtime_core::MessageBus for RecordingBus {
+    async fn ensure_topic(&self, stream: &str, topic: &str) -> Result<(), runtime_core::BusError> {
+        self.inner.ensure_topic(stream, topic).await
+    }
+
+    async fn send(
+        &self,
+        stream: &str,
+        topic: &str,
+        messages: Vec<runtime_core::OutgoingMessage>,
+    ) -> Result<(), runtime_core::BusError> {
+        let count = messages.len();
+        self.inner.send(stream, topic, messages).await?;
+        self.sends.lock().unwrap().push(count);
+        Ok(())
+    }
+
+    async fn join_group(
+        &self,
+        stream: &str,
+        topic: &str,
+        group: &str,
+    ) -> Result<(), runtime_core::BusError> {
+        self.inner.join_group(stream, topic, group).await
+    }
+
+    async fn poll(
+        &self,
+        stream: &str,
+        topic: &str,
+        group: &str,
+        count: u32,
+    ) -> Result<runtime_core::Polled, runtime_core::BusError> {
+        self.inner.poll(stream, topic, group, count).await
+    }
+
+    async fn store_offset(
+        &self,
+        stream: &str,
+        topic: &str,
+        group: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), runtime_core::BusError> {
+        self.inner
+            .store_offset(stream, topic, group, partition, offset)
+            .await
+    }
+}
+
+/// A source of one-message batches with `linger_time`: batches in flight go out
+/// together, up to `batch_length` per send, and every message arrives once, in order.
+#[tokio::test]
+async fn small_source_batches_linger_and_go_out_together() {
+    let target = target().await;
+    let dir = temp_dir("e2e-linger");
+    let stream = unique("linger");
+    let mut source = random_source(&stream, 40);
+    if let ConnectorConfig::Source(source) = &mut source {
+        source.streams[0].batch_length = 3;
+        source.streams[0].linger_time = config_provider::ConfigDuration::from_millis(200);
+        source.plugin_config = Some(serde_json::json!({
+            "interval": "0ms", "max_count": 40, "messages_range": [1, 1], "payload_size": 10
+        }));
+    }
+    let mut context = context(&target, &dir.join("state")).await;
+    let recording = Arc::new(RecordingBus {
+        inner: context.bus.clone(),
+        sends: std::sync::Mutex::new(Vec::new()),
+    });
+    context.bus = recording.clone();
+    let runtime = Runtime::start(active(vec![source]), plugins_for_test(), context).await;
+    eventually_in(&runtime, "40 messages produced", || {
+        runtime
+            .status(ConnectorKind::Source, "random")
+            .is_some_and(|status| status.metrics.messages_out == 40)
+    })
+    .await;
+    runtime.shutdown(Duration::from_secs(10)).await;
+    let sends = recording.sends.lock().unwrap().clone();
+    assert_eq!(sends.iter().sum::<usize>(), 40, "{sends:?}");
+    assert!(
+        sends.iter().all(|count| *count <= 3),
+        "batch_length caps a send: {sends:?}"
+    );
+    assert!(
+        sends.len() <= 20,
+        "one-message batches were merged: {sends:?}"
+    );
+    let seqs: Vec<u64> = read_topic(&target, &stream, "t", 40)
+        .await
+        .iter()
+        .map(|message| {
+            serde_json::from_slice::<serde_json::Value>(&message.payload).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (0..40).collect::<Vec<_>>());
+}
+
 /// `demo.Event { uint64 seq = 1; string key = 2; string origin = 3; }` as a descriptor
 /// set file, as `protoc --descriptor_set_out` writes it.
 fn event_descriptor_set(dir: &std::path::Path) -> String {
