@@ -261,7 +261,7 @@ async fn runtime(
         let load = api_load(server.local_addr(), api_clients, pause, load_stopped);
         api = Some((server, load));
     }
-    let mut source_done = None;
+    let (mut first_sent, mut source_done) = (None, None);
     loop {
         let produced: u64 = connectors
             .statuses()
@@ -269,6 +269,9 @@ async fn runtime(
             .filter(|s| s.key.starts_with("gen-"))
             .map(|s| s.metrics.messages_out)
             .sum();
+        if produced > 0 && first_sent.is_none() {
+            first_sent = Some(started.elapsed());
+        }
         if produced >= total && source_done.is_none() {
             source_done = Some(started.elapsed());
         }
@@ -292,7 +295,9 @@ async fn runtime(
     }
     let elapsed = started.elapsed();
     if std::env::var_os("BENCH_VERBOSE").is_some() {
-        eprintln!("source finished after {source_done:?}, sink after {elapsed:?}");
+        eprintln!(
+            "first batch stored after {first_sent:?}, source finished after {source_done:?}, sink after {elapsed:?}"
+        );
     }
     let _ = stop_load.send(true);
     let mut answered = 0;
