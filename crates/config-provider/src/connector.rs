@@ -169,6 +169,10 @@ pub struct SourceStream {
     /// Messages per send.
     #[serde(default = "default_batch_length")]
     pub batch_length: u32,
+    /// Most payload bytes per send (a larger message still goes, alone); none = no
+    /// limit but `batch_length`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_send_bytes: Option<u64>,
     /// Longest wait to fill a batch.
     #[serde(default = "default_interval")]
     pub linger_time: ConfigDuration,
@@ -565,7 +569,7 @@ pub fn apply_env_overrides(
                         })
                         .ok_or_else(|| format!("{name}: expected STREAMS_<index>_<FIELD>"))?;
                     let kind = match stream_field {
-                        "BATCH_LENGTH" => ValueKind::Integer,
+                        "BATCH_LENGTH" | "MAX_SEND_BYTES" => ValueKind::Integer,
                         "TOPICS" => ValueKind::List,
                         "STREAM"
                         | "TOPIC"

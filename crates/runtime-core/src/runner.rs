@@ -465,7 +465,7 @@ impl SourcePipeline<'_> {
         };
 
         let sender = async {
-            let (fill, linger) = self.send_limits();
+            let (fill, fill_bytes, linger) = self.send_limits();
             while let Some(first) = sending.recv().await {
                 let mut taken = vec![first];
                 // Small batches go out together: take those that are ready, and wait up
@@ -473,7 +473,10 @@ impl SourcePipeline<'_> {
                 // (never for more than may be unsettled, or the poller could not add).
                 if !is_halted() && taken[0].0.prepared.is_ok() {
                     let deadline = tokio::time::Instant::now() + linger;
-                    while taken.len() < depth && pending_messages(&taken) < fill {
+                    while taken.len() < depth
+                        && pending_messages(&taken) < fill
+                        && pending_bytes(&taken) < fill_bytes
+                    {
                         let next = match sending.try_recv() {
                             Ok(next) => Some(next),
                             Err(TryRecvError::Disconnected) => None,
@@ -599,21 +602,28 @@ impl SourcePipeline<'_> {
         }
     }
 
-    /// When a send is full, and how long it may wait to fill: the smallest
-    /// `batch_length` and `linger_time` of the connector's streams.
-    fn send_limits(&self) -> (usize, Duration) {
+    /// When a send is full (messages, payload bytes), and how long it may wait to
+    /// fill: the smallest `batch_length`, `max_send_bytes` and `linger_time` of the
+    /// connector's streams.
+    fn send_limits(&self) -> (usize, usize, Duration) {
         let streams = &self.config.streams;
         let fill = streams
             .iter()
             .map(|stream| stream.batch_length.max(1) as usize)
             .min()
             .unwrap_or(1);
+        let fill_bytes = streams
+            .iter()
+            .filter_map(|stream| stream.max_send_bytes)
+            .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX))
+            .min()
+            .unwrap_or(usize::MAX);
         let linger = streams
             .iter()
             .map(|stream| stream.linger_time.get())
             .min()
             .unwrap_or_default();
-        (fill, linger)
+        (fill, fill_bytes, linger)
     }
 
     /// Hands the batches' failed messages to the error policy, then sends the rest,
@@ -747,18 +757,33 @@ impl SourcePipeline<'_> {
                     })?;
                 ensured.insert((stream.clone(), topic.clone()));
             }
-            // At most `batch_length` messages per send, as the stream says.
-            let limit = self
+            // At most `batch_length` messages and `max_send_bytes` payload bytes per
+            // send (but always one message), as the stream says.
+            let configured = self
                 .config
                 .streams
                 .iter()
-                .find(|configured| configured.stream == stream)
-                .map_or(usize::MAX, |configured| {
-                    configured.batch_length.max(1) as usize
+                .find(|configured| configured.stream == stream);
+            let limit = configured.map_or(usize::MAX, |configured| {
+                configured.batch_length.max(1) as usize
+            });
+            let max_bytes = configured
+                .and_then(|configured| configured.max_send_bytes)
+                .map_or(usize::MAX, |bytes| {
+                    usize::try_from(bytes).unwrap_or(usize::MAX)
                 });
             let mut rest = messages;
             while !rest.is_empty() {
-                let tail = rest.split_off(rest.len().min(limit));
+                let mut bytes = 0;
+                let cut = rest
+                    .iter()
+                    .take(limit)
+                    .position(|message| {
+                        bytes += message.payload.len();
+                        bytes > max_bytes
+                    })
+                    .map_or(rest.len().min(limit), |over| over.max(1));
+                let tail = rest.split_off(cut);
                 let chunk = std::mem::replace(&mut rest, tail);
                 if let Err(error) = self.bus.send(&stream, &topic, chunk).await {
                     return Err(format!("sending to {stream}/{topic} failed: {error}"));
@@ -775,6 +800,15 @@ fn pending_messages<P>(taken: &[(InFlight<'_>, P)]) -> usize {
         .iter()
         .filter_map(|(in_flight, _)| in_flight.prepared.as_ref().ok())
         .map(|prepared| prepared.count)
+        .sum()
+}
+
+/// Payload bytes the usable batches among `taken` will send (for the first stream).
+fn pending_bytes<P>(taken: &[(InFlight<'_>, P)]) -> usize {
+    taken
+        .iter()
+        .filter_map(|(in_flight, _)| in_flight.prepared.as_ref().ok())
+        .map(|prepared| prepared.bytes)
         .sum()
 }
 

@@ -1201,10 +1201,27 @@ async fn a_json_source_produces_avro_with_the_stream_schema() {
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
-/// A bus that records how many messages each send carried, passing everything on.
+/// A bus that records how many messages and payload bytes each send carried, passing
+/// everything on.
 struct RecordingBus {
     inner: Arc<dyn runtime_core::MessageBus>,
-    sends: std::sync::Mutex<Vec<usize>>,
+    sends: std::sync::Mutex<Vec<(usize, usize)>>,
+}
+
+impl RecordingBus {
+    /// Records the sends made through `context`'s bus from now on.
+    fn around(context: &mut RuntimeContext) -> Arc<RecordingBus> {
+        let recording = Arc::new(RecordingBus {
+            inner: context.bus.clone(),
+            sends: std::sync::Mutex::new(Vec::new()),
+        });
+        context.bus = recording.clone();
+        recording
+    }
+
+    fn sends(&self) -> Vec<(usize, usize)> {
+        self.sends.lock().unwrap().clone()
+    }
 }
 
 #[async_trait::async_trait]
@@ -1220,8 +1237,9 @@ impl runtime_core::MessageBus for RecordingBus {
         messages: Vec<runtime_core::OutgoingMessage>,
     ) -> Result<(), runtime_core::BusError> {
         let count = messages.len();
+        let bytes = messages.iter().map(|message| message.payload.len()).sum();
         self.inner.send(stream, topic, messages).await?;
-        self.sends.lock().unwrap().push(count);
+        self.sends.lock().unwrap().push((count, bytes));
         Ok(())
     }
 
@@ -1274,11 +1292,7 @@ async fn small_source_batches_linger_and_go_out_together() {
         }));
     }
     let mut context = context(&target, &dir.join("state")).await;
-    let recording = Arc::new(RecordingBus {
-        inner: context.bus.clone(),
-        sends: std::sync::Mutex::new(Vec::new()),
-    });
-    context.bus = recording.clone();
+    let recording = RecordingBus::around(&mut context);
     let runtime = Runtime::start(active(vec![source]), plugins_for_test(), context).await;
     eventually_in(&runtime, "40 messages produced", || {
         runtime
@@ -1287,7 +1301,7 @@ async fn small_source_batches_linger_and_go_out_together() {
     })
     .await;
     runtime.shutdown(Duration::from_secs(10)).await;
-    let sends = recording.sends.lock().unwrap().clone();
+    let sends: Vec<usize> = recording.sends().iter().map(|(count, _)| *count).collect();
     assert_eq!(sends.iter().sum::<usize>(), 40, "{sends:?}");
     assert!(
         sends.iter().all(|count| *count <= 3),
@@ -1307,6 +1321,60 @@ async fn small_source_batches_linger_and_go_out_together() {
         })
         .collect();
     assert_eq!(seqs, (0..40).collect::<Vec<_>>());
+}
+
+/// A stream's `max_send_bytes` cuts sends by payload size as `batch_length` cuts them
+/// by count; a message over the limit still goes, alone.
+#[tokio::test]
+async fn sends_are_cut_by_max_send_bytes() {
+    let target = target().await;
+    let dir = temp_dir("e2e-send-bytes");
+    let stream = unique("send-bytes");
+    let mut source = random_source(&stream, 50);
+    if let ConnectorConfig::Source(source) = &mut source {
+        source.streams[0].batch_length = 100;
+        source.streams[0].max_send_bytes = Some(350);
+        source.plugin_config = Some(serde_json::json!({
+            "interval": "0ms", "max_count": 50, "messages_range": [25, 25], "payload_size": 100
+        }));
+    }
+    let mut context = context(&target, &dir.join("state")).await;
+    let recording = RecordingBus::around(&mut context);
+    let runtime = Runtime::start(active(vec![source]), plugins_for_test(), context).await;
+    eventually_in(&runtime, "50 messages produced", || {
+        runtime
+            .status(ConnectorKind::Source, "random")
+            .is_some_and(|status| status.metrics.messages_out == 50)
+    })
+    .await;
+    runtime.shutdown(Duration::from_secs(10)).await;
+    let sends = recording.sends();
+    assert_eq!(
+        sends.iter().map(|(count, _)| count).sum::<usize>(),
+        50,
+        "{sends:?}"
+    );
+    // Each message is about 165 bytes: two fit in 350, three do not.
+    assert!(
+        sends
+            .iter()
+            .all(|(count, bytes)| *bytes <= 350 && *count <= 2),
+        "{sends:?}"
+    );
+    assert!(
+        sends.len() <= 26,
+        "sends are filled up to the limit: {sends:?}"
+    );
+    let seqs: Vec<u64> = read_topic(&target, &stream, "t", 50)
+        .await
+        .iter()
+        .map(|message| {
+            serde_json::from_slice::<serde_json::Value>(&message.payload).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (0..50).collect::<Vec<_>>());
 }
 
 /// `demo.Event { uint64 seq = 1; string key = 2; string origin = 3; }` as a descriptor
