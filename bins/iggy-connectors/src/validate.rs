@@ -1,5 +1,6 @@
 //! `iggy-connectors validate`: everything `run` would check before starting, and what
-//! would only fail later (plugins, transforms), reported at once, without Iggy.
+//! would only fail later (plugins, transforms, Avro and Protobuf schemas), reported at
+//! once, without Iggy.
 
 use std::process::ExitCode;
 
@@ -8,7 +9,7 @@ use plugin_host::PluginLoader;
 
 use crate::cli::ConfigPath;
 
-/// The problems of one connector config: plugin, kind, transforms.
+/// The problems of one connector config: plugin, kind, transforms, stream schemas.
 fn check_connector(loader: &PluginLoader, config: &ConnectorConfig) -> Vec<String> {
     let mut problems = Vec::new();
     let path = config.path();
@@ -23,6 +24,9 @@ fn check_connector(loader: &PluginLoader, config: &ConnectorConfig) -> Vec<Strin
         Err(error) => problems.push(format!("`path`: {error}")),
     }
     if let Err(error) = transforms::TransformChain::new(config.kind(), &config.transforms().0) {
+        problems.push(error);
+    }
+    if let Err(error) = runtime_core::check_stream_schemas(config) {
         problems.push(error);
     }
     problems
@@ -76,7 +80,7 @@ async fn check(config: Option<&ConfigPath>) -> Result<String, Vec<String>> {
         .file
         .map_or_else(|| "defaults".to_owned(), |file| file.display().to_string());
     Ok(format!(
-        "configuration is valid: {file}, {} sources, {} sinks (plugins load, transforms build)",
+        "configuration is valid: {file}, {} sources, {} sinks (plugins load, transforms build, stream schemas read)",
         configs.sources.len(),
         configs.sinks.len()
     ))

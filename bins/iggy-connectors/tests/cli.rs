@@ -280,13 +280,30 @@ fn validate_reports_every_problem_at_once() {
                     "[transforms.filter]\nfield = \"\"\nmatches = \"is_null\"\n",
                 ),
             ),
+            (
+                "proto.toml",
+                connector(
+                    "source",
+                    "proto",
+                    &plugin_path("iggy_connector_random_source"),
+                    "",
+                )
+                .replace(
+                    "schema = \"json\"\n",
+                    "schema = \"proto\"\nproto_descriptor_set = \"no/such.pb\"\nproto_message_type = \"demo.Event\"\n",
+                ),
+            ),
         ],
         "",
     );
     let output = run(&["validate", "--config", config.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("invalid: 3 problems"), "{stderr}");
+    assert!(stderr.contains("invalid: 4 problems"), "{stderr}");
+    assert!(
+        stderr.contains("source proto (version 0): stream s: proto_descriptor_set no/such.pb:"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("sink missing (version 0): `path`:") && stderr.contains("no/such/library"),
         "{stderr}"

@@ -827,6 +827,19 @@ struct Prepared {
     failed: Vec<(OutgoingMessage, (String, String), String)>,
 }
 
+/// The codecs of a connector's streams (reading their schema files), or the first
+/// problem, naming its stream.
+pub(crate) fn connector_codecs(config: &ConnectorConfig) -> Result<Vec<Codec>, String> {
+    match config {
+        ConnectorConfig::Source(source) => {
+            stream_codecs(source.streams.iter().map(|stream| stream_schema!(stream)))
+        }
+        ConnectorConfig::Sink(sink) => {
+            stream_codecs(sink.streams.iter().map(|stream| stream_schema!(stream)))
+        }
+    }
+}
+
 /// Each stream's codec; the first problem names its stream.
 fn stream_codecs<'a>(
     streams: impl Iterator<Item = StreamSchema<'a>>,
