@@ -1176,23 +1176,13 @@ async fn a_json_source_produces_avro_with_the_stream_schema() {
     }
     let context = context(&target, &dir.join("state")).await;
     let runtime = Runtime::start(active(vec![source]), plugins_for_test(), context).await;
-    eventually_in(&runtime, "30 messages produced", || {
-        runtime
-            .status(ConnectorKind::Source, "random")
-            .is_some_and(|status| status.metrics.messages_out == 30)
+    produced(&runtime, 30).await;
+    let avro = transforms::AvroSchema::parse(schema).unwrap();
+    let decoded = decoded_topic(&target, &stream, 30, |payload| {
+        avro.decode(payload).unwrap()
     })
     .await;
-    let avro = transforms::AvroSchema::parse(schema).unwrap();
-    let decoded: Vec<serde_json::Value> = read_topic(&target, &stream, "t", 30)
-        .await
-        .iter()
-        .map(|message| avro.decode(&message.payload).unwrap())
-        .collect();
-    let seqs: Vec<u64> = decoded
-        .iter()
-        .map(|value| value["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, (0..30).collect::<Vec<_>>());
+    assert_eq!(seqs(&decoded), (0..30).collect::<Vec<_>>());
     assert!(
         decoded
             .iter()
@@ -1276,6 +1266,48 @@ impl runtime_core::MessageBus for RecordingBus {
     }
 }
 
+/// Waits until the source `random` produced `count` messages.
+async fn produced(runtime: &Runtime, count: u64) {
+    eventually_in(runtime, &format!("{count} messages produced"), || {
+        runtime
+            .status(ConnectorKind::Source, "random")
+            .is_some_and(|status| status.metrics.messages_out == count)
+    })
+    .await;
+}
+
+/// The first `count` messages in topic `t` of `stream`, decoded.
+async fn decoded_topic(
+    target: &TestTarget,
+    stream: &str,
+    count: usize,
+    decode: impl Fn(&[u8]) -> serde_json::Value,
+) -> Vec<serde_json::Value> {
+    read_topic(target, stream, "t", count)
+        .await
+        .iter()
+        .map(|message| decode(&message.payload))
+        .collect()
+}
+
+/// The `seq` field of each value.
+fn seqs(values: &[serde_json::Value]) -> Vec<u64> {
+    values
+        .iter()
+        .map(|value| value["seq"].as_u64().unwrap())
+        .collect()
+}
+
+/// The `seq` fields of the first `count` JSON messages in topic `t` of `stream`.
+async fn json_seqs(target: &TestTarget, stream: &str, count: usize) -> Vec<u64> {
+    seqs(
+        &decoded_topic(target, stream, count, |payload| {
+            serde_json::from_slice(payload).unwrap()
+        })
+        .await,
+    )
+}
+
 /// A source of one-message batches with `linger_time`: batches in flight go out
 /// together, up to `batch_length` per send, and every message arrives once, in order.
 #[tokio::test]
@@ -1294,12 +1326,7 @@ async fn small_source_batches_linger_and_go_out_together() {
     let mut context = context(&target, &dir.join("state")).await;
     let recording = RecordingBus::around(&mut context);
     let runtime = Runtime::start(active(vec![source]), plugins_for_test(), context).await;
-    eventually_in(&runtime, "40 messages produced", || {
-        runtime
-            .status(ConnectorKind::Source, "random")
-            .is_some_and(|status| status.metrics.messages_out == 40)
-    })
-    .await;
+    produced(&runtime, 40).await;
     runtime.shutdown(Duration::from_secs(10)).await;
     let sends: Vec<usize> = recording.sends().iter().map(|(count, _)| *count).collect();
     assert_eq!(sends.iter().sum::<usize>(), 40, "{sends:?}");
@@ -1311,16 +1338,10 @@ async fn small_source_batches_linger_and_go_out_together() {
         sends.len() <= 20,
         "one-message batches were merged: {sends:?}"
     );
-    let seqs: Vec<u64> = read_topic(&target, &stream, "t", 40)
-        .await
-        .iter()
-        .map(|message| {
-            serde_json::from_slice::<serde_json::Value>(&message.payload).unwrap()["seq"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(seqs, (0..40).collect::<Vec<_>>());
+    assert_eq!(
+        json_seqs(&target, &stream, 40).await,
+        (0..40).collect::<Vec<_>>()
+    );
 }
 
 /// A stream's `max_send_bytes` cuts sends by payload size as `batch_length` cuts them
@@ -1341,12 +1362,7 @@ async fn sends_are_cut_by_max_send_bytes() {
     let mut context = context(&target, &dir.join("state")).await;
     let recording = RecordingBus::around(&mut context);
     let runtime = Runtime::start(active(vec![source]), plugins_for_test(), context).await;
-    eventually_in(&runtime, "50 messages produced", || {
-        runtime
-            .status(ConnectorKind::Source, "random")
-            .is_some_and(|status| status.metrics.messages_out == 50)
-    })
-    .await;
+    produced(&runtime, 50).await;
     runtime.shutdown(Duration::from_secs(10)).await;
     let sends = recording.sends();
     assert_eq!(
@@ -1365,16 +1381,10 @@ async fn sends_are_cut_by_max_send_bytes() {
         sends.len() <= 26,
         "sends are filled up to the limit: {sends:?}"
     );
-    let seqs: Vec<u64> = read_topic(&target, &stream, "t", 50)
-        .await
-        .iter()
-        .map(|message| {
-            serde_json::from_slice::<serde_json::Value>(&message.payload).unwrap()["seq"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(seqs, (0..50).collect::<Vec<_>>());
+    assert_eq!(
+        json_seqs(&target, &stream, 50).await,
+        (0..50).collect::<Vec<_>>()
+    );
 }
 
 /// `demo.Event { uint64 seq = 1; string key = 2; string origin = 3; }` as a descriptor
@@ -1439,24 +1449,14 @@ async fn a_json_source_produces_protobuf_with_the_stream_message_type() {
     let first = context(&target, &dir.join("state")).await;
     let runtime =
         Runtime::start(active(vec![proto("demo.Event")]), plugins_for_test(), first).await;
-    eventually_in(&runtime, "30 messages produced", || {
-        runtime
-            .status(ConnectorKind::Source, "random")
-            .is_some_and(|status| status.metrics.messages_out == 30)
-    })
-    .await;
+    produced(&runtime, 30).await;
     let bytes = std::fs::read(&descriptors).unwrap();
     let schema = transforms::ProtoSchema::from_descriptor_set(&bytes, "demo.Event").unwrap();
-    let decoded: Vec<serde_json::Value> = read_topic(&target, &stream, "t", 30)
-        .await
-        .iter()
-        .map(|message| schema.decode(&message.payload).unwrap())
-        .collect();
-    let seqs: Vec<u64> = decoded
-        .iter()
-        .map(|value| value["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, (0..30).collect::<Vec<_>>());
+    let decoded = decoded_topic(&target, &stream, 30, |payload| {
+        schema.decode(payload).unwrap()
+    })
+    .await;
+    assert_eq!(seqs(&decoded), (0..30).collect::<Vec<_>>());
     assert!(
         decoded
             .iter()
