@@ -1308,6 +1308,55 @@ async fn json_seqs(target: &TestTarget, stream: &str, count: usize) -> Vec<u64> 
     )
 }
 
+/// Each connector has a connection to Iggy of its own, closed when it stops, so
+/// restarts do not leak connections. (Counting connections needs our server.)
+#[tokio::test]
+async fn each_connector_has_its_own_connection_and_closes_it() {
+    let target = target().await;
+    let Some(server) = target.server.as_ref() else {
+        return;
+    };
+    let dir = temp_dir("e2e-connections");
+    let stream = unique("connections");
+    let before = server.open_connections();
+    let context = context(&target, &dir.join("state")).await;
+    let shared = server.open_connections();
+    assert_eq!(shared, before + 1, "the runtime's own connection");
+    let runtime = Runtime::start(
+        active(vec![random_source(&stream, 1_000_000)]),
+        plugins_for_test(),
+        context,
+    )
+    .await;
+    let deadline = Instant::now() + DEADLINE;
+    while server.open_connections() != shared + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the source opened no connection of its own"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for _ in 0..3 {
+        runtime
+            .restart_connector(ConnectorKind::Source, "random")
+            .await
+            .unwrap();
+    }
+    runtime
+        .stop_connector(ConnectorKind::Source, "random")
+        .await
+        .unwrap();
+    while server.open_connections() != shared {
+        assert!(
+            Instant::now() < deadline,
+            "{} connections open after the stop, {shared} expected",
+            server.open_connections()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
 /// A source of one-message batches with `linger_time`: batches in flight go out
 /// together, up to `batch_length` per send, and every message arrives once, in order.
 #[tokio::test]
