@@ -13,7 +13,9 @@
 //! - Data lent to a plugin (a [`SinkBatch`]) stays alive until the plugin answers, even
 //!   if the caller stops waiting: the call's context owns a reference to it.
 //! - A source batch is readable only while its [`SourceBatch`] lives; settling it
-//!   consumes it. A batch dropped unsettled is rejected before the next poll.
+//!   consumes it. Up to [`Plugin::max_unsettled_batches`] may be unsettled at once,
+//!   settled oldest first. A batch dropped unsettled is rejected before the next poll
+//!   or settle.
 //! - Closing an instance consumes its handle; dropping a handle closes the instance in
 //!   the background.
 //!
