@@ -101,7 +101,9 @@ pub trait Sink: Sized + Send + 'static {
 /// (delete rows, acknowledge a queue, ...) until `on_batch_result` says
 /// [`BatchOutcome::Accepted`]. On [`BatchOutcome::Rejected`] the source rewinds so the
 /// same data comes again. `poll` must be cancel-safe: closing the source drops a `poll`
-/// that is still waiting.
+/// that is still waiting, and so does the runtime settling an earlier batch meanwhile
+/// (the `poll` is then called again), so nothing may be taken from the external system
+/// across an `.await` without being kept for the next call.
 ///
 /// By default at most one batch is unsettled at a time: `poll` is not called again
 /// until the last batch was settled. A source that can keep track of several batches
@@ -164,7 +166,7 @@ pub trait Source: Sized + Send + 'static {
         state: Option<Vec<u8>>,
     ) -> impl Future<Output = Result<Self, Error>> + Send;
 
-    /// Waits for and returns the next batch. Must be cancel-safe.
+    /// Waits for and returns the next batch. Must be cancel-safe (see the trait docs).
     fn poll(&mut self) -> impl Future<Output = Result<ProducedBatch, Error>> + Send;
 
     /// Settles the oldest unsettled batch (with one unsettled batch at a time: the

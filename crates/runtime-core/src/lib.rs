@@ -41,13 +41,6 @@ pub use bus::{
 };
 pub use metrics::prometheus_text;
 pub use runner::RetryPolicy;
-
-/// Checks what a connector's streams say about their payloads, as starting it would:
-/// the Avro schema (inline or from `avro_schema_path`) and the Protobuf descriptor set
-/// and message type. The error names the stream and the setting.
-pub fn check_stream_schemas(config: &config_provider::ConnectorConfig) -> Result<(), String> {
-    runner::connector_codecs(config).map(drop)
-}
 pub use state::StateStore;
 pub use status::{
     ConnectorMetrics, ConnectorState, ConnectorStatus, LATENCY_BUCKETS, LatencyHistogram,
@@ -72,6 +65,13 @@ pub mod dead_letter {
     pub const OFFSET: &str = "iggy-connect-offset";
 }
 use status::StatusCell;
+
+/// Checks what a connector's streams say about their payloads, as starting it would:
+/// the Avro schema (inline or from `avro_schema_path`) and the Protobuf descriptor set
+/// and message type. The error names the stream and the setting.
+pub fn check_stream_schemas(config: &config_provider::ConnectorConfig) -> Result<(), String> {
+    runner::connector_codecs(config).map(drop)
+}
 
 /// Finds the plugin a connector config names: a statically linked one registered under
 /// that `path`, or else a library loaded from the file.

@@ -135,8 +135,8 @@ impl RetryPolicy {
     }
 }
 
-/// Opens the connector's plugin instance and runs it until it stops or fails, over a
-/// connection to Iggy of its own when the bus offers one.
+/// Reads the streams' schemas, opens the connector's plugin instance and runs it until
+/// it stops or fails, over a connection to Iggy of its own when the bus offers one.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_once(
     config: &ConnectorConfig,
@@ -148,6 +148,14 @@ pub(crate) async fn run_once(
     control: Control,
 ) {
     let key = config.key();
+    // Before anything is opened: a bad schema file fails the connector at once.
+    let codecs = match connector_codecs(config) {
+        Ok(codecs) => codecs,
+        Err(error) => {
+            status.fail(error);
+            return;
+        }
+    };
     let own = match context.bus.for_connector(key).await {
         Ok(own) => own,
         Err(error) => {
@@ -156,21 +164,32 @@ pub(crate) async fn run_once(
             return;
         }
     };
-    let Some(bus) = own else {
-        return run_connector(config, chain, plugin, context, retry, status, control).await;
+    let own_context;
+    let context = match &own {
+        Some(bus) => {
+            own_context = RuntimeContext {
+                bus: bus.clone(),
+                ..context.clone()
+            };
+            &own_context
+        }
+        None => context,
     };
-    let context = RuntimeContext {
-        bus: bus.clone(),
-        ..context.clone()
-    };
-    run_connector(config, chain, plugin, &context, retry, status, control).await;
-    bus.close().await;
+    run_connector(
+        config, chain, codecs, plugin, context, retry, status, control,
+    )
+    .await;
+    if let Some(bus) = own {
+        bus.close().await;
+    }
 }
 
+/// [`run_once`] once the codecs and the connection are there.
 #[allow(clippy::too_many_arguments)]
 async fn run_connector(
     config: &ConnectorConfig,
     chain: &TransformChain,
+    codecs: Vec<Codec>,
     plugin: &Plugin,
     context: &RuntimeContext,
     retry: RetryPolicy,
@@ -206,22 +225,6 @@ async fn run_connector(
                 }
             };
             tracing::info!(connector = %key, %kind, version = source_config.version, "started");
-            let codecs = stream_codecs(
-                source_config
-                    .streams
-                    .iter()
-                    .map(|stream| stream_schema!(stream)),
-            );
-            let codecs = match codecs {
-                Ok(codecs) => codecs,
-                Err(error) => {
-                    status.fail(error);
-                    if let Err(error) = source.close(CLOSE_TIMEOUT).await {
-                        tracing::warn!(connector = %key, %error, "closing the source failed");
-                    }
-                    return;
-                }
-            };
             let pipeline = SourcePipeline {
                 config: source_config,
                 chain,
@@ -249,7 +252,17 @@ async fn run_connector(
                 }
             };
             tracing::info!(connector = %key, %kind, version = sink_config.version, "started");
-            run_sink(sink_config, chain, &sink, context, retry, status, control).await;
+            run_sink(
+                sink_config,
+                chain,
+                codecs,
+                &sink,
+                context,
+                retry,
+                status,
+                control,
+            )
+            .await;
             match Arc::try_unwrap(sink) {
                 Ok(sink) => {
                     if let Err(error) = sink.close(CLOSE_TIMEOUT).await {
@@ -277,7 +290,8 @@ const MAX_SOURCE_BATCHES_IN_FLIGHT: u32 = 16;
 /// the plugin allows unsettled (see `Source::MAX_UNSETTLED_BATCHES`), at most
 /// [`MAX_SOURCE_BATCHES_IN_FLIGHT`]; with one, the stages take turns as a plain loop
 /// would. The sender merges batches that are in flight into one send while it is
-/// short of `batch_length`, waiting up to `linger_time` for the next. The first failure halts the round: what Iggy stored before it is committed,
+/// short of `batch_length` (and `max_send_bytes`), waiting up to `linger_time` for the
+/// next. The first failure halts the round: what Iggy stored before it is committed,
 /// the failed batch and every later one are rejected (the plugin rewinds to the failed
 /// one), and the round starts again after a backoff.
 struct SourcePipeline<'a> {
@@ -473,10 +487,10 @@ impl SourcePipeline<'_> {
                 // (never for more than may be unsettled, or the poller could not add).
                 if !is_halted() && taken[0].0.prepared.is_ok() {
                     let deadline = tokio::time::Instant::now() + linger;
-                    while taken.len() < depth
-                        && pending_messages(&taken) < fill
-                        && pending_bytes(&taken) < fill_bytes
-                    {
+                    while taken.len() < depth && {
+                        let (count, bytes) = pending(&taken);
+                        count < fill && bytes < fill_bytes
+                    } {
                         let next = match sending.try_recv() {
                             Ok(next) => Some(next),
                             Err(TryRecvError::Disconnected) => None,
@@ -499,6 +513,7 @@ impl SourcePipeline<'_> {
                         .iter()
                         .take_while(|(in_flight, _)| in_flight.prepared.is_ok())
                         .count();
+                    // Only the messages move to the send; counts stay for the committer.
                     let work: Vec<Prepared> = taken[..usable]
                         .iter_mut()
                         .filter_map(|(in_flight, _)| in_flight.prepared.as_mut().ok())
@@ -794,22 +809,15 @@ impl SourcePipeline<'_> {
     }
 }
 
-/// Messages the usable batches among `taken` will send (for the first stream).
-fn pending_messages<P>(taken: &[(InFlight<'_>, P)]) -> usize {
+/// Messages and payload bytes the usable batches among `taken` will send (as encoded
+/// for the first stream).
+fn pending<P>(taken: &[(InFlight<'_>, P)]) -> (usize, usize) {
     taken
         .iter()
         .filter_map(|(in_flight, _)| in_flight.prepared.as_ref().ok())
-        .map(|prepared| prepared.count)
-        .sum()
-}
-
-/// Payload bytes the usable batches among `taken` will send (for the first stream).
-fn pending_bytes<P>(taken: &[(InFlight<'_>, P)]) -> usize {
-    taken
-        .iter()
-        .filter_map(|(in_flight, _)| in_flight.prepared.as_ref().ok())
-        .map(|prepared| prepared.bytes)
-        .sum()
+        .fold((0, 0), |(count, bytes), prepared| {
+            (count + prepared.count, bytes + prepared.bytes)
+        })
 }
 
 /// A source batch ready to send.
@@ -936,9 +944,11 @@ fn owned_headers(message: &Message<'_>) -> Vec<OwnedHeader> {
 
 /// Runs every (stream, topic) of a sink, each in its own task; when one fails, the
 /// others stop too, so the connector restarts as a whole.
+#[allow(clippy::too_many_arguments)]
 async fn run_sink(
     config: &SinkConfig,
     chain: &TransformChain,
+    codecs: Vec<Codec>,
     sink: &Arc<SinkInstance>,
     context: &RuntimeContext,
     retry: RetryPolicy,
@@ -962,13 +972,6 @@ async fn run_sink(
     let (local, _) = watch::channel(Desired::Run);
     let mut topics = JoinSet::new();
     let config = Arc::new(config.clone());
-    let codecs = match stream_codecs(config.streams.iter().map(|stream| stream_schema!(stream))) {
-        Ok(codecs) => codecs,
-        Err(error) => {
-            status.fail(error);
-            return;
-        }
-    };
     for (stream, codec) in config.streams.iter().zip(codecs) {
         for topic in &stream.topics {
             let pipeline = SinkPipeline {

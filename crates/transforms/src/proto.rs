@@ -20,6 +20,15 @@ use prost_reflect::{
 };
 use serde_json::Value;
 
+/// How messages are shown as JSON (see the module docs).
+const TO_JSON: SerializeOptions = SerializeOptions::new()
+    .use_proto_field_name(true)
+    .skip_default_fields(false)
+    .stringify_64_bit_integers(false);
+
+/// How JSON is read into messages: fields the type lacks are left out.
+const FROM_JSON: DeserializeOptions = DeserializeOptions::new().deny_unknown_fields(false);
+
 /// A protobuf message type, ready to decode and encode payloads.
 ///
 /// ```
@@ -84,21 +93,16 @@ impl ProtoSchema {
     pub fn decode(&self, bytes: &[u8]) -> Result<Value, String> {
         let message = DynamicMessage::decode(self.message.clone(), bytes)
             .map_err(|error| format!("invalid {} message: {error}", self.message_type()))?;
-        let options = SerializeOptions::new()
-            .use_proto_field_name(true)
-            .skip_default_fields(false)
-            .stringify_64_bit_integers(false);
         message
-            .serialize_with_options(serde_json::value::Serializer, &options)
+            .serialize_with_options(serde_json::value::Serializer, &TO_JSON)
             .map_err(|error| format!("cannot show {} as JSON: {error}", self.message_type()))
     }
 
     /// Encodes a JSON value (an object with the message's fields) as one message;
     /// fields the message type does not have are left out.
     pub fn encode(&self, value: &Value) -> Result<Vec<u8>, String> {
-        let options = DeserializeOptions::new().deny_unknown_fields(false);
         let message =
-            DynamicMessage::deserialize_with_options(self.message.clone(), value, &options)
+            DynamicMessage::deserialize_with_options(self.message.clone(), value, &FROM_JSON)
                 .map_err(|error| format!("not a valid {}: {error}", self.message_type()))?;
         Ok(message.encode_to_vec())
     }
