@@ -8,7 +8,16 @@
 //! Run: `cargo bench -p iggy-connectors-benches --bench e2e`
 //! (`BENCH_MESSAGES`, default 200000; `IGGY_TEST_ADDRESS=host:port` for a real server;
 //! `BENCH_STATE_DIR` for the source state directory; `BENCH_VERBOSE=1` tells when the
-//! source and the sink finished).
+//! source and the sink finished; `BENCH_ONLY=runtime,api,raw,generator` runs only the
+//! cases named, e.g. under a profiler; `BENCH_SIZES=40,964` picks the random text sizes;
+//! `BENCH_ROUNDS`, default 3, repeats every case and adds a line of medians: this VM's
+//! figures move by 20% from one run to the next, so one round says little).
+//!
+//! Before the timed cases, one short runtime case and one short raw case run untimed,
+//! so neither side pays the first loading of the plugin libraries or the first
+//! connection. Every case deletes its stream afterwards, so the server's store does not
+//! grow from case to case. `cpu ns/msg` is the CPU time of the whole process (server
+//! included) per message, from `/proc/self/stat` (10 ms ticks).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -310,12 +319,85 @@ async fn runtime(
     Ok((elapsed, answered))
 }
 
+/// Which cases `BENCH_ONLY` asks for (all when it is unset).
+fn selected(case: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|c| c.trim() == case))
+}
+
+/// Deletes a case's stream, so the server's store does not grow from case to case.
+async fn drop_stream(address: &str, stream: &str) -> Result<(), Box<dyn std::error::Error>> {
+    client(address).await?.delete_stream(&id(stream)?).await?;
+    Ok(())
+}
+
+/// A case's elapsed time and the process's CPU time over it, with what it returned.
+async fn timed<T>(
+    case: impl std::future::Future<Output = Result<(Duration, T), Box<dyn std::error::Error>>>,
+) -> Result<(Duration, Duration, T), Box<dyn std::error::Error>> {
+    let cpu = iggy_connectors_benches::process_cpu_time();
+    let (elapsed, out) = case.await?;
+    let cpu = iggy_connectors_benches::process_cpu_time().saturating_sub(cpu);
+    Ok((elapsed, cpu, out))
+}
+
+/// One line of the table: a figure per column, `None` for a case that did not run.
+type Row = [Option<f64>; 10];
+
+/// Each column's width and decimals.
+const COLUMNS: [(usize, usize); 10] = [
+    (12, 0),
+    (9, 1),
+    (12, 0),
+    (12, 0),
+    (9, 1),
+    (12, 0),
+    (7, 2),
+    (12, 0),
+    (10, 0),
+    (12, 0),
+];
+
+fn format_row(label: &str, row: &Row) -> String {
+    let mut line = format!("{label:>9}");
+    for (figure, (width, decimals)) in row.iter().zip(COLUMNS) {
+        match figure {
+            Some(figure) => line.push_str(&format!(" {figure:>width$.decimals$}")),
+            None => line.push_str(&format!(" {:>width$}", "-")),
+        }
+    }
+    line
+}
+
+/// Each column's median over the rounds (the ratio too: the median of the rounds'
+/// ratios, each taken from a runtime case and a raw case run back to back).
+fn median(rows: &[Row]) -> Row {
+    let mut out: Row = [None; 10];
+    for (column, slot) in out.iter_mut().enumerate() {
+        let mut figures: Vec<f64> = rows.iter().filter_map(|row| row[column]).collect();
+        figures.sort_by(f64::total_cmp);
+        *slot = figures.get(figures.len() / 2).copied();
+    }
+    out
+}
+
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let total: u64 = std::env::var("BENCH_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
     let total = total / u64::from(BATCH) * u64::from(BATCH);
+    let sizes: Vec<usize> = match std::env::var("BENCH_SIZES") {
+        Ok(sizes) => sizes
+            .split(',')
+            .map(|size| size.trim().parse())
+            .collect::<Result<_, _>>()?,
+        // The generator's JSON adds about 60 bytes of fields around its random text.
+        Err(_) => vec![40, 964],
+    };
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let target = iggy_test_server::TestTarget::from_env().await?;
     let (server, address) = (target.server, target.address);
     let target = if server.is_some() {
@@ -324,61 +406,94 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         "IGGY_TEST_ADDRESS"
     };
     println!("end to end against {target} at {address}: {total} messages per case");
+    let pid = std::process::id();
+    // Untimed: the first plugin loads and connections, for both sides.
+    let warm_up = 10 * u64::from(BATCH);
+    if selected("runtime") || selected("api") {
+        let stream = format!("e2e-warm-rt-{pid}");
+        runtime(&address, &stream, warm_up, 40, 0).await?;
+        drop_stream(&address, &stream).await?;
+    }
+    if selected("raw") {
+        let stream = format!("e2e-warm-raw-{pid}");
+        raw(&address, &stream, warm_up, Bytes::from_static(&[b'x'; 100])).await?;
+        drop_stream(&address, &stream).await?;
+    }
     println!(
-        "{:>9} {:>12} {:>9} {:>12} {:>9} {:>7} {:>12} {:>10} {:>12}",
+        "{:>9} {:>12} {:>9} {:>12} {:>12} {:>9} {:>12} {:>7} {:>12} {:>10} {:>12}",
         "message",
         "runtime/s",
         "MB/s",
+        "cpu ns/msg",
         "raw/s",
         "MB/s",
+        "cpu ns/msg",
         "ratio",
         "+API/s",
         "API req/s",
         "generator/s"
     );
-    // The generator's JSON adds about 60 bytes of fields around its random text.
-    for (label, payload_size) in [("~100 B", 40usize), ("~1 KiB", 964)] {
+    for payload_size in sizes {
         let probe = serde_json::to_vec(
             &serde_json::json!({"seq": 123456u64, "key": "gen-bench-xxxxxxxxxxxxxxxxxxxxxx", "text": "x".repeat(payload_size), "created_at": 1_795_837_697_485_153u64}),
         )?;
         let size = probe.len();
-        let suffix = format!("{}-{}", payload_size, std::process::id());
-        let (through_runtime, _) = runtime(
-            &address,
-            &format!("e2e-rt-{suffix}"),
-            total,
-            payload_size,
-            0,
-        )
-        .await?;
-        let (with_api, answered) = runtime(
-            &address,
-            &format!("e2e-api-{suffix}"),
-            total,
-            payload_size,
-            2,
-        )
-        .await?;
-        let through_raw = raw(
-            &address,
-            &format!("e2e-raw-{suffix}"),
-            total,
-            Bytes::from(probe),
-        )
-        .await?;
-        let generator = generator_alone(total, payload_size).await?;
         let rate = |elapsed: Duration| total as f64 / elapsed.as_secs_f64();
-        println!(
-            "{label:>9} {:>12.0} {:>9.1} {:>12.0} {:>9.1} {:>7.2} {:>12.0} {:>10.0} {:>12.0}",
-            rate(through_runtime),
-            rate(through_runtime) * size as f64 / 1e6,
-            rate(through_raw),
-            rate(through_raw) * size as f64 / 1e6,
-            through_raw.as_secs_f64() / through_runtime.as_secs_f64(),
-            rate(with_api),
-            answered as f64 / with_api.as_secs_f64(),
-            rate(generator)
-        );
+        let per_message = |cpu: Duration| cpu.as_nanos() as f64 / total as f64;
+        let mut rows = Vec::new();
+        for round in 0..rounds {
+            let suffix = format!("{payload_size}-{round}-{pid}");
+            let mut through_runtime = None;
+            if selected("runtime") {
+                let stream = format!("e2e-rt-{suffix}");
+                through_runtime =
+                    Some(timed(runtime(&address, &stream, total, payload_size, 0)).await?);
+                drop_stream(&address, &stream).await?;
+            }
+            let mut with_api = None;
+            if selected("api") {
+                let stream = format!("e2e-api-{suffix}");
+                with_api = Some(timed(runtime(&address, &stream, total, payload_size, 2)).await?);
+                drop_stream(&address, &stream).await?;
+            }
+            let mut through_raw = None;
+            if selected("raw") {
+                let stream = format!("e2e-raw-{suffix}");
+                let payload = Bytes::from(probe.clone());
+                through_raw = Some(
+                    timed(async {
+                        raw(&address, &stream, total, payload)
+                            .await
+                            .map(|elapsed| (elapsed, ()))
+                    })
+                    .await?,
+                );
+                drop_stream(&address, &stream).await?;
+            }
+            let mut generator = None;
+            if selected("generator") {
+                generator = Some(generator_alone(total, payload_size).await?);
+            }
+            let runtime_rate = through_runtime.map(|(elapsed, _, _)| rate(elapsed));
+            let raw_rate = through_raw.map(|(elapsed, _, _)| rate(elapsed));
+            let row: Row = [
+                runtime_rate,
+                runtime_rate.map(|r| r * size as f64 / 1e6),
+                through_runtime.map(|(_, cpu, _)| per_message(cpu)),
+                raw_rate,
+                raw_rate.map(|r| r * size as f64 / 1e6),
+                through_raw.map(|(_, cpu, _)| per_message(cpu)),
+                runtime_rate.zip(raw_rate).map(|(rt, raw)| rt / raw),
+                with_api.map(|(elapsed, _, _)| rate(elapsed)),
+                with_api.map(|(elapsed, _, answered)| answered as f64 / elapsed.as_secs_f64()),
+                generator.map(rate),
+            ];
+            println!("{}", format_row(&format!("{size} B"), &row));
+            rows.push(row);
+        }
+        if rows.len() > 1 {
+            println!("{}", format_row("median", &median(&rows)));
+        }
     }
     Ok(())
 }
