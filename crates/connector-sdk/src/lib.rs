@@ -26,6 +26,9 @@ mod error;
 mod log_forward;
 mod message;
 
+/// The `bytes` crate that [`ProducedMessage::payload`] is made of, so that connectors
+/// use the same version.
+pub use bytes;
 pub use connector::{ConnectorContext, ConnectorKind, Sink, Source};
 pub use error::{Error, ErrorKind, parse_config};
 pub use log_forward::{level_code, level_from_code};

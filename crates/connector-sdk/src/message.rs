@@ -2,6 +2,8 @@
 
 use std::marker::PhantomData;
 
+use bytes::Bytes;
+
 use serde::{Deserialize, Serialize};
 
 use crate::abi::{HeaderView, MessageView, RawSlice};
@@ -268,13 +270,34 @@ pub struct ProducedMessage {
     pub origin_timestamp: Option<u64>,
     /// User headers.
     pub headers: Vec<OwnedHeader>,
-    /// The payload bytes.
-    pub payload: Vec<u8>,
+    /// The payload bytes. A `Bytes` so that a batch's payloads can share one
+    /// allocation (write them into one `BytesMut` and split it, see
+    /// [`ProducedMessage::new`]), and so that a client library's received `Bytes` can
+    /// be passed on without a copy.
+    pub payload: Bytes,
 }
 
 impl ProducedMessage {
-    /// A message with only a payload.
-    pub fn new(payload: impl Into<Vec<u8>>) -> Self {
+    /// A message with only a payload: a `Vec<u8>`, a `String`, a static string or
+    /// slice, or `Bytes`.
+    ///
+    /// A source that makes many small messages can write a batch into one buffer
+    /// and split it, one allocation for the whole batch:
+    ///
+    /// ```
+    /// use connector_sdk::ProducedMessage;
+    /// use connector_sdk::bytes::{BufMut, BytesMut};
+    ///
+    /// let mut buffer = BytesMut::with_capacity(3 * 16);
+    /// let messages: Vec<ProducedMessage> = (0..3)
+    ///     .map(|n| {
+    ///         buffer.put_slice(format!("{{\"n\":{n}}}").as_bytes());
+    ///         ProducedMessage::new(buffer.split().freeze())
+    ///     })
+    ///     .collect();
+    /// assert_eq!(messages[2].payload, "{\"n\":2}");
+    /// ```
+    pub fn new(payload: impl Into<Bytes>) -> Self {
         ProducedMessage {
             payload: payload.into(),
             ..ProducedMessage::default()

@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use connector_sdk::bytes::{BufMut, BytesMut};
 use connector_sdk::{
     BatchOutcome, ConnectorContext, Error, ProducedBatch, ProducedMessage, Schema, Source,
 };
@@ -75,7 +76,7 @@ pub struct RandomSource {
 impl Source for RandomSource {
     type Config = RandomSourceConfig;
 
-    const MAX_UNSETTLED_BATCHES: u32 = 4;
+    const MAX_UNSETTLED_BATCHES: u32 = 8;
 
     async fn open(
         config: RandomSourceConfig,
@@ -143,20 +144,23 @@ impl Source for RandomSource {
         let key = serde_json::to_string(&self.key)
             .map_err(|error| Error::permanent(format!("cannot encode the key: {error}")))?;
         let created_at = now_micros().to_string();
+        // One buffer for the whole batch, split into the payloads: one allocation
+        // instead of one per message (the fields around the text take under 64 bytes).
+        let per_message = self.config.payload_size + key.len() + created_at.len() + 64;
+        let mut buffer = BytesMut::with_capacity(per_message * count as usize);
         for seq in self.next..self.next + count {
-            let mut payload = Vec::with_capacity(self.config.payload_size + key.len() + 64);
-            payload.extend_from_slice(b"{\"seq\":");
-            push_decimal(&mut payload, seq);
-            payload.extend_from_slice(b",\"key\":");
-            payload.extend_from_slice(key.as_bytes());
-            payload.extend_from_slice(b",\"text\":\"");
-            self.text.append(&mut self.rng, &mut payload);
-            payload.extend_from_slice(b"\",\"created_at\":");
-            payload.extend_from_slice(created_at.as_bytes());
-            payload.push(b'}');
+            buffer.extend_from_slice(b"{\"seq\":");
+            push_decimal(&mut buffer, seq);
+            buffer.extend_from_slice(b",\"key\":");
+            buffer.extend_from_slice(key.as_bytes());
+            buffer.extend_from_slice(b",\"text\":\"");
+            self.text.append(&mut self.rng, &mut buffer);
+            buffer.extend_from_slice(b"\",\"created_at\":");
+            buffer.extend_from_slice(created_at.as_bytes());
+            buffer.put_u8(b'}');
             messages.push(ProducedMessage {
                 id: Some(self.id_prefix | u128::from(seq)),
-                ..ProducedMessage::new(payload)
+                ..ProducedMessage::new(buffer.split().freeze())
             });
         }
         self.next += count;
@@ -193,7 +197,7 @@ fn now_micros() -> u64 {
 }
 
 /// Appends `value` in decimal (without the formatting machinery: this runs per message).
-fn push_decimal(to: &mut Vec<u8>, mut value: u64) {
+fn push_decimal(to: &mut impl BufMut, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -204,7 +208,7 @@ fn push_decimal(to: &mut Vec<u8>, mut value: u64) {
             break;
         }
     }
-    to.extend_from_slice(&digits[at..]);
+    to.put_slice(&digits[at..]);
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -266,9 +270,9 @@ impl TextPool {
     }
 
     /// Appends `len` random characters.
-    fn append(&self, rng: &mut XorShift, to: &mut Vec<u8>) {
+    fn append(&self, rng: &mut XorShift, to: &mut impl BufMut) {
         let start = (rng.next() % Self::STARTS as u64) as usize;
-        to.extend_from_slice(&self.text[start..start + self.len]);
+        to.put_slice(&self.text[start..start + self.len]);
     }
 }
 
