@@ -351,6 +351,47 @@ async fn several_batches_may_be_unsettled_and_are_settled_in_order() {
 }
 
 #[tokio::test]
+async fn settle_all_hands_over_several_outcomes_in_order() {
+    let plugin = load("iggy_connector_random_source");
+    let limit = plugin.max_unsettled_batches() as usize;
+    assert!(
+        limit >= 4,
+        "the random source allows {limit} unsettled batches"
+    );
+    let config = json!({ "interval": "0ms", "messages_range": [3, 3], "max_count": 1000 });
+    let source = open_source(&plugin, "settle-all", config, None).await;
+    let first_seq = |batch: &plugin_host::SourceBatch<'_>| batch_payloads(batch)[0]["seq"].clone();
+    let mut batches = Vec::new();
+    for _ in 0..4 {
+        batches.push(source.poll().await.unwrap());
+    }
+    // Two accepted, then a reject, then an accept the source must refuse: it follows
+    // the rejected batch. Each answer comes back in its place.
+    let outcomes = batches.into_iter().zip([true, true, false, true]).collect();
+    let answers = source.settle_all(outcomes).await;
+    assert_eq!(answers.len(), 4);
+    assert!(
+        answers[0].is_ok() && answers[1].is_ok() && answers[2].is_ok(),
+        "{answers:?}"
+    );
+    let refused = answers[3].as_ref().unwrap_err();
+    assert!(
+        refused.to_string().contains("follows a rejected batch"),
+        "{refused}"
+    );
+    // The source goes on from the rejected batch: the two accepted ones stay accepted.
+    let again = source.poll().await.unwrap();
+    assert_eq!(
+        first_seq(&again),
+        6,
+        "produced again from the rejected batch"
+    );
+    let answers = source.settle_all(vec![(again, true)]).await;
+    assert!(answers[0].is_ok(), "{answers:?}");
+    source.close(CLOSE).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_waiting_poll_does_not_hold_up_settling_earlier_batches() {
     let plugin = load("iggy_connector_random_source");
     let config = json!({ "interval": "0ms", "messages_range": [5, 5], "max_count": 5 });

@@ -453,17 +453,19 @@ impl MessageBus for IggyBus {
         Ok(Polled {
             partition_id: polled.partition_id,
             current_offset: polled.current_offset,
+            // Moved, not cloned: each payload is a slice of the poll's one buffer, and
+            // a clone would be a contended reference count change per message.
             messages: polled
                 .messages
-                .iter()
+                .into_iter()
                 .map(|message| IncomingMessage {
                     id: message.header.id,
                     offset: message.header.offset,
                     timestamp: message.header.timestamp,
                     origin_timestamp: message.header.origin_timestamp,
                     checksum: message.header.checksum,
-                    headers: from_iggy_headers(message),
-                    payload: message.payload.clone(),
+                    headers: from_iggy_headers(&message),
+                    payload: message.payload,
                 })
                 .collect(),
         })

@@ -12,6 +12,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -419,6 +420,8 @@ impl SourcePipeline<'_> {
         let (to_commit, mut committing) =
             mpsc::channel::<(InFlight<'s>, SemaphorePermit<'_>)>(depth);
         let mut accepted = false;
+        // Whether the sender has a send in flight (its batches reach the committer soon).
+        let send_in_flight = AtomicBool::new(false);
 
         let poller = async {
             loop {
@@ -523,7 +526,10 @@ impl SourcePipeline<'_> {
                             ..Prepared::default()
                         })
                         .collect();
-                    match self.deliver(work, ensured).await {
+                    send_in_flight.store(true, Ordering::Relaxed);
+                    let delivered = self.deliver(work, ensured).await;
+                    send_in_flight.store(false, Ordering::Relaxed);
+                    match delivered {
                         Ok(()) => {
                             for (in_flight, _) in &mut taken[..usable] {
                                 in_flight.stored = true;
@@ -556,6 +562,24 @@ impl SourcePipeline<'_> {
                 while let Ok(more) = committing.try_recv() {
                     ready.push(more);
                 }
+                // Group commit: while a send is in flight, its batches will be ready as
+                // soon as Iggy answers, so wait for them and let one state write cover
+                // both, holding back at most half of what may be unsettled (the poller
+                // keeps the rest to stay ahead of the sender). An idle sender means
+                // nothing is coming: write at once.
+                while ready.len() < depth / 2
+                    && send_in_flight.load(Ordering::Relaxed)
+                    && ready.last().is_some_and(|(in_flight, _)| in_flight.stored)
+                    && !is_halted()
+                {
+                    let Some(more) = committing.recv().await else {
+                        break;
+                    };
+                    ready.push(more);
+                    while let Ok(more) = committing.try_recv() {
+                        ready.push(more);
+                    }
+                }
                 // Batches are in order and a halt rejects everything after it, so the
                 // stored ones come first; their newest state covers them all.
                 let mut stored = ready
@@ -574,6 +598,10 @@ impl SourcePipeline<'_> {
                     )));
                     stored = 0;
                 }
+                // One hand-over to the plugin for the whole group (in order); the
+                // permits go back once the plugin has answered.
+                let mut settling = Vec::with_capacity(ready.len());
+                let mut outcomes = Vec::with_capacity(ready.len());
                 for (index, (in_flight, permit)) in ready.drain(..).enumerate() {
                     let InFlight {
                         batch,
@@ -581,8 +609,19 @@ impl SourcePipeline<'_> {
                         received,
                         ..
                     } = in_flight;
-                    if index < stored && !refused {
-                        match batch.accept().await {
+                    // Rejecting rewinds the source (to the first of those rejected).
+                    let accept = index < stored && !refused;
+                    settling.push((batch, accept));
+                    outcomes.push((accept, prepared, received, permit));
+                }
+                let answers = source.settle_all(settling).await;
+                for ((accept, prepared, received, permit), answer) in
+                    outcomes.into_iter().zip(answers)
+                {
+                    // A reject's answer changes nothing: the round ends and the source
+                    // is retried or closed.
+                    if accept {
+                        match answer {
                             Ok(()) => {
                                 accepted = true;
                                 if let Ok(prepared) = prepared {
@@ -594,16 +633,14 @@ impl SourcePipeline<'_> {
                                 }
                             }
                             Err(error) => {
+                                if !refused {
+                                    halt(Halt::Fatal(format!(
+                                        "the source refused the accept: {error}"
+                                    )));
+                                }
                                 refused = true;
-                                halt(Halt::Fatal(format!(
-                                    "the source refused the accept: {error}"
-                                )));
                             }
                         }
-                    } else {
-                        // Rewinds the source (to the first of these); errors here change
-                        // nothing: the round ends and the source is retried or closed.
-                        let _ = batch.reject().await;
                     }
                     drop(permit);
                 }
