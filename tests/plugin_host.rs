@@ -392,6 +392,66 @@ async fn settle_all_hands_over_several_outcomes_in_order() {
 }
 
 #[tokio::test]
+async fn lent_payloads_are_read_in_place_and_hold_the_settle_until_dropped() {
+    let plugin = load("iggy_connector_random_source");
+    let config = json!({ "interval": "0ms", "messages_range": [16, 16], "max_count": 1000 });
+    let source = open_source(&plugin, "lent", config, None).await;
+    let batch = source.poll().await.unwrap();
+    let payloads = batch.payloads();
+    assert_eq!(payloads.len(), 16);
+    for (payload, message) in payloads.iter().zip(batch.messages()) {
+        assert_eq!(payload.as_ref(), message.payload());
+        // The SDK wrote the batch in one buffer: lent, not copied.
+        assert_eq!(payload.as_ptr(), message.payload().as_ptr());
+    }
+    let kept = payloads[15].clone();
+    drop(payloads);
+    let mut accept = Box::pin(batch.accept());
+    // The plugin answers an accept within a millisecond; held back, it has no answer
+    // however long it is given (this cannot fail when the hold works).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut accept)
+            .await
+            .is_err(),
+        "a payload still lent holds the accept back"
+    );
+    let text = String::from_utf8(kept.to_vec()).unwrap();
+    drop(kept);
+    tokio::time::timeout(Duration::from_secs(10), accept)
+        .await
+        .expect("the accept goes ahead once the payloads are dropped")
+        .unwrap();
+    assert!(text.contains("\"seq\":15"), "{text}");
+
+    // Closing while a payload is in use leaves the instance open rather than free it.
+    let batch = source.poll().await.unwrap();
+    let kept = batch.payloads().swap_remove(0);
+    drop(batch);
+    let error = source.close(CLOSE).await.unwrap_err();
+    assert!(error.to_string().contains("still in use"), "{error}");
+    let value: Value = serde_json::from_slice(&kept).unwrap();
+    assert_eq!(value["seq"], 16, "still readable after the refused close");
+}
+
+#[tokio::test]
+async fn scattered_payloads_are_copied_out() {
+    let plugin = load("faulty_source_plugin");
+    let source = open_source(&plugin, "scattered", json!({}), None).await;
+    let batch = source.poll().await.unwrap();
+    let payloads = batch.payloads();
+    let message = &batch.messages()[0];
+    assert_eq!(payloads[0].as_ref(), message.payload());
+    assert_ne!(payloads[0].as_ptr(), message.payload().as_ptr());
+    // A copy lends nothing: the accept does not wait for it.
+    tokio::time::timeout(Duration::from_secs(10), batch.accept())
+        .await
+        .expect("not held back by a copy")
+        .unwrap();
+    assert!(!payloads[0].is_empty());
+    source.close(CLOSE).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_waiting_poll_does_not_hold_up_settling_earlier_batches() {
     let plugin = load("iggy_connector_random_source");
     let config = json!({ "interval": "0ms", "messages_range": [5, 5], "max_count": 5 });

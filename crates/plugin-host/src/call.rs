@@ -225,6 +225,23 @@ impl OpenInstance {
         &self.key
     }
 
+    /// Moves the instance into a new handle, leaving this one closed (for an owner
+    /// that implements `Drop` and so cannot move the handle out).
+    pub(crate) fn take(&mut self) -> OpenInstance {
+        OpenInstance {
+            ptr: self.ptr.take(),
+            close: self.close,
+            key: self.key.clone(),
+        }
+    }
+
+    /// Gives up the instance without closing it: it stays open, and its memory
+    /// allocated, for the life of the process. For when closing could free memory that
+    /// is still read.
+    pub(crate) fn abandon(&mut self) {
+        self.ptr = None;
+    }
+
     /// Closes the instance, waiting up to `timeout` for its work to finish.
     pub(crate) async fn close(mut self, timeout: Duration) -> Result<(), CallError> {
         let Some(ptr) = self.ptr.take() else {

@@ -16,6 +16,9 @@
 //!   consumes it. Up to [`Plugin::max_unsettled_batches`] may be unsettled at once,
 //!   settled oldest first. A batch dropped unsettled is rejected before the next poll
 //!   or settle.
+//! - A source batch's payloads lent out by [`SourceBatch::payloads`] are never freed
+//!   while one is alive: settling the batch waits for them, and closing (or dropping)
+//!   the instance with one alive leaves the instance open instead.
 //! - Closing an instance consumes its handle; dropping a handle closes the instance in
 //!   the background.
 //!
@@ -46,6 +49,7 @@
 mod call;
 mod error;
 mod loader;
+mod loan;
 mod log;
 mod plugin;
 mod sink;

@@ -3,11 +3,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use connector_sdk::abi::{SourceBatchView, SourceVTable};
 use connector_sdk::{Message, Schema};
 
 use crate::call::{Answer, InstancePtr, OpenInstance, OrphanSlot, call_done, call_poll};
 use crate::error::{CallError, CallErrorKind};
+use crate::loan::{Loan, Loans};
 use crate::plugin::Plugin;
 
 /// An open source. Closing it consumes the handle, so no call can follow the close;
@@ -18,6 +20,8 @@ pub struct SourceInstance {
     vtable: &'static SourceVTable,
     instance: OpenInstance,
     orphan: OrphanSlot,
+    /// Payload memory of unsettled batches lent out by [`SourceBatch::payloads`].
+    loans: Arc<Loans>,
 }
 
 impl SourceInstance {
@@ -32,6 +36,7 @@ impl SourceInstance {
             vtable,
             instance: OpenInstance::new(instance, vtable.close, key),
             orphan: Arc::new(Mutex::new(Vec::new())),
+            loans: Arc::default(),
         }
     }
 
@@ -97,6 +102,8 @@ impl SourceInstance {
     }
 
     async fn settle_now(&self, batch_id: u64, accepted: bool) -> Result<(), CallError> {
+        // The plugin frees the batch once settled: nothing may still read it.
+        self.loans.all_back(Some(batch_id)).await;
         self.start_settle(batch_id, accepted).await
     }
 
@@ -112,8 +119,10 @@ impl SourceInstance {
     /// Settles several batches, in the order given (which must be the order they were
     /// polled), `true` accepting and `false` rejecting each. Every outcome is handed
     /// to the plugin before any answer is awaited, so the plugin serves them all in
-    /// one wake-up instead of one round trip each. Returns each batch's answer, in the
-    /// same order; a batch whose settle could not be handed over gets the error.
+    /// one wake-up instead of one round trip each. Like every settle, each waits until
+    /// the batch's [`SourceBatch::payloads`] are all dropped. Returns each batch's
+    /// answer, in the same order; a batch whose settle could not be handed over gets
+    /// the error.
     pub async fn settle_all(
         &self,
         batches: Vec<(SourceBatch<'_>, bool)>,
@@ -123,7 +132,10 @@ impl SourceInstance {
             batch.settled = true;
             let id = batch.view.batch_id;
             answers.push(match self.reject_orphans(id).await {
-                Ok(()) => Ok(self.start_settle(id, accepted)),
+                Ok(()) => {
+                    self.loans.all_back(Some(id)).await;
+                    Ok(self.start_settle(id, accepted))
+                }
                 Err(error) => Err(error),
             });
         }
@@ -139,8 +151,30 @@ impl SourceInstance {
 
     /// Closes the source: abandons a `poll` that is waiting, waits up to `timeout` for
     /// other calls in flight and the connector's `close`.
-    pub async fn close(self, timeout: Duration) -> Result<(), CallError> {
-        self.instance.close(timeout).await
+    ///
+    /// Drop every [`SourceBatch::payloads`] first: while one lives, closing would free
+    /// memory it reads, so the instance is left open (leaked) and this returns an error.
+    pub async fn close(mut self, timeout: Duration) -> Result<(), CallError> {
+        if !self.loans.none_out() {
+            self.instance.abandon();
+            return Err(CallError::new(
+                CallErrorKind::InvalidCall,
+                "payloads of the source's batches are still in use; the instance is left open",
+            ));
+        }
+        self.instance.take().close(timeout).await
+    }
+}
+
+impl Drop for SourceInstance {
+    fn drop(&mut self) {
+        if !self.loans.none_out() {
+            tracing::warn!(
+                connector = %self.key(),
+                "source dropped while its payloads are in use; the instance is left open"
+            );
+            self.instance.abandon();
+        }
     }
 }
 
@@ -169,6 +203,72 @@ impl SourceBatch<'_> {
         // SAFETY: the ABI keeps the batch's views valid and unchanged until it is
         // settled, and settling consumes `self`, ending this borrow first.
         unsafe { Message::slice_from_raw(self.view.messages, self.view.messages_len) }
+    }
+
+    /// Each message's payload as `Bytes` that may outlive this handle, in message order.
+    ///
+    /// Payloads the plugin wrote back to back (as the SDK does for a batch built in
+    /// one buffer) are lent without a copy; scattered ones are copied into one buffer,
+    /// which costs less than lending each. Settling the batch (or closing the source)
+    /// waits until every lent `Bytes`, and every clone of one, is dropped: drop them
+    /// before settling, or the settle never ends.
+    pub fn payloads(&self) -> Vec<Bytes> {
+        let messages = self.messages();
+        let mut runs = 0;
+        let mut end = std::ptr::null::<u8>();
+        for payload in messages.iter().map(Message::payload) {
+            if !payload.is_empty() && payload.as_ptr() != end {
+                runs += 1;
+            }
+            end = payload.as_ptr_range().end;
+        }
+        // A lent run costs an allocation and a lock; below ~8 payloads a run the copy
+        // is cheaper.
+        if runs * 8 > messages.len() {
+            let total = messages.iter().map(|message| message.payload().len()).sum();
+            let mut buffer = BytesMut::with_capacity(total);
+            for message in messages {
+                buffer.extend_from_slice(message.payload());
+            }
+            let mut copied = buffer.freeze();
+            return messages
+                .iter()
+                .map(|message| copied.split_to(message.payload().len()))
+                .collect();
+        }
+        let mut payloads = Vec::with_capacity(messages.len());
+        let mut index = 0;
+        while index < messages.len() {
+            let start = messages[index].payload();
+            if start.is_empty() {
+                payloads.push(Bytes::new());
+                index += 1;
+                continue;
+            }
+            // The run: the payloads that follow on where the previous one ended.
+            let mut last = index + 1;
+            let mut len = start.len();
+            while let Some(next) = messages.get(last).map(Message::payload)
+                && !next.is_empty()
+                && next.as_ptr() == start.as_ptr().wrapping_add(len)
+            {
+                len += next.len();
+                last += 1;
+            }
+            // SAFETY: the run is the payloads of messages `index..last`, contiguous in
+            // the plugin's memory, which the ABI keeps valid and unchanged until the
+            // batch is settled or the instance closed; both wait for the loan
+            // (`SourceInstance::settle_now`, `settle_all`, `close`, and `Drop`, which
+            // leaks the instance instead).
+            let loan =
+                unsafe { Loan::new(start.as_ptr(), len, self.view.batch_id, &self.source.loans) };
+            let mut run = Bytes::from_owner(loan);
+            for message in &messages[index..last] {
+                payloads.push(run.split_to(message.payload().len()));
+            }
+            index = last;
+        }
+        payloads
     }
 
     /// The state to persist once the batch is accepted; `None` leaves it unchanged.

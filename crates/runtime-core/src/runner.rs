@@ -455,7 +455,7 @@ impl SourcePipeline<'_> {
                     }
                 };
                 let received = Instant::now();
-                let messages = outgoing_batch(batch.messages());
+                let messages = outgoing_batch(&batch);
                 let bytes: usize = messages.iter().map(|message| message.payload.len()).sum();
                 status.received(messages.len(), bytes);
                 let prepared = match batch.schema() {
@@ -612,10 +612,15 @@ impl SourcePipeline<'_> {
                     // Rejecting rewinds the source (to the first of those rejected).
                     let accept = index < stored && !refused;
                     settling.push((batch, accept));
-                    outcomes.push((accept, prepared, received, permit));
+                    // Only the counts are kept: payloads a halt left unsent are lent
+                    // from the plugin, and the settle waits until they are dropped.
+                    let counts = prepared
+                        .ok()
+                        .map(|prepared| (prepared.count, prepared.bytes));
+                    outcomes.push((accept, counts, received, permit));
                 }
                 let answers = source.settle_all(settling).await;
-                for ((accept, prepared, received, permit), answer) in
+                for ((accept, counts, received, permit), answer) in
                     outcomes.into_iter().zip(answers)
                 {
                     // A reject's answer changes nothing: the round ends and the source
@@ -624,12 +629,8 @@ impl SourcePipeline<'_> {
                         match answer {
                             Ok(()) => {
                                 accepted = true;
-                                if let Ok(prepared) = prepared {
-                                    status.delivered(
-                                        prepared.count,
-                                        prepared.bytes,
-                                        received.elapsed(),
-                                    );
+                                if let Some((count, bytes)) = counts {
+                                    status.delivered(count, bytes, received.elapsed());
                                 }
                             }
                             Err(error) => {
@@ -942,18 +943,14 @@ fn codec(stream: &StreamSchema<'_>) -> Result<Codec, String> {
 }
 
 /// A plugin's batch as produced: ids (0 lets the client pick), headers and payloads.
-/// Iggy's client needs owned payloads; this is the source path's one copy, into one
-/// buffer for the whole batch (an allocation per message cost more than the copy).
-fn outgoing_batch(messages: &[Message<'_>]) -> Vec<OutgoingMessage> {
-    let total = messages.iter().map(|message| message.payload().len()).sum();
-    let mut buffer = bytes::BytesMut::with_capacity(total);
-    for message in messages {
-        buffer.extend_from_slice(message.payload());
-    }
-    let mut payloads = buffer.freeze();
-    messages
+/// The payloads are lent from the plugin (see `SourceBatch::payloads`), so every one
+/// must be dropped before the batch is settled: the pipeline consumes them in the send.
+fn outgoing_batch(batch: &SourceBatch<'_>) -> Vec<OutgoingMessage> {
+    batch
+        .messages()
         .iter()
-        .map(|message| outgoing(message, payloads.split_to(message.payload().len())))
+        .zip(batch.payloads())
+        .map(|(message, payload)| outgoing(message, payload))
         .collect()
 }
 

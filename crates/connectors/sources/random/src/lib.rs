@@ -76,7 +76,7 @@ pub struct RandomSource {
 impl Source for RandomSource {
     type Config = RandomSourceConfig;
 
-    const MAX_UNSETTLED_BATCHES: u32 = 8;
+    const MAX_UNSETTLED_BATCHES: u32 = 16;
 
     async fn open(
         config: RandomSourceConfig,
