@@ -16,9 +16,9 @@
 //! Both clocks start once the pipeline is ready: the raw client connected and its topic
 //! created, the runtime with both connectors running (plugins open, connections made,
 //! topic created, group joined; `BENCH_VERBOSE=1` shows how long that took).
-//! Before the timed cases, one short runtime case and one short raw case run untimed,
-//! so neither side pays the first loading of the plugin libraries or the first
-//! connection. Every case deletes its stream afterwards, so the server's store does not
+//! Before the timed cases of each size, one runtime case and one raw case run untimed,
+//! so neither side pays the first loading of the plugin libraries, the first
+//! connection or the heap's first growth to what the server stores. Every case deletes its stream afterwards, so the server's store does not
 //! grow from case to case. `cpu ns/msg` is the CPU time of the whole process (server
 //! included) per message, from `/proc/self/stat` (10 ms ticks).
 
@@ -432,18 +432,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!("end to end against {target} at {address}: {total} messages per case");
     let pid = std::process::id();
-    // Untimed: the first plugin loads and connections, for both sides.
-    let warm_up = 10 * u64::from(BATCH);
-    if selected("runtime") || selected("api") {
-        let stream = format!("e2e-warm-rt-{pid}");
-        runtime(&address, &stream, warm_up, 40, 0).await?;
-        drop_stream(&address, &stream).await?;
-    }
-    if selected("raw") {
-        let stream = format!("e2e-warm-raw-{pid}");
-        raw(&address, &stream, warm_up, Bytes::from_static(&[b'x'; 100])).await?;
-        drop_stream(&address, &stream).await?;
-    }
     println!(
         "{:>9} {:>12} {:>9} {:>12} {:>12} {:>9} {:>12} {:>7} {:>12} {:>10} {:>12}",
         "message",
@@ -465,6 +453,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         let size = probe.len();
         let rate = |elapsed: Duration| total as f64 / elapsed.as_secs_f64();
         let per_message = |cpu: Duration| cpu.as_nanos() as f64 / total as f64;
+        // Untimed, a full case of each side at this size first: the first plugin loads
+        // and connections, and the process's heap growing to hold what the server
+        // stores (else the first timed case pays it and the next one does not).
+        if selected("runtime") || selected("api") {
+            let stream = format!("e2e-warm-rt-{payload_size}-{pid}");
+            runtime(&address, &stream, total, payload_size, 0).await?;
+            drop_stream(&address, &stream).await?;
+        }
+        if selected("raw") {
+            let stream = format!("e2e-warm-raw-{payload_size}-{pid}");
+            raw(&address, &stream, total, Bytes::from(probe.clone())).await?;
+            drop_stream(&address, &stream).await?;
+        }
         let mut rows = Vec::new();
         for round in 0..rounds {
             let suffix = format!("{payload_size}-{round}-{pid}");

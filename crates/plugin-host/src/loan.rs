@@ -53,7 +53,7 @@ impl Loans {
 
     /// Whether any loan on `batch` (every batch, for `None`) is still out. A poisoned
     /// lock counts as "out": nothing is freed that might still be read.
-    fn outstanding(&self, batch: Option<u64>) -> bool {
+    pub(crate) fn outstanding(&self, batch: Option<u64>) -> bool {
         self.out.lock().map_or(true, |out| match batch {
             Some(batch) => out.contains_key(&batch),
             None => !out.is_empty(),

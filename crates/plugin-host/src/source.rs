@@ -102,9 +102,23 @@ impl SourceInstance {
     }
 
     async fn settle_now(&self, batch_id: u64, accepted: bool) -> Result<(), CallError> {
-        // The plugin frees the batch once settled: nothing may still read it.
-        self.loans.all_back(Some(batch_id)).await;
+        self.payloads_back(batch_id).await;
         self.start_settle(batch_id, accepted).await
+    }
+
+    /// Waits until no payload lent out of `batch_id` is alive: the plugin frees the
+    /// batch once it is settled.
+    async fn payloads_back(&self, batch_id: u64) {
+        if self.loans.outstanding(Some(batch_id)) {
+            // Only a caller that keeps payloads past the settle gets here; say so, as
+            // the source makes no progress until they are dropped.
+            tracing::warn!(
+                connector = %self.key(),
+                batch = batch_id,
+                "settling waits for the batch's payloads, still in use"
+            );
+        }
+        self.loans.all_back(Some(batch_id)).await;
     }
 
     /// Hands the plugin a batch's outcome; the answer comes later.
@@ -133,7 +147,7 @@ impl SourceInstance {
             let id = batch.view.batch_id;
             answers.push(match self.reject_orphans(id).await {
                 Ok(()) => {
-                    self.loans.all_back(Some(id)).await;
+                    self.payloads_back(id).await;
                     Ok(self.start_settle(id, accepted))
                 }
                 Err(error) => Err(error),

@@ -71,6 +71,12 @@ pub trait MessageBus: Send + Sync {
     async fn ensure_topic(&self, stream: &str, topic: &str) -> Result<(), BusError>;
 
     /// Produces messages (balanced over partitions); `Ok` means Iggy stored them.
+    ///
+    /// A source's payloads are read in place out of its plugin (see
+    /// `plugin_host::SourceBatch::payloads`), and the batch is settled only once every
+    /// one is dropped: an implementation must not keep them (or clones of them) after
+    /// it returns, or the source stalls. Copy what must be kept
+    /// (`Bytes::copy_from_slice`).
     async fn send(
         &self,
         stream: &str,
