@@ -269,11 +269,16 @@ impl SourceBatch<'_> {
                 len += next.len();
                 last += 1;
             }
-            // SAFETY: the run is the payloads of messages `index..last`, contiguous in
-            // the plugin's memory, which the ABI keeps valid and unchanged until the
-            // batch is settled or the instance closed; both wait for the loan
-            // (`SourceInstance::settle_now`, `settle_all`, `close`, and `Drop`, which
-            // leaks the instance instead).
+            // SAFETY: the run is the payloads of messages `index..last`, back to back
+            // in memory the plugin owns, which the ABI keeps valid and unchanged until
+            // the batch is settled or the instance closed; both wait for the loan
+            // (`SourceInstance::payloads_back`, `close`, and `Drop`, which leaks the
+            // instance instead). The host only reads the run. For the SDK's batches
+            // split from one buffer the run is one allocation; payloads of separate
+            // allocations that happen to touch are read as one range of the plugin's
+            // memory, every byte of which is one of the payloads. (One loan per
+            // payload instead cost a `Bytes` owner allocation per message: 10% more
+            // CPU per message at 135 B in the e2e bench.)
             let loan =
                 unsafe { Loan::new(start.as_ptr(), len, self.view.batch_id, &self.source.loans) };
             let mut run = Bytes::from_owner(loan);
