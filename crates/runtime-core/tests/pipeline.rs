@@ -476,6 +476,43 @@ async fn rejected_batches_are_produced_again_and_do_not_advance_the_state() {
     server.fail_next_sends(0);
 }
 
+/// A refused send while many batches are in flight: the later ones, whose payloads are
+/// still read in place from the plugin, are rejected (never a settle left waiting for
+/// them), produced again, and every message is stored once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_send_with_batches_in_flight_rejects_them_all_and_loses_nothing() {
+    let target = target().await;
+    let Some(server) = &target.server else {
+        eprintln!("skipped: needs the test server's fault injection");
+        return;
+    };
+    let dir = temp_dir("e2e-reject-in-flight");
+    let stream = unique("reject-in-flight");
+    let mut source = random_source(&stream, 2000);
+    if let ConnectorConfig::Source(source) = &mut source {
+        // Five 10-message batches a send: the poller has the rest of the 16 that may
+        // be unsettled waiting behind the refused send.
+        source.streams[0].batch_length = 50;
+        source.streams[0].linger_time = config_provider::ConfigDuration::from_millis(100);
+        source.plugin_config = Some(serde_json::json!({
+            "interval": "0ms", "max_count": 2000, "messages_range": [10, 10], "payload_size": 20
+        }));
+    }
+    server.fail_next_sends(2);
+    let context = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(active(vec![source]), plugins_for_test(), context).await;
+    produced(&runtime, 2000).await;
+    let status = runtime.status(ConnectorKind::Source, "random").unwrap();
+    assert_eq!(status.metrics.retries, 2, "{status:?}");
+    assert_eq!(status.state, ConnectorState::Running, "{status:?}");
+    assert_eq!(
+        stored_seqs(server, &stream),
+        (0..2000).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
 /// A connector that fails is restarted after a backoff and carries on from its state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_connector_is_restarted() {
