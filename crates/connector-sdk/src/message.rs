@@ -281,8 +281,10 @@ impl ProducedMessage {
     /// A message with only a payload: a `Vec<u8>`, a `String`, a static string or
     /// slice, or `Bytes`.
     ///
-    /// A source that makes many small messages can write a batch into one buffer
-    /// and split it, one allocation for the whole batch:
+    /// A source that makes many messages can write a batch into one buffer and split
+    /// it: one allocation for the whole batch, and the runtime sends the payloads
+    /// straight from that buffer (it copies payloads scattered over many small
+    /// allocations into one buffer first):
     ///
     /// ```
     /// use connector_sdk::ProducedMessage;
