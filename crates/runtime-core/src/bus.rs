@@ -22,6 +22,50 @@ pub struct OutgoingMessage {
     pub payload: Bytes,
 }
 
+/// Messages made ready to send by [`MessageBus::prepare_send`]: in whatever form the
+/// bus sends, so that the conversion can happen while an earlier send is in flight.
+pub struct PreparedSend {
+    messages: Box<dyn std::any::Any + Send>,
+    count: usize,
+}
+
+impl PreparedSend {
+    /// Wraps a bus's own form of `count` messages.
+    pub fn new<T: Send + 'static>(messages: T, count: usize) -> Self {
+        PreparedSend {
+            messages: Box::new(messages),
+            count,
+        }
+    }
+
+    /// How many messages it holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether it holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The bus's own form back, or `self` when it holds another type.
+    pub fn into_inner<T: 'static>(self) -> Result<T, Self> {
+        let count = self.count;
+        self.messages
+            .downcast::<T>()
+            .map(|messages| *messages)
+            .map_err(|messages| PreparedSend { messages, count })
+    }
+}
+
+impl std::fmt::Debug for PreparedSend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedSend")
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A consumed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncomingMessage {
@@ -83,6 +127,31 @@ pub trait MessageBus: Send + Sync {
         topic: &str,
         messages: Vec<OutgoingMessage>,
     ) -> Result<(), BusError>;
+
+    /// Converts messages for [`MessageBus::send_prepared`], so that a pipeline can do
+    /// it while its previous send is in flight. The same rule as for `send` holds for
+    /// the payloads: they must not outlive the send. The default keeps the messages as
+    /// they are.
+    fn prepare_send(&self, messages: Vec<OutgoingMessage>) -> Result<PreparedSend, BusError> {
+        let count = messages.len();
+        Ok(PreparedSend::new(messages, count))
+    }
+
+    /// Sends what [`MessageBus::prepare_send`] made, as [`MessageBus::send`] would; the
+    /// default sends the messages the default `prepare_send` kept.
+    async fn send_prepared(
+        &self,
+        stream: &str,
+        topic: &str,
+        prepared: PreparedSend,
+    ) -> Result<(), BusError> {
+        match prepared.into_inner::<Vec<OutgoingMessage>>() {
+            Ok(messages) => self.send(stream, topic, messages).await,
+            Err(_) => Err(BusError(
+                "a send prepared by another kind of bus was handed to this one".to_owned(),
+            )),
+        }
+    }
 
     /// Creates the consumer group unless it exists, and joins it.
     async fn join_group(&self, stream: &str, topic: &str, group: &str) -> Result<(), BusError>;
@@ -166,6 +235,24 @@ fn identifier(name: &str) -> Result<Identifier, BusError> {
 }
 
 impl IggyBus {
+    /// Produces messages in the client's form (balanced over partitions).
+    async fn send_iggy(
+        &self,
+        stream: &str,
+        topic: &str,
+        batch: &mut [IggyMessage],
+    ) -> Result<(), BusError> {
+        self.client
+            .send_messages(
+                &identifier(stream)?,
+                &identifier(topic)?,
+                &Partitioning::balanced(),
+                batch,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Connects and signs in.
     pub async fn connect(settings: &IggySettings) -> Result<IggyBus, BusError> {
         let mut bus = IggyBus::open(settings).await?;
@@ -269,6 +356,22 @@ fn to_iggy_headers(
         .collect::<Result<_, IggyError>>()
         .map(Some)
         .map_err(BusError::from)
+}
+
+/// The client's form of messages to produce.
+fn iggy_messages(messages: Vec<OutgoingMessage>) -> Result<Vec<IggyMessage>, BusError> {
+    messages
+        .into_iter()
+        .map(|message| {
+            let headers = to_iggy_headers(&message.headers)?;
+            IggyMessage::builder()
+                .maybe_id(message.id)
+                .payload(message.payload)
+                .maybe_user_headers(headers)
+                .build()
+                .map_err(BusError::from)
+        })
+        .collect()
 }
 
 fn from_iggy_headers(message: &IggyMessage) -> Vec<OwnedHeader> {
@@ -377,27 +480,30 @@ impl MessageBus for IggyBus {
         topic: &str,
         messages: Vec<OutgoingMessage>,
     ) -> Result<(), BusError> {
-        let mut batch = messages
-            .into_iter()
-            .map(|message| {
-                let headers = to_iggy_headers(&message.headers)?;
-                IggyMessage::builder()
-                    .maybe_id(message.id)
-                    .payload(message.payload)
-                    .maybe_user_headers(headers)
-                    .build()
-                    .map_err(BusError::from)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        self.client
-            .send_messages(
-                &identifier(stream)?,
-                &identifier(topic)?,
-                &Partitioning::balanced(),
-                &mut batch,
-            )
-            .await?;
-        Ok(())
+        let mut batch = iggy_messages(messages)?;
+        self.send_iggy(stream, topic, &mut batch).await
+    }
+
+    fn prepare_send(&self, messages: Vec<OutgoingMessage>) -> Result<PreparedSend, BusError> {
+        let count = messages.len();
+        Ok(PreparedSend::new(iggy_messages(messages)?, count))
+    }
+
+    async fn send_prepared(
+        &self,
+        stream: &str,
+        topic: &str,
+        prepared: PreparedSend,
+    ) -> Result<(), BusError> {
+        match prepared.into_inner::<Vec<IggyMessage>>() {
+            Ok(mut batch) => self.send_iggy(stream, topic, &mut batch).await,
+            Err(prepared) => match prepared.into_inner::<Vec<OutgoingMessage>>() {
+                Ok(messages) => self.send(stream, topic, messages).await,
+                Err(_) => Err(BusError(
+                    "a send prepared by another kind of bus was handed to this one".to_owned(),
+                )),
+            },
+        }
     }
 
     async fn join_group(&self, stream: &str, topic: &str, group: &str) -> Result<(), BusError> {

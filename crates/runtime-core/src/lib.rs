@@ -38,6 +38,7 @@ use transforms::TransformChain;
 
 pub use bus::{
     BusError, IggyBus, IggySettings, IncomingMessage, MessageBus, OutgoingMessage, Polled,
+    PreparedSend,
 };
 pub use metrics::prometheus_text;
 pub use runner::RetryPolicy;

@@ -30,7 +30,7 @@ use tokio::sync::{Semaphore, SemaphorePermit, mpsc, watch};
 use tokio::task::JoinSet;
 use transforms::{AvroSchema, Codec, ProtoSchema, TransformChain};
 
-use crate::bus::{MessageBus, OutgoingMessage};
+use crate::bus::{MessageBus, OutgoingMessage, PreparedSend};
 use crate::control::{Control, Desired};
 use crate::shape;
 use crate::state::StateStore;
@@ -209,6 +209,10 @@ async fn run_connector(
                     return;
                 }
             };
+            if let Err(error) = context.state.prepare(key).await {
+                status.fail(format!("cannot create the source state files: {error}"));
+                return;
+            }
             let opened = plugin
                 .open_source(
                     key,
@@ -417,6 +421,7 @@ impl SourcePipeline<'_> {
         let is_halted = || halted.lock().map_or(true, |halted| halted.is_some());
         let unsettled = Semaphore::new(depth);
         let (to_send, mut sending) = mpsc::channel::<(InFlight<'s>, SemaphorePermit<'_>)>(depth);
+        let (to_deliver, mut delivering) = mpsc::channel::<Unit<'s, SemaphorePermit<'_>>>(1);
         let (to_commit, mut committing) =
             mpsc::channel::<(InFlight<'s>, SemaphorePermit<'_>)>(depth);
         let mut accepted = false;
@@ -481,7 +486,9 @@ impl SourcePipeline<'_> {
             drop(to_send);
         };
 
-        let sender = async {
+        // The builder merges batches into sends and converts them for the bus while
+        // the sender's previous send is in flight; the sender only sends.
+        let builder = async {
             let (fill, fill_bytes, linger) = self.send_limits();
             while let Some(first) = sending.recv().await {
                 let mut taken = vec![first];
@@ -511,11 +518,18 @@ impl SourcePipeline<'_> {
                         }
                     }
                 }
+                let usable = taken
+                    .iter()
+                    .take_while(|(in_flight, _)| in_flight.prepared.is_ok())
+                    .count();
+                let mut unit = Unit {
+                    taken: Vec::new(),
+                    usable,
+                    failed: Vec::new(),
+                    sends: Ok(Vec::new()),
+                    halt_after: None,
+                };
                 if !is_halted() {
-                    let usable = taken
-                        .iter()
-                        .take_while(|(in_flight, _)| in_flight.prepared.is_ok())
-                        .count();
                     // Only the messages move to the send; counts stay for the committer.
                     let work: Vec<Prepared> = taken[..usable]
                         .iter_mut()
@@ -526,8 +540,39 @@ impl SourcePipeline<'_> {
                             ..Prepared::default()
                         })
                         .collect();
+                    let (failed, groups) = merge_groups(work);
+                    unit.failed = failed;
+                    unit.sends = self.plan_sends(groups);
+                    if let Some((in_flight, _)) = taken.get_mut(usable)
+                        && let Err(why) =
+                            std::mem::replace(&mut in_flight.prepared, Ok(Prepared::default()))
+                    {
+                        unit.halt_after = Some(why);
+                    }
+                }
+                unit.taken = taken;
+                if to_deliver.send(unit).await.is_err() {
+                    break;
+                }
+            }
+            drop(to_deliver);
+        };
+
+        let sender = async {
+            while let Some(unit) = delivering.recv().await {
+                let Unit {
+                    mut taken,
+                    usable,
+                    failed,
+                    sends,
+                    halt_after,
+                } = unit;
+                if !is_halted() {
                     send_in_flight.store(true, Ordering::Relaxed);
-                    let delivered = self.deliver(work, ensured).await;
+                    let delivered = match sends {
+                        Ok(sends) => self.deliver(failed, sends, ensured).await,
+                        Err(why) => Err(why),
+                    };
                     send_in_flight.store(false, Ordering::Relaxed);
                     match delivered {
                         Ok(()) => {
@@ -537,12 +582,13 @@ impl SourcePipeline<'_> {
                         }
                         Err(why) => halt(why),
                     }
-                    if let Some((in_flight, _)) = taken.get_mut(usable)
-                        && let Err(why) =
-                            std::mem::replace(&mut in_flight.prepared, Ok(Prepared::default()))
-                    {
+                    if let Some(why) = halt_after {
                         halt(why);
                     }
+                } else {
+                    // Unsent, their payloads (maybe lent from the plugin) go now: the
+                    // committer's settle waits for them.
+                    drop((failed, sends));
                 }
                 for item in taken {
                     if to_commit.send(item).await.is_err() {
@@ -648,7 +694,7 @@ impl SourcePipeline<'_> {
             }
         };
 
-        tokio::join!(poller, sender, committer);
+        tokio::join!(poller, builder, sender, committer);
         match halted.into_inner().ok().flatten() {
             Some(halt) => Round::Halted { halt, accepted },
             None => Round::Stopped,
@@ -679,46 +725,56 @@ impl SourcePipeline<'_> {
         (fill, fill_bytes, linger)
     }
 
-    /// Hands the batches' failed messages to the error policy, then sends the rest,
-    /// each destination's messages in batch order, as few sends as `batch_length`
-    /// allows.
+    /// Hands the failed messages to the error policy, then makes the sends, in order,
+    /// creating routed topics on first use; the first failure ends it (the batches are
+    /// then rejected and produced again whole).
     async fn deliver(
         &self,
-        batches: Vec<Prepared>,
+        failed: Vec<(OutgoingMessage, (String, String), String)>,
+        sends: Sends,
         ensured: &mut HashSet<(String, String)>,
     ) -> Result<(), Halt> {
-        let mut groups: Vec<((String, String), Vec<OutgoingMessage>)> = Vec::new();
-        for prepared in batches {
-            for (message, destination, error) in prepared.failed {
-                let origin = Origin {
-                    connector: &self.config.key,
-                    stream: &destination.0,
-                    topic: &destination.1,
-                    partition: None,
-                    offset: None,
-                };
-                apply_error_policy(
-                    self.config.error_policy,
-                    self.config.dead_letter.as_ref(),
-                    &origin,
-                    message,
-                    &error,
-                    self.bus,
-                    self.retry,
-                    self.status,
-                )
-                .await
-                // The same message would fail again: no retry, the source fails.
-                .map_err(Halt::Fatal)?;
+        for (message, destination, error) in failed {
+            let origin = Origin {
+                connector: &self.config.key,
+                stream: &destination.0,
+                topic: &destination.1,
+                partition: None,
+                offset: None,
+            };
+            apply_error_policy(
+                self.config.error_policy,
+                self.config.dead_letter.as_ref(),
+                &origin,
+                message,
+                &error,
+                self.bus,
+                self.retry,
+                self.status,
+            )
+            .await
+            // The same message would fail again: no retry, the source fails.
+            .map_err(Halt::Fatal)?;
+        }
+        for ((stream, topic), prepared) in sends {
+            if !ensured.contains(&(stream.clone(), topic.clone())) {
+                self.bus
+                    .ensure_topic(&stream, &topic)
+                    .await
+                    .map_err(|error| {
+                        Halt::Retry(format!(
+                            "cannot create routed topic {stream}/{topic}: {error}"
+                        ))
+                    })?;
+                ensured.insert((stream.clone(), topic.clone()));
             }
-            for (destination, messages) in prepared.groups {
-                match groups.iter_mut().find(|(to, _)| *to == destination) {
-                    Some((_, group)) => group.extend(messages),
-                    None => groups.push((destination, messages)),
-                }
+            if let Err(error) = self.bus.send_prepared(&stream, &topic, prepared).await {
+                return Err(Halt::Retry(format!(
+                    "sending to {stream}/{topic} failed: {error}"
+                )));
             }
         }
-        self.send_groups(groups, ensured).await.map_err(Halt::Retry)
+        Ok(())
     }
 
     /// Shapes a batch for its streams: decoded with the plugin's schema, transformed,
@@ -789,29 +845,15 @@ impl SourcePipeline<'_> {
         prepared
     }
 
-    /// Sends each group to its destination in sends of at most the stream's
-    /// `batch_length`, creating routed topics on first use; the first failure ends it
-    /// (the batch is then rejected and produced again whole).
-    async fn send_groups(
+    /// Cuts each destination's messages into sends of at most the stream's
+    /// `batch_length` messages and `max_send_bytes` payload bytes (but always one
+    /// message), converted for the bus.
+    fn plan_sends(
         &self,
         groups: Vec<((String, String), Vec<OutgoingMessage>)>,
-        ensured: &mut HashSet<(String, String)>,
-    ) -> Result<(), String> {
+    ) -> Result<Sends, Halt> {
+        let mut sends = Vec::new();
         for ((stream, topic), messages) in groups {
-            if messages.is_empty() {
-                continue;
-            }
-            if !ensured.contains(&(stream.clone(), topic.clone())) {
-                self.bus
-                    .ensure_topic(&stream, &topic)
-                    .await
-                    .map_err(|error| {
-                        format!("cannot create routed topic {stream}/{topic}: {error}")
-                    })?;
-                ensured.insert((stream.clone(), topic.clone()));
-            }
-            // At most `batch_length` messages and `max_send_bytes` payload bytes per
-            // send (but always one message), as the stream says.
             let configured = self
                 .config
                 .streams
@@ -838,13 +880,56 @@ impl SourcePipeline<'_> {
                     .map_or(rest.len().min(limit), |over| over.max(1));
                 let tail = rest.split_off(cut);
                 let chunk = std::mem::replace(&mut rest, tail);
-                if let Err(error) = self.bus.send(&stream, &topic, chunk).await {
-                    return Err(format!("sending to {stream}/{topic} failed: {error}"));
-                }
+                let prepared = self.bus.prepare_send(chunk).map_err(|error| {
+                    Halt::Retry(format!("sending to {stream}/{topic} failed: {error}"))
+                })?;
+                sends.push(((stream.clone(), topic.clone()), prepared));
             }
         }
-        Ok(())
+        Ok(sends)
     }
+}
+
+/// Merges batches' messages by destination (in batch order) and collects their failed
+/// messages.
+#[allow(clippy::type_complexity)]
+fn merge_groups(
+    batches: Vec<Prepared>,
+) -> (
+    Vec<(OutgoingMessage, (String, String), String)>,
+    Vec<((String, String), Vec<OutgoingMessage>)>,
+) {
+    let mut failed = Vec::new();
+    let mut groups: Vec<((String, String), Vec<OutgoingMessage>)> = Vec::new();
+    for prepared in batches {
+        failed.extend(prepared.failed);
+        for (destination, messages) in prepared.groups {
+            if messages.is_empty() {
+                continue;
+            }
+            match groups.iter_mut().find(|(to, _)| *to == destination) {
+                Some((_, group)) => group.extend(messages),
+                None => groups.push((destination, messages)),
+            }
+        }
+    }
+    (failed, groups)
+}
+
+/// The sends of a unit, in order: each destination (stream, topic) with one send.
+type Sends = Vec<((String, String), PreparedSend)>;
+
+/// Batches the builder made into sends, on their way to the sender.
+struct Unit<'s, P> {
+    taken: Vec<(InFlight<'s>, P)>,
+    /// How many of `taken` (from the first) the sends carry.
+    usable: usize,
+    /// Messages for the error policy, before the sends.
+    failed: Vec<(OutgoingMessage, (String, String), String)>,
+    /// The sends in order, or why they could not be made.
+    sends: Result<Sends, Halt>,
+    /// Why the round halts after the sends (a batch that cannot be produced).
+    halt_after: Option<Halt>,
 }
 
 /// Messages and payload bytes the usable batches among `taken` will send (as encoded
