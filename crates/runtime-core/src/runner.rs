@@ -288,17 +288,18 @@ const MAX_SOURCE_BATCHES_IN_FLIGHT: u32 = 16;
 
 /// One source's loop: poll, produce everywhere, persist state, accept.
 ///
-/// Three stages run concurrently in one task, joined by bounded queues: the poller asks
-/// the plugin for batches and shapes them, the sender produces them to Iggy in order,
-/// the committer persists the newest state of what Iggy stored (once for all the
-/// batches that are ready) and accepts them in order. As many batches are in flight as
-/// the plugin allows unsettled (see `Source::MAX_UNSETTLED_BATCHES`), at most
-/// [`MAX_SOURCE_BATCHES_IN_FLIGHT`]; with one, the stages take turns as a plain loop
-/// would. The sender merges batches that are in flight into one send while it is
-/// short of `batch_length` (and `max_send_bytes`), waiting up to `linger_time` for the
-/// next. The first failure halts the round: what Iggy stored before it is committed,
-/// the failed batch and every later one are rejected (the plugin rewinds to the failed
-/// one), and the round starts again after a backoff.
+/// Four stages run concurrently in one task, joined by bounded queues: the poller asks
+/// the plugin for batches and shapes them, the builder makes them into sends ready for
+/// the bus (while the previous send is in flight), the sender produces them to Iggy
+/// in order, the committer persists the newest state of what Iggy stored (once for all
+/// the batches that are ready) and accepts them in order. As many batches are in
+/// flight as the plugin allows unsettled (see `Source::MAX_UNSETTLED_BATCHES`), at
+/// most [`MAX_SOURCE_BATCHES_IN_FLIGHT`]; with one, the stages take turns as a plain
+/// loop would. The builder merges batches that are in flight into one send while it
+/// is short of `batch_length` (and `max_send_bytes`), waiting up to `linger_time` for
+/// the next. The first failure halts the round: what Iggy stored before it is
+/// committed, the failed batch and every later one are rejected (the plugin rewinds to
+/// the failed one), and the round starts again after a backoff.
 struct SourcePipeline<'a> {
     config: &'a SourceConfig,
     chain: &'a TransformChain,
