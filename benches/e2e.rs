@@ -11,7 +11,8 @@
 //! source and the sink finished; `BENCH_ONLY=runtime,api,raw,generator` runs only the
 //! cases named, e.g. under a profiler; `BENCH_SIZES=40,964` picks the random text sizes;
 //! `BENCH_ROUNDS`, default 3, repeats every case and adds a line of medians: this VM's
-//! figures move by 20% from one run to the next, so one round says little).
+//! figures move by 20% from one run to the next, so one round says little;
+//! `BENCH_UNSAVED_SENDS`, default 16, is the generator's `max_unsaved_sends`).
 //!
 //! Both clocks start once the pipeline is ready: the raw client connected and its topic
 //! created, the runtime with both connectors running (plugins open, connections made,
@@ -209,6 +210,7 @@ async fn runtime(
 ) -> Result<(Duration, u64), Box<dyn std::error::Error>> {
     let source: ConnectorConfig = serde_json::from_value(serde_json::json!({
         "type": "source", "key": format!("gen-{stream}"), "enabled": true, "version": 0, "name": "Generator",
+        "max_unsaved_sends": unsaved_sends(),
         "path": plugin_path("iggy_connector_random_source"),
         "streams": [{ "stream": stream, "topic": "t", "schema": "json" }],
         "plugin_config": { "interval": "0ms", "max_count": total, "messages_range": [BATCH, BATCH], "payload_size": payload_size }
@@ -342,6 +344,16 @@ async fn runtime(
     connectors.shutdown(Duration::from_secs(10)).await;
     let _ = std::fs::remove_dir_all(&state);
     Ok((elapsed, answered))
+}
+
+/// The generator's `max_unsaved_sends`: `BENCH_UNSAVED_SENDS`, default 16 (a crash may
+/// then make it produce up to 16 sends again; the connector default, 1, saves the state
+/// between every two sends).
+fn unsaved_sends() -> u32 {
+    std::env::var("BENCH_UNSAVED_SENDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16)
 }
 
 /// Which cases `BENCH_ONLY` asks for (all when it is unset).

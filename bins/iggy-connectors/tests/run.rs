@@ -121,7 +121,8 @@ async fn runs_the_configured_connectors_and_stops_on_sigterm() {
 }
 
 /// Killed with SIGKILL mid-stream and started again: every message arrives at least
-/// once; duplicates are at most one source batch and one sink batch.
+/// once; duplicates are at most one source batch and one sink batch (the default
+/// `max_unsaved_sends = 1`; batches of exactly `batch_length`, so a send is one batch).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_runtime_resumes_without_losing_messages() {
     let server = TestServer::start().await.unwrap();
@@ -130,9 +131,22 @@ async fn a_killed_runtime_resumes_without_losing_messages() {
         &dir,
         &server.address().to_string(),
         "kill",
-        "interval = \"2ms\"\nmax_count = 2000\nmessages_range = [10, 20]",
+        "interval = \"2ms\"\nmax_count = 2000\nmessages_range = [20, 20]",
         "batch_length = 50\npoll_interval = \"2ms\"",
     );
+    // Sends of one batch each: 20 messages fill the stream's `batch_length`, so ready
+    // batches are never merged into one send.
+    let source_file = dir.join("connectors").join("random.toml");
+    let source = std::fs::read_to_string(&source_file).unwrap();
+    std::fs::write(
+        &source_file,
+        source.replacen(
+            "schema = \"json\"\n",
+            "schema = \"json\"\nbatch_length = 20\n",
+            1,
+        ),
+    )
+    .unwrap();
     let start = || {
         Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
             .args(["--config", config.to_str().unwrap()])

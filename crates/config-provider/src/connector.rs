@@ -91,6 +91,12 @@ pub struct SourceConfig {
     pub benchmark: bool,
     /// Where to produce: every entry counts (upstream used only the last one).
     pub streams: Vec<SourceStream>,
+    /// Most sends Iggy may have stored beyond the saved source state, so the most a
+    /// crash makes the source produce again. 1 (the default) saves the state between
+    /// every two sends; more lets sends go on while the state is written, one write
+    /// covering several (faster; the source's in-flight limit caps it too).
+    #[serde(default = "default_max_unsaved_sends")]
+    pub max_unsaved_sends: u32,
     /// Transforms, in the order the file lists them.
     #[serde(default, skip_serializing_if = "Transforms::is_empty")]
     pub transforms: Transforms,
@@ -176,6 +182,10 @@ pub struct SourceStream {
     /// Longest wait to fill a batch.
     #[serde(default = "default_interval")]
     pub linger_time: ConfigDuration,
+}
+
+fn default_max_unsaved_sends() -> u32 {
+    1
 }
 
 fn default_batch_length() -> u32 {
@@ -412,6 +422,11 @@ impl ConnectorConfig {
         if self.retry().is_some_and(|retry| retry.max_attempts == 0) {
             return Err("`retry.max_attempts`: must be at least 1".to_owned());
         }
+        if let ConnectorConfig::Source(source) = self
+            && source.max_unsaved_sends == 0
+        {
+            return Err("`max_unsaved_sends`: must be at least 1".to_owned());
+        }
         Ok(())
     }
 }
@@ -522,7 +537,8 @@ fn deserialize_at<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<
 /// The environment overrides of one connector (upstream's naming):
 /// `IGGY_CONNECTORS_{SINK|SOURCE}_{KEY}_{FIELD}`, with the key in upper case and `-` as
 /// `_`. Fields: `ENABLED`, `VERSION`, `NAME`, `PATH`, `PLUGIN_CONFIG_FORMAT`, `VERBOSE`,
-/// `BENCHMARK`, `ERROR_POLICY`, `STREAMS_<i>_<FIELD>` and `PLUGIN_CONFIG_<FIELD>` (one level, lower-cased).
+/// `BENCHMARK`, `ERROR_POLICY`, `MAX_UNSAVED_SENDS` (sources), `STREAMS_<i>_<FIELD>` and
+/// `PLUGIN_CONFIG_<FIELD>` (one level, lower-cased).
 pub fn apply_env_overrides(
     table: &mut toml::Table,
     kind: ConnectorKind,
@@ -546,8 +562,8 @@ pub fn apply_env_overrides(
             "ENABLED" | "VERBOSE" | "BENCHMARK" => {
                 table.insert(field.to_lowercase(), value(ValueKind::Bool)?);
             }
-            "VERSION" => {
-                table.insert("version".to_owned(), value(ValueKind::Integer)?);
+            "VERSION" | "MAX_UNSAVED_SENDS" => {
+                table.insert(field.to_lowercase(), value(ValueKind::Integer)?);
             }
             "NAME" | "PATH" | "PLUGIN_CONFIG_FORMAT" | "ERROR_POLICY" => {
                 table.insert(field.to_lowercase(), value(ValueKind::String)?);
@@ -606,6 +622,7 @@ pub fn apply_env_overrides(
                         "VERBOSE",
                         "BENCHMARK",
                         "ERROR_POLICY",
+                        "MAX_UNSAVED_SENDS",
                     ];
                     let hint = crate::suggest::nearest(field, known)
                         .map(|near| format!("; did you mean {prefix}{near}?"))
@@ -722,6 +739,34 @@ schema = "json"
         let error =
             parse_connector_toml(&format!("{SINK}[retry]\nmax_attempts = 0\n")).unwrap_err();
         assert!(error.contains("retry.max_attempts"), "{error}");
+    }
+
+    #[test]
+    fn max_unsaved_sends_defaults_to_one_and_comes_from_file_or_environment() {
+        let source = "type = \"source\"\nkey = \"r\"\nenabled = true\nversion = 1\nname = \"R\"\npath = \"p\"\n[[streams]]\nstream = \"a\"\ntopic = \"t\"\nschema = \"json\"\n";
+        let ConnectorConfig::Source(parsed) = parse_connector_toml(source).unwrap() else {
+            panic!("a source");
+        };
+        assert_eq!(parsed.max_unsaved_sends, 1);
+        let ConnectorConfig::Source(parsed) =
+            parse_connector_toml(&format!("max_unsaved_sends = 8\n{source}")).unwrap()
+        else {
+            panic!("a source");
+        };
+        assert_eq!(parsed.max_unsaved_sends, 8);
+        let error = parse_connector_toml(&format!("max_unsaved_sends = 0\n{source}")).unwrap_err();
+        assert!(
+            error.contains("`max_unsaved_sends`: must be at least 1"),
+            "{error}"
+        );
+
+        let mut table: toml::Table = toml::from_str(source).unwrap();
+        let env = BTreeMap::from([(
+            "IGGY_CONNECTORS_SOURCE_R_MAX_UNSAVED_SENDS".to_owned(),
+            "4".to_owned(),
+        )]);
+        apply_env_overrides(&mut table, ConnectorKind::Source, "r", &env).unwrap();
+        assert_eq!(table["max_unsaved_sends"].as_integer(), Some(4));
     }
 
     #[test]

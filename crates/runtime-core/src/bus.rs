@@ -66,6 +66,22 @@ impl std::fmt::Debug for PreparedSend {
     }
 }
 
+/// Sends a [`PreparedSend`] that holds the messages as they were given (what the
+/// default [`MessageBus::prepare_send`] makes) with [`MessageBus::send`].
+async fn send_as_given<B: MessageBus + ?Sized>(
+    bus: &B,
+    stream: &str,
+    topic: &str,
+    prepared: PreparedSend,
+) -> Result<(), BusError> {
+    match prepared.into_inner::<Vec<OutgoingMessage>>() {
+        Ok(messages) => bus.send(stream, topic, messages).await,
+        Err(_) => Err(BusError(
+            "a send prepared by another kind of bus was handed to this one".to_owned(),
+        )),
+    }
+}
+
 /// A consumed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncomingMessage {
@@ -145,12 +161,7 @@ pub trait MessageBus: Send + Sync {
         topic: &str,
         prepared: PreparedSend,
     ) -> Result<(), BusError> {
-        match prepared.into_inner::<Vec<OutgoingMessage>>() {
-            Ok(messages) => self.send(stream, topic, messages).await,
-            Err(_) => Err(BusError(
-                "a send prepared by another kind of bus was handed to this one".to_owned(),
-            )),
-        }
+        send_as_given(self, stream, topic, prepared).await
     }
 
     /// Creates the consumer group unless it exists, and joins it.
@@ -497,12 +508,7 @@ impl MessageBus for IggyBus {
     ) -> Result<(), BusError> {
         match prepared.into_inner::<Vec<IggyMessage>>() {
             Ok(mut batch) => self.send_iggy(stream, topic, &mut batch).await,
-            Err(prepared) => match prepared.into_inner::<Vec<OutgoingMessage>>() {
-                Ok(messages) => self.send(stream, topic, messages).await,
-                Err(_) => Err(BusError(
-                    "a send prepared by another kind of bus was handed to this one".to_owned(),
-                )),
-            },
+            Err(prepared) => send_as_given(self, stream, topic, prepared).await,
         }
     }
 

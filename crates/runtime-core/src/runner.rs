@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -26,7 +26,7 @@ use plugin_host::{
     SinkBatchBuilder, SinkInstance, SourceBatch, SourceInstance,
 };
 use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::{Semaphore, SemaphorePermit, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, SemaphorePermit, mpsc, watch};
 use tokio::task::JoinSet;
 use transforms::{AvroSchema, Codec, ProtoSchema, TransformChain};
 
@@ -336,6 +336,8 @@ struct InFlight<'s> {
     received: Instant,
     /// Whether Iggy stored it (set by the sender).
     stored: bool,
+    /// Whether it is the last batch of a send Iggy stored (set by the sender).
+    ends_send: bool,
 }
 
 impl SourcePipeline<'_> {
@@ -428,6 +430,13 @@ impl SourcePipeline<'_> {
         let mut accepted = false;
         // Whether the sender has a send in flight (its batches reach the committer soon).
         let send_in_flight = AtomicBool::new(false);
+        // Sends Iggy stored whose state is not on disk yet, and a wake-up when the
+        // committer has written some. A send waits while there are
+        // `max_unsaved_sends`, so that a crash makes the source produce again at most
+        // that many sends.
+        let unsaved = AtomicUsize::new(0);
+        let saved = Notify::new();
+        let max_unsaved = self.config.max_unsaved_sends.max(1) as usize;
 
         let poller = async {
             loop {
@@ -479,6 +488,7 @@ impl SourcePipeline<'_> {
                     prepared,
                     received,
                     stored: false,
+                    ends_send: false,
                 };
                 if to_send.send((in_flight, permit)).await.is_err() {
                     break;
@@ -568,6 +578,15 @@ impl SourcePipeline<'_> {
                     sends,
                     halt_after,
                 } = unit;
+                loop {
+                    let written = saved.notified();
+                    tokio::pin!(written);
+                    written.as_mut().enable();
+                    if unsaved.load(Ordering::Acquire) < max_unsaved {
+                        break;
+                    }
+                    written.await;
+                }
                 if !is_halted() {
                     send_in_flight.store(true, Ordering::Relaxed);
                     let delivered = match sends {
@@ -579,6 +598,10 @@ impl SourcePipeline<'_> {
                         Ok(()) => {
                             for (in_flight, _) in &mut taken[..usable] {
                                 in_flight.stored = true;
+                            }
+                            if let Some((last, _)) = taken[..usable].last_mut() {
+                                last.ends_send = true;
+                                unsaved.fetch_add(1, Ordering::AcqRel);
                             }
                         }
                         Err(why) => halt(why),
@@ -633,6 +656,7 @@ impl SourcePipeline<'_> {
                     .iter()
                     .take_while(|(in_flight, _)| in_flight.stored)
                     .count();
+                let mut stored_ok = true;
                 let state = ready[..stored]
                     .iter()
                     .rev()
@@ -643,6 +667,17 @@ impl SourcePipeline<'_> {
                     halt(Halt::Retry(format!(
                         "cannot persist the source state: {error}"
                     )));
+                    stored_ok = false;
+                }
+                let sends = ready[..stored]
+                    .iter()
+                    .filter(|(in_flight, _)| in_flight.ends_send)
+                    .count();
+                let _ = unsaved.fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                    Some(count.saturating_sub(sends))
+                });
+                saved.notify_waiters();
+                if !stored_ok {
                     stored = 0;
                 }
                 // One hand-over to the plugin for the whole group (in order); the
