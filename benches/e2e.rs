@@ -19,8 +19,8 @@
 //! topic created, group joined; `BENCH_VERBOSE=1` shows how long that took).
 //! Before the timed cases of each size, one runtime case and one raw case run untimed,
 //! so neither side pays the first loading of the plugin libraries, the first
-//! connection or the heap's first growth to what the server stores. Every case deletes its stream afterwards, so the server's store does not
-//! grow from case to case. `cpu ns/msg` is the CPU time of the whole process (server
+//! connection or the heap's first growth to what the server stores. Every case deletes
+//! its stream afterwards, so the server's store does not grow from case to case. `cpu ns/msg` is the CPU time of the whole process (server
 //! included) per message, from `/proc/self/stat` (10 ms ticks).
 
 use std::sync::Arc;
@@ -292,12 +292,8 @@ async fn runtime(
             http_api::ApiContext::new(connectors.clone(), provider, http.clone()),
         )
         .await?;
-        let pause = Duration::from_millis(
-            std::env::var("BENCH_API_PAUSE_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(10),
-        );
+        let pause =
+            Duration::from_millis(iggy_connectors_benches::env_or("BENCH_API_PAUSE_MS", 10));
         let load = api_load(server.local_addr(), api_clients, pause, load_stopped);
         api = Some((server, load));
     }
@@ -350,10 +346,7 @@ async fn runtime(
 /// then make it produce up to 16 sends again; the connector default, 1, saves the state
 /// between every two sends).
 fn unsaved_sends() -> u32 {
-    std::env::var("BENCH_UNSAVED_SENDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16)
+    iggy_connectors_benches::env_or("BENCH_UNSAVED_SENDS", 16)
 }
 
 /// Which cases `BENCH_ONLY` asks for (all when it is unset).
@@ -418,10 +411,7 @@ fn median(rows: &[Row]) -> Row {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let total: u64 = std::env::var("BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500_000);
+    let total: u64 = iggy_connectors_benches::env_or("BENCH_MESSAGES", 500_000);
     let total = total / u64::from(BATCH) * u64::from(BATCH);
     let sizes: Vec<usize> = match std::env::var("BENCH_SIZES") {
         Ok(sizes) => sizes
@@ -431,10 +421,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         // The generator's JSON adds about 60 bytes of fields around its random text.
         Err(_) => vec![40, 964],
     };
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let rounds: usize = iggy_connectors_benches::env_or("BENCH_ROUNDS", 3);
     let target = iggy_test_server::TestTarget::from_env().await?;
     let (server, address) = (target.server, target.address);
     let target = if server.is_some() {

@@ -2,6 +2,15 @@
 
 use std::time::{Duration, Instant};
 
+/// The environment variable `name` parsed, or `default` when it is unset or does not
+/// parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Runs `iteration` repeatedly for about `budget` (after a warm-up of a tenth of it) and
 /// returns the mean time per iteration.
 pub fn measure(budget: Duration, mut iteration: impl FnMut()) -> Duration {

@@ -11,10 +11,7 @@ use serde_json::json;
 use transforms::{Message, Payload, TransformChain, Verdict};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let total: usize = std::env::var("BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let total: usize = iggy_connectors_benches::env_or("BENCH_MESSAGES", 1_000_000);
     let chain = TransformChain::new(
         ConnectorKind::Sink,
         &[

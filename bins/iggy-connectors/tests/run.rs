@@ -19,6 +19,18 @@ fn write_setup(
     source_settings: &str,
     sink_settings: &str,
 ) -> (std::path::PathBuf, std::path::PathBuf) {
+    write_setup_with(dir, iggy, stream, "", source_settings, sink_settings)
+}
+
+/// As `write_setup`, with `source_stream_settings` added to the source's stream.
+fn write_setup_with(
+    dir: &std::path::Path,
+    iggy: &str,
+    stream: &str,
+    source_stream_settings: &str,
+    source_settings: &str,
+    sink_settings: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let connectors = dir.join("connectors");
     std::fs::create_dir_all(&connectors).unwrap();
     let output = dir.join("out.jsonl");
@@ -26,7 +38,7 @@ fn write_setup(
         connectors.join("random.toml"),
         format!(
             "type = \"source\"\nkey = \"random\"\nenabled = true\nversion = 0\nname = \"R\"\npath = \"{}\"\n\
-             [[streams]]\nstream = \"{stream}\"\ntopic = \"t\"\nschema = \"json\"\n\
+             [[streams]]\nstream = \"{stream}\"\ntopic = \"t\"\nschema = \"json\"\n{source_stream_settings}\n\
              [plugin_config]\n{source_settings}\n",
             plugin_path("iggy_connector_random_source")
         ),
@@ -127,26 +139,16 @@ async fn runs_the_configured_connectors_and_stops_on_sigterm() {
 async fn a_killed_runtime_resumes_without_losing_messages() {
     let server = TestServer::start().await.unwrap();
     let dir = temp_dir("binary-kill");
-    let (config, output) = write_setup(
+    // Sends of one batch each: 20 messages fill the stream's `batch_length`, so ready
+    // batches are never merged into one send.
+    let (config, output) = write_setup_with(
         &dir,
         &server.address().to_string(),
         "kill",
+        "batch_length = 20",
         "interval = \"2ms\"\nmax_count = 2000\nmessages_range = [20, 20]",
         "batch_length = 50\npoll_interval = \"2ms\"",
     );
-    // Sends of one batch each: 20 messages fill the stream's `batch_length`, so ready
-    // batches are never merged into one send.
-    let source_file = dir.join("connectors").join("random.toml");
-    let source = std::fs::read_to_string(&source_file).unwrap();
-    std::fs::write(
-        &source_file,
-        source.replacen(
-            "schema = \"json\"\n",
-            "schema = \"json\"\nbatch_length = 20\n",
-            1,
-        ),
-    )
-    .unwrap();
     let start = || {
         Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
             .args(["--config", config.to_str().unwrap()])

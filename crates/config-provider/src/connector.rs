@@ -94,7 +94,8 @@ pub struct SourceConfig {
     /// Most sends Iggy may have stored beyond the saved source state, so the most a
     /// crash makes the source produce again. 1 (the default) saves the state between
     /// every two sends; more lets sends go on while the state is written, one write
-    /// covering several (faster; the source's in-flight limit caps it too).
+    /// covering several (faster; the source's in-flight limit caps it too). A source
+    /// batch larger than `batch_length`, cut into several requests, counts as one send.
     #[serde(default = "default_max_unsaved_sends")]
     pub max_unsaved_sends: u32,
     /// Transforms, in the order the file lists them.

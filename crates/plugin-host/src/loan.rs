@@ -24,10 +24,9 @@ pub(crate) struct Loans {
 }
 
 impl Loans {
-    /// Records `count` more loans on `batch`.
-    fn lend(&self, batch: u64, count: usize) {
+    fn lend(&self, batch: u64) {
         if let Ok(mut out) = self.out.lock() {
-            *out.entry(batch).or_default() += count;
+            *out.entry(batch).or_default() += 1;
         }
     }
 
@@ -51,32 +50,29 @@ impl Loans {
         }
     }
 
-    /// Whether any loan on `batch` (every batch, for `None`) is still out. A poisoned
-    /// lock counts as "out": nothing is freed that might still be read.
-    pub(crate) fn outstanding(&self, batch: Option<u64>) -> bool {
-        self.out.lock().map_or(true, |out| match batch {
-            Some(batch) => out.contains_key(&batch),
-            None => !out.is_empty(),
-        })
+    /// Whether a loan on `batch` is still out. A poisoned lock counts as "out": nothing
+    /// is freed that might still be read.
+    pub(crate) fn out_on(&self, batch: u64) -> bool {
+        self.out.lock().map_or(true, |out| out.contains_key(&batch))
     }
 
-    /// Waits until every loan on `batch` (on every batch, for `None`) is back.
-    pub(crate) async fn all_back(&self, batch: Option<u64>) {
+    /// Whether a loan on any batch is still out (a poisoned lock counts as "out").
+    pub(crate) fn any_out(&self) -> bool {
+        self.out.lock().map_or(true, |out| !out.is_empty())
+    }
+
+    /// Waits until every loan on `batch` is back.
+    pub(crate) async fn all_back(&self, batch: u64) {
         loop {
             // Registered before the check, so a return between the two is not missed.
             let returned = self.returned.notified();
             tokio::pin!(returned);
             returned.as_mut().enable();
-            if !self.outstanding(batch) {
+            if !self.out_on(batch) {
                 return;
             }
             returned.await;
         }
-    }
-
-    /// Whether no loan is out on any batch.
-    pub(crate) fn none_out(&self) -> bool {
-        !self.outstanding(None)
     }
 }
 
@@ -100,7 +96,7 @@ impl Loan {
     /// `ptr..ptr + len` must be readable and stay valid and unchanged until `batch` is
     /// settled or its instance closed, and both must wait for [`Loans::all_back`].
     pub(crate) unsafe fn new(ptr: *const u8, len: usize, batch: u64, loans: &Arc<Loans>) -> Self {
-        loans.lend(batch, 1);
+        loans.lend(batch);
         Loan {
             ptr,
             len,
@@ -144,17 +140,16 @@ mod tests {
         };
         assert_eq!(second.as_ref(), &[1, 2, 3]);
         drop(first);
-        assert!(loans.outstanding(Some(7)));
+        assert!(loans.out_on(7));
         let waiting = tokio::spawn({
             let loans = loans.clone();
-            async move { loans.all_back(Some(7)).await }
+            async move { loans.all_back(7).await }
         });
         drop(second);
         waiting.await.unwrap();
-        assert!(!loans.outstanding(Some(7)));
-        assert!(!loans.none_out(), "batch 8 still has a loan");
+        assert!(!loans.out_on(7));
+        assert!(loans.any_out(), "batch 8 still has a loan");
         drop(other);
-        loans.all_back(None).await;
-        assert!(loans.none_out());
+        assert!(!loans.any_out());
     }
 }

@@ -24,45 +24,21 @@ pub struct OutgoingMessage {
 
 /// Messages made ready to send by [`MessageBus::prepare_send`]: in whatever form the
 /// bus sends, so that the conversion can happen while an earlier send is in flight.
-pub struct PreparedSend {
-    messages: Box<dyn std::any::Any + Send>,
-    count: usize,
-}
+#[derive(Debug)]
+pub struct PreparedSend(Box<dyn std::any::Any + Send>);
 
 impl PreparedSend {
-    /// Wraps a bus's own form of `count` messages.
-    pub fn new<T: Send + 'static>(messages: T, count: usize) -> Self {
-        PreparedSend {
-            messages: Box::new(messages),
-            count,
-        }
-    }
-
-    /// How many messages it holds.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    /// Whether it holds no message.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
+    /// Wraps a bus's own form of the messages.
+    pub fn new<T: Send + 'static>(messages: T) -> Self {
+        PreparedSend(Box::new(messages))
     }
 
     /// The bus's own form back, or `self` when it holds another type.
     pub fn into_inner<T: 'static>(self) -> Result<T, Self> {
-        let count = self.count;
-        self.messages
+        self.0
             .downcast::<T>()
             .map(|messages| *messages)
-            .map_err(|messages| PreparedSend { messages, count })
-    }
-}
-
-impl std::fmt::Debug for PreparedSend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreparedSend")
-            .field("count", &self.count)
-            .finish_non_exhaustive()
+            .map_err(PreparedSend)
     }
 }
 
@@ -149,8 +125,7 @@ pub trait MessageBus: Send + Sync {
     /// the payloads: they must not outlive the send. The default keeps the messages as
     /// they are.
     fn prepare_send(&self, messages: Vec<OutgoingMessage>) -> Result<PreparedSend, BusError> {
-        let count = messages.len();
-        Ok(PreparedSend::new(messages, count))
+        Ok(PreparedSend::new(messages))
     }
 
     /// Sends what [`MessageBus::prepare_send`] made, as [`MessageBus::send`] would; the
@@ -496,8 +471,7 @@ impl MessageBus for IggyBus {
     }
 
     fn prepare_send(&self, messages: Vec<OutgoingMessage>) -> Result<PreparedSend, BusError> {
-        let count = messages.len();
-        Ok(PreparedSend::new(iggy_messages(messages)?, count))
+        Ok(PreparedSend::new(iggy_messages(messages)?))
     }
 
     async fn send_prepared(

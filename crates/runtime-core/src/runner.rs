@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -26,7 +26,7 @@ use plugin_host::{
     SinkBatchBuilder, SinkInstance, SourceBatch, SourceInstance,
 };
 use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::{Notify, Semaphore, SemaphorePermit, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, mpsc, watch};
 use tokio::task::JoinSet;
 use transforms::{AvroSchema, Codec, ProtoSchema, TransformChain};
 
@@ -336,8 +336,9 @@ struct InFlight<'s> {
     received: Instant,
     /// Whether Iggy stored it (set by the sender).
     stored: bool,
-    /// Whether it is the last batch of a send Iggy stored (set by the sender).
-    ends_send: bool,
+    /// For the last batch of a send Iggy stored: the send's place among those allowed
+    /// beyond the saved state (set by the sender, released once the state is written).
+    unsaved: Option<OwnedSemaphorePermit>,
 }
 
 impl SourcePipeline<'_> {
@@ -430,13 +431,12 @@ impl SourcePipeline<'_> {
         let mut accepted = false;
         // Whether the sender has a send in flight (its batches reach the committer soon).
         let send_in_flight = AtomicBool::new(false);
-        // Sends Iggy stored whose state is not on disk yet, and a wake-up when the
-        // committer has written some. A send waits while there are
-        // `max_unsaved_sends`, so that a crash makes the source produce again at most
-        // that many sends.
-        let unsaved = AtomicUsize::new(0);
-        let saved = Notify::new();
+        // One permit per send Iggy may hold beyond the saved state
+        // (`max_unsaved_sends`): the sender takes one before each send, it travels with
+        // the send's last batch, and the committer lets it go once the state covering
+        // it is written. So a crash makes the source produce again at most that many.
         let max_unsaved = self.config.max_unsaved_sends.max(1) as usize;
+        let unsaved_sends = Arc::new(Semaphore::new(max_unsaved));
 
         let poller = async {
             loop {
@@ -488,7 +488,7 @@ impl SourcePipeline<'_> {
                     prepared,
                     received,
                     stored: false,
-                    ends_send: false,
+                    unsaved: None,
                 };
                 if to_send.send((in_flight, permit)).await.is_err() {
                     break;
@@ -533,35 +533,28 @@ impl SourcePipeline<'_> {
                     .iter()
                     .take_while(|(in_flight, _)| in_flight.prepared.is_ok())
                     .count();
-                let mut unit = Unit {
-                    taken: Vec::new(),
-                    usable,
-                    failed: Vec::new(),
-                    sends: Ok(Vec::new()),
-                    halt_after: None,
+                let (failed, sends, halt_after) = if is_halted() {
+                    (Vec::new(), Ok(Vec::new()), None)
+                } else {
+                    let merged = take_messages(
+                        taken[..usable]
+                            .iter_mut()
+                            .filter_map(|(in_flight, _)| in_flight.prepared.as_mut().ok()),
+                    );
+                    // The batch after the usable ones cannot be produced: the round
+                    // halts once they are sent.
+                    let halt_after = taken.get_mut(usable).and_then(|(in_flight, _)| {
+                        std::mem::replace(&mut in_flight.prepared, Ok(Prepared::default())).err()
+                    });
+                    (merged.failed, self.plan_sends(merged.groups), halt_after)
                 };
-                if !is_halted() {
-                    // Only the messages move to the send; counts stay for the committer.
-                    let work: Vec<Prepared> = taken[..usable]
-                        .iter_mut()
-                        .filter_map(|(in_flight, _)| in_flight.prepared.as_mut().ok())
-                        .map(|prepared| Prepared {
-                            groups: std::mem::take(&mut prepared.groups),
-                            failed: std::mem::take(&mut prepared.failed),
-                            ..Prepared::default()
-                        })
-                        .collect();
-                    let (failed, groups) = merge_groups(work);
-                    unit.failed = failed;
-                    unit.sends = self.plan_sends(groups);
-                    if let Some((in_flight, _)) = taken.get_mut(usable)
-                        && let Err(why) =
-                            std::mem::replace(&mut in_flight.prepared, Ok(Prepared::default()))
-                    {
-                        unit.halt_after = Some(why);
-                    }
-                }
-                unit.taken = taken;
+                let unit = Unit {
+                    taken,
+                    usable,
+                    failed,
+                    sends,
+                    halt_after,
+                };
                 if to_deliver.send(unit).await.is_err() {
                     break;
                 }
@@ -578,15 +571,8 @@ impl SourcePipeline<'_> {
                     sends,
                     halt_after,
                 } = unit;
-                loop {
-                    let written = saved.notified();
-                    tokio::pin!(written);
-                    written.as_mut().enable();
-                    if unsaved.load(Ordering::Acquire) < max_unsaved {
-                        break;
-                    }
-                    written.await;
-                }
+                // (The semaphore is never closed, so this always waits for a permit.)
+                let unsaved = unsaved_sends.clone().acquire_owned().await.ok();
                 if !is_halted() {
                     send_in_flight.store(true, Ordering::Relaxed);
                     let delivered = match sends {
@@ -600,8 +586,7 @@ impl SourcePipeline<'_> {
                                 in_flight.stored = true;
                             }
                             if let Some((last, _)) = taken[..usable].last_mut() {
-                                last.ends_send = true;
-                                unsaved.fetch_add(1, Ordering::AcqRel);
+                                last.unsaved = unsaved;
                             }
                         }
                         Err(why) => halt(why),
@@ -656,7 +641,6 @@ impl SourcePipeline<'_> {
                     .iter()
                     .take_while(|(in_flight, _)| in_flight.stored)
                     .count();
-                let mut stored_ok = true;
                 let state = ready[..stored]
                     .iter()
                     .rev()
@@ -667,18 +651,11 @@ impl SourcePipeline<'_> {
                     halt(Halt::Retry(format!(
                         "cannot persist the source state: {error}"
                     )));
-                    stored_ok = false;
-                }
-                let sends = ready[..stored]
-                    .iter()
-                    .filter(|(in_flight, _)| in_flight.ends_send)
-                    .count();
-                let _ = unsaved.fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
-                    Some(count.saturating_sub(sends))
-                });
-                saved.notify_waiters();
-                if !stored_ok {
                     stored = 0;
+                }
+                // Written (or failed, which halts the round): the sends may go on.
+                for (in_flight, _) in &mut ready {
+                    in_flight.unsaved = None;
                 }
                 // One hand-over to the plugin for the whole group (in order); the
                 // permits go back once the plugin has answered.
@@ -766,7 +743,7 @@ impl SourcePipeline<'_> {
     /// then rejected and produced again whole).
     async fn deliver(
         &self,
-        failed: Vec<(OutgoingMessage, (String, String), String)>,
+        failed: Failed,
         sends: Sends,
         ensured: &mut HashSet<(String, String)>,
     ) -> Result<(), Halt> {
@@ -926,30 +903,23 @@ impl SourcePipeline<'_> {
     }
 }
 
-/// Merges batches' messages by destination (in batch order) and collects their failed
-/// messages.
-#[allow(clippy::type_complexity)]
-fn merge_groups(
-    batches: Vec<Prepared>,
-) -> (
-    Vec<(OutgoingMessage, (String, String), String)>,
-    Vec<((String, String), Vec<OutgoingMessage>)>,
-) {
-    let mut failed = Vec::new();
-    let mut groups: Vec<((String, String), Vec<OutgoingMessage>)> = Vec::new();
+/// The messages (by destination, in batch order) and the failed messages of several
+/// batches, taken out of them; their counts stay for the committer.
+fn take_messages<'p>(batches: impl Iterator<Item = &'p mut Prepared>) -> Prepared {
+    let mut merged = Prepared::default();
     for prepared in batches {
-        failed.extend(prepared.failed);
-        for (destination, messages) in prepared.groups {
+        merged.failed.append(&mut prepared.failed);
+        for (destination, messages) in std::mem::take(&mut prepared.groups) {
             if messages.is_empty() {
                 continue;
             }
-            match groups.iter_mut().find(|(to, _)| *to == destination) {
+            match merged.groups.iter_mut().find(|(to, _)| *to == destination) {
                 Some((_, group)) => group.extend(messages),
-                None => groups.push((destination, messages)),
+                None => merged.groups.push((destination, messages)),
             }
         }
     }
-    (failed, groups)
+    merged
 }
 
 /// The sends of a unit, in order: each destination (stream, topic) with one send.
@@ -961,7 +931,7 @@ struct Unit<'s, P> {
     /// How many of `taken` (from the first) the sends carry.
     usable: usize,
     /// Messages for the error policy, before the sends.
-    failed: Vec<(OutgoingMessage, (String, String), String)>,
+    failed: Failed,
     /// The sends in order, or why they could not be made.
     sends: Result<Sends, Halt>,
     /// Why the round halts after the sends (a batch that cannot be produced).
@@ -991,8 +961,11 @@ struct Prepared {
     /// Messages a transform filtered out.
     filtered: usize,
     /// Messages that failed to shape, with where they were going and why.
-    failed: Vec<(OutgoingMessage, (String, String), String)>,
+    failed: Failed,
 }
+
+/// Messages that failed to shape, each with where it was going (stream, topic) and why.
+type Failed = Vec<(OutgoingMessage, (String, String), String)>;
 
 /// The codecs of a connector's streams (reading their schema files), or the first
 /// problem, naming its stream.

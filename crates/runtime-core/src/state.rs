@@ -138,15 +138,9 @@ impl StateStore {
         tokio::task::spawn_blocking(move || {
             let mut created = false;
             for slot in 0..2 {
-                let path = store.slot(&key, slot);
-                if !path.exists() {
-                    std::fs::create_dir_all(&store.dir)?;
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .truncate(false)
-                        .write(true)
-                        .open(&path)?
-                        .sync_all()?;
+                let (file, new) = store.open_slot(&store.slot(&key, slot))?;
+                if new {
+                    file.sync_all()?;
                     created = true;
                 }
             }
@@ -168,6 +162,21 @@ impl StateStore {
             .map_err(std::io::Error::other)?
     }
 
+    /// Opens a slot file for writing, creating it (and the directory) if missing;
+    /// `true` when it was created, so its directory entry still has to be synced.
+    fn open_slot(&self, path: &Path) -> std::io::Result<(std::fs::File, bool)> {
+        let created = !path.exists();
+        if created {
+            std::fs::create_dir_all(&self.dir)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        Ok((file, created))
+    }
+
     fn write_blocking(&self, key: &str, state: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
         let known = self.sequences().get(key).copied();
@@ -177,16 +186,7 @@ impl StateStore {
         };
         let sequence = last + 1;
         let record = encode(sequence, state)?;
-        let path = self.slot(key, sequence % 2);
-        let created = !path.exists();
-        if created {
-            std::fs::create_dir_all(&self.dir)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
+        let (file, created) = self.open_slot(&self.slot(key, sequence % 2))?;
         file.write_all_at(&record, 0)?;
         if file.metadata()?.len() != record.len() as u64 {
             file.set_len(record.len() as u64)?;

@@ -513,6 +513,42 @@ async fn a_refused_send_with_batches_in_flight_rejects_them_all_and_loses_nothin
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
+/// With the default `max_unsaved_sends` (1), no send starts before the state covering
+/// every earlier send is on disk, so a crash makes the source produce again at most the
+/// send in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_send_waits_for_the_state_of_the_ones_before() {
+    let target = target().await;
+    let dir = temp_dir("e2e-unsaved");
+    let stream = unique("unsaved");
+    let mut source = random_source(&stream, 400);
+    if let ConnectorConfig::Source(source) = &mut source {
+        assert_eq!(source.max_unsaved_sends, 1, "the default");
+        // One batch a send; a source that never waits, so that sends would run ahead
+        // of the state if nothing held them.
+        source.streams[0].batch_length = 20;
+        source.plugin_config = Some(serde_json::json!({
+            "interval": "0ms", "max_count": 400, "messages_range": [20, 20], "payload_size": 10
+        }));
+    }
+    let state = dir.join("state");
+    let mut context = context(&target, &state).await;
+    let recording = RecordingBus::watching(&mut context, Some(state));
+    let runtime = Runtime::start(active(vec![source]), plugins_for_test(), context).await;
+    produced(&runtime, 400).await;
+    runtime.shutdown(Duration::from_secs(10)).await;
+    let sends = recording.sends();
+    assert_eq!(sends.len(), 20, "{sends:?}");
+    let mut sent_before = 0;
+    for ((count, _), saved) in sends.iter().zip(recording.saved_at_send()) {
+        assert_eq!(
+            saved, sent_before,
+            "a send began before the state caught up"
+        );
+        sent_before += *count as u64;
+    }
+}
+
 /// A connector that fails is restarted after a backoff and carries on from its state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_connector_is_restarted() {
@@ -1229,18 +1265,31 @@ async fn a_json_source_produces_avro_with_the_stream_schema() {
 }
 
 /// A bus that records how many messages and payload bytes each send carried, passing
-/// everything on.
+/// everything on; with a state directory, also the random source's saved position
+/// (messages) as each send starts.
 struct RecordingBus {
     inner: Arc<dyn runtime_core::MessageBus>,
     sends: std::sync::Mutex<Vec<(usize, usize)>>,
+    state: Option<std::path::PathBuf>,
+    saved_at_send: std::sync::Mutex<Vec<u64>>,
 }
 
 impl RecordingBus {
     /// Records the sends made through `context`'s bus from now on.
     fn around(context: &mut RuntimeContext) -> Arc<RecordingBus> {
+        Self::watching(context, None)
+    }
+
+    /// As `around`, reading the source `random`'s state in `state` at each send.
+    fn watching(
+        context: &mut RuntimeContext,
+        state: Option<std::path::PathBuf>,
+    ) -> Arc<RecordingBus> {
         let recording = Arc::new(RecordingBus {
             inner: context.bus.clone(),
             sends: std::sync::Mutex::new(Vec::new()),
+            state,
+            saved_at_send: std::sync::Mutex::new(Vec::new()),
         });
         context.bus = recording.clone();
         recording
@@ -1248,6 +1297,10 @@ impl RecordingBus {
 
     fn sends(&self) -> Vec<(usize, usize)> {
         self.sends.lock().unwrap().clone()
+    }
+
+    fn saved_at_send(&self) -> Vec<u64> {
+        self.saved_at_send.lock().unwrap().clone()
     }
 }
 
@@ -1265,6 +1318,15 @@ impl runtime_core::MessageBus for RecordingBus {
     ) -> Result<(), runtime_core::BusError> {
         let count = messages.len();
         let bytes = messages.iter().map(|message| message.payload.len()).sum();
+        if let Some(dir) = &self.state {
+            // The random source's state is the count of messages it has committed.
+            let saved = StateStore::new(dir)
+                .read("random")
+                .await
+                .unwrap()
+                .map_or(0, |state| u64::from_le_bytes(state.try_into().unwrap()));
+            self.saved_at_send.lock().unwrap().push(saved);
+        }
         self.inner.send(stream, topic, messages).await?;
         self.sends.lock().unwrap().push((count, bytes));
         Ok(())
