@@ -211,6 +211,7 @@ async fn runtime(
     let source: ConnectorConfig = serde_json::from_value(serde_json::json!({
         "type": "source", "key": format!("gen-{stream}"), "enabled": true, "version": 0, "name": "Generator",
         "max_unsaved_sends": unsaved_sends(),
+        "verified_resume": iggy_connectors_benches::env_or("BENCH_VERIFIED_RESUME", true),
         "path": plugin_path("iggy_connector_random_source"),
         "streams": [{ "stream": stream, "topic": "t", "schema": "json" }],
         "plugin_config": { "interval": "0ms", "max_count": total, "messages_range": [BATCH, BATCH], "payload_size": payload_size }

@@ -133,8 +133,10 @@ async fn runs_the_configured_connectors_and_stops_on_sigterm() {
 }
 
 /// Killed with SIGKILL mid-stream and started again: every message arrives at least
-/// once; duplicates are at most one source batch and one sink batch (the default
-/// `max_unsaved_sends = 1`; batches of exactly `batch_length`, so a send is one batch).
+/// once; duplicates are at most one sink batch (its offset is stored after the file is
+/// written). The source adds none: with verified resume (the default) the restart finds
+/// which of its pending sends Iggy stored, and each send is one request (batches of
+/// exactly `batch_length`), so none is stored in part.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_runtime_resumes_without_losing_messages() {
     let server = TestServer::start().await.unwrap();
@@ -191,8 +193,8 @@ async fn a_killed_runtime_resumes_without_losing_messages() {
     let all = seqs();
     let duplicates = all.len() - 2000;
     assert!(
-        duplicates <= 20 + 50,
-        "{duplicates} duplicates: more than one source and one sink batch"
+        duplicates <= 50,
+        "{duplicates} duplicates: more than one sink batch"
     );
     second.kill().unwrap();
     second.wait().unwrap();

@@ -98,6 +98,14 @@ pub struct SourceConfig {
     /// batch larger than `batch_length`, cut into several requests, counts as one send.
     #[serde(default = "default_max_unsaved_sends")]
     pub max_unsaved_sends: u32,
+    /// Save the state with each send before it goes, and on a restart ask Iggy which
+    /// of the sends it stored (the last message of each carries the header
+    /// `iggy_connectors_send`): a crash then makes the source produce again only
+    /// what Iggy did not store, and no send waits for a disk flush. `false` leaves
+    /// messages unmarked and saves the state after sends, bounded by
+    /// `max_unsaved_sends` (which is moot while this is on).
+    #[serde(default = "default_verified_resume")]
+    pub verified_resume: bool,
     /// Transforms, in the order the file lists them.
     #[serde(default, skip_serializing_if = "Transforms::is_empty")]
     pub transforms: Transforms,
@@ -187,6 +195,10 @@ pub struct SourceStream {
 
 fn default_max_unsaved_sends() -> u32 {
     1
+}
+
+fn default_verified_resume() -> bool {
+    true
 }
 
 fn default_batch_length() -> u32 {
@@ -538,7 +550,8 @@ fn deserialize_at<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<
 /// The environment overrides of one connector (upstream's naming):
 /// `IGGY_CONNECTORS_{SINK|SOURCE}_{KEY}_{FIELD}`, with the key in upper case and `-` as
 /// `_`. Fields: `ENABLED`, `VERSION`, `NAME`, `PATH`, `PLUGIN_CONFIG_FORMAT`, `VERBOSE`,
-/// `BENCHMARK`, `ERROR_POLICY`, `MAX_UNSAVED_SENDS` (sources), `STREAMS_<i>_<FIELD>` and
+/// `BENCHMARK`, `ERROR_POLICY`, `MAX_UNSAVED_SENDS` and `VERIFIED_RESUME` (sources),
+/// `STREAMS_<i>_<FIELD>` and
 /// `PLUGIN_CONFIG_<FIELD>` (one level, lower-cased).
 pub fn apply_env_overrides(
     table: &mut toml::Table,
@@ -560,7 +573,7 @@ pub fn apply_env_overrides(
             parse_override(raw, expected).map_err(|message| format!("{name}: {message}"))
         };
         match field {
-            "ENABLED" | "VERBOSE" | "BENCHMARK" => {
+            "ENABLED" | "VERBOSE" | "BENCHMARK" | "VERIFIED_RESUME" => {
                 table.insert(field.to_lowercase(), value(ValueKind::Bool)?);
             }
             "VERSION" | "MAX_UNSAVED_SENDS" => {
@@ -624,6 +637,7 @@ pub fn apply_env_overrides(
                         "BENCHMARK",
                         "ERROR_POLICY",
                         "MAX_UNSAVED_SENDS",
+                        "VERIFIED_RESUME",
                     ];
                     let hint = crate::suggest::nearest(field, known)
                         .map(|near| format!("; did you mean {prefix}{near}?"))
@@ -768,6 +782,31 @@ schema = "json"
         )]);
         apply_env_overrides(&mut table, ConnectorKind::Source, "r", &env).unwrap();
         assert_eq!(table["max_unsaved_sends"].as_integer(), Some(4));
+    }
+
+    #[test]
+    fn verified_resume_is_on_by_default_and_comes_from_file_or_environment() {
+        let source = "type = \"source\"\nkey = \"r\"\nenabled = true\nversion = 1\nname = \"R\"\npath = \"p\"\n[[streams]]\nstream = \"a\"\ntopic = \"t\"\nschema = \"json\"\n";
+        let ConnectorConfig::Source(parsed) = parse_connector_toml(source).unwrap() else {
+            panic!("a source");
+        };
+        assert!(parsed.verified_resume);
+        let ConnectorConfig::Source(parsed) =
+            parse_connector_toml(&format!("verified_resume = false\n{source}")).unwrap()
+        else {
+            panic!("a source");
+        };
+        assert!(!parsed.verified_resume);
+
+        let mut table: toml::Table = toml::from_str(source).unwrap();
+        let env = BTreeMap::from([(
+            "IGGY_CONNECTORS_SOURCE_R_VERIFIED_RESUME".to_owned(),
+            "false".to_owned(),
+        )]);
+        apply_env_overrides(&mut table, ConnectorKind::Source, "r", &env).unwrap();
+        assert_eq!(table["verified_resume"].as_bool(), Some(false));
+        let error = parse_connector_toml(&format!("verified_resume = 1\n{source}")).unwrap_err();
+        assert!(error.contains("verified_resume"), "{error}");
     }
 
     #[test]

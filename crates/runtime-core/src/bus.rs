@@ -99,6 +99,16 @@ impl From<IggyError> for BusError {
     }
 }
 
+/// The user header that marks the last message of a source's send (a `u128`, unique
+/// to the send), so that after a crash the runtime can ask Iggy whether it stored the
+/// send (see `verified_resume` and [`MessageBus::find_marker`]). Sinks run by this
+/// runtime never see it.
+pub const SEND_MARKER_HEADER: &str = "iggy_connectors_send";
+
+/// How many of each partition's newest messages [`IggyBus`] reads to find a marker:
+/// other producers' messages since the send push it further back.
+pub const MARKER_SEARCH_DEPTH: u32 = 10_000;
+
 /// What the runtime needs from Iggy. Implemented by [`IggyBus`]; tests and embedders may
 /// supply their own.
 #[async_trait]
@@ -160,6 +170,21 @@ pub trait MessageBus: Send + Sync {
         partition: u32,
         offset: u64,
     ) -> Result<(), BusError>;
+
+    /// Whether a message carrying `marker` in its [`SEND_MARKER_HEADER`] is among the
+    /// topic's newest messages: `Some(true)` found, `Some(false)` looked and not found,
+    /// `None` when the bus cannot tell (the default). Anything but `Some(true)` makes
+    /// a restarted source resume from its confirmed state, which can only produce
+    /// again, never skip.
+    async fn find_marker(
+        &self,
+        stream: &str,
+        topic: &str,
+        marker: u128,
+    ) -> Result<Option<bool>, BusError> {
+        let _ = (stream, topic, marker);
+        Ok(None)
+    }
 
     /// Whether the connection is up as far as the bus knows (a bus that cannot tell
     /// says `true`).
@@ -393,6 +418,7 @@ fn from_iggy_headers(message: &IggyMessage) -> Vec<OwnedHeader> {
         }
     };
     map.iter()
+        .filter(|(key, _)| key.as_str().ok() != Some(SEND_MARKER_HEADER))
         .filter_map(|(key, value)| {
             let code = value.kind().as_code();
             let Some(kind) = HeaderKind::from_code(u32::from(code)) else {
@@ -583,6 +609,49 @@ impl MessageBus for IggyBus {
                 })
                 .collect(),
         })
+    }
+
+    async fn find_marker(
+        &self,
+        stream: &str,
+        topic: &str,
+        marker: u128,
+    ) -> Result<Option<bool>, BusError> {
+        let (stream_id, topic_id) = (identifier(stream)?, identifier(topic)?);
+        let Some(details) = self.client.get_topic(&stream_id, &topic_id).await? else {
+            return Ok(Some(false));
+        };
+        // A consumer of its own that stores nothing: reading leaves no trace.
+        let consumer = Consumer::new(identifier("iggy-connectors-marker-search")?);
+        let key = HeaderKey::from_str(SEND_MARKER_HEADER)?;
+        for partition in &details.partitions {
+            let polled = self
+                .client
+                .poll_messages(
+                    &stream_id,
+                    &topic_id,
+                    Some(partition.id),
+                    &consumer,
+                    &PollingStrategy::last(),
+                    MARKER_SEARCH_DEPTH,
+                    false,
+                )
+                .await?;
+            let found = polled.messages.iter().rev().any(|message| {
+                message.user_headers.is_some()
+                    && message
+                        .user_headers_map()
+                        .ok()
+                        .flatten()
+                        .is_some_and(|map| {
+                            map.get(&key).and_then(|value| value.as_uint128().ok()) == Some(marker)
+                        })
+            });
+            if found {
+                return Ok(Some(true));
+            }
+        }
+        Ok(Some(false))
     }
 
     async fn store_offset(

@@ -18,6 +18,7 @@
 mod bus;
 mod control;
 mod metrics;
+mod resume;
 mod runner;
 mod shape;
 mod state;
@@ -37,12 +38,12 @@ use tokio::task::JoinHandle;
 use transforms::TransformChain;
 
 pub use bus::{
-    BusError, IggyBus, IggySettings, IncomingMessage, MessageBus, OutgoingMessage, Polled,
-    PreparedSend,
+    BusError, IggyBus, IggySettings, IncomingMessage, MARKER_SEARCH_DEPTH, MessageBus,
+    OutgoingMessage, Polled, PreparedSend, SEND_MARKER_HEADER,
 };
 pub use metrics::prometheus_text;
 pub use runner::RetryPolicy;
-pub use state::StateStore;
+pub use state::{PendingSend, SavedState, StateStore};
 pub use status::{
     ConnectorMetrics, ConnectorState, ConnectorStatus, LATENCY_BUCKETS, LatencyHistogram,
 };

@@ -32,6 +32,7 @@ use transforms::{AvroSchema, Codec, ProtoSchema, TransformChain};
 
 use crate::bus::{MessageBus, OutgoingMessage, PreparedSend};
 use crate::control::{Control, Desired};
+use crate::resume::{Ledger, resume_state};
 use crate::shape;
 use crate::state::StateStore;
 use crate::status::{ConnectorState, StatusCell};
@@ -202,7 +203,9 @@ async fn run_connector(
     let plugin_config = config.plugin_config().to_string();
     match config {
         ConnectorConfig::Source(source_config) => {
-            let state = match context.state.read(key).await {
+            let resumed =
+                resume_state(key, &context.state, context.bus.as_ref(), retry, status).await;
+            let state = match resumed {
                 Ok(state) => state,
                 Err(error) => {
                     status.fail(format!("cannot read the source state: {error}"));
@@ -236,6 +239,9 @@ async fn run_connector(
                 codecs,
                 bus: context.bus.as_ref(),
                 state: &context.state,
+                ledger: source_config
+                    .verified_resume
+                    .then(|| Ledger::new(state.clone())),
                 retry,
                 status,
             };
@@ -307,6 +313,9 @@ struct SourcePipeline<'a> {
     codecs: Vec<Codec>,
     bus: &'a dyn MessageBus,
     state: &'a StateStore,
+    /// With `verified_resume`: the sends saved as pending (the state is saved before
+    /// each send, not after).
+    ledger: Option<Ledger>,
     retry: RetryPolicy,
     status: &'a StatusCell,
 }
@@ -373,11 +382,17 @@ impl SourcePipeline<'_> {
         // Consecutive rounds that ended without delivering a batch.
         let mut failures = 0;
         loop {
-            let (halt, accepted) = match self
+            let round = self
                 .run_round(source, &mut control, depth, &mut ensured)
-                .await
-            {
-                Round::Stopped => return,
+                .await;
+            if let Some(ledger) = &self.ledger {
+                ledger.forget_pending();
+            }
+            let (halt, accepted) = match round {
+                Round::Stopped => {
+                    self.save_final_state().await;
+                    return;
+                }
                 Round::Halted { halt, accepted } => (halt, accepted),
             };
             let error = match halt {
@@ -508,14 +523,19 @@ impl SourcePipeline<'_> {
                 // (never for more than may be unsettled, or the poller could not add).
                 if !is_halted() && taken[0].0.prepared.is_ok() {
                     let deadline = tokio::time::Instant::now() + linger;
-                    while taken.len() < depth && {
+                    while taken.len() < depth {
                         let (count, bytes) = pending(&taken);
-                        count < fill && bytes < fill_bytes
-                    } {
+                        let short = count < fill && bytes < fill_bytes;
+                        // With a ledger, a full unit still takes the batches that are
+                        // ready (cut into several sends): one state write covers them,
+                        // so the longer a write takes, the fewer there are.
+                        if !short && self.ledger.is_none() {
+                            break;
+                        }
                         let next = match sending.try_recv() {
                             Ok(next) => Some(next),
                             Err(TryRecvError::Disconnected) => None,
-                            Err(TryRecvError::Empty) if linger.is_zero() => None,
+                            Err(TryRecvError::Empty) if linger.is_zero() || !short => None,
                             Err(TryRecvError::Empty) => tokio::select! {
                                 next = sending.recv() => next,
                                 () = tokio::time::sleep_until(deadline) => None,
@@ -533,9 +553,19 @@ impl SourcePipeline<'_> {
                     .iter()
                     .take_while(|(in_flight, _)| in_flight.prepared.is_ok())
                     .count();
+                let (mut marked, mut state) = (None, None);
                 let (failed, sends, halt_after) = if is_halted() {
                     (Vec::new(), Ok(Vec::new()), None)
                 } else {
+                    // Each batch's messages, to tell which batches a send completes.
+                    let counts: Vec<usize> = taken[..usable]
+                        .iter()
+                        .map(|(in_flight, _)| {
+                            in_flight.prepared.as_ref().map_or(0, |prepared| {
+                                prepared.groups.iter().map(|(_, group)| group.len()).sum()
+                            })
+                        })
+                        .collect();
                     let merged = take_messages(
                         taken[..usable]
                             .iter_mut()
@@ -546,7 +576,34 @@ impl SourcePipeline<'_> {
                     let halt_after = taken.get_mut(usable).and_then(|(in_flight, _)| {
                         std::mem::replace(&mut in_flight.prepared, Ok(Prepared::default())).err()
                     });
-                    (merged.failed, self.plan_sends(merged.groups), halt_after)
+                    let single_destination = merged.groups.len() == 1;
+                    let mut chunks = self.cut_sends(merged.groups);
+                    let mut record = None;
+                    if let Some(ledger) = &self.ledger {
+                        state = newest_state(&taken[..usable]);
+                        let states = completed_batches(&chunks, &counts, single_destination)
+                            .into_iter()
+                            .map(|completed| {
+                                completed.and_then(|batches| newest_state(&taken[..batches]))
+                            })
+                            .collect();
+                        if let Some((unit, saved)) = ledger.mark(&mut chunks, states) {
+                            marked = Some(unit);
+                            record = Some(saved);
+                        }
+                    }
+                    let mut sends = self.convert_sends(chunks);
+                    // Saved while the previous send is in flight: this one may go only
+                    // once a restart would know to look for it.
+                    let saving = record.filter(|_| sends.is_ok());
+                    if let Some(record) = saving
+                        && let Err(error) = self.state.write_saved(&self.config.key, record).await
+                    {
+                        sends = Err(Halt::Retry(format!(
+                            "cannot persist the source state: {error}"
+                        )));
+                    }
+                    (merged.failed, sends, halt_after)
                 };
                 let unit = Unit {
                     taken,
@@ -554,6 +611,8 @@ impl SourcePipeline<'_> {
                     failed,
                     sends,
                     halt_after,
+                    marked,
+                    state,
                 };
                 if to_deliver.send(unit).await.is_err() {
                     break;
@@ -570,9 +629,15 @@ impl SourcePipeline<'_> {
                     failed,
                     sends,
                     halt_after,
+                    marked,
+                    state,
                 } = unit;
                 // (The semaphore is never closed, so this always waits for a permit.)
-                let unsaved = unsaved_sends.clone().acquire_owned().await.ok();
+                // With a ledger, the state was saved with the send before it came here.
+                let unsaved = match &self.ledger {
+                    Some(_) => None,
+                    None => unsaved_sends.clone().acquire_owned().await.ok(),
+                };
                 if !is_halted() {
                     send_in_flight.store(true, Ordering::Relaxed);
                     let delivered = match sends {
@@ -582,6 +647,9 @@ impl SourcePipeline<'_> {
                     send_in_flight.store(false, Ordering::Relaxed);
                     match delivered {
                         Ok(()) => {
+                            if let Some(ledger) = &self.ledger {
+                                ledger.stored(marked, state);
+                            }
                             for (in_flight, _) in &mut taken[..usable] {
                                 in_flight.stored = true;
                             }
@@ -623,6 +691,7 @@ impl SourcePipeline<'_> {
                 // keeps the rest to stay ahead of the sender). An idle sender means
                 // nothing is coming: write at once.
                 while ready.len() < depth / 2
+                    && self.ledger.is_none()
                     && send_in_flight.load(Ordering::Relaxed)
                     && ready.last().is_some_and(|(in_flight, _)| in_flight.stored)
                     && !is_halted()
@@ -641,10 +710,12 @@ impl SourcePipeline<'_> {
                     .iter()
                     .take_while(|(in_flight, _)| in_flight.stored)
                     .count();
+                // With a ledger the state went to disk with the sends already.
                 let state = ready[..stored]
                     .iter()
                     .rev()
-                    .find_map(|(in_flight, _)| in_flight.batch.state());
+                    .find_map(|(in_flight, _)| in_flight.batch.state())
+                    .filter(|_| self.ledger.is_none());
                 if let Some(state) = state
                     && let Err(error) = self.state.write(&self.config.key, state.to_vec()).await
                 {
@@ -711,6 +782,17 @@ impl SourcePipeline<'_> {
         match halted.into_inner().ok().flatten() {
             Some(halt) => Round::Halted { halt, accepted },
             None => Round::Stopped,
+        }
+    }
+
+    /// On a stop with `verified_resume`: saves the confirmed state without pending
+    /// sends, so the next start need not ask Iggy (a failure only means it will).
+    async fn save_final_state(&self) {
+        let Some(record) = self.ledger.as_ref().and_then(Ledger::final_record) else {
+            return;
+        };
+        if let Err(error) = self.state.write_saved(&self.config.key, record).await {
+            tracing::warn!(connector = %self.config.key, %error, "cannot save the final source state; the next start looks for the last sends in Iggy");
         }
     }
 
@@ -860,11 +942,8 @@ impl SourcePipeline<'_> {
 
     /// Cuts each destination's messages into sends of at most the stream's
     /// `batch_length` messages and `max_send_bytes` payload bytes (but always one
-    /// message), converted for the bus.
-    fn plan_sends(
-        &self,
-        groups: Vec<((String, String), Vec<OutgoingMessage>)>,
-    ) -> Result<Sends, Halt> {
+    /// message).
+    fn cut_sends(&self, groups: Vec<((String, String), Vec<OutgoingMessage>)>) -> Chunks {
         let mut sends = Vec::new();
         for ((stream, topic), messages) in groups {
             let configured = self
@@ -893,13 +972,23 @@ impl SourcePipeline<'_> {
                     .map_or(rest.len().min(limit), |over| over.max(1));
                 let tail = rest.split_off(cut);
                 let chunk = std::mem::replace(&mut rest, tail);
+                sends.push(((stream.clone(), topic.clone()), chunk));
+            }
+        }
+        sends
+    }
+
+    /// Converts cut sends for the bus.
+    fn convert_sends(&self, chunks: Chunks) -> Result<Sends, Halt> {
+        chunks
+            .into_iter()
+            .map(|((stream, topic), chunk)| {
                 let prepared = self.bus.prepare_send(chunk).map_err(|error| {
                     Halt::Retry(format!("sending to {stream}/{topic} failed: {error}"))
                 })?;
-                sends.push(((stream.clone(), topic.clone()), prepared));
-            }
-        }
-        Ok(sends)
+                Ok(((stream, topic), prepared))
+            })
+            .collect()
     }
 }
 
@@ -925,6 +1014,52 @@ fn take_messages<'p>(batches: impl Iterator<Item = &'p mut Prepared>) -> Prepare
 /// The sends of a unit, in order: each destination (stream, topic) with one send.
 type Sends = Vec<((String, String), PreparedSend)>;
 
+/// The newest state among batches.
+fn newest_state<P>(taken: &[(InFlight<'_>, P)]) -> Option<Vec<u8>> {
+    taken
+        .iter()
+        .rev()
+        .find_map(|(in_flight, _)| in_flight.batch.state())
+        .map(<[u8]>::to_vec)
+}
+
+/// Sends cut but not yet converted for the bus.
+type Chunks = Vec<((String, String), Vec<OutgoingMessage>)>;
+
+/// After each of `chunks` is stored, how many of the unit's batches (with `counts`
+/// messages each, in order) are stored whole; `None` where that cannot be told. With
+/// one destination the chunks hold the batches' messages in order; with several, only
+/// the last chunk completes them (all of them).
+fn completed_batches(
+    chunks: &Chunks,
+    counts: &[usize],
+    single_destination: bool,
+) -> Vec<Option<usize>> {
+    let mut completed = vec![None; chunks.len()];
+    if single_destination {
+        let mut sent = 0;
+        let mut batches = 0;
+        let mut ends = counts
+            .iter()
+            .scan(0, |end, count| {
+                *end += count;
+                Some(*end)
+            })
+            .peekable();
+        for (chunk, completed) in chunks.iter().zip(&mut completed) {
+            sent += chunk.1.len();
+            while ends.next_if(|end| *end <= sent).is_some() {
+                batches += 1;
+            }
+            *completed = Some(batches);
+        }
+    }
+    if let Some(last) = completed.last_mut() {
+        *last = Some(counts.len());
+    }
+    completed
+}
+
 /// Batches the builder made into sends, on their way to the sender.
 struct Unit<'s, P> {
     taken: Vec<(InFlight<'s>, P)>,
@@ -936,6 +1071,10 @@ struct Unit<'s, P> {
     sends: Result<Sends, Halt>,
     /// Why the round halts after the sends (a batch that cannot be produced).
     halt_after: Option<Halt>,
+    /// With a ledger: the number it gave the unit's sends (`None`: nothing to send).
+    marked: Option<u64>,
+    /// With a ledger: the newest state among the unit's batches.
+    state: Option<Vec<u8>>,
 }
 
 /// Messages and payload bytes the usable batches among `taken` will send (as encoded
@@ -1490,4 +1629,47 @@ fn dead_letter_message(
             .push(OwnedHeader::string(dead_letter::OFFSET, offset.to_string()));
     }
     letter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(lengths: &[usize]) -> Chunks {
+        lengths
+            .iter()
+            .map(|length| {
+                let message = OutgoingMessage {
+                    id: None,
+                    headers: Vec::new(),
+                    payload: Bytes::from_static(b"m"),
+                };
+                (("s".to_owned(), "t".to_owned()), vec![message; *length])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_send_completes_the_batches_that_end_within_it() {
+        // Batches of 3, 0 (all filtered), 4 and 2 messages, cut into sends of 4.
+        let counts = [3, 0, 4, 2];
+        assert_eq!(
+            completed_batches(&chunks(&[4, 4, 1]), &counts, true),
+            [Some(2), Some(3), Some(4)]
+        );
+        // A send that ends inside the first batch completes none.
+        assert_eq!(
+            completed_batches(&chunks(&[2, 7]), &counts, true),
+            [Some(0), Some(4)]
+        );
+    }
+
+    #[test]
+    fn with_several_destinations_only_the_last_send_completes_batches() {
+        assert_eq!(
+            completed_batches(&chunks(&[4, 4, 1]), &[3, 4, 2], false),
+            [None, None, Some(3)]
+        );
+        assert!(completed_batches(&Vec::new(), &[1], true).is_empty());
+    }
 }

@@ -15,7 +15,7 @@ use iggy_test_server::{OffsetOwner, TestTarget};
 use plugin_host::PluginLoader;
 use runtime_core::{
     ConnectorState, ControlError, IggyBus, IggySettings, PluginRegistry, RestartPolicy,
-    RetryPolicy, Runtime, RuntimeContext, StateStore,
+    RetryPolicy, Runtime, RuntimeContext, SavedState, StateStore,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -232,13 +232,13 @@ async fn random_source_to_file_sink_delivers_every_message() {
             .is_some_and(|status| status.metrics.messages_out == 300)
     })
     .await;
-    // The source's state records what Iggy accepted.
-    let state = StateStore::new(dir.join("state"))
-        .read("random")
+    // The source's saved record covers what Iggy accepted (as a send still pending, for
+    // a restart to look for in Iggy, or as confirmed).
+    let saved = StateStore::new(dir.join("state"))
+        .read_saved("random")
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(state, 300u64.to_le_bytes());
+    assert_eq!(newest_state(&saved), 300);
     let metrics = runtime.prometheus();
     assert!(
         metrics
@@ -251,6 +251,27 @@ async fn random_source_to_file_sink_delivers_every_message() {
         assert_eq!(server.stored_offset(&stream, "t", &owner, 0), Some(299));
     }
     runtime.shutdown(Duration::from_secs(10)).await;
+    // Stopped, it saves the state as confirmed: nothing left to look for.
+    let saved = StateStore::new(dir.join("state"))
+        .read_saved("random")
+        .await
+        .unwrap();
+    assert_eq!(
+        (saved.state, saved.pending.len()),
+        (Some(300u64.to_le_bytes().to_vec()), 0)
+    );
+}
+
+/// The random source's position in a saved record: the state of its newest pending
+/// send, or the confirmed state.
+fn newest_state(saved: &SavedState) -> u64 {
+    saved
+        .pending
+        .iter()
+        .rev()
+        .find_map(|send| send.state.as_deref())
+        .or(saved.state.as_deref())
+        .map_or(0, |state| u64::from_le_bytes(state.try_into().unwrap()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,8 +472,8 @@ async fn rejected_batches_are_produced_again_and_do_not_advance_the_state() {
         (0..100).collect::<Vec<_>>(),
         "refused batches came again, in order, once"
     );
-    assert_eq!(saved().await, 100u64.to_le_bytes());
     runtime.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(saved().await, 100u64.to_le_bytes());
 
     // Refusals that outlast the budget (4 attempts): failed, state unchanged.
     server.fail_next_sends(1000);
@@ -513,17 +534,18 @@ async fn a_refused_send_with_batches_in_flight_rejects_them_all_and_loses_nothin
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
-/// With the default `max_unsaved_sends` (1), no send starts before the state covering
-/// every earlier send is on disk, so a crash makes the source produce again at most the
-/// send in flight.
+/// Without verified resume, with the default `max_unsaved_sends` (1), no send starts
+/// before the state covering every earlier send is on disk, so a crash makes the
+/// source produce again at most the send in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn by_default_a_send_waits_for_the_state_of_the_ones_before() {
+async fn unverified_a_send_waits_for_the_state_of_the_ones_before() {
     let target = target().await;
     let dir = temp_dir("e2e-unsaved");
     let stream = unique("unsaved");
     let mut source = random_source(&stream, 400);
     if let ConnectorConfig::Source(source) = &mut source {
         assert_eq!(source.max_unsaved_sends, 1, "the default");
+        source.verified_resume = false;
         // One batch a send; a source that never waits, so that sends would run ahead
         // of the state if nothing held them.
         source.streams[0].batch_length = 20;
@@ -540,13 +562,155 @@ async fn by_default_a_send_waits_for_the_state_of_the_ones_before() {
     let sends = recording.sends();
     assert_eq!(sends.len(), 20, "{sends:?}");
     let mut sent_before = 0;
-    for ((count, _), saved) in sends.iter().zip(recording.saved_at_send()) {
+    for ((count, _), (saved, marker)) in sends.iter().zip(recording.saved_at_send()) {
         assert_eq!(
-            saved, sent_before,
+            saved
+                .state
+                .map_or(0, |state| u64::from_le_bytes(state.try_into().unwrap())),
+            sent_before,
             "a send began before the state caught up"
+        );
+        assert!(
+            saved.pending.is_empty() && marker.is_none(),
+            "nothing marked"
         );
         sent_before += *count as u64;
     }
+}
+
+/// With verified resume (the default), each send goes only once a record naming it is
+/// on disk: the state it leads to and the marker its last message carries, after the
+/// confirmed state of the sends before (or theirs, pending too). So a crash at any
+/// moment leaves a record from which a restart finds what Iggy stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_each_send_is_saved_as_pending_before_it_goes() {
+    let target = target().await;
+    let dir = temp_dir("e2e-pending");
+    let stream = unique("pending");
+    let mut source = random_source(&stream, 400);
+    if let ConnectorConfig::Source(source) = &mut source {
+        assert!(source.verified_resume, "the default");
+        source.streams[0].batch_length = 20;
+        source.plugin_config = Some(serde_json::json!({
+            "interval": "0ms", "max_count": 400, "messages_range": [20, 20], "payload_size": 10
+        }));
+    }
+    let state = dir.join("state");
+    let mut context = context(&target, &state).await;
+    let recording = RecordingBus::watching(&mut context, Some(state));
+    let runtime = Runtime::start(active(vec![source]), plugins_for_test(), context).await;
+    produced(&runtime, 400).await;
+    runtime.shutdown(Duration::from_secs(10)).await;
+    let sends = recording.sends();
+    assert_eq!(sends.len(), 20, "{sends:?}");
+    let mut sent_before = 0;
+    for ((count, _), (saved, marker)) in sends.iter().zip(recording.saved_at_send()) {
+        // The builder may have saved the next send already: the record then names both.
+        let this = saved
+            .pending
+            .iter()
+            .find(|send| Some(send.marker) == marker)
+            .expect("the send is saved as pending, with its marker");
+        sent_before += *count as u64;
+        let leads_to = this
+            .state
+            .as_deref()
+            .map(|state| u64::from_le_bytes(state.try_into().unwrap()));
+        assert_eq!(leads_to, Some(sent_before), "the state it leads to");
+        let confirmed = saved
+            .state
+            .as_deref()
+            .map_or(0, |state| u64::from_le_bytes(state.try_into().unwrap()));
+        assert!(
+            confirmed + 20 * saved.pending.len() as u64 == newest_state(&saved),
+            "the pending sends follow the confirmed state: {saved:?}"
+        );
+    }
+}
+
+/// After a crash, a restart asks Iggy which of the pending sends it stored: it resumes
+/// after the last one found (its marker is in the topic) and produces the first one not
+/// found again, however far the record had got; the marker never reaches a sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_after_the_pending_sends_iggy_stored() {
+    use runtime_core::{OutgoingMessage, PendingSend, SEND_MARKER_HEADER};
+    let target = target().await;
+    let dir = temp_dir("e2e-resume");
+    let stream = unique("resume");
+    let state = dir.join("state");
+    let context = context(&target, &state).await;
+    // What a crash leaves: confirmed at 50; a send up to 80 that Iggy stored (its
+    // marked message is in the topic); a send up to 120 it did not store.
+    let (stored, lost) = (0x5eed_0001_u128, 0x5eed_0002_u128);
+    let marked = |marker: u128| connector_sdk::OwnedHeader {
+        key: SEND_MARKER_HEADER.to_owned(),
+        kind: connector_sdk::HeaderKind::Uint128,
+        value: marker.to_le_bytes().to_vec(),
+    };
+    context.bus.ensure_topic(&stream, "t").await.unwrap();
+    context
+        .bus
+        .send(
+            &stream,
+            "t",
+            vec![OutgoingMessage {
+                id: None,
+                headers: vec![
+                    marked(stored),
+                    connector_sdk::OwnedHeader::string("kept", "yes"),
+                ],
+                payload: bytes::Bytes::from_static(b"{\"seq\":79}"),
+            }],
+        )
+        .await
+        .unwrap();
+    let pending = |upto: u64, marker: u128| PendingSend {
+        state: Some(upto.to_le_bytes().to_vec()),
+        stream: stream.clone(),
+        topic: "t".to_owned(),
+        marker,
+    };
+    StateStore::new(&state)
+        .write_saved(
+            "random",
+            SavedState {
+                state: Some(50u64.to_le_bytes().to_vec()),
+                pending: vec![pending(80, stored), pending(120, lost)],
+            },
+        )
+        .await
+        .unwrap();
+
+    let runtime = Runtime::start(
+        active(vec![random_source(&stream, 150)]),
+        plugins_for_test(),
+        context,
+    )
+    .await;
+    produced(&runtime, 70).await;
+    runtime.shutdown(Duration::from_secs(10)).await;
+
+    let messages = read_topic(&target, &stream, "t", 71).await;
+    let values: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|message| serde_json::from_slice(&message.payload).unwrap())
+        .collect();
+    assert_eq!(
+        seqs(&values),
+        (79..150).collect::<Vec<_>>(),
+        "resumed after the stored send (80), not after the lost one (120)"
+    );
+    let headers: Vec<&str> = messages[0]
+        .headers
+        .iter()
+        .map(|header| header.key.as_str())
+        .collect();
+    assert_eq!(headers, ["kept"], "the marker is not handed on");
+    let saved = StateStore::new(&state).read_saved("random").await.unwrap();
+    assert_eq!(
+        (saved.state, saved.pending.len()),
+        (Some(150u64.to_le_bytes().to_vec()), 0)
+    );
 }
 
 /// A connector that fails is restarted after a backoff and carries on from its state.
@@ -1271,7 +1435,7 @@ struct RecordingBus {
     inner: Arc<dyn runtime_core::MessageBus>,
     sends: std::sync::Mutex<Vec<(usize, usize)>>,
     state: Option<std::path::PathBuf>,
-    saved_at_send: std::sync::Mutex<Vec<u64>>,
+    saved_at_send: std::sync::Mutex<Vec<(SavedState, Option<u128>)>>,
 }
 
 impl RecordingBus {
@@ -1299,7 +1463,8 @@ impl RecordingBus {
         self.sends.lock().unwrap().clone()
     }
 
-    fn saved_at_send(&self) -> Vec<u64> {
+    /// The record saved at each send, with the marker of the send's last message.
+    fn saved_at_send(&self) -> Vec<(SavedState, Option<u128>)> {
         self.saved_at_send.lock().unwrap().clone()
     }
 }
@@ -1320,12 +1485,15 @@ impl runtime_core::MessageBus for RecordingBus {
         let bytes = messages.iter().map(|message| message.payload.len()).sum();
         if let Some(dir) = &self.state {
             // The random source's state is the count of messages it has committed.
-            let saved = StateStore::new(dir)
-                .read("random")
-                .await
-                .unwrap()
-                .map_or(0, |state| u64::from_le_bytes(state.try_into().unwrap()));
-            self.saved_at_send.lock().unwrap().push(saved);
+            let saved = StateStore::new(dir).read_saved("random").await.unwrap();
+            let marker = messages.last().and_then(|message| {
+                message
+                    .headers
+                    .iter()
+                    .find(|header| header.key == runtime_core::SEND_MARKER_HEADER)
+                    .map(|header| u128::from_le_bytes(header.value.clone().try_into().unwrap()))
+            });
+            self.saved_at_send.lock().unwrap().push((saved, marker));
         }
         self.inner.send(stream, topic, messages).await?;
         self.sends.lock().unwrap().push((count, bytes));
@@ -1362,6 +1530,15 @@ impl runtime_core::MessageBus for RecordingBus {
         self.inner
             .store_offset(stream, topic, group, partition, offset)
             .await
+    }
+
+    async fn find_marker(
+        &self,
+        stream: &str,
+        topic: &str,
+        marker: u128,
+    ) -> Result<Option<bool>, runtime_core::BusError> {
+        self.inner.find_marker(stream, topic, marker).await
     }
 }
 
