@@ -12,7 +12,9 @@
 //! cases named, e.g. under a profiler; `BENCH_SIZES=40,964` picks the random text sizes;
 //! `BENCH_ROUNDS`, default 3, repeats every case and adds a line of medians: this VM's
 //! figures move by 20% from one run to the next, so one round says little;
-//! `BENCH_UNSAVED_SENDS`, default 16, is the generator's `max_unsaved_sends`).
+//! the generator runs with the connector defaults, verified resume on;
+//! `BENCH_VERIFIED_RESUME=false` turns it off, and then `BENCH_UNSAVED_SENDS`, default 1,
+//! is its `max_unsaved_sends`).
 //!
 //! Both clocks start once the pipeline is ready: the raw client connected and its topic
 //! created, the runtime with both connectors running (plugins open, connections made,
@@ -211,7 +213,7 @@ async fn runtime(
     let source: ConnectorConfig = serde_json::from_value(serde_json::json!({
         "type": "source", "key": format!("gen-{stream}"), "enabled": true, "version": 0, "name": "Generator",
         "max_unsaved_sends": unsaved_sends(),
-        "verified_resume": iggy_connectors_benches::env_or("BENCH_VERIFIED_RESUME", true),
+        "verified_resume": verified_resume(),
         "path": plugin_path("iggy_connector_random_source"),
         "streams": [{ "stream": stream, "topic": "t", "schema": "json" }],
         "plugin_config": { "interval": "0ms", "max_count": total, "messages_range": [BATCH, BATCH], "payload_size": payload_size }
@@ -343,11 +345,18 @@ async fn runtime(
     Ok((elapsed, answered))
 }
 
-/// The generator's `max_unsaved_sends`: `BENCH_UNSAVED_SENDS`, default 16 (a crash may
-/// then make it produce up to 16 sends again; the connector default, 1, saves the state
-/// between every two sends).
+/// The generator's `verified_resume`: `BENCH_VERIFIED_RESUME`, default true (the
+/// connector default: the state is saved with each send before it goes).
+fn verified_resume() -> bool {
+    iggy_connectors_benches::env_or("BENCH_VERIFIED_RESUME", true)
+}
+
+/// The generator's `max_unsaved_sends`, which counts only without verified resume:
+/// `BENCH_UNSAVED_SENDS`, default 1 (the connector default: the state is saved between
+/// every two sends; 16 lets one state write cover several, and a crash may then make
+/// the source produce up to 16 sends again).
 fn unsaved_sends() -> u32 {
-    iggy_connectors_benches::env_or("BENCH_UNSAVED_SENDS", 16)
+    iggy_connectors_benches::env_or("BENCH_UNSAVED_SENDS", 1)
 }
 
 /// Which cases `BENCH_ONLY` asks for (all when it is unset).

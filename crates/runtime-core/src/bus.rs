@@ -109,6 +109,9 @@ pub const SEND_MARKER_HEADER: &str = "iggy_connectors_send";
 /// other producers' messages since the send push it further back.
 pub const MARKER_SEARCH_DEPTH: u32 = 10_000;
 
+/// Messages [`IggyBus`] reads per request while searching for a marker.
+const MARKER_SEARCH_PAGE: u32 = 1_000;
+
 /// What the runtime needs from Iggy. Implemented by [`IggyBus`]; tests and embedders may
 /// supply their own.
 #[async_trait]
@@ -624,32 +627,53 @@ impl MessageBus for IggyBus {
         // A consumer of its own that stores nothing: reading leaves no trace.
         let consumer = Consumer::new(identifier("iggy-connectors-marker-search")?);
         let key = HeaderKey::from_str(SEND_MARKER_HEADER)?;
-        for partition in &details.partitions {
-            let polled = self
-                .client
-                .poll_messages(
-                    &stream_id,
-                    &topic_id,
-                    Some(partition.id),
-                    &consumer,
-                    &PollingStrategy::last(),
-                    MARKER_SEARCH_DEPTH,
-                    false,
-                )
-                .await?;
-            let found = polled.messages.iter().rev().any(|message| {
-                message.user_headers.is_some()
-                    && message
-                        .user_headers_map()
-                        .ok()
-                        .flatten()
-                        .is_some_and(|map| {
-                            map.get(&key).and_then(|value| value.as_uint128().ok()) == Some(marker)
-                        })
-            });
-            if found {
-                return Ok(Some(true));
+        let carries_marker = |message: &IggyMessage| {
+            message.user_headers.is_some()
+                && message
+                    .user_headers_map()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|map| {
+                        map.get(&key).and_then(|value| value.as_uint128().ok()) == Some(marker)
+                    })
+        };
+        // Backwards from each partition's end, a page of every partition in turn: the
+        // marker is almost always in the newest page of one of them.
+        let mut partitions: Vec<(u32, u64)> = details
+            .partitions
+            .iter()
+            .filter(|partition| partition.messages_count > 0)
+            .map(|partition| (partition.id, partition.current_offset + 1))
+            .collect();
+        let mut searched = 0;
+        while searched < MARKER_SEARCH_DEPTH && !partitions.is_empty() {
+            let page = MARKER_SEARCH_PAGE.min(MARKER_SEARCH_DEPTH - searched);
+            for (partition, end) in &mut partitions {
+                let start = end.saturating_sub(u64::from(page));
+                let polled = self
+                    .client
+                    .poll_messages(
+                        &stream_id,
+                        &topic_id,
+                        Some(*partition),
+                        &consumer,
+                        &PollingStrategy::offset(start),
+                        page,
+                        false,
+                    )
+                    .await?;
+                if polled
+                    .messages
+                    .iter()
+                    .filter(|message| message.header.offset < *end)
+                    .any(carries_marker)
+                {
+                    return Ok(Some(true));
+                }
+                *end = start;
             }
+            partitions.retain(|(_, end)| *end > 0);
+            searched += page;
         }
         Ok(Some(false))
     }

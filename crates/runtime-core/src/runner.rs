@@ -959,21 +959,29 @@ impl SourcePipeline<'_> {
                 .map_or(usize::MAX, |bytes| {
                     usize::try_from(bytes).unwrap_or(usize::MAX)
                 });
-            let mut rest = messages;
-            while !rest.is_empty() {
+            // Where each send starts; then split from the back, so that every message
+            // moves once (splitting from the front moves the rest at every cut).
+            let mut starts = Vec::new();
+            let mut start = 0;
+            while start < messages.len() {
+                starts.push(start);
                 let mut bytes = 0;
-                let cut = rest
+                let length = messages[start..]
                     .iter()
                     .take(limit)
                     .position(|message| {
                         bytes += message.payload.len();
                         bytes > max_bytes
                     })
-                    .map_or(rest.len().min(limit), |over| over.max(1));
-                let tail = rest.split_off(cut);
-                let chunk = std::mem::replace(&mut rest, tail);
-                sends.push(((stream.clone(), topic.clone()), chunk));
+                    .map_or((messages.len() - start).min(limit), |over| over.max(1));
+                start += length;
             }
+            let first = sends.len();
+            let mut rest = messages;
+            for start in starts.into_iter().rev() {
+                sends.push(((stream.clone(), topic.clone()), rest.split_off(start)));
+            }
+            sends[first..].reverse();
         }
         sends
     }

@@ -713,6 +713,61 @@ async fn a_restart_resumes_after_the_pending_sends_iggy_stored() {
     );
 }
 
+/// The marker search reads back from the topic's end: a marker behind other messages
+/// is found, one that was never sent or lies beyond the search depth is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_is_found_behind_other_messages_within_the_search_depth() {
+    use runtime_core::{MARKER_SEARCH_DEPTH, OutgoingMessage, SEND_MARKER_HEADER};
+    let target = target().await;
+    let dir = temp_dir("e2e-marker");
+    let stream = unique("marker");
+    let bus = context(&target, &dir.join("state")).await.bus;
+    let message = |marker: Option<u128>| OutgoingMessage {
+        id: None,
+        headers: marker
+            .map(|marker| connector_sdk::OwnedHeader {
+                key: SEND_MARKER_HEADER.to_owned(),
+                kind: connector_sdk::HeaderKind::Uint128,
+                value: marker.to_le_bytes().to_vec(),
+            })
+            .into_iter()
+            .collect(),
+        payload: bytes::Bytes::from_static(b"{}"),
+    };
+    let (bus, stream) = (&bus, stream.as_str());
+    let others = |count: u32| async move {
+        for _ in 0..count / 500 {
+            bus.send(stream, "t", (0..500).map(|_| message(None)).collect())
+                .await
+                .unwrap();
+        }
+    };
+    bus.ensure_topic(stream, "t").await.unwrap();
+    assert_eq!(
+        bus.find_marker(stream, "t", 1).await.unwrap(),
+        Some(false),
+        "empty topic"
+    );
+    bus.send(stream, "t", vec![message(Some(1))]).await.unwrap();
+    others(2500).await;
+    assert_eq!(
+        bus.find_marker(stream, "t", 1).await.unwrap(),
+        Some(true),
+        "three pages back"
+    );
+    assert_eq!(
+        bus.find_marker(stream, "t", 2).await.unwrap(),
+        Some(false),
+        "never sent"
+    );
+    others(MARKER_SEARCH_DEPTH).await;
+    assert_eq!(
+        bus.find_marker(stream, "t", 1).await.unwrap(),
+        Some(false),
+        "beyond the search depth"
+    );
+}
+
 /// A connector that fails is restarted after a backoff and carries on from its state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_connector_is_restarted() {
