@@ -91,11 +91,12 @@ pub struct SourceConfig {
     pub benchmark: bool,
     /// Where to produce: every entry counts (upstream used only the last one).
     pub streams: Vec<SourceStream>,
-    /// Most sends Iggy may have stored beyond the saved source state, so the most a
-    /// crash makes the source produce again. 1 (the default) saves the state between
-    /// every two sends; more lets sends go on while the state is written, one write
-    /// covering several (faster; the source's in-flight limit caps it too). A source
-    /// batch larger than `batch_length`, cut into several requests, counts as one send.
+    /// Without `verified_resume`: most sends Iggy may have stored beyond the saved
+    /// source state, so the most a crash makes the source produce again. 1 (the
+    /// default) saves the state between every two sends; more lets sends go on while
+    /// the state is written, one write covering several (faster; the source's
+    /// in-flight limit caps it too). A source batch larger than `batch_length`, cut
+    /// into several requests, counts as one send.
     #[serde(default = "default_max_unsaved_sends")]
     pub max_unsaved_sends: u32,
     /// Save the state with each send before it goes, and on a restart ask Iggy which

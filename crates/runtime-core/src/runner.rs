@@ -298,7 +298,9 @@ const MAX_SOURCE_BATCHES_IN_FLIGHT: u32 = 16;
 /// the plugin for batches and shapes them, the builder makes them into sends ready for
 /// the bus (while the previous send is in flight), the sender produces them to Iggy
 /// in order, the committer persists the newest state of what Iggy stored (once for all
-/// the batches that are ready) and accepts them in order. As many batches are in
+/// the batches that are ready) and accepts them in order; with `verified_resume`, the
+/// builder saves the state with each unit's sends as pending before the unit goes (see
+/// `resume.rs`) and the committer only accepts. As many batches are in
 /// flight as the plugin allows unsettled (see `Source::MAX_UNSETTLED_BATCHES`), at
 /// most [`MAX_SOURCE_BATCHES_IN_FLIGHT`]; with one, the stages take turns as a plain
 /// loop would. The builder merges batches that are in flight into one send while it
