@@ -265,13 +265,14 @@ async fn random_source_to_file_sink_delivers_every_message() {
 /// The random source's position in a saved record: the state of its newest pending
 /// send, or the confirmed state.
 fn newest_state(saved: &SavedState) -> u64 {
-    saved
-        .pending
-        .iter()
-        .rev()
-        .find_map(|send| send.state.as_deref())
-        .or(saved.state.as_deref())
-        .map_or(0, |state| u64::from_le_bytes(state.try_into().unwrap()))
+    position(
+        saved
+            .pending
+            .iter()
+            .rev()
+            .find_map(|send| send.state.as_deref())
+            .or(saved.state.as_deref()),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,20 +535,18 @@ async fn a_refused_send_with_batches_in_flight_rejects_them_all_and_loses_nothin
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
-/// Without verified resume, with the default `max_unsaved_sends` (1), no send starts
-/// before the state covering every earlier send is on disk, so a crash makes the
-/// source produce again at most the send in flight.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unverified_a_send_waits_for_the_state_of_the_ones_before() {
+/// Runs the source `random` for 400 messages in sends of one 20-message batch each, from
+/// a plugin that never waits (so that sends would run ahead of the state if nothing held
+/// them), and returns the record saved at each send with the send's marker.
+async fn saved_at_each_send(label: &str, verified_resume: bool) -> Vec<(SavedState, Option<u128>)> {
     let target = target().await;
-    let dir = temp_dir("e2e-unsaved");
-    let stream = unique("unsaved");
+    let dir = temp_dir(&format!("e2e-{label}"));
+    let stream = unique(label);
     let mut source = random_source(&stream, 400);
     if let ConnectorConfig::Source(source) = &mut source {
         assert_eq!(source.max_unsaved_sends, 1, "the default");
-        source.verified_resume = false;
-        // One batch a send; a source that never waits, so that sends would run ahead
-        // of the state if nothing held them.
+        assert!(source.verified_resume, "the default");
+        source.verified_resume = verified_resume;
         source.streams[0].batch_length = 20;
         source.plugin_config = Some(serde_json::json!({
             "interval": "0ms", "max_count": 400, "messages_range": [20, 20], "payload_size": 10
@@ -561,20 +560,34 @@ async fn unverified_a_send_waits_for_the_state_of_the_ones_before() {
     runtime.shutdown(Duration::from_secs(10)).await;
     let sends = recording.sends();
     assert_eq!(sends.len(), 20, "{sends:?}");
-    let mut sent_before = 0;
-    for ((count, _), (saved, marker)) in sends.iter().zip(recording.saved_at_send()) {
+    assert!(sends.iter().all(|(count, _)| *count == 20), "{sends:?}");
+    recording.saved_at_send()
+}
+
+/// The random source's state (the count of messages it has committed).
+fn position(state: Option<&[u8]>) -> u64 {
+    state.map_or(0, |state| u64::from_le_bytes(state.try_into().unwrap()))
+}
+
+/// Without verified resume, with the default `max_unsaved_sends` (1), no send starts
+/// before the state covering every earlier send is on disk, so a crash makes the
+/// source produce again at most the send in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverified_a_send_waits_for_the_state_of_the_ones_before() {
+    for (index, (saved, marker)) in saved_at_each_send("unsaved", false)
+        .await
+        .into_iter()
+        .enumerate()
+    {
         assert_eq!(
-            saved
-                .state
-                .map_or(0, |state| u64::from_le_bytes(state.try_into().unwrap())),
-            sent_before,
+            position(saved.state.as_deref()),
+            20 * index as u64,
             "a send began before the state caught up"
         );
         assert!(
             saved.pending.is_empty() && marker.is_none(),
             "nothing marked"
         );
-        sent_before += *count as u64;
     }
 }
 
@@ -584,45 +597,25 @@ async fn unverified_a_send_waits_for_the_state_of_the_ones_before() {
 /// moment leaves a record from which a restart finds what Iggy stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_each_send_is_saved_as_pending_before_it_goes() {
-    let target = target().await;
-    let dir = temp_dir("e2e-pending");
-    let stream = unique("pending");
-    let mut source = random_source(&stream, 400);
-    if let ConnectorConfig::Source(source) = &mut source {
-        assert!(source.verified_resume, "the default");
-        source.streams[0].batch_length = 20;
-        source.plugin_config = Some(serde_json::json!({
-            "interval": "0ms", "max_count": 400, "messages_range": [20, 20], "payload_size": 10
-        }));
-    }
-    let state = dir.join("state");
-    let mut context = context(&target, &state).await;
-    let recording = RecordingBus::watching(&mut context, Some(state));
-    let runtime = Runtime::start(active(vec![source]), plugins_for_test(), context).await;
-    produced(&runtime, 400).await;
-    runtime.shutdown(Duration::from_secs(10)).await;
-    let sends = recording.sends();
-    assert_eq!(sends.len(), 20, "{sends:?}");
-    let mut sent_before = 0;
-    for ((count, _), (saved, marker)) in sends.iter().zip(recording.saved_at_send()) {
+    for (index, (saved, marker)) in saved_at_each_send("pending", true)
+        .await
+        .into_iter()
+        .enumerate()
+    {
         // The builder may have saved the next send already: the record then names both.
         let this = saved
             .pending
             .iter()
             .find(|send| Some(send.marker) == marker)
             .expect("the send is saved as pending, with its marker");
-        sent_before += *count as u64;
-        let leads_to = this
-            .state
-            .as_deref()
-            .map(|state| u64::from_le_bytes(state.try_into().unwrap()));
-        assert_eq!(leads_to, Some(sent_before), "the state it leads to");
-        let confirmed = saved
-            .state
-            .as_deref()
-            .map_or(0, |state| u64::from_le_bytes(state.try_into().unwrap()));
-        assert!(
-            confirmed + 20 * saved.pending.len() as u64 == newest_state(&saved),
+        assert_eq!(
+            position(this.state.as_deref()),
+            20 * (index as u64 + 1),
+            "the state it leads to"
+        );
+        assert_eq!(
+            position(saved.state.as_deref()) + 20 * saved.pending.len() as u64,
+            newest_state(&saved),
             "the pending sends follow the confirmed state: {saved:?}"
         );
     }
