@@ -945,9 +945,9 @@ impl SourcePipeline<'_> {
     /// Cuts each destination's messages into sends of at most the stream's
     /// `batch_length` messages and `max_send_bytes` payload bytes (but always one
     /// message).
-    fn cut_sends(&self, groups: Vec<((String, String), Vec<OutgoingMessage>)>) -> Chunks {
+    fn cut_sends(&self, groups: Vec<Destined>) -> Chunks {
         let mut sends = Vec::new();
-        for ((stream, topic), messages) in groups {
+        for ((stream, topic), segments) in groups {
             let configured = self
                 .config
                 .streams
@@ -961,29 +961,9 @@ impl SourcePipeline<'_> {
                 .map_or(usize::MAX, |bytes| {
                     usize::try_from(bytes).unwrap_or(usize::MAX)
                 });
-            // Where each send starts; then split from the back, so that every message
-            // moves once (splitting from the front moves the rest at every cut).
-            let mut starts = Vec::new();
-            let mut start = 0;
-            while start < messages.len() {
-                starts.push(start);
-                let mut bytes = 0;
-                let length = messages[start..]
-                    .iter()
-                    .take(limit)
-                    .position(|message| {
-                        bytes += message.payload.len();
-                        bytes > max_bytes
-                    })
-                    .map_or((messages.len() - start).min(limit), |over| over.max(1));
-                start += length;
+            for chunk in cut(segments, limit, max_bytes) {
+                sends.push(((stream.clone(), topic.clone()), chunk));
             }
-            let first = sends.len();
-            let mut rest = messages;
-            for start in starts.into_iter().rev() {
-                sends.push(((stream.clone(), topic.clone()), rest.split_off(start)));
-            }
-            sends[first..].reverse();
         }
         sends
     }
@@ -1002,24 +982,74 @@ impl SourcePipeline<'_> {
     }
 }
 
-/// The messages (by destination, in batch order) and the failed messages of several
-/// batches, taken out of them; their counts stay for the committer.
-fn take_messages<'p>(batches: impl Iterator<Item = &'p mut Prepared>) -> Prepared {
-    let mut merged = Prepared::default();
+/// The messages (by destination, each batch's in batch order) and the failed messages
+/// of several batches, taken out of them; their counts stay for the committer.
+fn take_messages<'p>(batches: impl Iterator<Item = &'p mut Prepared>) -> Taken {
+    let mut taken = Taken::default();
     for prepared in batches {
-        merged.failed.append(&mut prepared.failed);
+        taken.failed.append(&mut prepared.failed);
         for (destination, messages) in std::mem::take(&mut prepared.groups) {
             if messages.is_empty() {
                 continue;
             }
-            match merged.groups.iter_mut().find(|(to, _)| *to == destination) {
-                Some((_, group)) => group.extend(messages),
-                None => merged.groups.push((destination, messages)),
+            match taken.groups.iter_mut().find(|(to, _)| *to == destination) {
+                Some((_, segments)) => segments.push(messages),
+                None => taken.groups.push((destination, vec![messages])),
             }
         }
     }
-    merged
+    taken
 }
+
+/// Cuts one destination's messages (each batch's apart, in order) into sends, filled
+/// greedily: a message goes into the current send unless that holds `limit` messages
+/// already or the message would take it past `max_bytes` of payload (a send holds at
+/// least one message). A batch that fits a send of its own becomes one as it is.
+fn cut(
+    segments: Vec<Vec<OutgoingMessage>>,
+    limit: usize,
+    max_bytes: usize,
+) -> Vec<Vec<OutgoingMessage>> {
+    let mut sends = Vec::new();
+    let mut current: Vec<OutgoingMessage> = Vec::new();
+    let mut current_bytes = 0;
+    for segment in segments {
+        if current.len() >= limit {
+            sends.push(std::mem::take(&mut current));
+        }
+        let segment_bytes: usize = segment.iter().map(|message| message.payload.len()).sum();
+        if current.is_empty() && segment.len() <= limit && segment_bytes <= max_bytes {
+            current = segment;
+            current_bytes = segment_bytes;
+            continue;
+        }
+        for message in segment {
+            let length = message.payload.len();
+            if current.len() >= limit || (!current.is_empty() && current_bytes + length > max_bytes)
+            {
+                sends.push(std::mem::take(&mut current));
+                current_bytes = 0;
+            }
+            current_bytes += length;
+            current.push(message);
+        }
+    }
+    if !current.is_empty() {
+        sends.push(current);
+    }
+    sends
+}
+
+/// What [`take_messages`] took: per destination, the batches' messages as they came
+/// (kept apart, so that a batch that fills a send moves into it without a copy).
+#[derive(Debug, Default)]
+struct Taken {
+    groups: Vec<Destined>,
+    failed: Failed,
+}
+
+/// A destination (stream, topic) with the messages of each batch going there.
+type Destined = ((String, String), Vec<Vec<OutgoingMessage>>);
 
 /// The sends of a unit, in order: each destination (stream, topic) with one send.
 type Sends = Vec<((String, String), PreparedSend)>;
@@ -1672,6 +1702,42 @@ mod tests {
             completed_batches(&chunks(&[2, 7]), &counts, true),
             [Some(0), Some(4)]
         );
+    }
+
+    fn sized(lengths: &[usize]) -> Vec<OutgoingMessage> {
+        lengths
+            .iter()
+            .map(|length| OutgoingMessage {
+                id: None,
+                headers: Vec::new(),
+                payload: Bytes::from(vec![b'x'; *length]),
+            })
+            .collect()
+    }
+
+    fn shape(sends: &[Vec<OutgoingMessage>]) -> Vec<Vec<usize>> {
+        sends
+            .iter()
+            .map(|send| send.iter().map(|message| message.payload.len()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn batches_are_cut_into_sends_by_count_and_bytes_across_batch_ends() {
+        // By count: batches of 3 and 2 into sends of at most 2.
+        let sends = cut(vec![sized(&[1, 1, 1]), sized(&[1, 1])], 2, usize::MAX);
+        assert_eq!(shape(&sends), [vec![1, 1], vec![1, 1], vec![1]]);
+        // Batches that fit go whole, and a short one is topped up by the next.
+        let sends = cut(
+            vec![sized(&[1, 1]), sized(&[1]), sized(&[1, 1])],
+            3,
+            usize::MAX,
+        );
+        assert_eq!(shape(&sends), [vec![1, 1, 1], vec![1, 1]]);
+        // By bytes: never past 10, but always one message, however large.
+        let sends = cut(vec![sized(&[4, 4, 4]), sized(&[30, 1])], 100, 10);
+        assert_eq!(shape(&sends), [vec![4, 4], vec![4], vec![30], vec![1]]);
+        assert!(cut(Vec::new(), 5, 5).is_empty());
     }
 
     #[test]
