@@ -707,7 +707,9 @@ async fn a_restart_resumes_after_the_pending_sends_iggy_stored() {
 }
 
 /// The marker search reads back from the topic's end: a marker behind other messages
-/// is found, one that was never sent or lies beyond the search depth is not.
+/// is found, one that was never sent or lies beyond the search depth is not. (The depth
+/// is per partition: the last check expects the topic as the runtime creates it, with
+/// one partition.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_marker_is_found_behind_other_messages_within_the_search_depth() {
     use runtime_core::{MARKER_SEARCH_DEPTH, OutgoingMessage, SEND_MARKER_HEADER};
