@@ -33,19 +33,8 @@ fn unique(label: &str) -> String {
 }
 
 async fn context(target: &TestTarget, state_dir: &std::path::Path) -> RuntimeContext {
-    let bus = IggyBus::connect(&IggySettings {
-        address: target.address.clone(),
-        username: "iggy".to_owned(),
-        password: "iggy".to_owned(),
-        token: String::new(),
-        tls: None,
-        connect_retries: 2,
-        reconnect_interval: std::time::Duration::from_millis(50),
-    })
-    .await
-    .unwrap();
     RuntimeContext {
-        bus: Arc::new(bus),
+        bus: bus(target).await,
         state: StateStore::new(state_dir),
         retry: RetryPolicy {
             attempts: 4,
@@ -57,6 +46,142 @@ async fn context(target: &TestTarget, state_dir: &std::path::Path) -> RuntimeCon
             ..RestartPolicy::default()
         },
         stop_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Against a real server whose build refuses the 0.11 client's topic options (see
+/// `ensure_topic` in the test server's conformance tests), topics are created by the
+/// shell command in `IGGY_TEST_CREATE_TOPIC_COMMAND` (with `{stream}`, `{topic}` and
+/// `{partitions}`) when the client's create fails. Everything else goes to the bus.
+struct TopicCommandBus {
+    inner: Arc<dyn runtime_core::MessageBus>,
+    command: String,
+}
+
+impl TopicCommandBus {
+    /// `bus` as it is, unless `IGGY_TEST_CREATE_TOPIC_COMMAND` is set.
+    fn wrap(bus: Arc<dyn runtime_core::MessageBus>) -> Arc<dyn runtime_core::MessageBus> {
+        match std::env::var("IGGY_TEST_CREATE_TOPIC_COMMAND") {
+            Ok(command) => Arc::new(TopicCommandBus {
+                inner: bus,
+                command,
+            }),
+            Err(_) => bus,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl runtime_core::MessageBus for TopicCommandBus {
+    async fn ensure_topic(&self, stream: &str, topic: &str) -> Result<(), runtime_core::BusError> {
+        if self.inner.ensure_topic(stream, topic).await.is_ok() {
+            return Ok(());
+        }
+        // The client created the stream before its topic create was refused.
+        let command = self
+            .command
+            .replace("{stream}", stream)
+            .replace("{topic}", topic)
+            .replace("{partitions}", "1");
+        let status = std::process::Command::new("sh")
+            .args(["-c", &command])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(|error| runtime_core::BusError(format!("{command}: {error}")))?;
+        if !status.success() {
+            return Err(runtime_core::BusError(format!(
+                "{command} failed: {status}"
+            )));
+        }
+        self.inner.ensure_topic(stream, topic).await
+    }
+
+    async fn send(
+        &self,
+        stream: &str,
+        topic: &str,
+        messages: Vec<runtime_core::OutgoingMessage>,
+    ) -> Result<(), runtime_core::BusError> {
+        self.inner.send(stream, topic, messages).await
+    }
+
+    fn prepare_send(
+        &self,
+        messages: Vec<runtime_core::OutgoingMessage>,
+    ) -> Result<runtime_core::PreparedSend, runtime_core::BusError> {
+        self.inner.prepare_send(messages)
+    }
+
+    async fn send_prepared(
+        &self,
+        stream: &str,
+        topic: &str,
+        prepared: runtime_core::PreparedSend,
+    ) -> Result<(), runtime_core::BusError> {
+        self.inner.send_prepared(stream, topic, prepared).await
+    }
+
+    async fn join_group(
+        &self,
+        stream: &str,
+        topic: &str,
+        group: &str,
+    ) -> Result<(), runtime_core::BusError> {
+        self.inner.join_group(stream, topic, group).await
+    }
+
+    async fn poll(
+        &self,
+        stream: &str,
+        topic: &str,
+        group: &str,
+        count: u32,
+    ) -> Result<runtime_core::Polled, runtime_core::BusError> {
+        self.inner.poll(stream, topic, group, count).await
+    }
+
+    async fn store_offset(
+        &self,
+        stream: &str,
+        topic: &str,
+        group: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), runtime_core::BusError> {
+        self.inner
+            .store_offset(stream, topic, group, partition, offset)
+            .await
+    }
+
+    async fn find_marker(
+        &self,
+        stream: &str,
+        topic: &str,
+        marker: u128,
+    ) -> Result<Option<bool>, runtime_core::BusError> {
+        self.inner.find_marker(stream, topic, marker).await
+    }
+
+    fn connected(&self) -> bool {
+        self.inner.connected()
+    }
+
+    async fn for_connector(
+        &self,
+        key: &str,
+    ) -> Result<Option<Arc<dyn runtime_core::MessageBus>>, runtime_core::BusError> {
+        let own = self.inner.for_connector(key).await?;
+        Ok(own.map(|bus| {
+            Arc::new(TopicCommandBus {
+                inner: bus,
+                command: self.command.clone(),
+            }) as Arc<dyn runtime_core::MessageBus>
+        }))
+    }
+
+    async fn close(&self) {
+        self.inner.close().await;
     }
 }
 
@@ -906,8 +1031,8 @@ fail_payloads_containing = [{poison}]
     ))
 }
 
-async fn bus(target: &TestTarget) -> IggyBus {
-    IggyBus::connect(&IggySettings {
+async fn bus(target: &TestTarget) -> Arc<dyn runtime_core::MessageBus> {
+    let bus = IggyBus::connect(&IggySettings {
         address: target.address.clone(),
         username: "iggy".to_owned(),
         password: "iggy".to_owned(),
@@ -917,7 +1042,8 @@ async fn bus(target: &TestTarget) -> IggyBus {
         reconnect_interval: Duration::from_millis(50),
     })
     .await
-    .unwrap()
+    .unwrap();
+    TopicCommandBus::wrap(Arc::new(bus))
 }
 
 /// The first `count` messages of `stream`/`topic`, read as a consumer group of the
@@ -928,7 +1054,6 @@ async fn read_topic(
     topic: &str,
     count: usize,
 ) -> Vec<runtime_core::IncomingMessage> {
-    use runtime_core::MessageBus;
     let reader = bus(target).await;
     reader.join_group(stream, topic, "check").await.unwrap();
     let mut messages = Vec::new();
@@ -1305,7 +1430,7 @@ topics = { random = "routed" }
 /// sink; the messages around it are delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_transform_failures_follow_the_error_policy() {
-    use runtime_core::{MessageBus, OutgoingMessage, dead_letter};
+    use runtime_core::{OutgoingMessage, dead_letter};
     let target = target().await;
     let dir = temp_dir("e2e-transform-policy");
     let stream = unique("transform-policy");
