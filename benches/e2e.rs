@@ -6,7 +6,8 @@
 //! between requests; 0 makes it a closed loop (`+API/s`, `API req/s`).
 //!
 //! Run: `cargo bench -p iggy-connectors-benches --bench e2e`
-//! (`BENCH_MESSAGES`, default 500000; `IGGY_TEST_ADDRESS=host:port` for a real server;
+//! (`BENCH_MESSAGES`, default 500000; `IGGY_TEST_ADDRESS=host:port` for a real server,
+//! with `IGGY_TEST_CREATE_TOPIC_COMMAND` where its build refuses the client's topics;
 //! `BENCH_STATE_DIR` for the source state directory; `BENCH_VERBOSE=1` tells when the
 //! source and the sink finished; `BENCH_ONLY=runtime,api,raw,generator` runs only the
 //! cases named, e.g. under a profiler; `BENCH_SIZES=40,964` picks the random text sizes;
@@ -41,6 +42,35 @@ fn id(name: &str) -> Result<Identifier, IggyError> {
     Identifier::named(name)
 }
 
+/// Creates `stream` with its one-partition topic `t`. A real server whose build refuses
+/// the 0.11 client's topic options gets the topic from the shell command in
+/// `IGGY_TEST_CREATE_TOPIC_COMMAND` (`{stream}`, `{topic}`, `{partitions}`), as in the
+/// tests.
+async fn create_topic(client: &IggyClient, stream: &str) -> Result<(), Box<dyn std::error::Error>> {
+    client.create_stream(stream).await?;
+    if let Ok(command) = std::env::var("IGGY_TEST_CREATE_TOPIC_COMMAND") {
+        let command = command
+            .replace("{stream}", stream)
+            .replace("{topic}", "t")
+            .replace("{partitions}", "1");
+        let status = std::process::Command::new("sh")
+            .args(["-c", &command])
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        return if status.success() {
+            Ok(())
+        } else {
+            Err(format!("{command} failed: {status}").into())
+        };
+    }
+    let options = TopicCreateOptions {
+        partitions_count: Some(1),
+        ..TopicCreateOptions::default()
+    };
+    client.create_topic(&id(stream)?, "t", &options).await?;
+    Ok(())
+}
+
 async fn client(address: &str) -> Result<IggyClient, IggyError> {
     let client = IggyClient::builder()
         .with_tcp()
@@ -63,12 +93,7 @@ async fn raw(
     payload: Bytes,
 ) -> Result<Duration, Box<dyn std::error::Error>> {
     let producer = client(address).await?;
-    producer.create_stream(stream).await?;
-    let options = TopicCreateOptions {
-        partitions_count: Some(1),
-        ..TopicCreateOptions::default()
-    };
-    producer.create_topic(&id(stream)?, "t", &options).await?;
+    create_topic(&producer, stream).await?;
     let consumer = client(address).await?;
     let started = Instant::now();
     let stream_name = stream.to_owned();
@@ -226,6 +251,10 @@ async fn runtime(
     let mut configs = ActiveConfigs::default();
     configs.sources.insert(source.key().to_owned(), source);
     configs.sinks.insert(sink.key().to_owned(), sink);
+    if std::env::var_os("IGGY_TEST_CREATE_TOPIC_COMMAND").is_some() {
+        // The runtime would create the topic itself; that server's build refuses it.
+        create_topic(&client(address).await?, stream).await?;
+    }
     let bus = IggyBus::connect(&IggySettings {
         address: address.to_owned(),
         username: "iggy".to_owned(),
