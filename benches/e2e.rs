@@ -56,6 +56,7 @@ async fn create_topic(client: &IggyClient, stream: &str) -> Result<(), Box<dyn s
         let status = std::process::Command::new("sh")
             .args(["-c", &command])
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .status()?;
         return if status.success() {
             Ok(())
