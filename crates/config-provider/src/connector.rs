@@ -102,7 +102,8 @@ pub struct SourceConfig {
     /// Save the state with each send before it goes, and on a restart ask Iggy which
     /// of the sends it stored (the last message of each carries the header
     /// `iggy_connectors_send`): a crash then makes the source produce again only
-    /// what Iggy did not store, and no send waits for a disk flush. `false` leaves
+    /// what Iggy did not store (and the stored part of a batch the crash cut), and no
+    /// send waits for a disk flush after it. `false` leaves
     /// messages unmarked and saves the state after sends, bounded by
     /// `max_unsaved_sends` (which is moot while this is on).
     #[serde(default = "default_verified_resume")]

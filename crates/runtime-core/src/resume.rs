@@ -38,9 +38,9 @@ struct LedgerInner {
     /// Oldest first, each with the number of the unit that carries it.
     pending: VecDeque<(u64, PendingSend)>,
     next_unit: u64,
-    markers_made: u64,
-    /// Whether `confirmed` moved since the last record was saved.
-    unsaved: bool,
+    /// Whether `confirmed` moved in this run: records saved so far may hold it only as
+    /// a pending send's state, or (after a unit with nothing to send) not at all.
+    moved: bool,
 }
 
 impl Ledger {
@@ -51,8 +51,7 @@ impl Ledger {
                 confirmed,
                 pending: VecDeque::new(),
                 next_unit: 0,
-                markers_made: 0,
-                unsaved: false,
+                moved: false,
             }),
             markers: RandomState::new(),
         }
@@ -79,11 +78,13 @@ impl Ledger {
         let mut inner = self.inner();
         let unit = inner.next_unit;
         inner.next_unit += 1;
-        for (((stream, topic), messages), state) in sends.iter_mut().zip(states) {
+        for (index, (((stream, topic), messages), state)) in
+            sends.iter_mut().zip(states).enumerate()
+        {
             let Some(last) = messages.last_mut() else {
                 continue;
             };
-            let marker = next_marker(&self.markers, &mut inner);
+            let marker = self.marker(unit, index);
             last.headers.push(OwnedHeader {
                 key: SEND_MARKER_HEADER.to_owned(),
                 kind: HeaderKind::Uint128,
@@ -106,6 +107,13 @@ impl Ledger {
         Some((unit, record))
     }
 
+    /// 128 bits unique to a unit's send: its place hashed under the process's random
+    /// key.
+    fn marker(&self, unit: u64, send: usize) -> u128 {
+        let half = |which: u8| u128::from(self.markers.hash_one((unit, send, which)));
+        half(0) << 64 | half(1)
+    }
+
     /// Iggy stored the unit (`None`: one without sends) whose batches lead to `state`.
     pub(crate) fn stored(&self, unit: Option<u64>, state: Option<Vec<u8>>) {
         let mut inner = self.inner();
@@ -114,7 +122,7 @@ impl Ledger {
         }
         if state.is_some() {
             inner.confirmed = state;
-            inner.unsaved = true;
+            inner.moved = true;
         }
     }
 
@@ -124,26 +132,17 @@ impl Ledger {
         self.inner().pending.clear();
     }
 
-    /// The record to save when the source stops, if the saved one is behind.
+    /// The record to save when the source stops, unless nothing happened since the
+    /// last one (then the saved record is already the confirmed state alone).
     pub(crate) fn final_record(&self) -> Option<SavedState> {
         let mut inner = self.inner();
-        if !inner.unsaved && inner.pending.is_empty() {
+        if !inner.moved && inner.pending.is_empty() {
             return None;
         }
-        inner.unsaved = false;
+        inner.moved = false;
         inner.pending.clear();
-        Some(SavedState {
-            state: inner.confirmed.clone(),
-            pending: Vec::new(),
-        })
+        Some(SavedState::confirmed(inner.confirmed.clone()))
     }
-}
-
-/// 128 bits unique to a send: a counter hashed under the process's random key.
-fn next_marker(key: &RandomState, inner: &mut LedgerInner) -> u128 {
-    let count = inner.markers_made;
-    inner.markers_made += 1;
-    u128::from(key.hash_one((count, 0u8))) << 64 | u128::from(key.hash_one((count, 1u8)))
 }
 
 /// The state to open a source with: the saved state, moved past every pending send
@@ -195,13 +194,7 @@ pub(crate) async fn resume_state(
         "resumed after the sends Iggy stored"
     );
     state
-        .write_saved(
-            key,
-            SavedState {
-                state: resumed.clone(),
-                pending: Vec::new(),
-            },
-        )
+        .write_saved(key, SavedState::confirmed(resumed.clone()))
         .await?;
     Ok(resumed)
 }
@@ -291,10 +284,7 @@ mod tests {
         ledger.stored(None, Some(b"z".to_vec()));
         assert_eq!(
             ledger.final_record(),
-            Some(SavedState {
-                state: Some(b"z".to_vec()),
-                pending: Vec::new()
-            })
+            Some(SavedState::confirmed(Some(b"z".to_vec())))
         );
         assert_eq!(ledger.final_record(), None, "saved already");
     }

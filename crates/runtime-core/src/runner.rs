@@ -555,19 +555,10 @@ impl SourcePipeline<'_> {
                     .iter()
                     .take_while(|(in_flight, _)| in_flight.prepared.is_ok())
                     .count();
-                let (mut marked, mut state) = (None, None);
+                let mut marked = None;
                 let (failed, sends, halt_after) = if is_halted() {
                     (Vec::new(), Ok(Vec::new()), None)
                 } else {
-                    // Each batch's messages, to tell which batches a send completes.
-                    let counts: Vec<usize> = taken[..usable]
-                        .iter()
-                        .map(|(in_flight, _)| {
-                            in_flight.prepared.as_ref().map_or(0, |prepared| {
-                                prepared.groups.iter().map(|(_, group)| group.len()).sum()
-                            })
-                        })
-                        .collect();
                     let merged = take_messages(
                         taken[..usable]
                             .iter_mut()
@@ -579,10 +570,10 @@ impl SourcePipeline<'_> {
                         std::mem::replace(&mut in_flight.prepared, Ok(Prepared::default())).err()
                     });
                     let single_destination = merged.groups.len() == 1;
+                    let counts = merged.counts;
                     let mut chunks = self.cut_sends(merged.groups);
                     let mut record = None;
                     if let Some(ledger) = &self.ledger {
-                        state = newest_state(&taken[..usable]);
                         let states = completed_batches(&chunks, &counts, single_destination)
                             .into_iter()
                             .map(|completed| {
@@ -614,7 +605,6 @@ impl SourcePipeline<'_> {
                     sends,
                     halt_after,
                     marked,
-                    state,
                 };
                 if to_deliver.send(unit).await.is_err() {
                     break;
@@ -632,7 +622,6 @@ impl SourcePipeline<'_> {
                     sends,
                     halt_after,
                     marked,
-                    state,
                 } = unit;
                 // (The semaphore is never closed, so this always waits for a permit.)
                 // With a ledger, the state was saved with the send before it came here.
@@ -650,7 +639,7 @@ impl SourcePipeline<'_> {
                     match delivered {
                         Ok(()) => {
                             if let Some(ledger) = &self.ledger {
-                                ledger.stored(marked, state);
+                                ledger.stored(marked, newest_state(&taken[..usable]));
                             }
                             for (in_flight, _) in &mut taken[..usable] {
                                 in_flight.stored = true;
@@ -713,11 +702,13 @@ impl SourcePipeline<'_> {
                     .take_while(|(in_flight, _)| in_flight.stored)
                     .count();
                 // With a ledger the state went to disk with the sends already.
-                let state = ready[..stored]
-                    .iter()
-                    .rev()
-                    .find_map(|(in_flight, _)| in_flight.batch.state())
-                    .filter(|_| self.ledger.is_none());
+                let state = match self.ledger {
+                    Some(_) => None,
+                    None => ready[..stored]
+                        .iter()
+                        .rev()
+                        .find_map(|(in_flight, _)| in_flight.batch.state()),
+                };
                 if let Some(state) = state
                     && let Err(error) = self.state.write(&self.config.key, state.to_vec()).await
                 {
@@ -988,6 +979,9 @@ fn take_messages<'p>(batches: impl Iterator<Item = &'p mut Prepared>) -> Taken {
     let mut taken = Taken::default();
     for prepared in batches {
         taken.failed.append(&mut prepared.failed);
+        taken
+            .counts
+            .push(prepared.groups.iter().map(|(_, group)| group.len()).sum());
         for (destination, messages) in std::mem::take(&mut prepared.groups) {
             if messages.is_empty() {
                 continue;
@@ -1045,6 +1039,9 @@ fn cut(
 #[derive(Debug, Default)]
 struct Taken {
     groups: Vec<Destined>,
+    /// Each batch's messages (over all destinations), to tell which batches a send
+    /// completes.
+    counts: Vec<usize>,
     failed: Failed,
 }
 
@@ -1113,8 +1110,6 @@ struct Unit<'s, P> {
     halt_after: Option<Halt>,
     /// With a ledger: the number it gave the unit's sends (`None`: nothing to send).
     marked: Option<u64>,
-    /// With a ledger: the newest state among the unit's batches.
-    state: Option<Vec<u8>>,
 }
 
 /// Messages and payload bytes the usable batches among `taken` will send (as encoded

@@ -52,6 +52,14 @@ pub struct PendingSend {
 }
 
 impl SavedState {
+    /// A state with no sends pending after it.
+    pub fn confirmed(state: Option<Vec<u8>>) -> Self {
+        SavedState {
+            state,
+            pending: Vec::new(),
+        }
+    }
+
     fn encode(&self) -> Vec<u8> {
         fn bytes(to: &mut Vec<u8>, value: Option<&[u8]>) {
             match value {
@@ -160,10 +168,7 @@ fn decode(record: &[u8]) -> Option<(u64, SavedState)> {
         return None;
     }
     let saved = if &record[..4] == MAGIC {
-        SavedState {
-            state: Some(data.to_vec()),
-            pending: Vec::new(),
-        }
+        SavedState::confirmed(Some(data.to_vec()))
     } else {
         SavedState::decode(data)?
     };
@@ -213,13 +218,7 @@ impl StateStore {
         if newest.is_none() {
             match std::fs::read(self.legacy(key)) {
                 Ok(data) => {
-                    newest = Some((
-                        0,
-                        SavedState {
-                            state: Some(data),
-                            pending: Vec::new(),
-                        },
-                    ));
+                    newest = Some((0, SavedState::confirmed(Some(data))));
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => return Err(error),
@@ -277,14 +276,8 @@ impl StateStore {
 
     /// Saves `state` for `key`; when this returns, it survives a crash.
     pub async fn write(&self, key: &str, state: Vec<u8>) -> std::io::Result<()> {
-        self.write_saved(
-            key,
-            SavedState {
-                state: Some(state),
-                pending: Vec::new(),
-            },
-        )
-        .await
+        self.write_saved(key, SavedState::confirmed(Some(state)))
+            .await
     }
 
     /// Saves a state with the sends pending after it; when this returns, it survives a
@@ -463,13 +456,7 @@ mod tests {
         );
         store.write("s", vec![9]).await.unwrap();
         let plain = StateStore::new(&dir).read_saved("s").await.unwrap();
-        assert_eq!(
-            plain,
-            SavedState {
-                state: Some(vec![9]),
-                pending: Vec::new()
-            }
-        );
+        assert_eq!(plain, SavedState::confirmed(Some(vec![9])));
         // A plain state keeps the first record format.
         let slot = std::fs::read(dir.join("source_s.state.0")).unwrap();
         assert_eq!(&slot[..4], b"ICS1");
