@@ -260,6 +260,7 @@ pub(crate) fn handle(
             let topic = state.topic_mut(&request.stream_id, &request.topic_id)?;
             topic.partition(partition)?;
             let consumer = consumer_ref(topic, &request.consumer)?;
+            fence_group_offset(topic, &consumer, client, partition)?;
             state::store_offset(topic, &consumer, partition, request.offset);
             framed_empty()
         }
@@ -269,6 +270,7 @@ pub(crate) fn handle(
             let topic = state.topic_mut(&request.stream_id, &request.topic_id)?;
             topic.partition(partition)?;
             let consumer = consumer_ref(topic, &request.consumer)?;
+            fence_group_offset(topic, &consumer, client, partition)?;
             if !state::delete_offset(topic, &consumer, partition) {
                 return Err(codes::CONSUMER_OFFSET_NOT_FOUND);
             }
@@ -536,21 +538,43 @@ fn strategy(wire: WirePollingStrategy) -> Result<Strategy, ErrorCode> {
     })
 }
 
+/// Whether `client` owns `partition` in the group (always, for a plain consumer).
+fn owns(topic: &Topic, consumer: &ConsumerRef, client: u128, partition: u32) -> bool {
+    let ConsumerRef::Group(id) = consumer else {
+        return true;
+    };
+    let group = &topic.groups[id];
+    group.member_index(client).is_some_and(|member| {
+        group
+            .assignment(member, topic.partitions.len() as u32)
+            .contains(&partition)
+    })
+}
+
+/// As the real server fences a group's offset: only the member that owns the partition
+/// may store or delete it, so a stale member cannot move the group's offset.
+fn fence_group_offset(
+    topic: &Topic,
+    consumer: &ConsumerRef,
+    client: u128,
+    partition: u32,
+) -> Result<(), ErrorCode> {
+    if owns(topic, consumer, client, partition) {
+        Ok(())
+    } else {
+        Err(codes::CONSUMER_GROUP_PARTITION_NOT_OWNED)
+    }
+}
+
 fn poll(state: &mut State, client: u128, body: &Bytes) -> Reply {
     let request: PollMessagesRequest = decode(body)?;
     let topic = state.topic(&request.stream_id, &request.topic_id)?;
     let consumer = consumer_ref(topic, &request.consumer)?;
     let partition = match (&consumer, request.partition_id) {
-        (ConsumerRef::Group(id), partition) => {
-            let group = &topic.groups[id];
-            let owned = group.member_index(client).is_some_and(|member| {
-                partition.is_some_and(|partition| {
-                    group
-                        .assignment(member, topic.partitions.len() as u32)
-                        .contains(&partition)
-                })
-            });
-            let Some(partition) = partition.filter(|_| owned) else {
+        (ConsumerRef::Group(_), partition) => {
+            let Some(partition) =
+                partition.filter(|&partition| owns(topic, &consumer, client, partition))
+            else {
                 // Not this member's partition (any more): tell it to re-sync.
                 return Ok(ReplyBody::Raw(empty_poll(RESYNC_REQUIRED_PARTITION)));
             };

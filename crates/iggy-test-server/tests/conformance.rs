@@ -446,6 +446,60 @@ async fn consumer_group_with_auto_commit_reads_everything_once() {
     .await;
 }
 
+/// A group's offset on a partition is the owner's to store: a client that is not a
+/// member (or no longer is, after a reconnect) is refused until it joins.
+#[tokio::test]
+async fn only_a_member_that_owns_the_partition_stores_the_group_offset() {
+    let target = target().await;
+    within(async {
+        let member = client(&target).await;
+        let outsider = client(&target).await;
+        let stream = unique("fence");
+        ensure_topic(&member, &stream, "t", 1).await;
+        member
+            .send_messages(
+                &id(&stream),
+                &id("t"),
+                &Partitioning::partition_id(0),
+                &mut text_messages("m", 5),
+            )
+            .await
+            .unwrap();
+        member
+            .create_consumer_group(&id(&stream), &id("t"), "g")
+            .await
+            .unwrap();
+        let group = Consumer::group(id("g"));
+        let store = async |client: &IggyClient, offset: u64| {
+            client
+                .store_consumer_offset(&group, &id(&stream), &id("t"), Some(0), offset)
+                .await
+        };
+        let refused = store(&member, 1).await;
+        assert!(
+            matches!(refused, Err(IggyError::ConsumerGroupPartitionNotOwned(..))),
+            "before joining: {refused:?}"
+        );
+        member
+            .join_consumer_group(&id(&stream), &id("t"), &id("g"))
+            .await
+            .unwrap();
+        store(&member, 2).await.unwrap();
+        let refused = store(&outsider, 4).await;
+        assert!(
+            matches!(refused, Err(IggyError::ConsumerGroupPartitionNotOwned(..))),
+            "not a member: {refused:?}"
+        );
+        let stored = outsider
+            .get_consumer_offset(&group, &id(&stream), &id("t"), Some(0))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.stored_offset, 2, "anyone may read it");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn single_consumer_with_manual_offsets() {
     let target = target().await;

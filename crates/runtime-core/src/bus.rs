@@ -109,6 +109,9 @@ pub const SEND_MARKER_HEADER: &str = "iggy_connectors_send";
 /// other producers' messages since the send push it further back.
 pub const MARKER_SEARCH_DEPTH: u32 = 10_000;
 
+/// The consumer [`IggyBus::read`](MessageBus::read) reads as: it never stores an offset.
+const READ_AHEAD_CONSUMER: &str = "iggy-connectors-read-ahead";
+
 /// Messages [`IggyBus`] reads per request while searching for a marker.
 const MARKER_SEARCH_PAGE: u32 = 1_000;
 
@@ -163,6 +166,23 @@ pub trait MessageBus: Send + Sync {
         group: &str,
         count: u32,
     ) -> Result<Polled, BusError>;
+
+    /// Reads up to `count` messages of one partition from `offset` on, as a consumer of
+    /// its own that stores nothing: a sink reads the next batch of a partition it was
+    /// given with this (on a connection of its own, see [`MessageBus::for_connector`])
+    /// while the plugin takes the current one and its offset is stored. `None` (the
+    /// default) when the bus cannot; the sink then polls the group.
+    async fn read(
+        &self,
+        stream: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        count: u32,
+    ) -> Result<Option<Polled>, BusError> {
+        let _ = (stream, topic, partition, offset, count);
+        Ok(None)
+    }
 
     /// Stores the group's offset on a partition (the last delivered message).
     async fn store_offset(
@@ -410,6 +430,29 @@ fn iggy_messages(messages: Vec<OutgoingMessage>) -> Result<Vec<IggyMessage>, Bus
     Ok(built)
 }
 
+/// A poll's reply as the runtime sees it.
+fn polled_messages(polled: PolledMessages) -> Polled {
+    Polled {
+        partition_id: polled.partition_id,
+        current_offset: polled.current_offset,
+        // Moved, not cloned: each payload is a slice of the poll's one buffer, and a
+        // clone would be a contended reference count change per message.
+        messages: polled
+            .messages
+            .into_iter()
+            .map(|message| IncomingMessage {
+                id: message.header.id,
+                offset: message.header.offset,
+                timestamp: message.header.timestamp,
+                origin_timestamp: message.header.origin_timestamp,
+                checksum: message.header.checksum,
+                headers: from_iggy_headers(&message),
+                payload: message.payload,
+            })
+            .collect(),
+    }
+}
+
 fn from_iggy_headers(message: &IggyMessage) -> Vec<OwnedHeader> {
     let offset = message.header.offset;
     let map = match message.user_headers_map() {
@@ -593,25 +636,30 @@ impl MessageBus for IggyBus {
             }
             result => result?,
         };
-        Ok(Polled {
-            partition_id: polled.partition_id,
-            current_offset: polled.current_offset,
-            // Moved, not cloned: each payload is a slice of the poll's one buffer, and
-            // a clone would be a contended reference count change per message.
-            messages: polled
-                .messages
-                .into_iter()
-                .map(|message| IncomingMessage {
-                    id: message.header.id,
-                    offset: message.header.offset,
-                    timestamp: message.header.timestamp,
-                    origin_timestamp: message.header.origin_timestamp,
-                    checksum: message.header.checksum,
-                    headers: from_iggy_headers(&message),
-                    payload: message.payload,
-                })
-                .collect(),
-        })
+        Ok(polled_messages(polled))
+    }
+
+    async fn read(
+        &self,
+        stream: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        count: u32,
+    ) -> Result<Option<Polled>, BusError> {
+        let polled = self
+            .client
+            .poll_messages(
+                &identifier(stream)?,
+                &identifier(topic)?,
+                Some(partition),
+                &Consumer::new(identifier(READ_AHEAD_CONSUMER)?),
+                &PollingStrategy::offset(offset),
+                count,
+                false,
+            )
+            .await?;
+        Ok(Some(polled_messages(polled)))
     }
 
     async fn find_marker(
@@ -686,15 +734,40 @@ impl MessageBus for IggyBus {
         partition: u32,
         offset: u64,
     ) -> Result<(), BusError> {
-        self.client
-            .store_consumer_offset(
-                &Consumer::group(identifier(group)?),
-                &identifier(stream)?,
-                &identifier(topic)?,
+        let (stream_id, topic_id, group_id) =
+            (identifier(stream)?, identifier(topic)?, identifier(group)?);
+        let consumer = Consumer::group(group_id.clone());
+        let store = || {
+            self.client.store_consumer_offset(
+                &consumer,
+                &stream_id,
+                &topic_id,
                 Some(partition),
                 offset,
             )
-            .await?;
+        };
+        match store().await {
+            // Only the member that owns a partition may store its offset, and a
+            // reconnected client is a new member that has not joined yet (the poll
+            // rejoins too, but the store of the batch in hand comes first).
+            Err(
+                IggyError::ConsumerGroupMemberNotFound(..)
+                | IggyError::ConsumerGroupPartitionNotOwned(..),
+            ) => {
+                tracing::info!(
+                    stream,
+                    topic,
+                    group,
+                    partition,
+                    "rejoining the consumer group to store an offset"
+                );
+                self.client
+                    .join_consumer_group(&stream_id, &topic_id, &group_id)
+                    .await?;
+                store().await?;
+            }
+            result => result?,
+        }
         Ok(())
     }
 }

@@ -30,7 +30,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, mpsc, watch}
 use tokio::task::JoinSet;
 use transforms::{AvroSchema, Codec, ProtoSchema, TransformChain};
 
-use crate::bus::{MessageBus, OutgoingMessage, PreparedSend};
+use crate::bus::{BusError, MessageBus, OutgoingMessage, Polled, PreparedSend};
 use crate::control::{Control, Desired};
 use crate::resume::{Ledger, resume_state};
 use crate::shape;
@@ -166,6 +166,22 @@ pub(crate) async fn run_once(
             return;
         }
     };
+    // A sink reads ahead on a second connection, so that its reads do not queue behind
+    // its offset stores (requests on one connection are answered one at a time).
+    let reader = match config {
+        ConnectorConfig::Sink(_) => match context.bus.for_connector(key).await {
+            Ok(reader) => reader,
+            Err(error) => {
+                tracing::error!(connector = %key, %error, "cannot connect to Iggy");
+                status.fail(format!("cannot connect to Iggy: {error}"));
+                if let Some(bus) = own {
+                    bus.close().await;
+                }
+                return;
+            }
+        },
+        ConnectorConfig::Source(_) => None,
+    };
     let own_context;
     let context = match &own {
         Some(bus) => {
@@ -177,27 +193,47 @@ pub(crate) async fn run_once(
         }
         None => context,
     };
+    let connection = Connection {
+        context,
+        reader: reader.clone().unwrap_or_else(|| context.bus.clone()),
+    };
     run_connector(
-        config, chain, codecs, plugin, context, retry, status, control,
+        config,
+        chain,
+        codecs,
+        plugin,
+        &connection,
+        retry,
+        status,
+        control,
     )
     .await;
-    if let Some(bus) = own {
+    for bus in own.into_iter().chain(reader) {
         bus.close().await;
     }
 }
 
-/// [`run_once`] once the codecs and the connection are there.
+/// What a connector run reaches Iggy through.
+struct Connection<'a> {
+    /// The runtime's context, with the connector's own bus.
+    context: &'a RuntimeContext,
+    /// Where a sink reads ahead (a second connection, or the connector's bus).
+    reader: Arc<dyn MessageBus>,
+}
+
+/// [`run_once`] once the codecs and the connections are there.
 #[allow(clippy::too_many_arguments)]
 async fn run_connector(
     config: &ConnectorConfig,
     chain: &TransformChain,
     codecs: Vec<Codec>,
     plugin: &Plugin,
-    context: &RuntimeContext,
+    connection: &Connection<'_>,
     retry: RetryPolicy,
     status: &StatusCell,
     control: Control,
 ) {
+    let context = connection.context;
     let key = config.key();
     let kind = config.kind();
     let plugin_config = config.plugin_config().to_string();
@@ -268,7 +304,7 @@ async fn run_connector(
                 chain,
                 codecs,
                 &sink,
-                context,
+                connection,
                 retry,
                 status,
                 control,
@@ -1252,11 +1288,12 @@ async fn run_sink(
     chain: &TransformChain,
     codecs: Vec<Codec>,
     sink: &Arc<SinkInstance>,
-    context: &RuntimeContext,
+    connection: &Connection<'_>,
     retry: RetryPolicy,
     status: &StatusCell,
     mut control: Control,
 ) {
+    let context = connection.context;
     if let (ErrorPolicy::DeadLetter, Some(target)) = (config.error_policy, &config.dead_letter) {
         let ensured = retry
             .run(status, "create dead letter topic", || {
@@ -1285,6 +1322,7 @@ async fn run_sink(
                 group: group_name(&config, stream),
                 sink: sink.clone(),
                 bus: context.bus.clone(),
+                reader: connection.reader.clone(),
                 retry,
                 status: status.clone(),
             };
@@ -1341,8 +1379,25 @@ struct SinkPipeline {
     group: String,
     sink: Arc<SinkInstance>,
     bus: Arc<dyn MessageBus>,
+    /// Reads the next batch of a partition while the current one is delivered.
+    reader: Arc<dyn MessageBus>,
     retry: RetryPolicy,
     status: StatusCell,
+}
+
+/// Most batches a sink reads ahead in a row before it polls the group again: the
+/// group poll moves on to the member's next partition, so one partition's backlog
+/// does not hold up the others for longer than this.
+const MAX_READ_AHEAD_RUN: usize = 16;
+
+/// The next batch of a partition, being read while the current one is delivered. At
+/// most one per (stream, topic) of a sink: what a sink holds stays bounded.
+struct ReadAhead(tokio::task::JoinHandle<Result<Option<Polled>, BusError>>);
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl SinkPipeline {
@@ -1364,16 +1419,40 @@ impl SinkPipeline {
             return;
         }
         status.set_state(ConnectorState::Running);
+        // Offsets are stored batch by batch, each before the next batch goes to the
+        // plugin, so a crash repeats at most one batch; the group's `next` would read
+        // from the stored offset, so the batch after is read by offset, on the reader,
+        // while the plugin takes this one and its offset is stored.
+        let mut ahead: Option<ReadAhead> = None;
+        let mut run = 0;
+        let mut read_ahead_failed = false;
         while control.proceed(status).await {
-            let polled = tokio::select! {
-                () = control.stopping() => return,
-                polled = retry.run(status, "poll", || self.bus.poll(&stream.stream, topic, &self.group, stream.batch_length)) => polled,
+            let read = match ahead.take() {
+                Some(read) => tokio::select! {
+                    () = control.stopping() => return,
+                    read = self.finish_read(read, &mut read_ahead_failed) => read,
+                },
+                None => None,
             };
-            let polled = match polled {
-                Ok(polled) => polled,
-                Err(error) => {
-                    status.fail(format!("polling {}/{topic} failed: {error}", stream.stream));
-                    return;
+            let polled = match read {
+                Some(polled) => {
+                    run += 1;
+                    polled
+                }
+                None => {
+                    run = 0;
+                    let polled = tokio::select! {
+                        () = control.stopping() => return,
+                        polled = retry.run(status, "poll", || self.bus.poll(&stream.stream, topic, &self.group, stream.batch_length)) => polled,
+                    };
+                    match polled {
+                        Ok(polled) => polled,
+                        Err(error) => {
+                            status
+                                .fail(format!("polling {}/{topic} failed: {error}", stream.stream));
+                            return;
+                        }
+                    }
                 }
             };
             let Some(last_offset) = polled.messages.last().map(|message| message.offset) else {
@@ -1383,6 +1462,9 @@ impl SinkPipeline {
                     () = tokio::time::sleep(stream.poll_interval.get()) => continue,
                 }
             };
+            if run < MAX_READ_AHEAD_RUN && last_offset < polled.current_offset {
+                ahead = Some(self.read_ahead(polled.partition_id, last_offset + 1));
+            }
             let received = Instant::now();
             let count = polled.messages.len();
             let bytes: usize = polled.messages.iter().map(|m| m.payload.len()).sum();
@@ -1459,6 +1541,44 @@ impl SinkPipeline {
             }
             status.delivered(delivered, delivered_bytes, received.elapsed());
         }
+    }
+
+    /// Starts reading a partition from `offset` on the reader.
+    fn read_ahead(&self, partition: u32, offset: u64) -> ReadAhead {
+        let (reader, stream, topic) = (
+            self.reader.clone(),
+            self.stream.stream.clone(),
+            self.topic.clone(),
+        );
+        let count = self.stream.batch_length;
+        ReadAhead(tokio::spawn(async move {
+            reader.read(&stream, &topic, partition, offset, count).await
+        }))
+    }
+
+    /// The batch read ahead, or `None` when there is none to deliver (the group is
+    /// polled instead, from the stored offsets: nothing is lost). A failure is logged,
+    /// once until a read succeeds again.
+    async fn finish_read(&self, mut read: ReadAhead, failed: &mut bool) -> Option<Polled> {
+        let error = match (&mut read.0).await {
+            Ok(Ok(Some(polled))) if !polled.messages.is_empty() => {
+                *failed = false;
+                return Some(polled);
+            }
+            Ok(Ok(_)) => return None,
+            Ok(Err(error)) => error.to_string(),
+            Err(error) => error.to_string(),
+        };
+        if !std::mem::replace(failed, true) {
+            tracing::warn!(
+                connector = %self.config.key,
+                stream = %self.stream.stream,
+                topic = %self.topic,
+                %error,
+                "reading ahead failed; polling the group instead"
+            );
+        }
+        None
     }
 
     /// Hands the batch to the plugin. On a message-level failure under `skip` or

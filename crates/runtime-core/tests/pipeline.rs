@@ -141,6 +141,19 @@ impl runtime_core::MessageBus for TopicCommandBus {
         self.inner.poll(stream, topic, group, count).await
     }
 
+    async fn read(
+        &self,
+        stream: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        count: u32,
+    ) -> Result<Option<runtime_core::Polled>, runtime_core::BusError> {
+        self.inner
+            .read(stream, topic, partition, offset, count)
+            .await
+    }
+
     async fn store_offset(
         &self,
         stream: &str,
@@ -1087,6 +1100,144 @@ fn header(message: &runtime_core::IncomingMessage, key: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A client of the test's own, signed in as iggy.
+async fn raw_client(target: &TestTarget) -> iggy::prelude::IggyClient {
+    use iggy::prelude::*;
+    let client = IggyClient::builder()
+        .with_tcp()
+        .with_server_address(target.address.clone())
+        .with_auto_sign_in(AutoLogin::Enabled(Credentials::UsernamePassword(
+            "iggy".to_owned(),
+            "iggy".into(),
+        )))
+        .build()
+        .unwrap();
+    client.connect().await.unwrap();
+    client
+}
+
+/// Creates `stream` with a topic `t` of `partitions` partitions (by
+/// `IGGY_TEST_CREATE_TOPIC_COMMAND` where the server refuses the client's topic options).
+async fn topic_with_partitions(client: &iggy::prelude::IggyClient, stream: &str, partitions: u32) {
+    use iggy::prelude::*;
+    client.create_stream(stream).await.unwrap();
+    let options = TopicCreateOptions {
+        partitions_count: Some(partitions),
+        ..TopicCreateOptions::default()
+    };
+    let stream_id = Identifier::named(stream).unwrap();
+    match client.create_topic(&stream_id, "t", &options).await {
+        Ok(_) => {}
+        Err(IggyError::UnsupportedOptionKey(_)) => {
+            let command = std::env::var("IGGY_TEST_CREATE_TOPIC_COMMAND")
+                .expect("the server refuses the client's topic options")
+                .replace("{stream}", stream)
+                .replace("{topic}", "t")
+                .replace("{partitions}", &partitions.to_string());
+            let status = std::process::Command::new("sh")
+                .args(["-c", &command])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "{command} failed");
+        }
+        Err(error) => panic!("creating the topic: {error}"),
+    }
+}
+
+/// A backlog over three partitions, read in batches of 50: the sink reads each
+/// partition's next batch ahead (by offset, on a second connection) and returns to the
+/// group poll every so often, and still delivers every message once, in order within
+/// its partition, with each partition's offset stored at its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_reading_ahead_delivers_a_backlog_over_partitions_once_in_order() {
+    use iggy::prelude::*;
+    const PARTITIONS: u32 = 3;
+    const PER_PARTITION: u64 = 1000;
+    let target = target().await;
+    let dir = temp_dir("e2e-read-ahead");
+    let stream = unique("read-ahead");
+    let client = raw_client(&target).await;
+    topic_with_partitions(&client, &stream, PARTITIONS).await;
+    let (stream_id, topic_id) = (
+        Identifier::named(&stream).unwrap(),
+        Identifier::named("t").unwrap(),
+    );
+    for partition in 0..PARTITIONS {
+        let mut messages: Vec<IggyMessage> = (0..PER_PARTITION)
+            .map(|seq| {
+                let payload = serde_json::json!({ "partition": partition, "seq": seq });
+                IggyMessage::builder()
+                    .payload(payload.to_string().into())
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        client
+            .send_messages(
+                &stream_id,
+                &topic_id,
+                &Partitioning::partition_id(partition),
+                &mut messages,
+            )
+            .await
+            .unwrap();
+    }
+    let output = dir.join("out.jsonl");
+    let context = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(
+        active(vec![file_sink("file", &stream, &output, 50)]),
+        plugins_for_test(),
+        context,
+    )
+    .await;
+    let total = (u64::from(PARTITIONS) * PER_PARTITION) as usize;
+    let lines = || {
+        std::fs::read_to_string(&output)
+            .map(|text| text.lines().map(str::to_owned).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    eventually("every message in the file", || lines().len() >= total).await;
+    let group = Consumer::group(Identifier::named("iggy-connect-sink-file").unwrap());
+    for partition in 0..PARTITIONS {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let stored = client
+                .get_consumer_offset(&group, &stream_id, &topic_id, Some(partition))
+                .await
+                .unwrap()
+                .map(|offset| offset.stored_offset);
+            if stored == Some(PER_PARTITION - 1) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "partition {partition}: stored offset {stored:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let mut seen: Vec<Vec<u64>> = vec![Vec::new(); PARTITIONS as usize];
+    for line in lines() {
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let partition = value["payload"]["partition"].as_u64().unwrap();
+        assert_eq!(value["partition_id"].as_u64(), Some(partition), "{line}");
+        seen[partition as usize].push(value["payload"]["seq"].as_u64().unwrap());
+    }
+    for (partition, seqs) in seen.iter().enumerate() {
+        assert_eq!(
+            *seqs,
+            (0..PER_PARTITION).collect::<Vec<u64>>(),
+            "partition {partition}: once each, in order"
+        );
+    }
+    let status = runtime.status(ConnectorKind::Sink, "file").unwrap();
+    assert_eq!(status.state, ConnectorState::Running, "{status:?}");
+    assert_eq!(status.metrics.messages_out, total as u64);
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
 /// Two poison messages among 50: each goes to the dead letter topic with headers naming
 /// the error and its origin; the rest reach the sink; the offset moves past all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1692,6 +1843,19 @@ impl runtime_core::MessageBus for RecordingBus {
         count: u32,
     ) -> Result<runtime_core::Polled, runtime_core::BusError> {
         self.inner.poll(stream, topic, group, count).await
+    }
+
+    async fn read(
+        &self,
+        stream: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        count: u32,
+    ) -> Result<Option<runtime_core::Polled>, runtime_core::BusError> {
+        self.inner
+            .read(stream, topic, partition, offset, count)
+            .await
     }
 
     async fn store_offset(
