@@ -48,21 +48,8 @@ fn id(name: &str) -> Result<Identifier, IggyError> {
 /// tests.
 async fn create_topic(client: &IggyClient, stream: &str) -> Result<(), Box<dyn std::error::Error>> {
     client.create_stream(stream).await?;
-    if let Ok(command) = std::env::var("IGGY_TEST_CREATE_TOPIC_COMMAND") {
-        let command = command
-            .replace("{stream}", stream)
-            .replace("{topic}", "t")
-            .replace("{partitions}", "1");
-        let status = std::process::Command::new("sh")
-            .args(["-c", &command])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()?;
-        return if status.success() {
-            Ok(())
-        } else {
-            Err(format!("{command} failed: {status}").into())
-        };
+    if let Some(created) = iggy_test_server::TestTarget::create_topic_by_command(stream, "t", 1) {
+        return Ok(created?);
     }
     let options = TopicCreateOptions {
         partitions_count: Some(1),
@@ -252,7 +239,7 @@ async fn runtime(
     let mut configs = ActiveConfigs::default();
     configs.sources.insert(source.key().to_owned(), source);
     configs.sinks.insert(sink.key().to_owned(), sink);
-    if std::env::var_os("IGGY_TEST_CREATE_TOPIC_COMMAND").is_some() {
+    if std::env::var_os(iggy_test_server::CREATE_TOPIC_COMMAND_ENV).is_some() {
         // The runtime would create the topic itself; that server's build refuses it.
         create_topic(&client(address).await?, stream).await?;
     }

@@ -452,6 +452,12 @@ async fn serve(
 /// The environment variable that points tests at a real Iggy server.
 pub const TEST_ADDRESS_ENV: &str = "IGGY_TEST_ADDRESS";
 
+/// The environment variable with a shell command that creates a topic (`{stream}`,
+/// `{topic}` and `{partitions}` are replaced), for real-server builds that refuse the
+/// 0.11 client's topic options: for example that build's CLI, `iggy -u iggy -p iggy
+/// --tcp-server-address HOST:PORT topic create {stream} {topic} {partitions} none`.
+pub const CREATE_TOPIC_COMMAND_ENV: &str = "IGGY_TEST_CREATE_TOPIC_COMMAND";
+
 /// The Iggy server a test or benchmark runs against: a fresh test server, or the real
 /// server `IGGY_TEST_ADDRESS=host:port` names (user iggy/iggy).
 #[derive(Debug)]
@@ -478,5 +484,30 @@ impl TestTarget {
                 })
             }
         }
+    }
+
+    /// Creates a topic (its stream exists) with the command in
+    /// [`CREATE_TOPIC_COMMAND_ENV`]; `None` when that is unset, so the caller creates
+    /// it with the client.
+    pub fn create_topic_by_command(
+        stream: &str,
+        topic: &str,
+        partitions: u32,
+    ) -> Option<Result<(), String>> {
+        let command = std::env::var(CREATE_TOPIC_COMMAND_ENV)
+            .ok()?
+            .replace("{stream}", stream)
+            .replace("{topic}", topic)
+            .replace("{partitions}", &partitions.to_string());
+        let status = std::process::Command::new("sh")
+            .args(["-c", &command])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        Some(match status {
+            Ok(status) if status.success() => Ok(()),
+            Ok(status) => Err(format!("{command} failed: {status}")),
+            Err(error) => Err(format!("{command}: {error}")),
+        })
     }
 }

@@ -68,10 +68,9 @@ fn id(name: &str) -> Identifier {
 /// Creates the stream and topic unless they exist.
 ///
 /// Some real-server builds refuse the 0.11.0 client's topic options
-/// (`UnsupportedOptionKey`, see the protocol reference's appendix). For those, set
-/// `IGGY_TEST_CREATE_TOPIC_COMMAND` to a shell command with `{stream}`, `{topic}` and
-/// `{partitions}` (for example that build's CLI: `iggy -u iggy -p iggy
-/// --tcp-server-address HOST:PORT topic create {stream} {topic} {partitions} none`).
+/// (`UnsupportedOptionKey`, see the protocol reference's appendix): for those,
+/// `IGGY_TEST_CREATE_TOPIC_COMMAND` creates the topic (see
+/// [`TestTarget::create_topic_by_command`]).
 async fn ensure_topic(client: &IggyClient, stream: &str, topic: &str, partitions: u32) {
     if client.get_stream(&id(stream)).await.unwrap().is_none() {
         client.create_stream(stream).await.unwrap();
@@ -88,21 +87,10 @@ async fn ensure_topic(client: &IggyClient, stream: &str, topic: &str, partitions
         };
         match client.create_topic(&id(stream), topic, &options).await {
             Ok(_) => {}
-            Err(IggyError::UnsupportedOptionKey(_))
-                if std::env::var_os("IGGY_TEST_CREATE_TOPIC_COMMAND").is_some() =>
-            {
-                let command = std::env::var("IGGY_TEST_CREATE_TOPIC_COMMAND")
-                    .unwrap()
-                    .replace("{stream}", stream)
-                    .replace("{topic}", topic)
-                    .replace("{partitions}", &partitions.to_string());
-                let status = std::process::Command::new("sh")
-                    .args(["-c", &command])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status()
+            Err(IggyError::UnsupportedOptionKey(_)) => {
+                TestTarget::create_topic_by_command(stream, topic, partitions)
+                    .expect("the server refuses the client's topic options")
                     .unwrap();
-                assert!(status.success(), "{command} failed");
             }
             Err(error) => panic!("create_topic failed: {error}"),
         }

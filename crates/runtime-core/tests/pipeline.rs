@@ -50,23 +50,20 @@ async fn context(target: &TestTarget, state_dir: &std::path::Path) -> RuntimeCon
 }
 
 /// Against a real server whose build refuses the 0.11 client's topic options (see
-/// `ensure_topic` in the test server's conformance tests), topics are created by the
-/// shell command in `IGGY_TEST_CREATE_TOPIC_COMMAND` (with `{stream}`, `{topic}` and
-/// `{partitions}`) when the client's create fails. Everything else goes to the bus.
+/// `ensure_topic` in the test server's conformance tests), topics are created by
+/// `IGGY_TEST_CREATE_TOPIC_COMMAND` ([`TestTarget::create_topic_by_command`]) when the
+/// client's create fails. Everything else goes to the bus.
 struct TopicCommandBus {
     inner: Arc<dyn runtime_core::MessageBus>,
-    command: String,
 }
 
 impl TopicCommandBus {
     /// `bus` as it is, unless `IGGY_TEST_CREATE_TOPIC_COMMAND` is set.
     fn wrap(bus: Arc<dyn runtime_core::MessageBus>) -> Arc<dyn runtime_core::MessageBus> {
-        match std::env::var("IGGY_TEST_CREATE_TOPIC_COMMAND") {
-            Ok(command) => Arc::new(TopicCommandBus {
-                inner: bus,
-                command,
-            }),
-            Err(_) => bus,
+        if std::env::var_os(iggy_test_server::CREATE_TOPIC_COMMAND_ENV).is_some() {
+            Arc::new(TopicCommandBus { inner: bus })
+        } else {
+            bus
         }
     }
 }
@@ -78,21 +75,8 @@ impl runtime_core::MessageBus for TopicCommandBus {
             return Ok(());
         }
         // The client created the stream before its topic create was refused.
-        let command = self
-            .command
-            .replace("{stream}", stream)
-            .replace("{topic}", topic)
-            .replace("{partitions}", "1");
-        let status = std::process::Command::new("sh")
-            .args(["-c", &command])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map_err(|error| runtime_core::BusError(format!("{command}: {error}")))?;
-        if !status.success() {
-            return Err(runtime_core::BusError(format!(
-                "{command} failed: {status}"
-            )));
+        if let Some(created) = TestTarget::create_topic_by_command(stream, topic, 1) {
+            created.map_err(runtime_core::BusError)?;
         }
         self.inner.ensure_topic(stream, topic).await
     }
@@ -186,10 +170,7 @@ impl runtime_core::MessageBus for TopicCommandBus {
     ) -> Result<Option<Arc<dyn runtime_core::MessageBus>>, runtime_core::BusError> {
         let own = self.inner.for_connector(key).await?;
         Ok(own.map(|bus| {
-            Arc::new(TopicCommandBus {
-                inner: bus,
-                command: self.command.clone(),
-            }) as Arc<dyn runtime_core::MessageBus>
+            Arc::new(TopicCommandBus { inner: bus }) as Arc<dyn runtime_core::MessageBus>
         }))
     }
 
@@ -1117,7 +1098,8 @@ async fn raw_client(target: &TestTarget) -> iggy::prelude::IggyClient {
 }
 
 /// Creates `stream` with a topic `t` of `partitions` partitions (by
-/// `IGGY_TEST_CREATE_TOPIC_COMMAND` where the server refuses the client's topic options).
+/// [`TestTarget::create_topic_by_command`] where the server refuses the client's topic
+/// options).
 async fn topic_with_partitions(client: &iggy::prelude::IggyClient, stream: &str, partitions: u32) {
     use iggy::prelude::*;
     client.create_stream(stream).await.unwrap();
@@ -1129,18 +1111,9 @@ async fn topic_with_partitions(client: &iggy::prelude::IggyClient, stream: &str,
     match client.create_topic(&stream_id, "t", &options).await {
         Ok(_) => {}
         Err(IggyError::UnsupportedOptionKey(_)) => {
-            let command = std::env::var("IGGY_TEST_CREATE_TOPIC_COMMAND")
+            TestTarget::create_topic_by_command(stream, "t", partitions)
                 .expect("the server refuses the client's topic options")
-                .replace("{stream}", stream)
-                .replace("{topic}", "t")
-                .replace("{partitions}", &partitions.to_string());
-            let status = std::process::Command::new("sh")
-                .args(["-c", &command])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
                 .unwrap();
-            assert!(status.success(), "{command} failed");
         }
         Err(error) => panic!("creating the topic: {error}"),
     }
@@ -1843,19 +1816,6 @@ impl runtime_core::MessageBus for RecordingBus {
         count: u32,
     ) -> Result<runtime_core::Polled, runtime_core::BusError> {
         self.inner.poll(stream, topic, group, count).await
-    }
-
-    async fn read(
-        &self,
-        stream: &str,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        count: u32,
-    ) -> Result<Option<runtime_core::Polled>, runtime_core::BusError> {
-        self.inner
-            .read(stream, topic, partition, offset, count)
-            .await
     }
 
     async fn store_offset(
