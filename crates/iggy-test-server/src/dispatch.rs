@@ -552,7 +552,8 @@ fn owns(topic: &Topic, consumer: &ConsumerRef, client: u128, partition: u32) -> 
 }
 
 /// As the real server fences a group's offset: only the member that owns the partition
-/// may store or delete it, so a stale member cannot move the group's offset.
+/// may store or delete it, so a stale member cannot move the group's offset. That
+/// server's client sees the refusal as `ResourceNotFound`.
 fn fence_group_offset(
     topic: &Topic,
     consumer: &ConsumerRef,
@@ -562,7 +563,7 @@ fn fence_group_offset(
     if owns(topic, consumer, client, partition) {
         Ok(())
     } else {
-        Err(codes::CONSUMER_GROUP_PARTITION_NOT_OWNED)
+        Err(codes::RESOURCE_NOT_FOUND)
     }
 }
 

@@ -29,7 +29,6 @@ pub(crate) mod codes {
     pub(crate) const CONSUMER_GROUP_NOT_FOUND: ErrorCode = 5000;
     pub(crate) const CONSUMER_GROUP_NAME_EXISTS: ErrorCode = 5004;
     pub(crate) const CONSUMER_GROUP_MEMBER_NOT_FOUND: ErrorCode = 5006;
-    pub(crate) const CONSUMER_GROUP_PARTITION_NOT_OWNED: ErrorCode = 5009;
 }
 
 #[cfg(test)]
@@ -66,10 +65,6 @@ mod tests {
             (
                 CONSUMER_GROUP_MEMBER_NOT_FOUND,
                 "ConsumerGroupMemberNotFound",
-            ),
-            (
-                CONSUMER_GROUP_PARTITION_NOT_OWNED,
-                "ConsumerGroupPartitionNotOwned",
             ),
         ];
         for (code, variant) in expected {

@@ -749,10 +749,13 @@ impl MessageBus for IggyBus {
         match store().await {
             // Only the member that owns a partition may store its offset, and a
             // reconnected client is a new member that has not joined yet (the poll
-            // rejoins too, but the store of the batch in hand comes first).
+            // rejoins too, but the store of the batch in hand comes first). The real
+            // server's refusal reaches the client as `ResourceNotFound`; where the
+            // group itself is gone, joining fails with the reason.
             Err(
                 IggyError::ConsumerGroupMemberNotFound(..)
-                | IggyError::ConsumerGroupPartitionNotOwned(..),
+                | IggyError::ConsumerGroupPartitionNotOwned(..)
+                | IggyError::ResourceNotFound(_),
             ) => {
                 tracing::info!(
                     stream,

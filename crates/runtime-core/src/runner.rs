@@ -1385,9 +1385,10 @@ struct SinkPipeline {
     status: StatusCell,
 }
 
-/// Most batches a sink reads ahead in a row before it polls the group again: the
-/// group poll moves on to the member's next partition, so one partition's backlog
-/// does not hold up the others for longer than this.
+/// Most batches a sink reads ahead in a row before it polls the group again, which
+/// moves on to the member's next partition: one partition's backlog holds up the
+/// others for at most this many batches. A read that comes back empty ends the run too
+/// (and when the group poll finds nothing either, the sink waits `poll_interval`).
 const MAX_READ_AHEAD_RUN: usize = 16;
 
 /// The next batch of a partition, being read while the current one is delivered. At
@@ -1419,10 +1420,10 @@ impl SinkPipeline {
             return;
         }
         status.set_state(ConnectorState::Running);
-        // Offsets are stored batch by batch, each before the next batch goes to the
-        // plugin, so a crash repeats at most one batch; the group's `next` would read
-        // from the stored offset, so the batch after is read by offset, on the reader,
-        // while the plugin takes this one and its offset is stored.
+        // Each batch's offset is stored before the next batch goes to the plugin, so a
+        // crash repeats at most one batch. The group's `next` starts after the stored
+        // offset and so cannot run ahead: the partition's next batch is read by offset
+        // instead, on the reader, while the plugin takes this one and it is stored.
         let mut ahead: Option<ReadAhead> = None;
         let mut run = 0;
         let mut read_ahead_failed = false;
@@ -1462,7 +1463,7 @@ impl SinkPipeline {
                     () = tokio::time::sleep(stream.poll_interval.get()) => continue,
                 }
             };
-            if run < MAX_READ_AHEAD_RUN && last_offset < polled.current_offset {
+            if run < MAX_READ_AHEAD_RUN {
                 ahead = Some(self.read_ahead(polled.partition_id, last_offset + 1));
             }
             let received = Instant::now();
