@@ -1883,10 +1883,11 @@ async fn json_seqs(target: &TestTarget, stream: &str, count: usize) -> Vec<u64> 
     )
 }
 
-/// Each connector has a connection to Iggy of its own, closed when it stops, so
-/// restarts do not leak connections. (Counting connections needs our server.)
+/// Each connector has a connection to Iggy of its own (a sink two: its group member
+/// and its reader), closed when it stops, so restarts do not leak connections.
+/// (Counting connections needs our server.)
 #[tokio::test]
-async fn each_connector_has_its_own_connection_and_closes_it() {
+async fn each_connector_has_its_own_connections_and_closes_them() {
     let target = target().await;
     let Some(server) = target.server.as_ref() else {
         return;
@@ -1898,37 +1899,46 @@ async fn each_connector_has_its_own_connection_and_closes_it() {
     let shared = server.open_connections();
     assert_eq!(shared, before + 1, "the runtime's own connection");
     let runtime = Runtime::start(
-        active(vec![random_source(&stream, 1_000_000)]),
+        active(vec![
+            random_source(&stream, 1_000_000),
+            file_sink("file", &stream, &dir.join("out.jsonl"), 100),
+        ]),
         plugins_for_test(),
         context,
     )
     .await;
     let deadline = Instant::now() + DEADLINE;
-    while server.open_connections() != shared + 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the source opened no connection of its own"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let settles_at = async |expected: u32, what: &str| {
+        while server.open_connections() != expected {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} connections open, {expected} expected",
+                server.open_connections()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    settles_at(shared + 3, "one for the source, two for the sink").await;
     for _ in 0..3 {
         runtime
             .restart_connector(ConnectorKind::Source, "random")
             .await
             .unwrap();
+        runtime
+            .restart_connector(ConnectorKind::Sink, "file")
+            .await
+            .unwrap();
     }
+    settles_at(shared + 3, "after restarts").await;
     runtime
         .stop_connector(ConnectorKind::Source, "random")
         .await
         .unwrap();
-    while server.open_connections() != shared {
-        assert!(
-            Instant::now() < deadline,
-            "{} connections open after the stop, {shared} expected",
-            server.open_connections()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    runtime
+        .stop_connector(ConnectorKind::Sink, "file")
+        .await
+        .unwrap();
+    settles_at(shared, "after the stops").await;
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
