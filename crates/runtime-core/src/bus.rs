@@ -52,8 +52,8 @@ async fn send_as_given<B: MessageBus + ?Sized>(
 ) -> Result<(), BusError> {
     match prepared.into_inner::<Vec<OutgoingMessage>>() {
         Ok(messages) => bus.send(stream, topic, messages).await,
-        Err(_) => Err(BusError(
-            "a send prepared by another kind of bus was handed to this one".to_owned(),
+        Err(_) => Err(BusError::new(
+            "a send prepared by another kind of bus was handed to this one",
         )),
     }
 }
@@ -90,12 +90,49 @@ pub struct Polled {
 
 /// Why a call to Iggy failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BusError(pub String);
+#[error("{message}")]
+pub struct BusError {
+    message: String,
+    kind: BusErrorKind,
+}
+
+/// What kind of failure a [`BusError`] is, where the runtime acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BusErrorKind {
+    /// Anything else: retried per the connector's retry policy.
+    Other,
+    /// The group's partition is not this member's (any more): it went to another
+    /// member in a rebalance, so its offset is not this sink's to store.
+    NotOwned,
+}
+
+impl BusError {
+    /// A failure of kind [`BusErrorKind::Other`].
+    pub fn new(message: impl Into<String>) -> Self {
+        BusError {
+            message: message.into(),
+            kind: BusErrorKind::Other,
+        }
+    }
+
+    /// A failure of kind [`BusErrorKind::NotOwned`].
+    pub fn not_owned(message: impl Into<String>) -> Self {
+        BusError {
+            message: message.into(),
+            kind: BusErrorKind::NotOwned,
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> BusErrorKind {
+        self.kind
+    }
+}
 
 impl From<IggyError> for BusError {
     fn from(error: IggyError) -> Self {
-        BusError(error.to_string())
+        BusError::new(error.to_string())
     }
 }
 
@@ -315,7 +352,7 @@ impl IggyBus {
             .with_reconnection_max_retries(Some(settings.connect_retries))
             .with_reconnection_interval(
                 NonZeroIggyDuration::try_from(settings.reconnect_interval)
-                    .map_err(|error| BusError(format!("reconnect_interval: {error}")))?,
+                    .map_err(|error| BusError::new(format!("reconnect_interval: {error}")))?,
             )
             .with_reestablish_after(IggyDuration::from(settings.reconnect_interval))
             .with_no_delay();
@@ -509,7 +546,7 @@ impl MessageBus for IggyBus {
         };
         let mut bus = IggyBus::open(settings)
             .await
-            .map_err(|error| BusError(format!("connecting for {key}: {error}")))?;
+            .map_err(|error| BusError::new(format!("connecting for {key}: {error}")))?;
         bus.connectors = self.connectors.clone();
         if let Ok(mut connectors) = self.connectors.lock() {
             connectors.push(Arc::downgrade(&bus.connected));
@@ -746,17 +783,21 @@ impl MessageBus for IggyBus {
                 offset,
             )
         };
-        match store().await {
-            // Only the member that owns a partition may store its offset, and a
-            // reconnected client is a new member that has not joined yet (the poll
-            // rejoins too, but the store of the batch in hand comes first). The real
-            // server's refusal reaches the client as `ResourceNotFound`; where the
-            // group itself is gone, joining fails with the reason.
-            Err(
+        // Only the member that owns a partition may store its offset, and a
+        // reconnected client is a new member that has not joined yet (the poll rejoins
+        // too, but the store of the batch in hand comes first). The real server's
+        // refusal reaches the client as `ResourceNotFound`; where the group itself is
+        // gone, joining fails with the reason.
+        let refused = |error: &IggyError| {
+            matches!(
+                error,
                 IggyError::ConsumerGroupMemberNotFound(..)
-                | IggyError::ConsumerGroupPartitionNotOwned(..)
-                | IggyError::ResourceNotFound(_),
-            ) => {
+                    | IggyError::ConsumerGroupPartitionNotOwned(..)
+                    | IggyError::ResourceNotFound(_)
+            )
+        };
+        match store().await {
+            Err(error) if refused(&error) => {
                 tracing::info!(
                     stream,
                     topic,
@@ -767,11 +808,16 @@ impl MessageBus for IggyBus {
                 self.client
                     .join_consumer_group(&stream_id, &topic_id, &group_id)
                     .await?;
-                store().await?;
+                match store().await {
+                    // A member again, and still refused: the partition is another's.
+                    Err(error) if refused(&error) => Err(BusError::not_owned(format!(
+                        "partition {partition} of {stream}/{topic} is no longer this member's in group {group}: {error}"
+                    ))),
+                    result => Ok(result?),
+                }
             }
-            result => result?,
+            result => Ok(result?),
         }
-        Ok(())
     }
 }
 

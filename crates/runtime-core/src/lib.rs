@@ -38,8 +38,8 @@ use tokio::task::JoinHandle;
 use transforms::TransformChain;
 
 pub use bus::{
-    BusError, IggyBus, IggySettings, IncomingMessage, MARKER_SEARCH_DEPTH, MessageBus,
-    OutgoingMessage, Polled, PreparedSend, SEND_MARKER_HEADER,
+    BusError, BusErrorKind, IggyBus, IggySettings, IncomingMessage, MARKER_SEARCH_DEPTH,
+    MessageBus, OutgoingMessage, Polled, PreparedSend, SEND_MARKER_HEADER,
 };
 pub use metrics::prometheus_text;
 pub use runner::RetryPolicy;

@@ -30,7 +30,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, mpsc, watch}
 use tokio::task::JoinSet;
 use transforms::{AvroSchema, Codec, ProtoSchema, TransformChain};
 
-use crate::bus::{BusError, MessageBus, OutgoingMessage, Polled, PreparedSend};
+use crate::bus::{BusError, BusErrorKind, MessageBus, OutgoingMessage, Polled, PreparedSend};
 use crate::control::{Control, Desired};
 use crate::resume::{Ledger, resume_state};
 use crate::shape;
@@ -1526,19 +1526,42 @@ impl SinkPipeline {
                 }
             };
             let stored = retry
-                .run(status, "store offset", || {
-                    self.bus.store_offset(
-                        &stream.stream,
-                        topic,
-                        &self.group,
-                        partition,
-                        last_offset,
-                    )
-                })
+                .run_when(
+                    status,
+                    "store offset",
+                    |error: &BusError| error.kind() != BusErrorKind::NotOwned,
+                    || {
+                        self.bus.store_offset(
+                            &stream.stream,
+                            topic,
+                            &self.group,
+                            partition,
+                            last_offset,
+                        )
+                    },
+                )
                 .await;
-            if let Err(error) = stored {
-                status.fail(format!("storing offset {last_offset} failed: {error}"));
-                return;
+            match stored {
+                Ok(()) => {}
+                // The partition went to another member, which goes on from the group's
+                // stored offset: this batch may reach a sink twice, nothing is lost.
+                // What was read ahead of it is that member's now.
+                Err(error) if error.kind() == BusErrorKind::NotOwned => {
+                    tracing::warn!(
+                        connector = %self.config.key,
+                        stream = %stream.stream,
+                        topic = %topic,
+                        partition,
+                        offset = last_offset,
+                        %error,
+                        "the partition moved to another member of the group; its offset is theirs to store"
+                    );
+                    ahead = None;
+                }
+                Err(error) => {
+                    status.fail(format!("storing offset {last_offset} failed: {error}"));
+                    return;
+                }
             }
             status.delivered(delivered, delivered_bytes, received.elapsed());
         }

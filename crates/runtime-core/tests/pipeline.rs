@@ -76,7 +76,7 @@ impl runtime_core::MessageBus for TopicCommandBus {
         }
         // The client created the stream before its topic create was refused.
         if let Some(created) = TestTarget::create_topic_by_command(stream, topic, 1) {
-            created.map_err(runtime_core::BusError)?;
+            created.map_err(runtime_core::BusError::new)?;
         }
         self.inner.ensure_topic(stream, topic).await
     }
@@ -1209,6 +1209,110 @@ async fn a_sink_reading_ahead_delivers_a_backlog_over_partitions_once_in_order()
     assert_eq!(status.state, ConnectorState::Running, "{status:?}");
     assert_eq!(status.metrics.messages_out, total as u64);
     runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// Two runtimes run the same sink, so their sinks share a consumer group: the second
+/// joins while the first is busy with partition 1 (the only one with messages), the
+/// partition moves to it, and the first's store of its batch in hand is refused. That
+/// is a rebalance, not a failure: both stay running, and the group's offset reaches
+/// the end (the moved batch may be delivered twice, nothing is lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moving_to_another_member_fails_neither_sink() {
+    use iggy::prelude::*;
+    const MESSAGES: u64 = 300;
+    let target = target().await;
+    let dir = temp_dir("e2e-rebalance");
+    let stream = unique("rebalance");
+    let client = raw_client(&target).await;
+    topic_with_partitions(&client, &stream, 2).await;
+    let (stream_id, topic_id) = (
+        Identifier::named(&stream).unwrap(),
+        Identifier::named("t").unwrap(),
+    );
+    let mut messages: Vec<IggyMessage> = (0..MESSAGES)
+        .map(|seq| {
+            IggyMessage::builder()
+                .payload(format!("{{\"seq\":{seq}}}").into())
+                .build()
+                .unwrap()
+        })
+        .collect();
+    client
+        .send_messages(
+            &stream_id,
+            &topic_id,
+            &Partitioning::partition_id(1),
+            &mut messages,
+        )
+        .await
+        .unwrap();
+    let slow_sink = || {
+        config(&format!(
+            r#"
+type = "sink"
+key = "slow"
+enabled = true
+version = 0
+name = "Slow"
+path = "{path}"
+[[streams]]
+stream = "{stream}"
+topics = ["t"]
+schema = "json"
+batch_length = 10
+poll_interval = "2ms"
+[plugin_config]
+consume_delay_ms = 3
+"#,
+            path = plugin_path("faulty_sink_plugin"),
+        ))
+    };
+    let first = Runtime::start(
+        active(vec![slow_sink()]),
+        plugins_for_test(),
+        context(&target, &dir.join("first")).await,
+    )
+    .await;
+    let delivered = |runtime: &Runtime| {
+        runtime
+            .status(ConnectorKind::Sink, "slow")
+            .map_or(0, |status| status.metrics.messages_out)
+    };
+    eventually_in(&first, "the first sink delivering", || {
+        delivered(&first) >= 20
+    })
+    .await;
+    let second = Runtime::start(
+        active(vec![slow_sink()]),
+        plugins_for_test(),
+        context(&target, &dir.join("second")).await,
+    )
+    .await;
+    let group = Consumer::group(Identifier::named("iggy-connect-sink-slow").unwrap());
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let stored = client
+            .get_consumer_offset(&group, &stream_id, &topic_id, Some(1))
+            .await
+            .unwrap()
+            .map(|offset| offset.stored_offset);
+        if stored == Some(MESSAGES - 1) {
+            break;
+        }
+        for runtime in [&first, &second] {
+            let status = runtime.status(ConnectorKind::Sink, "slow").unwrap();
+            assert_ne!(status.state, ConnectorState::Failed, "{status:?}");
+        }
+        assert!(Instant::now() < deadline, "stored offset {stored:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for runtime in [&first, &second] {
+        let status = runtime.status(ConnectorKind::Sink, "slow").unwrap();
+        assert_eq!(status.state, ConnectorState::Running, "{status:?}");
+    }
+    assert!(delivered(&first) + delivered(&second) >= MESSAGES);
+    second.shutdown(Duration::from_secs(10)).await;
+    first.shutdown(Duration::from_secs(10)).await;
 }
 
 /// Two poison messages among 50: each goes to the dead letter topic with headers naming
