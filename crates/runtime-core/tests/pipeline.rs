@@ -1119,6 +1119,35 @@ async fn topic_with_partitions(client: &iggy::prelude::IggyClient, stream: &str,
     }
 }
 
+/// Produces `count` JSON messages `{"partition": p, "seq": n}` to one partition of
+/// topic `t`, `seq` counting from 0.
+async fn produce_to_partition(
+    client: &iggy::prelude::IggyClient,
+    stream: &str,
+    partition: u32,
+    count: u64,
+) {
+    use iggy::prelude::*;
+    let mut messages: Vec<IggyMessage> = (0..count)
+        .map(|seq| {
+            let payload = serde_json::json!({ "partition": partition, "seq": seq });
+            IggyMessage::builder()
+                .payload(payload.to_string().into())
+                .build()
+                .unwrap()
+        })
+        .collect();
+    client
+        .send_messages(
+            &Identifier::named(stream).unwrap(),
+            &Identifier::named("t").unwrap(),
+            &Partitioning::partition_id(partition),
+            &mut messages,
+        )
+        .await
+        .unwrap();
+}
+
 /// A backlog over three partitions, read in batches of 50: the sink reads each
 /// partition's next batch ahead (by offset, on a second connection) and returns to the
 /// group poll every so often, and still delivers every message once, in order within
@@ -1138,24 +1167,7 @@ async fn a_sink_reading_ahead_delivers_a_backlog_over_partitions_once_in_order()
         Identifier::named("t").unwrap(),
     );
     for partition in 0..PARTITIONS {
-        let mut messages: Vec<IggyMessage> = (0..PER_PARTITION)
-            .map(|seq| {
-                let payload = serde_json::json!({ "partition": partition, "seq": seq });
-                IggyMessage::builder()
-                    .payload(payload.to_string().into())
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        client
-            .send_messages(
-                &stream_id,
-                &topic_id,
-                &Partitioning::partition_id(partition),
-                &mut messages,
-            )
-            .await
-            .unwrap();
+        produce_to_partition(&client, &stream, partition, PER_PARTITION).await;
     }
     let output = dir.join("out.jsonl");
     let context = context(&target, &dir.join("state")).await;
@@ -1229,23 +1241,7 @@ async fn a_partition_moving_to_another_member_fails_neither_sink() {
         Identifier::named(&stream).unwrap(),
         Identifier::named("t").unwrap(),
     );
-    let mut messages: Vec<IggyMessage> = (0..MESSAGES)
-        .map(|seq| {
-            IggyMessage::builder()
-                .payload(format!("{{\"seq\":{seq}}}").into())
-                .build()
-                .unwrap()
-        })
-        .collect();
-    client
-        .send_messages(
-            &stream_id,
-            &topic_id,
-            &Partitioning::partition_id(1),
-            &mut messages,
-        )
-        .await
-        .unwrap();
+    produce_to_partition(&client, &stream, 1, MESSAGES).await;
     let slow_sink = || {
         config(&format!(
             r#"
