@@ -1,5 +1,5 @@
-//! The binary runs connectors from a config, through the Iggy test server, and stops
-//! cleanly on SIGTERM.
+//! The binary runs connectors from a config, through the Iggy test server (or the real
+//! server `IGGY_TEST_ADDRESS` names), and stops cleanly on SIGTERM.
 
 // In tests an unwrap is an assertion.
 #![allow(clippy::unwrap_used)]
@@ -8,7 +8,35 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use iggy_connectors_tests::{plugin_path, temp_dir};
-use iggy_test_server::{TestServer, TestTarget};
+use iggy_test_server::{CREATE_TOPIC_COMMAND_ENV, TestTarget};
+use runtime_core::{IggyBus, IggySettings, MessageBus};
+
+/// Against a real server whose build refuses the 0.11 client's topic options
+/// (`IGGY_TEST_CREATE_TOPIC_COMMAND` set), creates `stream` and its `topic` before the
+/// binary starts, since the binary's own create would be refused there.
+async fn prepare_topic(address: &str, stream: &str, topic: &str) {
+    if std::env::var_os(CREATE_TOPIC_COMMAND_ENV).is_none() {
+        return;
+    }
+    let bus = IggyBus::connect(&IggySettings {
+        address: address.to_owned(),
+        username: "iggy".to_owned(),
+        password: "iggy".to_owned(),
+        token: String::new(),
+        tls: None,
+        connect_retries: 2,
+        reconnect_interval: Duration::from_millis(50),
+    })
+    .await
+    .unwrap();
+    // This creates the stream; the topic is what that build refuses.
+    if bus.ensure_topic(stream, topic).await.is_err() {
+        TestTarget::create_topic_by_command(stream, topic, 1)
+            .unwrap()
+            .unwrap();
+    }
+    bus.close().await;
+}
 
 /// Writes a runtime config and two connectors (random source -> file sink on `stream`)
 /// under `dir`; returns the config file and the sink's output file.
@@ -70,15 +98,18 @@ fn write_setup_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_the_configured_connectors_and_stops_on_sigterm() {
-    let server = TestServer::start().await.unwrap();
+    // Our server, or a real one with IGGY_TEST_ADDRESS.
+    let target = TestTarget::from_env().await.unwrap();
     let dir = temp_dir("binary-run");
+    let stream = unique("demo");
     let (config, output) = write_setup(
         &dir,
-        &server.address().to_string(),
-        "demo",
+        &target.address,
+        &stream,
         "interval = \"1ms\"\nmax_count = 100\nmessages_range = [5, 10]",
         "poll_interval = \"5ms\"",
     );
+    prepare_topic(&target.address, &stream, "t").await;
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
         .args(["--config", config.to_str().unwrap()])
@@ -105,7 +136,9 @@ async fn runs_the_configured_connectors_and_stops_on_sigterm() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(server.messages("demo", "t").unwrap().len(), 100);
+    if let Some(server) = &target.server {
+        assert_eq!(server.messages(&stream, "t").unwrap().len(), 100);
+    }
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -139,18 +172,21 @@ async fn runs_the_configured_connectors_and_stops_on_sigterm() {
 /// exactly `batch_length`), so none is stored in part.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_runtime_resumes_without_losing_messages() {
-    let server = TestServer::start().await.unwrap();
+    // Our server, or a real one with IGGY_TEST_ADDRESS.
+    let target = TestTarget::from_env().await.unwrap();
     let dir = temp_dir("binary-kill");
+    let stream = unique("kill");
     // Sends of one batch each: 20 messages fill the stream's `batch_length`, so ready
     // batches are never merged into one send.
     let (config, output) = write_setup_with(
         &dir,
-        &server.address().to_string(),
-        "kill",
+        &target.address,
+        &stream,
         "batch_length = 20",
         "interval = \"2ms\"\nmax_count = 2000\nmessages_range = [20, 20]",
         "batch_length = 50\npoll_interval = \"2ms\"",
     );
+    prepare_topic(&target.address, &stream, "t").await;
     let start = || {
         Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
             .args(["--config", config.to_str().unwrap()])
@@ -256,13 +292,15 @@ async fn serves_the_http_api_while_running() {
     // Our server, or a real one with IGGY_TEST_ADDRESS.
     let target = TestTarget::from_env().await.unwrap();
     let dir = temp_dir("binary-http");
+    let stream = unique("http");
     let (config, _) = write_setup(
         &dir,
         &target.address,
-        &unique("http"),
+        &stream,
         "interval = \"5ms\"\nmessages_range = [5, 10]",
         "poll_interval = \"5ms\"",
     );
+    prepare_topic(&target.address, &stream, "t").await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
         .args(["--config", config.to_str().unwrap()])
         .env("NO_COLOR", "1")
@@ -393,6 +431,7 @@ async fn the_readme_first_command_runs_the_demo() {
         .stderr(Stdio::null());
     // Against a real server when the suite runs against one.
     if let Ok(address) = std::env::var("IGGY_TEST_ADDRESS") {
+        prepare_topic(&address, "demo", "events").await;
         command.env("IGGY_CONNECTORS_IGGY_ADDRESS", address);
     }
     let mut child = command.spawn().unwrap();
@@ -471,13 +510,15 @@ async fn json_logs_and_periodic_summaries() {
     // Our server, or a real one with IGGY_TEST_ADDRESS.
     let target = TestTarget::from_env().await.unwrap();
     let dir = temp_dir("binary-json-logs");
+    let stream = unique("json");
     let (config, _) = write_setup(
         &dir,
         &target.address,
-        &unique("json"),
+        &stream,
         "interval = \"5ms\"\nmessages_range = [5, 10]",
         "poll_interval = \"5ms\"",
     );
+    prepare_topic(&target.address, &stream, "t").await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
         .args(["--config", config.to_str().unwrap()])
         .env("IGGY_CONNECTORS_LOGGING_FORMAT", "json")
