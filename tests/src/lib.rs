@@ -1,5 +1,5 @@
-//! Helpers shared by the end-to-end tests: where the plugin libraries are, and batches
-//! to feed sinks.
+//! Helpers shared by the end-to-end tests: where the plugin libraries are, batches to
+//! feed sinks, and topics made ahead on real-server builds that need it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -107,4 +107,51 @@ pub fn upstream_connectors_dir() -> Option<PathBuf> {
     );
     eprintln!("skipped: no upstream fixtures at {}", dir.display());
     None
+}
+
+/// Against a real server whose build refuses the 0.11 client's topic options
+/// (`IGGY_TEST_CREATE_TOPIC_COMMAND` set, see
+/// [`iggy_test_server::TestTarget::create_topic_by_command`]), creates `stream` and its
+/// one-partition `topic` before a runtime starts, since the runtime's own create would
+/// be refused there; otherwise does nothing (the runtime creates them).
+///
+/// # Panics
+/// If the server cannot be reached or the command fails: the test cannot go on.
+pub async fn prepare_topic(address: &str, stream: &str, topic: &str) {
+    use iggy::prelude::*;
+    if std::env::var_os(iggy_test_server::CREATE_TOPIC_COMMAND_ENV).is_none() {
+        return;
+    }
+    let client = IggyClient::builder()
+        .with_tcp()
+        .with_server_address(address.to_owned())
+        .with_auto_sign_in(AutoLogin::Enabled(Credentials::UsernamePassword(
+            "iggy".to_owned(),
+            "iggy".into(),
+        )))
+        .build()
+        .expect("a client for the test server");
+    client.connect().await.expect("connected to the server");
+    let (stream_id, topic_id) = (
+        Identifier::named(stream).expect("a valid stream name"),
+        Identifier::named(topic).expect("a valid topic name"),
+    );
+    if client
+        .get_stream(&stream_id)
+        .await
+        .expect("stream lookup")
+        .is_none()
+    {
+        client.create_stream(stream).await.expect("stream created");
+    }
+    if client
+        .get_topic(&stream_id, &topic_id)
+        .await
+        .expect("topic lookup")
+        .is_none()
+    {
+        iggy_test_server::TestTarget::create_topic_by_command(stream, topic, 1)
+            .expect("the command is set")
+            .expect("the topic command succeeded");
+    }
 }

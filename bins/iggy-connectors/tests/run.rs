@@ -7,35 +7,33 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use iggy_connectors_tests::{plugin_path, temp_dir};
-use iggy_test_server::{CREATE_TOPIC_COMMAND_ENV, TestTarget};
-use runtime_core::{IggyBus, IggySettings, MessageBus};
+use iggy_connectors_tests::{plugin_path, prepare_topic, temp_dir};
+use iggy_test_server::TestTarget;
 
-/// Against a real server whose build refuses the 0.11 client's topic options
-/// (`IGGY_TEST_CREATE_TOPIC_COMMAND` set), creates `stream` and its `topic` before the
-/// binary starts, since the binary's own create would be refused there.
-async fn prepare_topic(address: &str, stream: &str, topic: &str) {
-    if std::env::var_os(CREATE_TOPIC_COMMAND_ENV).is_none() {
-        return;
+/// A child process that is killed if the test ends early (a failed assertion), so it
+/// cannot outlive the test and keep what the next run needs (the demo's consumer group
+/// on a real server).
+struct Reaped(Option<std::process::Child>);
+
+impl Reaped {
+    fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("the child is still here")
     }
-    let bus = IggyBus::connect(&IggySettings {
-        address: address.to_owned(),
-        username: "iggy".to_owned(),
-        password: "iggy".to_owned(),
-        token: String::new(),
-        tls: None,
-        connect_retries: 2,
-        reconnect_interval: Duration::from_millis(50),
-    })
-    .await
-    .unwrap();
-    // This creates the stream; the topic is what that build refuses.
-    if bus.ensure_topic(stream, topic).await.is_err() {
-        TestTarget::create_topic_by_command(stream, topic, 1)
-            .unwrap()
-            .unwrap();
+
+    /// The child, no longer killed on drop.
+    fn take(mut self) -> std::process::Child {
+        self.0.take().expect("the child is still here")
     }
-    bus.close().await;
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            // It may have exited already; either way it is gone after this.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Writes a runtime config and two connectors (random source -> file sink on `stream`)
@@ -434,8 +432,8 @@ async fn the_readme_first_command_runs_the_demo() {
         prepare_topic(&address, "demo", "events").await;
         command.env("IGGY_CONNECTORS_IGGY_ADDRESS", address);
     }
-    let mut child = command.spawn().unwrap();
-    let received = lines_of(child.stdout.take().unwrap());
+    let mut child = Reaped(Some(command.spawn().unwrap()));
+    let received = lines_of(child.child().stdout.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut api, mut output) = (None, None);
     while api.is_none() || output.is_none() {
@@ -457,7 +455,10 @@ async fn the_readme_first_command_runs_the_demo() {
             "the sink wrote only {}",
             written()
         );
-        assert!(child.try_wait().unwrap().is_none(), "the demo exited early");
+        assert!(
+            child.child().try_wait().unwrap().is_none(),
+            "the demo exited early"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let first_line: serde_json::Value = serde_json::from_str(
@@ -481,10 +482,11 @@ async fn the_readme_first_command_runs_the_demo() {
     assert_eq!(http_get(&api, "/stats").0, 200);
 
     let interrupted = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &child.child().id().to_string()])
         .status()
         .unwrap();
     assert!(interrupted.success());
+    let mut child = child.take();
     let finished = tokio::task::spawn_blocking(move || child.wait());
     let status = tokio::time::timeout(Duration::from_secs(30), finished)
         .await

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use iggy_connectors_tests::{plugin_path, temp_dir};
+use iggy_connectors_tests::{plugin_path, prepare_topic, temp_dir};
 use iggy_test_server::TestTarget;
 use plugin_host::PluginLoader;
 use runtime_core::{
@@ -169,6 +169,7 @@ payload_size = 20
     );
     let provider: Arc<dyn ConfigProvider> =
         Arc::new(LocalProvider::open(&configs, &Default::default()).unwrap());
+    prepare_topic(&target.address, &stream, "t").await;
     let bus = IggyBus::connect(&IggySettings {
         address: target.address.clone(),
         username: "iggy".to_owned(),
