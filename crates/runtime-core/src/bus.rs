@@ -254,7 +254,8 @@ pub trait MessageBus: Send + Sync {
 
     /// A bus of its own for one connector (its own connection, for [`IggyBus`]), so
     /// that no connector's requests queue behind another's; `None` shares this one.
-    /// The runtime asks once per connector run and [`MessageBus::close`]s it after.
+    /// The runtime asks once per connector run (twice for a sink: the second is where
+    /// it reads ahead, see [`MessageBus::read`]) and [`MessageBus::close`]s each after.
     async fn for_connector(&self, key: &str) -> Result<Option<Arc<dyn MessageBus>>, BusError> {
         let _ = key;
         Ok(None)

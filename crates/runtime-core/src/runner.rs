@@ -158,22 +158,15 @@ pub(crate) async fn run_once(
             return;
         }
     };
-    let own = match context.bus.for_connector(key).await {
-        Ok(own) => own,
-        Err(error) => {
-            tracing::error!(connector = %key, %error, "cannot connect to Iggy");
-            status.fail(format!("cannot connect to Iggy: {error}"));
-            return;
-        }
+    let Ok(own) = own_connection(context, key, status).await else {
+        return;
     };
     // A sink reads ahead on a second connection, so that its reads do not queue behind
     // its offset stores (requests on one connection are answered one at a time).
     let reader = match config {
-        ConnectorConfig::Sink(_) => match context.bus.for_connector(key).await {
+        ConnectorConfig::Sink(_) => match own_connection(context, key, status).await {
             Ok(reader) => reader,
-            Err(error) => {
-                tracing::error!(connector = %key, %error, "cannot connect to Iggy");
-                status.fail(format!("cannot connect to Iggy: {error}"));
+            Err(()) => {
                 if let Some(bus) = own {
                     bus.close().await;
                 }
@@ -211,6 +204,19 @@ pub(crate) async fn run_once(
     for bus in own.into_iter().chain(reader) {
         bus.close().await;
     }
+}
+
+/// A connection of the connector's own when the bus offers one (`None`: share the
+/// runtime's); `Err` when it cannot be made, and then the connector has failed.
+async fn own_connection(
+    context: &RuntimeContext,
+    key: &str,
+    status: &StatusCell,
+) -> Result<Option<Arc<dyn MessageBus>>, ()> {
+    context.bus.for_connector(key).await.map_err(|error| {
+        tracing::error!(connector = %key, %error, "cannot connect to Iggy");
+        status.fail(format!("cannot connect to Iggy: {error}"));
+    })
 }
 
 /// What a connector run reaches Iggy through.
@@ -1391,6 +1397,17 @@ struct SinkPipeline {
 /// (and when the group poll finds nothing either, the sink waits `poll_interval`).
 const MAX_READ_AHEAD_RUN: usize = 16;
 
+/// How a sink's reads ahead have gone in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// Reading ahead works (or has not been tried).
+    Working,
+    /// The last read failed (logged once, until one works again).
+    Failing,
+    /// The bus cannot read ([`MessageBus::read`] said `None`): the sink only polls.
+    Unsupported,
+}
+
 /// The next batch of a partition, being read while the current one is delivered. At
 /// most one per (stream, topic) of a sink: what a sink holds stays bounded.
 struct ReadAhead(tokio::task::JoinHandle<Result<Option<Polled>, BusError>>);
@@ -1426,12 +1443,12 @@ impl SinkPipeline {
         // instead, on the reader, while the plugin takes this one and it is stored.
         let mut ahead: Option<ReadAhead> = None;
         let mut run = 0;
-        let mut read_ahead_failed = false;
+        let mut reads = Reads::Working;
         while control.proceed(status).await {
             let read = match ahead.take() {
                 Some(read) => tokio::select! {
                     () = control.stopping() => return,
-                    read = self.finish_read(read, &mut read_ahead_failed) => read,
+                    read = self.finish_read(read, &mut reads) => read,
                 },
                 None => None,
             };
@@ -1463,7 +1480,7 @@ impl SinkPipeline {
                     () = tokio::time::sleep(stream.poll_interval.get()) => continue,
                 }
             };
-            if run < MAX_READ_AHEAD_RUN {
+            if run < MAX_READ_AHEAD_RUN && reads != Reads::Unsupported {
                 ahead = Some(self.read_ahead(polled.partition_id, last_offset + 1));
             }
             let received = Instant::now();
@@ -1583,17 +1600,20 @@ impl SinkPipeline {
     /// The batch read ahead, or `None` when there is none to deliver (the group is
     /// polled instead, from the stored offsets: nothing is lost). A failure is logged,
     /// once until a read succeeds again.
-    async fn finish_read(&self, mut read: ReadAhead, failed: &mut bool) -> Option<Polled> {
+    async fn finish_read(&self, mut read: ReadAhead, reads: &mut Reads) -> Option<Polled> {
         let error = match (&mut read.0).await {
-            Ok(Ok(Some(polled))) if !polled.messages.is_empty() => {
-                *failed = false;
-                return Some(polled);
+            Ok(Ok(Some(polled))) => {
+                *reads = Reads::Working;
+                return Some(polled).filter(|polled| !polled.messages.is_empty());
             }
-            Ok(Ok(_)) => return None,
+            Ok(Ok(None)) => {
+                *reads = Reads::Unsupported;
+                return None;
+            }
             Ok(Err(error)) => error.to_string(),
             Err(error) => error.to_string(),
         };
-        if !std::mem::replace(failed, true) {
+        if std::mem::replace(reads, Reads::Failing) != Reads::Failing {
             tracing::warn!(
                 connector = %self.config.key,
                 stream = %self.stream.stream,
