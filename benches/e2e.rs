@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use config_provider::{ActiveConfigs, ConnectorConfig, RuntimeBehaviour};
 use iggy::prelude::*;
-use iggy_connectors_tests::plugin_path;
+use iggy_connectors_tests::{create_topic, iggy_client, plugin_path};
 use plugin_host::PluginLoader;
 use runtime_core::{IggyBus, IggySettings, PluginRegistry, Runtime, RuntimeContext, StateStore};
 
@@ -42,37 +42,6 @@ fn id(name: &str) -> Result<Identifier, IggyError> {
     Identifier::named(name)
 }
 
-/// Creates `stream` with its one-partition topic `t`. A real server whose build refuses
-/// the 0.11 client's topic options gets the topic from the shell command in
-/// `IGGY_TEST_CREATE_TOPIC_COMMAND` (`{stream}`, `{topic}`, `{partitions}`), as in the
-/// tests.
-async fn create_topic(client: &IggyClient, stream: &str) -> Result<(), Box<dyn std::error::Error>> {
-    client.create_stream(stream).await?;
-    if let Some(created) = iggy_test_server::TestTarget::create_topic_by_command(stream, "t", 1) {
-        return Ok(created?);
-    }
-    let options = TopicCreateOptions {
-        partitions_count: Some(1),
-        ..TopicCreateOptions::default()
-    };
-    client.create_topic(&id(stream)?, "t", &options).await?;
-    Ok(())
-}
-
-async fn client(address: &str) -> Result<IggyClient, IggyError> {
-    let client = IggyClient::builder()
-        .with_tcp()
-        .with_server_address(address.to_owned())
-        .with_auto_sign_in(AutoLogin::Enabled(Credentials::UsernamePassword(
-            "iggy".to_owned(),
-            "iggy".into(),
-        )))
-        .with_no_delay()
-        .build()?;
-    client.connect().await?;
-    Ok(client)
-}
-
 /// The raw client: one task produces, another consumes, until every message is back.
 async fn raw(
     address: &str,
@@ -80,9 +49,9 @@ async fn raw(
     total: u64,
     payload: Bytes,
 ) -> Result<Duration, Box<dyn std::error::Error>> {
-    let producer = client(address).await?;
-    create_topic(&producer, stream).await?;
-    let consumer = client(address).await?;
+    let producer = iggy_client(address).await?;
+    create_topic(&producer, stream, "t", 1).await?;
+    let consumer = iggy_client(address).await?;
     let started = Instant::now();
     let stream_name = stream.to_owned();
     let produce = tokio::spawn(async move {
@@ -241,7 +210,7 @@ async fn runtime(
     configs.sinks.insert(sink.key().to_owned(), sink);
     if std::env::var_os(iggy_test_server::CREATE_TOPIC_COMMAND_ENV).is_some() {
         // The runtime would create the topic itself; that server's build refuses it.
-        create_topic(&client(address).await?, stream).await?;
+        create_topic(&iggy_client(address).await?, stream, "t", 1).await?;
     }
     let bus = IggyBus::connect(&IggySettings {
         address: address.to_owned(),
@@ -383,7 +352,10 @@ fn selected(case: &str) -> bool {
 
 /// Deletes a case's stream, so the server's store does not grow from case to case.
 async fn drop_stream(address: &str, stream: &str) -> Result<(), Box<dyn std::error::Error>> {
-    client(address).await?.delete_stream(&id(stream)?).await?;
+    iggy_client(address)
+        .await?
+        .delete_stream(&id(stream)?)
+        .await?;
     Ok(())
 }
 

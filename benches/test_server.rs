@@ -24,16 +24,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(200_000);
     let target = iggy_test_server::TestTarget::from_env().await?;
     let (server, address) = (target.server, target.address);
-    let client = IggyClient::builder()
-        .with_tcp()
-        .with_server_address(address.clone())
-        .with_auto_sign_in(AutoLogin::Enabled(Credentials::UsernamePassword(
-            "iggy".to_owned(),
-            "iggy".into(),
-        )))
-        .with_no_delay()
-        .build()?;
-    client.connect().await?;
+    let client = iggy_connectors_tests::iggy_client(&address).await?;
     let target = if server.is_some() {
         "iggy-test-server"
     } else {

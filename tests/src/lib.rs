@@ -109,19 +109,12 @@ pub fn upstream_connectors_dir() -> Option<PathBuf> {
     None
 }
 
-/// Against a real server whose build refuses the 0.11 client's topic options
-/// (`IGGY_TEST_CREATE_TOPIC_COMMAND` set, see
-/// [`iggy_test_server::TestTarget::create_topic_by_command`]), creates `stream` and its
-/// one-partition `topic` before a runtime starts, since the runtime's own create would
-/// be refused there; otherwise does nothing (the runtime creates them).
-///
-/// # Panics
-/// If the server cannot be reached or the command fails: the test cannot go on.
-pub async fn prepare_topic(address: &str, stream: &str, topic: &str) {
+/// A client of `address`, connected and signed in as iggy/iggy (the user every test
+/// and benchmark runs as, on our server or a real one).
+pub async fn iggy_client(
+    address: &str,
+) -> Result<iggy::prelude::IggyClient, iggy::prelude::IggyError> {
     use iggy::prelude::*;
-    if std::env::var_os(iggy_test_server::CREATE_TOPIC_COMMAND_ENV).is_none() {
-        return;
-    }
     let client = IggyClient::builder()
         .with_tcp()
         .with_server_address(address.to_owned())
@@ -129,29 +122,77 @@ pub async fn prepare_topic(address: &str, stream: &str, topic: &str) {
             "iggy".to_owned(),
             "iggy".into(),
         )))
-        .build()
-        .expect("a client for the test server");
-    client.connect().await.expect("connected to the server");
-    let (stream_id, topic_id) = (
-        Identifier::named(stream).expect("a valid stream name"),
-        Identifier::named(topic).expect("a valid topic name"),
-    );
+        .with_no_delay()
+        .build()?;
+    client.connect().await?;
+    Ok(client)
+}
+
+/// Creates `stream` and its `topic` of `partitions` partitions, each unless it exists.
+/// A real-server build that refuses the 0.11 client's topic options gets the topic from
+/// `IGGY_TEST_CREATE_TOPIC_COMMAND` (see
+/// [`iggy_test_server::TestTarget::create_topic_by_command`]).
+pub async fn create_topic(
+    client: &iggy::prelude::IggyClient,
+    stream: &str,
+    topic: &str,
+    partitions: u32,
+) -> Result<(), String> {
+    use iggy::prelude::*;
+    let named = |name: &str| Identifier::named(name).map_err(|error| error.to_string());
+    let (stream_id, topic_id) = (named(stream)?, named(topic)?);
+    let failed = |what: &str, error: IggyError| format!("{what} {stream}/{topic}: {error}");
     if client
         .get_stream(&stream_id)
         .await
-        .expect("stream lookup")
+        .map_err(|error| failed("looking up", error))?
         .is_none()
     {
-        client.create_stream(stream).await.expect("stream created");
+        client
+            .create_stream(stream)
+            .await
+            .map_err(|error| failed("creating the stream of", error))?;
     }
     if client
         .get_topic(&stream_id, &topic_id)
         .await
-        .expect("topic lookup")
-        .is_none()
+        .map_err(|error| failed("looking up", error))?
+        .is_some()
     {
-        iggy_test_server::TestTarget::create_topic_by_command(stream, topic, 1)
-            .expect("the command is set")
-            .expect("the topic command succeeded");
+        return Ok(());
+    }
+    let options = TopicCreateOptions {
+        partitions_count: Some(partitions),
+        ..TopicCreateOptions::default()
+    };
+    match client.create_topic(&stream_id, topic, &options).await {
+        Ok(_) => Ok(()),
+        Err(IggyError::UnsupportedOptionKey(key)) => {
+            iggy_test_server::TestTarget::create_topic_by_command(stream, topic, partitions)
+                .unwrap_or_else(|| {
+                    Err(format!(
+                        "the server refuses the topic option {key:?}: set {}",
+                        iggy_test_server::CREATE_TOPIC_COMMAND_ENV
+                    ))
+                })
+        }
+        Err(error) => Err(failed("creating", error)),
+    }
+}
+
+/// Against a real server whose build refuses the 0.11 client's topic options
+/// (`IGGY_TEST_CREATE_TOPIC_COMMAND` set), creates `stream` and its one-partition
+/// `topic` before a runtime starts, since the runtime's own create would be refused
+/// there; otherwise does nothing (the runtime creates them).
+///
+/// # Panics
+/// If the server cannot be reached or the topic cannot be made: the test cannot go on.
+pub async fn prepare_topic(address: &str, stream: &str, topic: &str) {
+    if std::env::var_os(iggy_test_server::CREATE_TOPIC_COMMAND_ENV).is_none() {
+        return;
+    }
+    let client = iggy_client(address).await.expect("connected to the server");
+    if let Err(error) = create_topic(&client, stream, topic, 1).await {
+        panic!("{error}");
     }
 }

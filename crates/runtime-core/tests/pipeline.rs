@@ -1081,44 +1081,6 @@ fn header(message: &runtime_core::IncomingMessage, key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A client of the test's own, signed in as iggy.
-async fn raw_client(target: &TestTarget) -> iggy::prelude::IggyClient {
-    use iggy::prelude::*;
-    let client = IggyClient::builder()
-        .with_tcp()
-        .with_server_address(target.address.clone())
-        .with_auto_sign_in(AutoLogin::Enabled(Credentials::UsernamePassword(
-            "iggy".to_owned(),
-            "iggy".into(),
-        )))
-        .build()
-        .unwrap();
-    client.connect().await.unwrap();
-    client
-}
-
-/// Creates `stream` with a topic `t` of `partitions` partitions (by
-/// [`TestTarget::create_topic_by_command`] where the server refuses the client's topic
-/// options).
-async fn topic_with_partitions(client: &iggy::prelude::IggyClient, stream: &str, partitions: u32) {
-    use iggy::prelude::*;
-    client.create_stream(stream).await.unwrap();
-    let options = TopicCreateOptions {
-        partitions_count: Some(partitions),
-        ..TopicCreateOptions::default()
-    };
-    let stream_id = Identifier::named(stream).unwrap();
-    match client.create_topic(&stream_id, "t", &options).await {
-        Ok(_) => {}
-        Err(IggyError::UnsupportedOptionKey(_)) => {
-            TestTarget::create_topic_by_command(stream, "t", partitions)
-                .expect("the server refuses the client's topic options")
-                .unwrap();
-        }
-        Err(error) => panic!("creating the topic: {error}"),
-    }
-}
-
 /// Produces `count` JSON messages `{"partition": p, "seq": n}` to one partition of
 /// topic `t`, `seq` counting from 0.
 async fn produce_to_partition(
@@ -1160,8 +1122,12 @@ async fn a_sink_reading_ahead_delivers_a_backlog_over_partitions_once_in_order()
     let target = target().await;
     let dir = temp_dir("e2e-read-ahead");
     let stream = unique("read-ahead");
-    let client = raw_client(&target).await;
-    topic_with_partitions(&client, &stream, PARTITIONS).await;
+    let client = iggy_connectors_tests::iggy_client(&target.address)
+        .await
+        .unwrap();
+    iggy_connectors_tests::create_topic(&client, &stream, "t", PARTITIONS)
+        .await
+        .unwrap();
     let (stream_id, topic_id) = (
         Identifier::named(&stream).unwrap(),
         Identifier::named("t").unwrap(),
@@ -1235,8 +1201,12 @@ async fn a_partition_moving_to_another_member_fails_neither_sink() {
     let target = target().await;
     let dir = temp_dir("e2e-rebalance");
     let stream = unique("rebalance");
-    let client = raw_client(&target).await;
-    topic_with_partitions(&client, &stream, 2).await;
+    let client = iggy_connectors_tests::iggy_client(&target.address)
+        .await
+        .unwrap();
+    iggy_connectors_tests::create_topic(&client, &stream, "t", 2)
+        .await
+        .unwrap();
     let (stream_id, topic_id) = (
         Identifier::named(&stream).unwrap(),
         Identifier::named("t").unwrap(),
