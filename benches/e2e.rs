@@ -1,6 +1,8 @@
 //! End to end: the random source (as a generator) -> Iggy -> the null sink, through the
 //! runtime, against the raw `iggy` client producing and consuming the same messages in
-//! the same run. Messages of about 100 B and 1 KiB, one partition, batches of 1000.
+//! the same run: the generator's own messages, made by the plugin before the raw case
+//! (untimed) and sent from memory. Messages of about 100 B and 1 KiB, one partition,
+//! batches of 1000.
 //! The runtime case runs twice: alone, and with the HTTP API served while two clients
 //! keep asking it for `/stats` and `/metrics`, pausing `BENCH_API_PAUSE_MS` (default 10)
 //! between requests; 0 makes it a closed loop (`+API/s`, `API req/s`).
@@ -11,8 +13,9 @@
 //! `BENCH_STATE_DIR` for the source state directory; `BENCH_VERBOSE=1` tells when the
 //! source and the sink finished; `BENCH_ONLY=runtime,api,raw,generator` runs only the
 //! cases named, e.g. under a profiler; `BENCH_SIZES=40,964` picks the random text sizes;
-//! `BENCH_ROUNDS`, default 3, repeats every case and adds a line of medians: this VM's
-//! figures move by 20% from one run to the next, so one round says little;
+//! `BENCH_ROUNDS`, default 5, repeats every case and adds a line of medians: this VM's
+//! figures move by 20% from one run to the next, so one round says little, and the
+//! raw case goes first in every other round;
 //! the generator runs with the connector defaults, verified resume on;
 //! `BENCH_VERIFIED_RESUME=false` turns it off, and then `BENCH_UNSAVED_SENDS`, default 1,
 //! is its `max_unsaved_sends`).
@@ -23,8 +26,11 @@
 //! Before the timed cases of each size, one runtime case and one raw case run untimed,
 //! so neither side pays the first loading of the plugin libraries, the first
 //! connection or the heap's first growth to what the server stores. Every case deletes
-//! its stream afterwards, so the server's store does not grow from case to case. `cpu ns/msg` is the CPU time of the whole process (server
-//! included) per message, from `/proc/self/stat` (10 ms ticks).
+//! its stream afterwards, so the server's store does not grow from case to case.
+//! `cpu ns/msg` is the CPU time of the whole process (server included) per message,
+//! from `/proc/self/stat` (10 ms ticks). `steal %` is the share of the machine's CPU
+//! time the hypervisor gave to other guests during the round (`/proc/stat`): a round
+//! with much stolen says more about the host than about the runtime.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,18 +52,19 @@ fn id(name: &str) -> Result<Identifier, IggyError> {
 async fn raw(
     address: &str,
     stream: &str,
-    total: u64,
-    payload: Bytes,
+    payloads: Arc<Vec<Bytes>>,
 ) -> Result<Duration, Box<dyn std::error::Error>> {
+    let total = payloads.len() as u64;
     let producer = iggy_client(address).await?;
     create_topic(&producer, stream, "t", 1).await?;
     let consumer = iggy_client(address).await?;
     let started = Instant::now();
     let stream_name = stream.to_owned();
     let produce = tokio::spawn(async move {
-        for _ in 0..total / u64::from(BATCH) {
-            let mut messages = (0..BATCH)
-                .map(|_| IggyMessage::builder().payload(payload.clone()).build())
+        for batch in payloads.chunks(BATCH as usize) {
+            let mut messages = batch
+                .iter()
+                .map(|payload| IggyMessage::builder().payload(payload.clone()).build())
                 .collect::<Result<Vec<_>, _>>()?;
             producer
                 .send_messages(
@@ -90,6 +97,43 @@ async fn raw(
     }
     produce.await??;
     Ok(started.elapsed())
+}
+
+/// The messages the generator source makes, `total` of them, copied out of the plugin
+/// into one buffer (untimed): what the raw client sends, so that both sides send the
+/// same messages, read from memory rather than one payload the cache always holds.
+async fn generated(
+    total: u64,
+    payload_size: usize,
+) -> Result<Arc<Vec<Bytes>>, Box<dyn std::error::Error>> {
+    let plugin = PluginLoader::new().load(&plugin_path("iggy_connector_random_source"))?;
+    let config = serde_json::json!({ "interval": "0ms", "max_count": total, "messages_range": [BATCH, BATCH], "payload_size": payload_size });
+    let source = plugin
+        .open_source(
+            "raw-messages",
+            &config.to_string(),
+            None,
+            plugin_host::OpenOptions::default(),
+        )
+        .await?;
+    let mut buffer = bytes::BytesMut::new();
+    let mut lengths = Vec::new();
+    while (lengths.len() as u64) < total {
+        let batch = source.poll().await?;
+        for message in batch.messages() {
+            buffer.extend_from_slice(message.payload());
+            lengths.push(message.payload().len());
+        }
+        batch.accept().await?;
+    }
+    source.close(Duration::from_secs(5)).await?;
+    let mut buffer = buffer.freeze();
+    Ok(Arc::new(
+        lengths
+            .into_iter()
+            .map(|length| buffer.split_to(length))
+            .collect(),
+    ))
 }
 
 /// The generator alone (poll and accept through the plugin host, nothing else): the
@@ -370,10 +414,10 @@ async fn timed<T>(
 }
 
 /// One line of the table: a figure per column, `None` for a case that did not run.
-type Row = [Option<f64>; 10];
+type Row = [Option<f64>; 11];
 
 /// Each column's width and decimals.
-const COLUMNS: [(usize, usize); 10] = [
+const COLUMNS: [(usize, usize); 11] = [
     (12, 0),
     (9, 1),
     (12, 0),
@@ -384,6 +428,7 @@ const COLUMNS: [(usize, usize); 10] = [
     (12, 0),
     (10, 0),
     (12, 0),
+    (7, 0),
 ];
 
 fn format_row(label: &str, row: &Row) -> String {
@@ -400,7 +445,7 @@ fn format_row(label: &str, row: &Row) -> String {
 /// Each column's median over the rounds (the ratio too: the median of the rounds'
 /// ratios, each taken from a runtime case and a raw case run back to back).
 fn median(rows: &[Row]) -> Row {
-    let mut out: Row = [None; 10];
+    let mut out: Row = [None; 11];
     for (column, slot) in out.iter_mut().enumerate() {
         let mut figures: Vec<f64> = rows.iter().filter_map(|row| row[column]).collect();
         figures.sort_by(f64::total_cmp);
@@ -420,7 +465,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         // The generator's JSON adds about 60 bytes of fields around its random text.
         Err(_) => vec![40, 964],
     };
-    let rounds: usize = iggy_connectors_benches::env_or("BENCH_ROUNDS", 3);
+    let rounds: usize = iggy_connectors_benches::env_or("BENCH_ROUNDS", 5);
     let target = iggy_test_server::TestTarget::from_env().await?;
     let (server, address) = (target.server, target.address);
     let target = if server.is_some() {
@@ -431,7 +476,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("end to end against {target} at {address}: {total} messages per case");
     let pid = std::process::id();
     println!(
-        "{:>9} {:>12} {:>9} {:>12} {:>12} {:>9} {:>12} {:>7} {:>12} {:>10} {:>12}",
+        "{:>9} {:>12} {:>9} {:>12} {:>12} {:>9} {:>12} {:>7} {:>12} {:>10} {:>12} {:>7}",
         "message",
         "runtime/s",
         "MB/s",
@@ -442,7 +487,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         "ratio",
         "+API/s",
         "API req/s",
-        "generator/s"
+        "generator/s",
+        "steal %"
     );
     for payload_size in sizes {
         let probe = serde_json::to_vec(
@@ -459,14 +505,42 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             runtime(&address, &stream, total, payload_size, 0).await?;
             drop_stream(&address, &stream).await?;
         }
+        let messages = if selected("raw") {
+            generated(total, payload_size).await?
+        } else {
+            Arc::default()
+        };
         if selected("raw") {
             let stream = format!("e2e-warm-raw-{payload_size}-{pid}");
-            raw(&address, &stream, total, Bytes::from(probe.clone())).await?;
+            raw(&address, &stream, messages.clone()).await?;
             drop_stream(&address, &stream).await?;
         }
         let mut rows = Vec::new();
         for round in 0..rounds {
             let suffix = format!("{payload_size}-{round}-{pid}");
+            // The raw case goes first in every other round: this VM's speed drifts
+            // within a round too, and whichever case runs first would always get the
+            // same side of that drift.
+            let raw_first = round % 2 == 1;
+            let ticks = iggy_connectors_benches::machine_cpu_ticks();
+            let raw_case = || async {
+                if !selected("raw") {
+                    return Ok::<_, Box<dyn std::error::Error>>(None);
+                }
+                let stream = format!("e2e-raw-{suffix}");
+                let timed_raw = timed(async {
+                    raw(&address, &stream, messages.clone())
+                        .await
+                        .map(|elapsed| (elapsed, ()))
+                })
+                .await?;
+                drop_stream(&address, &stream).await?;
+                Ok(Some(timed_raw))
+            };
+            let mut through_raw = None;
+            if raw_first {
+                through_raw = raw_case().await?;
+            }
             let mut through_runtime = None;
             if selected("runtime") {
                 let stream = format!("e2e-rt-{suffix}");
@@ -474,24 +548,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                     Some(timed(runtime(&address, &stream, total, payload_size, 0)).await?);
                 drop_stream(&address, &stream).await?;
             }
+            if !raw_first {
+                through_raw = raw_case().await?;
+            }
             let mut with_api = None;
             if selected("api") {
                 let stream = format!("e2e-api-{suffix}");
                 with_api = Some(timed(runtime(&address, &stream, total, payload_size, 2)).await?);
-                drop_stream(&address, &stream).await?;
-            }
-            let mut through_raw = None;
-            if selected("raw") {
-                let stream = format!("e2e-raw-{suffix}");
-                let payload = Bytes::from(probe.clone());
-                through_raw = Some(
-                    timed(async {
-                        raw(&address, &stream, total, payload)
-                            .await
-                            .map(|elapsed| (elapsed, ()))
-                    })
-                    .await?,
-                );
                 drop_stream(&address, &stream).await?;
             }
             let mut generator = None;
@@ -511,6 +574,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 with_api.map(|(elapsed, _, _)| rate(elapsed)),
                 with_api.map(|(elapsed, _, answered)| answered as f64 / elapsed.as_secs_f64()),
                 generator.map(rate),
+                iggy_connectors_benches::stolen_percent(
+                    ticks,
+                    iggy_connectors_benches::machine_cpu_ticks(),
+                ),
             ];
             println!("{}", format_row(&format!("{size} B"), &row));
             rows.push(row);

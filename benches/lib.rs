@@ -63,3 +63,27 @@ pub fn process_cpu_time() -> Duration {
     };
     TICK * (ticks(11) + ticks(12))
 }
+
+/// The machine's CPU time so far, as (stolen, all) in ticks of `/proc/stat`'s first
+/// line (Linux; `None` elsewhere). Stolen time is when the hypervisor ran something
+/// else on this VM's CPUs: a case that ran while much was stolen measured the host's
+/// other guests as much as itself.
+pub fn machine_cpu_ticks() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest times are within user).
+    let all = ticks.iter().take(8).sum();
+    Some((*ticks.get(7)?, all))
+}
+
+/// The share of the machine's CPU time stolen between two readings of
+/// [`machine_cpu_ticks`], in percent.
+pub fn stolen_percent(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((steal0, all0), (steal1, all1)) = before.zip(after)?;
+    let all = all1.checked_sub(all0).filter(|all| *all > 0)?;
+    Some(steal1.saturating_sub(steal0) as f64 * 100.0 / all as f64)
+}
