@@ -91,13 +91,23 @@ pub struct StoredMessageInfo {
     pub user_headers: Bytes,
 }
 
-/// Whose offset to read.
+/// Who consumes: whose stored offset or polls to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OffsetOwner {
     /// A consumer, by name.
     Consumer(String),
     /// A consumer group, by name.
     Group(String),
+}
+
+impl OffsetOwner {
+    /// The consumer as the topic's state knows it (`None` for an unknown group).
+    fn consumer_in(&self, topic: &state::Topic) -> Option<ConsumerRef> {
+        Some(match self {
+            OffsetOwner::Consumer(name) => ConsumerRef::Consumer(name.clone()),
+            OffsetOwner::Group(name) => ConsumerRef::Group(topic.group_id(&named(name)?).ok()?),
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -241,11 +251,28 @@ impl TestServer {
     ) -> Option<u64> {
         let state = self.shared.state();
         let topic = state.topic(&named(stream)?, &named(topic)?).ok()?;
-        let consumer = match owner {
-            OffsetOwner::Consumer(name) => ConsumerRef::Consumer(name.clone()),
-            OffsetOwner::Group(name) => ConsumerRef::Group(topic.group_id(&named(name)?).ok()?),
-        };
+        let consumer = owner.consumer_in(topic)?;
         state::stored_offset(topic, &consumer, partition)
+    }
+
+    /// How many polls by a consumer or group on a topic returned messages, over all
+    /// partitions (`None` for an unknown stream, topic or group).
+    pub fn polls_with_messages(
+        &self,
+        stream: &str,
+        topic: &str,
+        owner: &OffsetOwner,
+    ) -> Option<u64> {
+        let state = self.shared.state();
+        let topic = state.topic(&named(stream)?, &named(topic)?).ok()?;
+        let consumer = owner.consumer_in(topic)?;
+        Some(
+            topic
+                .polls_with_messages
+                .get(&consumer)
+                .copied()
+                .unwrap_or(0),
+        )
     }
 
     /// Closes every open connection (the server keeps listening).

@@ -176,6 +176,9 @@ pub(crate) struct Topic {
     pub(crate) next_balanced: u32,
     /// Offsets stored by plain consumers, by (consumer key, partition).
     pub(crate) consumer_offsets: HashMap<(String, u32), u64>,
+    /// Polls that returned messages, by consumer (for tests that check how a client
+    /// reads, such as a sink reading ahead by offset).
+    pub(crate) polls_with_messages: HashMap<ConsumerRef, u64>,
 }
 
 impl Topic {
@@ -238,7 +241,7 @@ pub(crate) struct Poll {
 }
 
 /// Who consumes: a named (or numbered) consumer, or a group member.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum ConsumerRef {
     Consumer(String),
     Group(u32),
@@ -397,6 +400,7 @@ impl State {
                 next_group_id: 0,
                 next_balanced: 0,
                 consumer_offsets: HashMap::new(),
+                polls_with_messages: HashMap::new(),
             },
         );
         Ok((stream_id, id))
@@ -495,6 +499,12 @@ impl State {
         };
         if auto_commit && let Some(last) = messages.last() {
             store_offset(topic, consumer, partition, last.offset());
+        }
+        if !messages.is_empty() {
+            *topic
+                .polls_with_messages
+                .entry(consumer.clone())
+                .or_default() += 1;
         }
         Ok((current_offset, messages))
     }

@@ -146,8 +146,10 @@ pub const SEND_MARKER_HEADER: &str = "iggy_connectors_send";
 /// other producers' messages since the send push it further back.
 pub const MARKER_SEARCH_DEPTH: u32 = 10_000;
 
-/// The consumer [`IggyBus::read`](MessageBus::read) reads as: it never stores an offset.
-const READ_AHEAD_CONSUMER: &str = "iggy-connectors-read-ahead";
+/// The plain consumer [`IggyBus::read`](MessageBus::read) reads as (a sink reading its
+/// partition's next batch ahead): it never stores an offset, but a server's client and
+/// poll figures show it beside the sink's group.
+pub const READ_AHEAD_CONSUMER: &str = "iggy-connectors-read-ahead";
 
 /// Messages [`IggyBus`] reads per request while searching for a marker.
 const MARKER_SEARCH_PAGE: u32 = 1_000;

@@ -39,7 +39,7 @@ use transforms::TransformChain;
 
 pub use bus::{
     BusError, BusErrorKind, IggyBus, IggySettings, IncomingMessage, MARKER_SEARCH_DEPTH,
-    MessageBus, OutgoingMessage, Polled, PreparedSend, SEND_MARKER_HEADER,
+    MessageBus, OutgoingMessage, Polled, PreparedSend, READ_AHEAD_CONSUMER, SEND_MARKER_HEADER,
 };
 pub use metrics::prometheus_text;
 pub use runner::RetryPolicy;

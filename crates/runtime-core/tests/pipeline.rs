@@ -1186,6 +1186,26 @@ async fn a_sink_reading_ahead_delivers_a_backlog_over_partitions_once_in_order()
     let status = runtime.status(ConnectorKind::Sink, "file").unwrap();
     assert_eq!(status.state, ConnectorState::Running, "{status:?}");
     assert_eq!(status.metrics.messages_out, total as u64);
+    if let Some(server) = &target.server {
+        // Each batch came from one poll with messages: the group's, or a read ahead.
+        // A sink that stopped reading ahead would still deliver everything, only
+        // slower, so the split is what shows it (about 1 group poll per 17 batches).
+        use iggy_test_server::OffsetOwner;
+        let polls = |owner: OffsetOwner| server.polls_with_messages(&stream, "t", &owner);
+        let batches = total as u64 / 50;
+        let group = polls(OffsetOwner::Group("iggy-connect-sink-file".to_owned()));
+        let ahead = polls(OffsetOwner::Consumer(
+            runtime_core::READ_AHEAD_CONSUMER.to_owned(),
+        ));
+        let (Some(group), Some(ahead)) = (group, ahead) else {
+            panic!("no poll figures for {stream}/t");
+        };
+        assert_eq!(group + ahead, batches, "group {group}, read ahead {ahead}");
+        assert!(
+            ahead >= batches * 2 / 3,
+            "only {ahead} of {batches} batches were read ahead"
+        );
+    }
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
