@@ -501,10 +501,13 @@ impl State {
             store_offset(topic, consumer, partition, last.offset());
         }
         if !messages.is_empty() {
-            *topic
-                .polls_with_messages
-                .entry(consumer.clone())
-                .or_default() += 1;
+            // The key is cloned once per consumer, not per poll.
+            match topic.polls_with_messages.get_mut(consumer) {
+                Some(polls) => *polls += 1,
+                None => {
+                    topic.polls_with_messages.insert(consumer.clone(), 1);
+                }
+            }
         }
         Ok((current_offset, messages))
     }
