@@ -99,6 +99,24 @@ async fn raw(
     Ok(started.elapsed())
 }
 
+/// The generator's `plugin_config`: `total` messages in batches of [`BATCH`], no pause.
+fn generator_config(total: u64, payload_size: usize) -> serde_json::Value {
+    serde_json::json!({ "interval": "0ms", "max_count": total, "messages_range": [BATCH, BATCH], "payload_size": payload_size })
+}
+
+/// The generator plugin opened on its own, outside any runtime.
+async fn open_generator(
+    key: &str,
+    total: u64,
+    payload_size: usize,
+) -> Result<plugin_host::SourceInstance, Box<dyn std::error::Error>> {
+    let plugin = PluginLoader::new().load(&plugin_path("iggy_connector_random_source"))?;
+    let config = generator_config(total, payload_size).to_string();
+    Ok(plugin
+        .open_source(key, &config, None, plugin_host::OpenOptions::default())
+        .await?)
+}
+
 /// The messages the generator source makes, `total` of them, copied out of the plugin
 /// into one buffer (untimed): what the raw client sends, so that both sides send the
 /// same messages, read from memory rather than one payload the cache always holds.
@@ -106,16 +124,7 @@ async fn generated(
     total: u64,
     payload_size: usize,
 ) -> Result<Arc<Vec<Bytes>>, Box<dyn std::error::Error>> {
-    let plugin = PluginLoader::new().load(&plugin_path("iggy_connector_random_source"))?;
-    let config = serde_json::json!({ "interval": "0ms", "max_count": total, "messages_range": [BATCH, BATCH], "payload_size": payload_size });
-    let source = plugin
-        .open_source(
-            "raw-messages",
-            &config.to_string(),
-            None,
-            plugin_host::OpenOptions::default(),
-        )
-        .await?;
+    let source = open_generator("raw-messages", total, payload_size).await?;
     let mut buffer = bytes::BytesMut::new();
     let mut lengths = Vec::new();
     while (lengths.len() as u64) < total {
@@ -142,16 +151,7 @@ async fn generator_alone(
     total: u64,
     payload_size: usize,
 ) -> Result<Duration, Box<dyn std::error::Error>> {
-    let plugin = PluginLoader::new().load(&plugin_path("iggy_connector_random_source"))?;
-    let config = serde_json::json!({ "interval": "0ms", "max_count": total, "messages_range": [BATCH, BATCH], "payload_size": payload_size });
-    let source = plugin
-        .open_source(
-            "alone",
-            &config.to_string(),
-            None,
-            plugin_host::OpenOptions::default(),
-        )
-        .await?;
+    let source = open_generator("alone", total, payload_size).await?;
     let started = Instant::now();
     let mut produced = 0u64;
     while produced < total {
@@ -242,7 +242,7 @@ async fn runtime(
         "verified_resume": verified_resume(),
         "path": plugin_path("iggy_connector_random_source"),
         "streams": [{ "stream": stream, "topic": "t", "schema": "json" }],
-        "plugin_config": { "interval": "0ms", "max_count": total, "messages_range": [BATCH, BATCH], "payload_size": payload_size }
+        "plugin_config": generator_config(total, payload_size)
     }))?;
     let sink: ConnectorConfig = serde_json::from_value(serde_json::json!({
         "type": "sink", "key": format!("null-{stream}"), "enabled": true, "version": 0, "name": "Null",
