@@ -363,22 +363,29 @@ mod tests {
     fn the_pool_keeps_a_bounded_number_of_buffers() {
         let mut pool = BufferPool::default();
         let mut alive = Vec::new();
-        for round in 0..10u8 {
+        // More batches in flight than buffers kept: each needs a buffer of its own.
+        let rounds = BufferPool::MAX_BUFFERS as u8 + 5;
+        for round in 0..rounds {
             let buffer = pool.buffer(16);
             buffer.put_u8(round);
             alive.push(buffer.split().freeze());
             assert!(pool.buffers.len() <= BufferPool::MAX_BUFFERS);
         }
+        assert_eq!(pool.buffers.len(), BufferPool::MAX_BUFFERS);
         let bytes: Vec<u8> = alive.iter().map(|payload| payload[0]).collect();
-        assert_eq!(bytes, (0..10).collect::<Vec<u8>>());
+        assert_eq!(
+            bytes,
+            (0..rounds).collect::<Vec<u8>>(),
+            "no payload written over"
+        );
         // A buffer over the byte limit is used, and no other is kept beside it.
         let buffer = pool.buffer(BufferPool::MAX_KEPT_BYTES + 1);
         assert!(buffer.capacity() > BufferPool::MAX_KEPT_BYTES);
         assert_eq!(pool.buffers.len(), 1);
         let buffer = pool.buffer(16);
-        buffer.put_u8(10);
+        buffer.put_u8(rounds);
         alive.push(buffer.split().freeze());
-        assert_eq!(alive.last().map(|payload| payload[0]), Some(10));
+        assert_eq!(alive.last().map(|payload| payload[0]), Some(rounds));
     }
 
     #[test]
