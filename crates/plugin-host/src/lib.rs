@@ -59,5 +59,7 @@ pub use call::Answer;
 pub use error::{CallError, CallErrorKind, LoadError};
 pub use loader::PluginLoader;
 pub use plugin::{ConnectorKind, OpenOptions, Plugin, PluginOrigin};
-pub use sink::{BatchSource, MessageMeta, SinkBatch, SinkBatchBuilder, SinkInstance};
+pub use sink::{
+    BatchSource, MessageMeta, SinkBatch, SinkBatchBuffers, SinkBatchBuilder, SinkInstance,
+};
 pub use source::{SourceBatch, SourceInstance};

@@ -62,6 +62,25 @@ impl SinkBatchBuilder {
         }
     }
 
+    /// A builder with room for `capacity` messages in the buffers of a batch that is
+    /// done with: building in memory that was just used costs fewer cache misses and
+    /// no allocation.
+    pub fn reusing(source: BatchSource, buffers: SinkBatchBuffers, capacity: usize) -> Self {
+        let SinkBatchBuffers {
+            mut views,
+            mut payloads,
+            headers,
+        } = buffers;
+        views.reserve(capacity);
+        payloads.reserve(capacity);
+        SinkBatchBuilder {
+            source,
+            views,
+            payloads,
+            headers,
+        }
+    }
+
     /// Appends a message.
     #[inline]
     pub fn push(&mut self, meta: MessageMeta, headers: Vec<OwnedHeader>, payload: Bytes) {
@@ -137,6 +156,14 @@ impl SinkBatchBuilder {
     }
 }
 
+/// The empty buffers of a batch that is done with (see [`SinkBatch::into_buffers`]).
+#[derive(Debug, Default)]
+pub struct SinkBatchBuffers {
+    views: Vec<MessageView>,
+    payloads: Vec<Bytes>,
+    headers: Vec<OwnedHeader>,
+}
+
 /// An immutable batch of messages for a sink: the ABI view and the data it points into.
 ///
 /// The view points into the batch's own heap buffers, which never move or change while
@@ -162,6 +189,25 @@ impl SinkBatch {
     /// Where the messages come from.
     pub fn source(&self) -> &BatchSource {
         &self.source
+    }
+
+    /// The batch's buffers, emptied (its payloads are dropped now), for
+    /// [`SinkBatchBuilder::reusing`].
+    pub fn into_buffers(self) -> SinkBatchBuffers {
+        let SinkBatch {
+            mut views,
+            _payloads: mut payloads,
+            _headers: mut headers,
+            ..
+        } = self;
+        views.clear();
+        payloads.clear();
+        headers.clear();
+        SinkBatchBuffers {
+            views,
+            payloads,
+            headers,
+        }
     }
 
     /// Number of messages.
@@ -237,5 +283,61 @@ impl SinkInstance {
     /// connector's `close`.
     pub async fn close(self, timeout: Duration) -> Result<(), CallError> {
         self.instance.close(timeout).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(partition_id: u32) -> BatchSource {
+        BatchSource {
+            stream: "s".to_owned(),
+            topic: "t".to_owned(),
+            partition_id,
+            schema: Schema::Json,
+            current_offset: 9,
+        }
+    }
+
+    fn meta(offset: u64) -> MessageMeta {
+        MessageMeta {
+            offset,
+            ..MessageMeta::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_built_in_reused_buffers_holds_only_its_own_messages() {
+        let mut builder = SinkBatchBuilder::with_capacity(source(0), 2);
+        builder.push(
+            meta(0),
+            vec![OwnedHeader::string("old", "header")],
+            Bytes::from_static(b"first"),
+        );
+        builder.push(meta(1), Vec::new(), Bytes::from_static(b"second"));
+        let buffers = builder.build().into_buffers();
+
+        let mut builder = SinkBatchBuilder::reusing(source(1), buffers, 3);
+        builder.push(meta(5), Vec::new(), Bytes::from_static(b"third"));
+        builder.push(
+            meta(6),
+            vec![OwnedHeader::string("new", "value")],
+            Bytes::from_static(b"fourth"),
+        );
+        let batch = builder.build();
+        assert_eq!(batch.source().partition_id, 1);
+        let messages = batch.messages();
+        let seen: Vec<(u64, &[u8])> = messages
+            .iter()
+            .map(|message| (message.offset(), message.payload()))
+            .collect();
+        assert_eq!(seen, [(5, &b"third"[..]), (6, &b"fourth"[..])]);
+        assert_eq!(messages[0].headers().len(), 0);
+        let headers: Vec<(&str, &[u8])> = messages[1]
+            .headers()
+            .map(|header| (header.key, header.value))
+            .collect();
+        assert_eq!(headers, [("new", &b"value"[..])]);
     }
 }

@@ -23,7 +23,7 @@ use config_provider::{
 use connector_sdk::{HeaderKind, Message, OwnedHeader, Schema};
 use plugin_host::{
     BatchSource, CallError, CallErrorKind, MessageMeta, OpenOptions, Plugin, SinkBatch,
-    SinkBatchBuilder, SinkInstance, SourceBatch, SourceInstance,
+    SinkBatchBuffers, SinkBatchBuilder, SinkInstance, SourceBatch, SourceInstance,
 };
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, mpsc, watch};
@@ -1444,6 +1444,9 @@ impl SinkPipeline {
         let mut ahead: Option<ReadAhead> = None;
         let mut run = 0;
         let mut reads = Reads::Working;
+        // The last batch's buffers, once the plugin is done with it: the next batch is
+        // built in them.
+        let mut spare: Option<SinkBatchBuffers> = None;
         while control.proceed(status).await {
             let read = match ahead.take() {
                 Some(read) => tokio::select! {
@@ -1512,16 +1515,17 @@ impl SinkPipeline {
             } else {
                 polled.messages
             };
-            let mut builder = SinkBatchBuilder::with_capacity(
-                BatchSource {
-                    stream: stream.stream.clone(),
-                    topic: topic.clone(),
-                    partition_id: partition,
-                    schema: stream.schema,
-                    current_offset: polled.current_offset,
-                },
-                messages.len(),
-            );
+            let source = BatchSource {
+                stream: stream.stream.clone(),
+                topic: topic.clone(),
+                partition_id: partition,
+                schema: stream.schema,
+                current_offset: polled.current_offset,
+            };
+            let mut builder = match spare.take() {
+                Some(buffers) => SinkBatchBuilder::reusing(source, buffers, messages.len()),
+                None => SinkBatchBuilder::with_capacity(source, messages.len()),
+            };
             for message in messages {
                 let meta = MessageMeta {
                     id: message.id,
@@ -1581,6 +1585,7 @@ impl SinkPipeline {
                 }
             }
             status.delivered(delivered, delivered_bytes, received.elapsed());
+            spare = Arc::try_unwrap(batch).ok().map(SinkBatch::into_buffers);
         }
     }
 
