@@ -103,6 +103,19 @@ fn text_messages(prefix: &str, count: usize) -> Vec<IggyMessage> {
         .collect()
 }
 
+/// Sends `count` text messages `{prefix}-{n}` to one partition of `stream`/t.
+async fn send_text(client: &IggyClient, stream: &str, partition: u32, prefix: &str, count: usize) {
+    client
+        .send_messages(
+            &id(stream),
+            &id("t"),
+            &Partitioning::partition_id(partition),
+            &mut text_messages(prefix, count),
+        )
+        .await
+        .unwrap();
+}
+
 /// Polls `count` messages of one partition without committing.
 async fn poll_partition(
     client: &IggyClient,
@@ -380,15 +393,7 @@ async fn consumer_group_with_auto_commit_reads_everything_once() {
         let stream = unique("group");
         ensure_topic(&client, &stream, "t", 2).await;
         for partition in 0..2 {
-            client
-                .send_messages(
-                    &id(&stream),
-                    &id("t"),
-                    &Partitioning::partition_id(partition),
-                    &mut text_messages(&format!("p{partition}"), 15),
-                )
-                .await
-                .unwrap();
+            send_text(&client, &stream, partition, &format!("p{partition}"), 15).await;
         }
         let mut consumer = client
             .consumer_group("sinks", &stream, "t")
@@ -446,15 +451,7 @@ async fn only_a_member_that_owns_the_partition_stores_the_group_offset() {
         let outsider = client(&target).await;
         let stream = unique("fence");
         ensure_topic(&member, &stream, "t", 1).await;
-        member
-            .send_messages(
-                &id(&stream),
-                &id("t"),
-                &Partitioning::partition_id(0),
-                &mut text_messages("m", 5),
-            )
-            .await
-            .unwrap();
+        send_text(&member, &stream, 0, "m", 5).await;
         member
             .create_consumer_group(&id(&stream), &id("t"), "g")
             .await
@@ -497,15 +494,7 @@ async fn single_consumer_with_manual_offsets() {
         let client = client(&target).await;
         let stream = unique("manual");
         ensure_topic(&client, &stream, "t", 1).await;
-        client
-            .send_messages(
-                &id(&stream),
-                &id("t"),
-                &Partitioning::partition_id(0),
-                &mut text_messages("m", 10),
-            )
-            .await
-            .unwrap();
+        send_text(&client, &stream, 0, "m", 10).await;
         let consumer = Consumer::new(id("manual-reader"));
         let poll = |strategy: PollingStrategy, count: u32| {
             let client = &client;
@@ -566,26 +555,11 @@ async fn every_polling_strategy() {
         let client = client(&target).await;
         let stream = unique("strategies");
         ensure_topic(&client, &stream, "t", 1).await;
-        let send = |prefix: &'static str| {
-            let client = &client;
-            let stream = stream.clone();
-            async move {
-                client
-                    .send_messages(
-                        &id(&stream),
-                        &id("t"),
-                        &Partitioning::partition_id(0),
-                        &mut text_messages(prefix, 5),
-                    )
-                    .await
-                    .unwrap();
-            }
-        };
-        send("early").await;
+        send_text(&client, &stream, 0, "early", 5).await;
         let between = IggyTimestamp::now();
         // Timestamps are in microseconds; make sure the second batch is strictly later.
         tokio::time::sleep(Duration::from_millis(2)).await;
-        send("late").await;
+        send_text(&client, &stream, 0, "late", 5).await;
         let consumer = Consumer::new(id("strategies"));
         let poll = |strategy: PollingStrategy, count: u32| {
             let client = &client;

@@ -1110,13 +1110,47 @@ async fn produce_to_partition(
         .unwrap();
 }
 
+/// Waits until group `group` has stored `expected` as its offset on `partition` of
+/// `stream`/t, calling `meanwhile` on every look (for what must hold while waiting).
+async fn wait_for_group_offset(
+    client: &iggy::prelude::IggyClient,
+    stream: &str,
+    group: &str,
+    partition: u32,
+    expected: u64,
+    mut meanwhile: impl FnMut(),
+) {
+    use iggy::prelude::*;
+    let (stream_id, topic_id, group) = (
+        Identifier::named(stream).unwrap(),
+        Identifier::named("t").unwrap(),
+        Consumer::group(Identifier::named(group).unwrap()),
+    );
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let stored = client
+            .get_consumer_offset(&group, &stream_id, &topic_id, Some(partition))
+            .await
+            .unwrap()
+            .map(|offset| offset.stored_offset);
+        if stored == Some(expected) {
+            return;
+        }
+        meanwhile();
+        assert!(
+            Instant::now() < deadline,
+            "partition {partition}: stored offset {stored:?}, {expected} expected"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A backlog over three partitions, read in batches of 50: the sink reads each
 /// partition's next batch ahead (by offset, on a second connection) and returns to the
 /// group poll every so often, and still delivers every message once, in order within
 /// its partition, with each partition's offset stored at its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_reading_ahead_delivers_a_backlog_over_partitions_once_in_order() {
-    use iggy::prelude::*;
     const PARTITIONS: u32 = 3;
     const PER_PARTITION: u64 = 1000;
     let target = target().await;
@@ -1128,10 +1162,6 @@ async fn a_sink_reading_ahead_delivers_a_backlog_over_partitions_once_in_order()
     iggy_connectors_tests::create_topic(&client, &stream, "t", PARTITIONS)
         .await
         .unwrap();
-    let (stream_id, topic_id) = (
-        Identifier::named(&stream).unwrap(),
-        Identifier::named("t").unwrap(),
-    );
     for partition in 0..PARTITIONS {
         produce_to_partition(&client, &stream, partition, PER_PARTITION).await;
     }
@@ -1150,24 +1180,9 @@ async fn a_sink_reading_ahead_delivers_a_backlog_over_partitions_once_in_order()
             .unwrap_or_default()
     };
     eventually("every message in the file", || lines().len() >= total).await;
-    let group = Consumer::group(Identifier::named("iggy-connect-sink-file").unwrap());
     for partition in 0..PARTITIONS {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let stored = client
-                .get_consumer_offset(&group, &stream_id, &topic_id, Some(partition))
-                .await
-                .unwrap()
-                .map(|offset| offset.stored_offset);
-            if stored == Some(PER_PARTITION - 1) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "partition {partition}: stored offset {stored:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let group = "iggy-connect-sink-file";
+        wait_for_group_offset(&client, &stream, group, partition, PER_PARTITION - 1, || {}).await;
     }
     let mut seen: Vec<Vec<u64>> = vec![Vec::new(); PARTITIONS as usize];
     for line in lines() {
@@ -1216,7 +1231,6 @@ async fn a_sink_reading_ahead_delivers_a_backlog_over_partitions_once_in_order()
 /// the end (the moved batch may be delivered twice, nothing is lost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_moving_to_another_member_fails_neither_sink() {
-    use iggy::prelude::*;
     const MESSAGES: u64 = 300;
     let target = target().await;
     let dir = temp_dir("e2e-rebalance");
@@ -1227,10 +1241,6 @@ async fn a_partition_moving_to_another_member_fails_neither_sink() {
     iggy_connectors_tests::create_topic(&client, &stream, "t", 2)
         .await
         .unwrap();
-    let (stream_id, topic_id) = (
-        Identifier::named(&stream).unwrap(),
-        Identifier::named("t").unwrap(),
-    );
     produce_to_partition(&client, &stream, 1, MESSAGES).await;
     let slow_sink = || {
         config(&format!(
@@ -1274,24 +1284,21 @@ consume_delay_ms = 3
         context(&target, &dir.join("second")).await,
     )
     .await;
-    let group = Consumer::group(Identifier::named("iggy-connect-sink-slow").unwrap());
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let stored = client
-            .get_consumer_offset(&group, &stream_id, &topic_id, Some(1))
-            .await
-            .unwrap()
-            .map(|offset| offset.stored_offset);
-        if stored == Some(MESSAGES - 1) {
-            break;
-        }
+    let neither_failed = || {
         for runtime in [&first, &second] {
             let status = runtime.status(ConnectorKind::Sink, "slow").unwrap();
             assert_ne!(status.state, ConnectorState::Failed, "{status:?}");
         }
-        assert!(Instant::now() < deadline, "stored offset {stored:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    };
+    wait_for_group_offset(
+        &client,
+        &stream,
+        "iggy-connect-sink-slow",
+        1,
+        MESSAGES - 1,
+        neither_failed,
+    )
+    .await;
     for runtime in [&first, &second] {
         let status = runtime.status(ConnectorKind::Sink, "slow").unwrap();
         assert_eq!(status.state, ConnectorState::Running, "{status:?}");
