@@ -11,18 +11,38 @@ use iggy_connectors_tests::{plugin_path, prepare_topic, temp_dir};
 use iggy_test_server::TestTarget;
 
 /// A child process that is killed if the test ends early (a failed assertion), so it
-/// cannot outlive the test and keep what the next run needs (the demo's consumer group
-/// on a real server).
+/// cannot outlive the test and keep what the next run needs (a consumer group's
+/// partition on a real server, say).
 struct Reaped(Option<std::process::Child>);
 
 impl Reaped {
-    fn child(&mut self) -> &mut std::process::Child {
-        self.0.as_mut().expect("the child is still here")
+    fn spawn(command: &mut Command) -> Reaped {
+        Reaped(Some(command.spawn().unwrap()))
     }
 
-    /// The child, no longer killed on drop.
+    /// The child, no longer killed on drop (to wait for it to exit by itself).
     fn take(mut self) -> std::process::Child {
-        self.0.take().expect("the child is still here")
+        self.0
+            .take()
+            .expect("only `take` empties it, and it consumes the guard")
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .expect("only `take` empties it, and it consumes the guard")
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0
+            .as_mut()
+            .expect("only `take` empties it, and it consumes the guard")
     }
 }
 
@@ -37,19 +57,20 @@ impl Drop for Reaped {
 }
 
 /// Writes a runtime config and two connectors (random source -> file sink on `stream`)
-/// under `dir`; returns the config file and the sink's output file.
-fn write_setup(
+/// under `dir`, and makes the topic ahead where a real server needs it
+/// ([`prepare_topic`]); returns the config file and the sink's output file.
+async fn write_setup(
     dir: &std::path::Path,
     iggy: &str,
     stream: &str,
     source_settings: &str,
     sink_settings: &str,
 ) -> (std::path::PathBuf, std::path::PathBuf) {
-    write_setup_with(dir, iggy, stream, "", source_settings, sink_settings)
+    write_setup_with(dir, iggy, stream, "", source_settings, sink_settings).await
 }
 
 /// As `write_setup`, with `source_stream_settings` added to the source's stream.
-fn write_setup_with(
+async fn write_setup_with(
     dir: &std::path::Path,
     iggy: &str,
     stream: &str,
@@ -91,6 +112,7 @@ fn write_setup_with(
         ),
     )
     .unwrap();
+    prepare_topic(iggy, stream, "t").await;
     (config, output)
 }
 
@@ -106,16 +128,16 @@ async fn runs_the_configured_connectors_and_stops_on_sigterm() {
         &stream,
         "interval = \"1ms\"\nmax_count = 100\nmessages_range = [5, 10]",
         "poll_interval = \"5ms\"",
-    );
-    prepare_topic(&target.address, &stream, "t").await;
+    )
+    .await;
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
-        .args(["--config", config.to_str().unwrap()])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped::spawn(
+        Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
+            .args(["--config", config.to_str().unwrap()])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let lines = || {
         std::fs::read_to_string(&output)
@@ -143,6 +165,7 @@ async fn runs_the_configured_connectors_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(killed.success());
+    let child = child.take();
     let finished = tokio::task::spawn_blocking(move || child.wait_with_output());
     let result = tokio::time::timeout(Duration::from_secs(30), finished)
         .await
@@ -183,15 +206,15 @@ async fn a_killed_runtime_resumes_without_losing_messages() {
         "batch_length = 20",
         "interval = \"2ms\"\nmax_count = 2000\nmessages_range = [20, 20]",
         "batch_length = 50\npoll_interval = \"2ms\"",
-    );
-    prepare_topic(&target.address, &stream, "t").await;
+    )
+    .await;
     let start = || {
-        Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
-            .args(["--config", config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        Reaped::spawn(
+            Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
+                .args(["--config", config.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
     };
     let seqs = || -> Vec<u64> {
         std::fs::read_to_string(&output)
@@ -202,15 +225,15 @@ async fn a_killed_runtime_resumes_without_losing_messages() {
             .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut first = start();
+    let first = start();
     while seqs().len() < 300 {
         assert!(Instant::now() < deadline, "no progress before the kill");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    first.kill().unwrap();
-    first.wait().unwrap();
+    // Dropped: SIGKILL, then reaped.
+    drop(first);
 
-    let mut second = start();
+    let second = start();
     loop {
         let unique: std::collections::BTreeSet<u64> = seqs().into_iter().collect();
         if unique.len() == 2000 {
@@ -230,8 +253,7 @@ async fn a_killed_runtime_resumes_without_losing_messages() {
         duplicates <= 50,
         "{duplicates} duplicates: more than one sink batch"
     );
-    second.kill().unwrap();
-    second.wait().unwrap();
+    drop(second);
 }
 
 /// A stream name unique to this run (a real server keeps what earlier runs made).
@@ -297,17 +319,17 @@ async fn serves_the_http_api_while_running() {
         &stream,
         "interval = \"5ms\"\nmessages_range = [5, 10]",
         "poll_interval = \"5ms\"",
+    )
+    .await;
+    let mut child = Reaped::spawn(
+        Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
+            .args(["--config", config.to_str().unwrap()])
+            .env("NO_COLOR", "1")
+            .env("IGGY_CONNECTORS_HTTP_ENABLED", "true")
+            .env("IGGY_CONNECTORS_HTTP_ADDRESS", "127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
     );
-    prepare_topic(&target.address, &stream, "t").await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
-        .args(["--config", config.to_str().unwrap()])
-        .env("NO_COLOR", "1")
-        .env("IGGY_CONNECTORS_HTTP_ENABLED", "true")
-        .env("IGGY_CONNECTORS_HTTP_ADDRESS", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let received = lines_of(child.stderr.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
     let address = loop {
@@ -361,6 +383,7 @@ async fn serves_the_http_api_while_running() {
         .status()
         .unwrap();
     assert!(killed.success());
+    let mut child = child.take();
     let finished = tokio::task::spawn_blocking(move || child.wait());
     let status = tokio::time::timeout(Duration::from_secs(30), finished)
         .await
@@ -376,7 +399,8 @@ async fn an_http_address_in_use_is_a_startup_error() {
     // Our server, or a real one with IGGY_TEST_ADDRESS.
     let target = TestTarget::from_env().await.unwrap();
     let dir = temp_dir("binary-http-taken");
-    let (config, _) = write_setup(&dir, &target.address, &unique("taken"), "max_count = 1", "");
+    let (config, _) =
+        write_setup(&dir, &target.address, &unique("taken"), "max_count = 1", "").await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
     let output = tokio::task::spawn_blocking(move || {
@@ -432,8 +456,8 @@ async fn the_readme_first_command_runs_the_demo() {
         prepare_topic(&address, "demo", "events").await;
         command.env("IGGY_CONNECTORS_IGGY_ADDRESS", address);
     }
-    let mut child = Reaped(Some(command.spawn().unwrap()));
-    let received = lines_of(child.child().stdout.take().unwrap());
+    let mut child = Reaped::spawn(&mut command);
+    let received = lines_of(child.stdout.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut api, mut output) = (None, None);
     while api.is_none() || output.is_none() {
@@ -455,10 +479,7 @@ async fn the_readme_first_command_runs_the_demo() {
             "the sink wrote only {}",
             written()
         );
-        assert!(
-            child.child().try_wait().unwrap().is_none(),
-            "the demo exited early"
-        );
+        assert!(child.try_wait().unwrap().is_none(), "the demo exited early");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let first_line: serde_json::Value = serde_json::from_str(
@@ -482,7 +503,7 @@ async fn the_readme_first_command_runs_the_demo() {
     assert_eq!(http_get(&api, "/stats").0, 200);
 
     let interrupted = Command::new("kill")
-        .args(["-INT", &child.child().id().to_string()])
+        .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(interrupted.success());
@@ -519,16 +540,16 @@ async fn json_logs_and_periodic_summaries() {
         &stream,
         "interval = \"5ms\"\nmessages_range = [5, 10]",
         "poll_interval = \"5ms\"",
+    )
+    .await;
+    let mut child = Reaped::spawn(
+        Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
+            .args(["--config", config.to_str().unwrap()])
+            .env("IGGY_CONNECTORS_LOGGING_FORMAT", "json")
+            .env("IGGY_CONNECTORS_LOGGING_SUMMARY_INTERVAL", "200ms")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
     );
-    prepare_topic(&target.address, &stream, "t").await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
-        .args(["--config", config.to_str().unwrap()])
-        .env("IGGY_CONNECTORS_LOGGING_FORMAT", "json")
-        .env("IGGY_CONNECTORS_LOGGING_SUMMARY_INTERVAL", "200ms")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let received = lines_of(child.stderr.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut summarised = std::collections::BTreeSet::new();
@@ -553,6 +574,5 @@ async fn json_logs_and_periodic_summaries() {
         }
     }
     assert_eq!(summarised, ["file".to_owned(), "random".to_owned()].into());
-    child.kill().unwrap();
-    let _ = child.wait();
+    drop(child);
 }
