@@ -505,12 +505,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             runtime(&address, &stream, total, payload_size, 0).await?;
             drop_stream(&address, &stream).await?;
         }
-        let messages = if selected("raw") {
-            generated(total, payload_size).await?
-        } else {
-            Arc::default()
-        };
+        let mut messages = Arc::default();
         if selected("raw") {
+            messages = generated(total, payload_size).await?;
             let stream = format!("e2e-warm-raw-{payload_size}-{pid}");
             raw(&address, &stream, messages.clone()).await?;
             drop_stream(&address, &stream).await?;

@@ -9,7 +9,8 @@
 //! and decodes with, so a layout change breaks the build rather than the tests. Every
 //! test that uses this server can run against a real Iggy server instead.
 //!
-//! Tests get a handle ([`TestServer`]) to read what the server holds and to inject
+//! Tests get a handle ([`TestServer`]) to read what the server holds (messages, stored
+//! offsets, how many polls each consumer made that returned messages) and to inject
 //! faults: drop every connection, fail the next sends, delay replies, restart keeping
 //! the data.
 
