@@ -56,6 +56,13 @@ impl Drop for Reaped {
     }
 }
 
+/// The binary, to be run with the config file `config`.
+fn runtime_command(config: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"));
+    command.args(["--config", config.to_str().unwrap()]);
+    command
+}
+
 /// Writes a runtime config and two connectors (random source -> file sink on `stream`)
 /// under `dir`, and makes the topic ahead where a real server needs it
 /// ([`prepare_topic`]); returns the config file and the sink's output file.
@@ -132,8 +139,7 @@ async fn runs_the_configured_connectors_and_stops_on_sigterm() {
     .await;
 
     let mut child = Reaped::spawn(
-        Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
-            .args(["--config", config.to_str().unwrap()])
+        runtime_command(&config)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
@@ -210,8 +216,7 @@ async fn a_killed_runtime_resumes_without_losing_messages() {
     .await;
     let start = || {
         Reaped::spawn(
-            Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
-                .args(["--config", config.to_str().unwrap()])
+            runtime_command(&config)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         )
@@ -322,8 +327,7 @@ async fn serves_the_http_api_while_running() {
     )
     .await;
     let mut child = Reaped::spawn(
-        Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
-            .args(["--config", config.to_str().unwrap()])
+        runtime_command(&config)
             .env("NO_COLOR", "1")
             .env("IGGY_CONNECTORS_HTTP_ENABLED", "true")
             .env("IGGY_CONNECTORS_HTTP_ADDRESS", "127.0.0.1:0")
@@ -404,8 +408,7 @@ async fn an_http_address_in_use_is_a_startup_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
-            .args(["--config", config.to_str().unwrap()])
+        runtime_command(&config)
             .env("IGGY_CONNECTORS_HTTP_ENABLED", "true")
             .env("IGGY_CONNECTORS_HTTP_ADDRESS", &address)
             .output()
@@ -543,8 +546,7 @@ async fn json_logs_and_periodic_summaries() {
     )
     .await;
     let mut child = Reaped::spawn(
-        Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
-            .args(["--config", config.to_str().unwrap()])
+        runtime_command(&config)
             .env("IGGY_CONNECTORS_LOGGING_FORMAT", "json")
             .env("IGGY_CONNECTORS_LOGGING_SUMMARY_INTERVAL", "200ms")
             .stdout(Stdio::null())

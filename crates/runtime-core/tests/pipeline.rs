@@ -1081,6 +1081,22 @@ fn header(message: &runtime_core::IncomingMessage, key: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A signed-in client of the target, with `stream` and its topic `t` of `partitions`
+/// partitions made.
+async fn client_with_topic(
+    target: &TestTarget,
+    stream: &str,
+    partitions: u32,
+) -> iggy::prelude::IggyClient {
+    let client = iggy_connectors_tests::iggy_client(&target.address)
+        .await
+        .unwrap();
+    iggy_connectors_tests::create_topic(&client, stream, "t", partitions)
+        .await
+        .unwrap();
+    client
+}
+
 /// Produces `count` JSON messages `{"partition": p, "seq": n}` to one partition of
 /// topic `t`, `seq` counting from 0.
 async fn produce_to_partition(
@@ -1156,12 +1172,7 @@ async fn a_sink_reading_ahead_delivers_a_backlog_over_partitions_once_in_order()
     let target = target().await;
     let dir = temp_dir("e2e-read-ahead");
     let stream = unique("read-ahead");
-    let client = iggy_connectors_tests::iggy_client(&target.address)
-        .await
-        .unwrap();
-    iggy_connectors_tests::create_topic(&client, &stream, "t", PARTITIONS)
-        .await
-        .unwrap();
+    let client = client_with_topic(&target, &stream, PARTITIONS).await;
     for partition in 0..PARTITIONS {
         produce_to_partition(&client, &stream, partition, PER_PARTITION).await;
     }
@@ -1235,12 +1246,7 @@ async fn a_partition_moving_to_another_member_fails_neither_sink() {
     let target = target().await;
     let dir = temp_dir("e2e-rebalance");
     let stream = unique("rebalance");
-    let client = iggy_connectors_tests::iggy_client(&target.address)
-        .await
-        .unwrap();
-    iggy_connectors_tests::create_topic(&client, &stream, "t", 2)
-        .await
-        .unwrap();
+    let client = client_with_topic(&target, &stream, 2).await;
     produce_to_partition(&client, &stream, 1, MESSAGES).await;
     let slow_sink = || {
         config(&format!(
