@@ -360,8 +360,18 @@ async fn runtime(
     }
     let elapsed = started.elapsed();
     if std::env::var_os("BENCH_VERBOSE").is_some() {
+        let batches = |prefix: &str| -> u64 {
+            connectors
+                .statuses()
+                .iter()
+                .filter(|s| s.key.starts_with(prefix))
+                .map(|s| s.metrics.batch_latency.count)
+                .sum()
+        };
         eprintln!(
-            "started in {startup:?}; then first batch stored after {first_sent:?}, source finished after {source_done:?}, sink after {elapsed:?}"
+            "started in {startup:?}; then first batch stored after {first_sent:?}, source finished after {source_done:?}, sink after {elapsed:?}; batches: {} sourced, {} sunk",
+            batches("gen-"),
+            batches("null-")
         );
     }
     let _ = stop_load.send(true);

@@ -6,15 +6,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use connector_sdk::{HeaderKind, OwnedHeader};
 use iggy::prelude::*;
+use iggy_binary_protocol::batch::BATCH_MESSAGE_HEADER_SIZE;
+use iggy_binary_protocol::codes::{POLL_MESSAGES_CODE, SEND_MESSAGES_CODE};
+use iggy_binary_protocol::requests::messages::poll_messages::PollMessagesRequest;
+use iggy_binary_protocol::requests::messages::send_messages::{RawMessage, SendMessagesEncoder};
+use iggy_binary_protocol::responses::messages::poll_messages::PollMessagesResponse;
+use iggy_binary_protocol::{WireEncode, WireIdentifier, WirePartitioning, WireUserHeaders};
 use iggy_common::DiagnosticEvent;
+use iggy_common::wire_conversions::{
+    consumer_to_wire, identifier_to_wire, polling_strategy_to_wire,
+};
 
 /// A message to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingMessage {
-    /// The id; `None` lets the client pick one.
+    /// The id; `None` (or 0) gets a random one, as the client gives it.
     pub id: Option<u128>,
     /// User headers.
     pub headers: Vec<OwnedHeader>,
@@ -175,11 +184,17 @@ pub trait MessageBus: Send + Sync {
         messages: Vec<OutgoingMessage>,
     ) -> Result<(), BusError>;
 
-    /// Converts messages for [`MessageBus::send_prepared`], so that a pipeline can do
-    /// it while its previous send is in flight. The same rule as for `send` holds for
-    /// the payloads: they must not outlive the send. The default keeps the messages as
-    /// they are.
-    fn prepare_send(&self, messages: Vec<OutgoingMessage>) -> Result<PreparedSend, BusError> {
+    /// Converts messages bound for `stream`/`topic` for [`MessageBus::send_prepared`],
+    /// so that a pipeline can do it while its previous send is in flight. The same rule
+    /// as for `send` holds for the payloads: they must not outlive the send. The
+    /// default keeps the messages as they are.
+    async fn prepare_send(
+        &self,
+        stream: &str,
+        topic: &str,
+        messages: Vec<OutgoingMessage>,
+    ) -> Result<PreparedSend, BusError> {
+        let _ = (stream, topic);
         Ok(PreparedSend::new(messages))
     }
 
@@ -283,7 +298,24 @@ pub struct IggyBus {
     /// The connection flags of the connectors' buses that are still open (shared by
     /// the bus that made them and by them, which take themselves out when closed).
     connectors: Arc<Mutex<Vec<Weak<AtomicBool>>>>,
+    /// Where this bus's next send to each topic goes.
+    balance: Arc<Mutex<Vec<Balance>>>,
 }
+
+/// Round robin over a topic's partitions, as the client balances its own sends: each
+/// send goes to the next partition. The count is asked once, and again after a send
+/// to the topic failed (its partitions may have changed).
+#[derive(Debug)]
+struct Balance {
+    stream: String,
+    topic: String,
+    partitions: u32,
+    next: u32,
+}
+
+/// A send made ready by [`IggyBus`]'s `prepare_send`: the `SendMessages` request body
+/// as it goes on the wire, its partition chosen and its payloads copied in.
+struct EncodedSend(Bytes);
 
 /// How to reach Iggy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,22 +341,51 @@ fn identifier(name: &str) -> Result<Identifier, BusError> {
 }
 
 impl IggyBus {
-    /// Produces messages in the client's form (balanced over partitions).
-    async fn send_iggy(
-        &self,
-        stream: &str,
-        topic: &str,
-        batch: &mut [IggyMessage],
-    ) -> Result<(), BusError> {
-        self.client
-            .send_messages(
-                &identifier(stream)?,
-                &identifier(topic)?,
-                &Partitioning::balanced(),
-                batch,
-            )
-            .await?;
-        Ok(())
+    /// The partition the next send to `stream`/`topic` goes to.
+    async fn next_partition(&self, stream: &str, topic: &str) -> Result<u32, BusError> {
+        let next = |balance: &mut Balance| {
+            let partition = balance.next % balance.partitions;
+            balance.next = balance.next.wrapping_add(1);
+            partition
+        };
+        let known = self.balance.lock().ok().and_then(|mut balance| {
+            balance
+                .iter_mut()
+                .find(|known| known.stream == stream && known.topic == topic)
+                .map(next)
+        });
+        if let Some(partition) = known {
+            return Ok(partition);
+        }
+        let details = self
+            .client
+            .get_topic(&identifier(stream)?, &identifier(topic)?)
+            .await?
+            .ok_or_else(|| BusError::new(format!("topic {stream}/{topic} does not exist")))?;
+        if details.partitions_count == 0 {
+            return Err(BusError::new(format!(
+                "topic {stream}/{topic} has no partitions"
+            )));
+        }
+        let mut balance = Balance {
+            stream: stream.to_owned(),
+            topic: topic.to_owned(),
+            partitions: details.partitions_count,
+            next: 0,
+        };
+        let partition = next(&mut balance);
+        if let Ok(mut known) = self.balance.lock() {
+            known.retain(|known| known.stream != stream || known.topic != topic);
+            known.push(balance);
+        }
+        Ok(partition)
+    }
+
+    /// Forgets a topic's partition count, so that the next send asks again.
+    fn forget_partitions(&self, stream: &str, topic: &str) {
+        if let Ok(mut known) = self.balance.lock() {
+            known.retain(|known| known.stream != stream || known.topic != topic);
+        }
     }
 
     /// Connects and signs in.
@@ -409,6 +470,7 @@ impl IggyBus {
             connected,
             settings: None,
             connectors: Arc::default(),
+            balance: Arc::default(),
         }
     }
 }
@@ -432,42 +494,63 @@ fn to_iggy_headers(
         .map_err(BusError::from)
 }
 
-/// The client's form of messages to produce.
-fn iggy_messages(messages: Vec<OutgoingMessage>) -> Result<Vec<IggyMessage>, BusError> {
-    // One origin timestamp for the whole send: the client's builder reads the clock
-    // for every message, which was a tenth of the conversion's cost.
+/// The `SendMessages` request body for `messages` to one partition, encoded as the
+/// client encodes it (with the encoder it uses), after the checks it makes, and with
+/// one origin timestamp for the whole send (the client's builder reads the clock for
+/// every message). Encoding straight from the runtime's messages saves a pass over
+/// every message into the client's own form.
+fn encode_send(
+    stream: &str,
+    topic: &str,
+    partition: u32,
+    messages: &[OutgoingMessage],
+) -> Result<Bytes, BusError> {
+    let wire_name = |name: &str| {
+        WireIdentifier::named(name)
+            .map_err(|error| BusError::new(format!("{name:?} is not a valid name: {error}")))
+    };
+    let (stream_id, topic_id) = (wire_name(stream)?, wire_name(topic)?);
+    let partitioning = WirePartitioning::PartitionId(partition);
     let origin_timestamp = IggyTimestamp::now().as_micros();
-    let mut built = Vec::with_capacity(messages.len());
-    for message in messages {
-        let mut iggy = if message.headers.is_empty() {
-            // What the builder checks, without the header encoding it would skip anyway.
-            if message.payload.is_empty() {
-                return Err(IggyError::InvalidMessagePayloadLength.into());
+    // Headers in their wire form, for the (few) messages that have any.
+    let mut headers = Vec::new();
+    for (index, message) in messages.iter().enumerate() {
+        if message.payload.is_empty() {
+            return Err(IggyError::InvalidMessagePayloadLength.into());
+        }
+        if message.payload.len() > MAX_PAYLOAD_SIZE as usize {
+            return Err(IggyError::TooBigMessagePayload.into());
+        }
+        if let Some(map) = to_iggy_headers(&message.headers)? {
+            let wire = iggy_common::wire_conversions::user_headers_to_wire(&map).into_bytes();
+            if wire.len() > MAX_USER_HEADERS_SIZE as usize {
+                return Err(IggyError::TooBigUserHeaders.into());
             }
-            let payload_length = u32::try_from(message.payload.len())
-                .ok()
-                .filter(|length| *length <= MAX_PAYLOAD_SIZE)
-                .ok_or(IggyError::TooBigMessagePayload)?;
-            IggyMessage {
-                header: IggyMessageHeader {
-                    id: message.id.unwrap_or(0),
-                    payload_length,
-                    ..IggyMessageHeader::default()
-                },
-                payload: message.payload,
-                user_headers: None,
-            }
-        } else {
-            IggyMessage::builder()
-                .maybe_id(message.id)
-                .payload(message.payload)
-                .maybe_user_headers(to_iggy_headers(&message.headers)?)
-                .build()?
-        };
-        iggy.header.origin_timestamp = origin_timestamp;
-        built.push(iggy);
+            headers.push((index, wire));
+        }
     }
-    Ok(built)
+    let mut with_headers = headers.iter().peekable();
+    let raw: Vec<RawMessage<'_>> = messages
+        .iter()
+        .enumerate()
+        .map(|(index, message)| RawMessage {
+            // A message without an id gets one as the client would give it.
+            id: message
+                .id
+                .filter(|id| *id != 0)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_u128_le()),
+            origin_timestamp,
+            headers: with_headers
+                .next_if(|(at, _)| *at == index)
+                .map(|(_, wire)| &wire[..]),
+            payload: &message.payload,
+        })
+        .collect();
+    let size = SendMessagesEncoder::encoded_size(&stream_id, &topic_id, &partitioning, &raw);
+    let mut body = BytesMut::with_capacity(size);
+    SendMessagesEncoder::encode(&mut body, &stream_id, &topic_id, &partitioning, &raw)
+        .map_err(|error| BusError::new(format!("cannot encode the send: {error}")))?;
+    Ok(body.freeze())
 }
 
 /// A poll's reply as the runtime sees it.
@@ -486,16 +569,69 @@ fn polled_messages(polled: PolledMessages) -> Polled {
                 timestamp: message.header.timestamp,
                 origin_timestamp: message.header.origin_timestamp,
                 checksum: message.header.checksum,
-                headers: from_iggy_headers(&message),
+                headers: incoming_headers(
+                    message.header.offset,
+                    message
+                        .user_headers_map()
+                        .map_err(|error| error.to_string()),
+                ),
                 payload: message.payload,
             })
             .collect(),
     }
 }
 
-fn from_iggy_headers(message: &IggyMessage) -> Vec<OwnedHeader> {
-    let offset = message.header.offset;
-    let map = match message.user_headers_map() {
+/// A read's reply decoded straight into the runtime's form: the payloads are slices of
+/// the reply, as the client's own decoding makes them, without the client's message
+/// form in between (a pass over every message of its own).
+fn decode_read(reply: Bytes) -> Result<Polled, BusError> {
+    let broken = |error: &dyn std::fmt::Display| {
+        BusError::new(format!(
+            "the server's reply to a read does not decode: {error}"
+        ))
+    };
+    let response = PollMessagesResponse::decode(&reply).map_err(|error| broken(&error))?;
+    // The count comes from the server: room for no more messages than the reply holds.
+    let room =
+        (response.header.messages_count as usize).min(reply.len() / BATCH_MESSAGE_HEADER_SIZE);
+    let mut messages = Vec::with_capacity(room);
+    for view in response.messages {
+        let view = view.map_err(|error| broken(&error))?;
+        let headers = if view.user_headers.is_empty() {
+            Vec::new()
+        } else {
+            let map = WireUserHeaders::from_bytes(reply.slice_ref(view.user_headers))
+                .map_err(|error| error.to_string())
+                .and_then(|wire| {
+                    iggy_common::wire_conversions::user_headers_from_wire(&wire)
+                        .map_err(|error| error.to_string())
+                });
+            incoming_headers(view.offset, map.map(Some))
+        };
+        messages.push(IncomingMessage {
+            id: view.id,
+            offset: view.offset,
+            timestamp: view.timestamp,
+            origin_timestamp: view.origin_timestamp,
+            checksum: view.checksum,
+            headers,
+            payload: reply.slice_ref(view.payload),
+        });
+    }
+    Ok(Polled {
+        partition_id: response.header.partition_id,
+        current_offset: response.header.current_offset,
+        messages,
+    })
+}
+
+/// A message's user headers as the SDK passes them on: without the runtime's own
+/// marker, and without those the SDK has no kind for (each logged).
+fn incoming_headers(
+    offset: u64,
+    map: Result<Option<std::collections::BTreeMap<HeaderKey, HeaderValue>>, String>,
+) -> Vec<OwnedHeader> {
+    let map = match map {
         Ok(Some(map)) => map,
         Ok(None) => return Vec::new(),
         Err(error) => {
@@ -600,12 +736,19 @@ impl MessageBus for IggyBus {
         topic: &str,
         messages: Vec<OutgoingMessage>,
     ) -> Result<(), BusError> {
-        let mut batch = iggy_messages(messages)?;
-        self.send_iggy(stream, topic, &mut batch).await
+        let prepared = self.prepare_send(stream, topic, messages).await?;
+        self.send_prepared(stream, topic, prepared).await
     }
 
-    fn prepare_send(&self, messages: Vec<OutgoingMessage>) -> Result<PreparedSend, BusError> {
-        Ok(PreparedSend::new(iggy_messages(messages)?))
+    async fn prepare_send(
+        &self,
+        stream: &str,
+        topic: &str,
+        messages: Vec<OutgoingMessage>,
+    ) -> Result<PreparedSend, BusError> {
+        let partition = self.next_partition(stream, topic).await?;
+        let body = encode_send(stream, topic, partition, &messages)?;
+        Ok(PreparedSend::new(EncodedSend(body)))
     }
 
     async fn send_prepared(
@@ -614,9 +757,21 @@ impl MessageBus for IggyBus {
         topic: &str,
         prepared: PreparedSend,
     ) -> Result<(), BusError> {
-        match prepared.into_inner::<Vec<IggyMessage>>() {
-            Ok(mut batch) => self.send_iggy(stream, topic, &mut batch).await,
-            Err(prepared) => send_as_given(self, stream, topic, prepared).await,
+        let EncodedSend(body) = match prepared.into_inner::<EncodedSend>() {
+            Ok(encoded) => encoded,
+            Err(prepared) => return send_as_given(self, stream, topic, prepared).await,
+        };
+        // The confirmations the reply may carry are not needed: `Ok` means stored.
+        match self
+            .client
+            .send_binary_request(SEND_MESSAGES_CODE, body)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                self.forget_partitions(stream, topic);
+                Err(error.into())
+            }
         }
     }
 
@@ -687,19 +842,20 @@ impl MessageBus for IggyBus {
         offset: u64,
         count: u32,
     ) -> Result<Option<Polled>, BusError> {
-        let polled = self
+        let request = PollMessagesRequest {
+            consumer: consumer_to_wire(&Consumer::new(identifier(READ_AHEAD_CONSUMER)?))?,
+            stream_id: identifier_to_wire(&identifier(stream)?)?,
+            topic_id: identifier_to_wire(&identifier(topic)?)?,
+            partition_id: Some(partition),
+            strategy: polling_strategy_to_wire(&PollingStrategy::offset(offset)),
+            count,
+            auto_commit: false,
+        };
+        let reply = self
             .client
-            .poll_messages(
-                &identifier(stream)?,
-                &identifier(topic)?,
-                Some(partition),
-                &Consumer::new(identifier(READ_AHEAD_CONSUMER)?),
-                &PollingStrategy::offset(offset),
-                count,
-                false,
-            )
+            .send_binary_request(POLL_MESSAGES_CODE, request.to_bytes())
             .await?;
-        Ok(Some(polled_messages(polled)))
+        decode_read(reply).map(Some)
     }
 
     async fn find_marker(
@@ -826,6 +982,12 @@ impl MessageBus for IggyBus {
 
 #[cfg(test)]
 mod tests {
+    use iggy_binary_protocol::WireDecode;
+    use iggy_binary_protocol::batch::{
+        BATCH_HEADER_SIZE, BatchRef, calculate_batch_checksum, decode_batch_slice,
+    };
+    use iggy_binary_protocol::requests::messages::send_messages::SendMessagesHeader;
+
     use super::*;
 
     fn outgoing(
@@ -840,50 +1002,62 @@ mod tests {
         }
     }
 
+    /// The body's metadata and its batch record, decoded (checksums verified) with the
+    /// protocol crate the client and server use.
+    fn decode_send(body: &[u8]) -> (SendMessagesHeader, BatchRef<'_>) {
+        let metadata = u32::from_le_bytes(body[..4].try_into().expect("4 bytes")) as usize;
+        let (header, used) = SendMessagesHeader::decode(&body[4..]).expect("metadata decodes");
+        assert_eq!(used, metadata);
+        let batch = decode_batch_slice(&body[4 + metadata..]).expect("the batch verifies");
+        (header, batch)
+    }
+
     #[test]
-    fn messages_with_and_without_headers_convert_alike() {
+    fn messages_with_and_without_headers_encode_as_the_server_decodes() {
         let before = IggyTimestamp::now().as_micros();
-        let built = iggy_messages(vec![
+        let messages = vec![
             outgoing(Some(7), Vec::new(), b"plain"),
             outgoing(
                 None,
                 vec![OwnedHeader::string("source", "random")],
                 b"headed",
             ),
-        ])
-        .expect("valid messages convert");
+        ];
+        let body = encode_send("s", "t", 3, &messages).expect("valid messages encode");
         let after = IggyTimestamp::now().as_micros();
 
-        let (plain, headed) = (&built[0], &built[1]);
-        assert_eq!((plain.header.id, &plain.payload[..]), (7, &b"plain"[..]));
-        assert_eq!(plain.header.payload_length, 5);
+        let (header, batch) = decode_send(&body);
+        assert_eq!(header.stream_id, WireIdentifier::named("s").expect("name"));
+        assert_eq!(header.topic_id, WireIdentifier::named("t").expect("name"));
+        assert_eq!(header.partitioning, WirePartitioning::PartitionId(3));
+        assert_eq!(header.messages_count, 2);
+        assert!((before..=after).contains(&batch.header.origin_timestamp));
+        let frames: Vec<_> = batch.iter().collect();
+        assert_eq!(frames.len(), 2);
+        let (plain, headed) = (&frames[0], &frames[1]);
+        assert_eq!((plain.header.id, plain.payload), (7, &b"plain"[..]));
+        assert!(plain.user_headers.is_empty());
+        // One origin timestamp for the send.
         assert_eq!(
-            (
-                plain.user_headers.as_ref(),
-                plain.header.user_headers_length
-            ),
-            (None, 0)
+            (plain.header.timestamp_delta, headed.header.timestamp_delta),
+            (0, 0)
         );
-        assert_eq!((headed.header.id, &headed.payload[..]), (0, &b"headed"[..]));
-        assert_eq!(headed.header.payload_length, 6);
-        let headers = headed
-            .user_headers_map()
-            .expect("headers decode")
-            .expect("headers present");
-        let value = headers
+        // A message without an id gets one.
+        assert_ne!(headed.header.id, 0);
+        assert_eq!(headed.payload, b"headed");
+        let wire = WireUserHeaders::from_bytes(Bytes::copy_from_slice(headed.user_headers))
+            .expect("headers decode");
+        let map =
+            iggy_common::wire_conversions::user_headers_from_wire(&wire).expect("headers decode");
+        let value = map
             .get(&HeaderKey::from_str("source").expect("valid key"))
             .expect("the header is kept");
         assert_eq!(value.as_bytes(), b"random");
-        assert_eq!(
-            plain.header.origin_timestamp,
-            headed.header.origin_timestamp
-        );
-        assert!((before..=after).contains(&plain.header.origin_timestamp));
     }
 
     #[test]
     fn an_empty_payload_is_refused_like_the_client_does() {
-        let refused = iggy_messages(vec![outgoing(None, Vec::new(), b"")]).map(|_| ());
+        let refused = encode_send("s", "t", 0, &[outgoing(None, Vec::new(), b"")]).map(|_| ());
         let client = IggyMessage::builder()
             .payload(Bytes::new())
             .build()
@@ -891,5 +1065,73 @@ mod tests {
             .map_err(BusError::from);
         assert_eq!(refused, client);
         assert!(refused.is_err());
+    }
+
+    /// A poll's reply holding what `encode_send` sent, as the server serves it: the
+    /// record with its base offset and timestamp stamped, after the reply's header.
+    fn served(body: &[u8], partition: u32, base_offset: u64, current_offset: u64) -> Bytes {
+        let (header, batch) = decode_send(body);
+        let mut stamped = batch.header;
+        stamped.base_offset = base_offset;
+        stamped.base_timestamp = 1_000;
+        stamped.batch_checksum = calculate_batch_checksum(&stamped, batch.blob());
+        let mut record = vec![0; BATCH_HEADER_SIZE];
+        stamped.encode_into(&mut record);
+        record.extend_from_slice(batch.blob());
+        let mut reply = Vec::new();
+        reply.extend_from_slice(&partition.to_le_bytes());
+        reply.extend_from_slice(&current_offset.to_le_bytes());
+        reply.extend_from_slice(&header.messages_count.to_le_bytes());
+        reply.extend_from_slice(&record);
+        Bytes::from(reply)
+    }
+
+    #[test]
+    fn a_read_decodes_what_was_sent_without_the_runtimes_marker() {
+        let marker = OwnedHeader {
+            key: SEND_MARKER_HEADER.to_owned(),
+            kind: HeaderKind::Uint128,
+            value: 5u128.to_le_bytes().to_vec(),
+        };
+        let messages = vec![
+            outgoing(Some(1), Vec::new(), b"first"),
+            outgoing(
+                Some(2),
+                vec![OwnedHeader::string("source", "random"), marker],
+                b"second",
+            ),
+        ];
+        let body = encode_send("s", "t", 0, &messages).expect("valid messages encode");
+        let polled = decode_read(served(&body, 4, 40, 99)).expect("the reply decodes");
+
+        assert_eq!((polled.partition_id, polled.current_offset), (4, 99));
+        let seen: Vec<_> = polled
+            .messages
+            .iter()
+            .map(|message| (message.id, message.offset, &message.payload[..]))
+            .collect();
+        assert_eq!(seen, [(1, 40, &b"first"[..]), (2, 41, &b"second"[..])]);
+        assert!(
+            polled
+                .messages
+                .iter()
+                .all(|message| message.timestamp == 1_000)
+        );
+        assert!(polled.messages[0].headers.is_empty());
+        assert_eq!(
+            polled.messages[1].headers,
+            [OwnedHeader::string("source", "random")]
+        );
+    }
+
+    #[test]
+    fn a_broken_reply_is_an_error() {
+        let body = encode_send("s", "t", 0, &[outgoing(Some(1), Vec::new(), b"payload")])
+            .expect("valid messages encode");
+        let reply = served(&body, 0, 0, 0);
+        let cut = reply.slice(..reply.len() - 3);
+        let error = decode_read(cut).expect_err("a cut reply is refused");
+        assert!(error.to_string().contains("does not decode"), "{error}");
+        assert!(decode_read(Bytes::from_static(b"short")).is_err());
     }
 }

@@ -627,7 +627,7 @@ impl SourcePipeline<'_> {
                             record = Some(saved);
                         }
                     }
-                    let mut sends = self.convert_sends(chunks);
+                    let mut sends = self.convert_sends(chunks).await;
                     // Saved while the previous send is in flight: this one may go only
                     // once a restart would know to look for it.
                     let saving = record.filter(|_| sends.is_ok());
@@ -1002,16 +1002,19 @@ impl SourcePipeline<'_> {
     }
 
     /// Converts cut sends for the bus.
-    fn convert_sends(&self, chunks: Chunks) -> Result<Sends, Halt> {
-        chunks
-            .into_iter()
-            .map(|((stream, topic), chunk)| {
-                let prepared = self.bus.prepare_send(chunk).map_err(|error| {
+    async fn convert_sends(&self, chunks: Chunks) -> Result<Sends, Halt> {
+        let mut sends = Vec::with_capacity(chunks.len());
+        for ((stream, topic), chunk) in chunks {
+            let prepared = self
+                .bus
+                .prepare_send(&stream, &topic, chunk)
+                .await
+                .map_err(|error| {
                     Halt::Retry(format!("sending to {stream}/{topic} failed: {error}"))
                 })?;
-                Ok(((stream, topic), prepared))
-            })
-            .collect()
+            sends.push(((stream, topic), prepared));
+        }
+        Ok(sends)
     }
 }
 

@@ -90,11 +90,13 @@ impl runtime_core::MessageBus for TopicCommandBus {
         self.inner.send(stream, topic, messages).await
     }
 
-    fn prepare_send(
+    async fn prepare_send(
         &self,
+        stream: &str,
+        topic: &str,
         messages: Vec<runtime_core::OutgoingMessage>,
     ) -> Result<runtime_core::PreparedSend, runtime_core::BusError> {
-        self.inner.prepare_send(messages)
+        self.inner.prepare_send(stream, topic, messages).await
     }
 
     async fn send_prepared(
