@@ -21,8 +21,8 @@ mod state;
 mod wire;
 
 pub use server::{
-    CREATE_TOPIC_COMMAND_ENV, OffsetOwner, ServerConfig, StartError, StoredMessageInfo,
-    TEST_ADDRESS_ENV, TestServer, TestTarget, TlsFiles,
+    CREATE_TOPIC_COMMAND_ENV, OffsetOwner, RESTART_COMMAND_ENV, ServerConfig, StartError,
+    StoredMessageInfo, TEST_ADDRESS_ENV, TestServer, TestTarget, TlsFiles,
 };
 
 /// The most partitions a topic may have.

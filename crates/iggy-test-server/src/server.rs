@@ -120,7 +120,7 @@ struct Shared {
     state: Mutex<State>,
     faults: Faults,
     /// Bumped to make every open connection close.
-    disconnect: watch::Sender<u64>,
+    disconnect: watch::Sender<Disconnect>,
     next_connection: AtomicU32,
     open_connections: AtomicU32,
     tls: Option<TlsAcceptor>,
@@ -184,7 +184,7 @@ impl TestServer {
             address: config.address,
             source,
         })?;
-        let (disconnect, _) = watch::channel(0);
+        let (disconnect, _) = watch::channel(Disconnect::default());
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(&config.username, &config.password)),
             faults: Faults::default(),
@@ -277,7 +277,15 @@ impl TestServer {
 
     /// Closes every open connection (the server keeps listening).
     pub fn drop_connections(&self) {
-        self.shared.disconnect.send_modify(|epoch| *epoch += 1);
+        self.disconnect(false);
+    }
+
+    /// Closes every open connection; with `crash`, as a killed server loses them.
+    fn disconnect(&self, crash: bool) {
+        self.shared.disconnect.send_modify(|disconnect| {
+            disconnect.epoch += 1;
+            disconnect.crash = crash;
+        });
     }
 
     /// Makes the next `count` sends fail with `CannotAppendMessage`.
@@ -298,8 +306,18 @@ impl TestServer {
     /// Stops listening and closes every connection, then listens again on the same
     /// address, keeping all data, as a restarted server with persistence would.
     pub async fn restart(&self) -> Result<(), StartError> {
+        self.restart_after(Duration::ZERO).await
+    }
+
+    /// [`TestServer::restart`], down for `downtime` in between (connections are
+    /// refused meanwhile). As when the real server (0.9.0-edge.5) is killed and
+    /// started again, the consumer group members of the connections it lost stay in
+    /// their groups, holding their partitions, with nobody behind them: a client
+    /// that reconnects is a new member, and must join again.
+    pub async fn restart_after(&self, downtime: Duration) -> Result<(), StartError> {
         self.stop_accepting().await;
-        self.drop_connections();
+        self.disconnect(true);
+        tokio::time::sleep(downtime).await;
         let listener =
             TcpListener::bind(self.address)
                 .await
@@ -342,7 +360,7 @@ impl Drop for TestServer {
         {
             task.abort();
         }
-        self.shared.disconnect.send_modify(|epoch| *epoch += 1);
+        self.disconnect(false);
     }
 }
 
@@ -396,31 +414,52 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, address: SocketAddr)
                 peer: Some(peer),
                 ..Connection::default()
             };
-            let clients = match shared.tls.clone() {
+            let ended = match shared.tls.clone() {
                 None => serve(stream, &shared, connection, address).await,
                 Some(acceptor) => match acceptor.accept(stream).await {
                     Ok(stream) => serve(stream, &shared, connection, address).await,
                     Err(error) => {
                         tracing::warn!(connection = id, %error, "TLS handshake failed");
-                        Vec::new()
+                        Ended::default()
                     }
                 },
             };
-            // A closed connection leaves every consumer group it was in.
-            shared.state().remove_clients(&clients);
+            // A closed connection leaves every consumer group it was in, unless the
+            // server was killed (see `TestServer::restart_after`).
+            if !ended.crash {
+                shared.state().remove_clients(&ended.clients);
+            }
             shared.open_connections.fetch_sub(1, Ordering::SeqCst);
             tracing::info!(connection = id, %peer, "client disconnected");
         });
     }
 }
 
-/// Serves one connection until it closes; returns the client ids it used.
+/// Why every connection is being closed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Disconnect {
+    /// Counts the requests to close every connection.
+    epoch: u64,
+    /// The server is being killed: its connections' group memberships stay.
+    crash: bool,
+}
+
+/// How a connection ended.
+#[derive(Debug, Default)]
+struct Ended {
+    /// The client ids it used.
+    clients: Vec<u128>,
+    /// It was lost in a crash (a restart).
+    crash: bool,
+}
+
+/// Serves one connection until it closes.
 async fn serve(
     stream: impl AsyncRead + AsyncWrite + Unpin,
     shared: &Shared,
     mut connection: Connection,
     address: SocketAddr,
-) -> Vec<u128> {
+) -> Ended {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut disconnect = shared.disconnect.subscribe();
     disconnect.mark_unchanged();
@@ -428,7 +467,7 @@ async fn serve(
     loop {
         let request = tokio::select! {
             request = wire::read_request(&mut reader) => request,
-            _ = disconnect.changed() => break,
+            _ = disconnect.changed() => return ended(connection, disconnect.borrow().crash),
         };
         let request = match request {
             Ok(request) => request,
@@ -463,7 +502,7 @@ async fn serve(
         if let Some(until) = delay_until {
             tokio::select! {
                 () = tokio::time::sleep_until(until) => {}
-                _ = disconnect.changed() => break,
+                _ = disconnect.changed() => return ended(connection, disconnect.borrow().crash),
             }
         }
         if let Err(error) =
@@ -473,7 +512,14 @@ async fn serve(
             break;
         }
     }
-    connection.clients
+    ended(connection, false)
+}
+
+fn ended(connection: Connection, crash: bool) -> Ended {
+    Ended {
+        clients: connection.clients,
+        crash,
+    }
 }
 
 /// The environment variable that points tests at a real Iggy server.
@@ -484,6 +530,19 @@ pub const TEST_ADDRESS_ENV: &str = "IGGY_TEST_ADDRESS";
 /// 0.11 client's topic options: for example that build's CLI, `iggy -u iggy -p iggy
 /// --tcp-server-address HOST:PORT topic create {stream} {topic} {partitions} none`.
 pub const CREATE_TOPIC_COMMAND_ENV: &str = "IGGY_TEST_CREATE_TOPIC_COMMAND";
+
+/// The environment variable with a shell command that restarts the real server
+/// `IGGY_TEST_ADDRESS` names on the same data and address (SIGKILL, then start), down
+/// for `{downtime_ms}` milliseconds in between, returning once it answers again: for
+/// example `.ci/iggy-server restart {downtime_ms}`. Tests that restart the server run
+/// against a real one only when it is set.
+pub const RESTART_COMMAND_ENV: &str = "IGGY_TEST_RESTART_COMMAND";
+
+fn restart_command() -> Option<String> {
+    std::env::var(RESTART_COMMAND_ENV)
+        .ok()
+        .filter(|command| !command.is_empty())
+}
 
 /// The Iggy server a test or benchmark runs against: a fresh test server, or the real
 /// server `IGGY_TEST_ADDRESS=host:port` names (user iggy/iggy).
@@ -511,6 +570,49 @@ impl TestTarget {
                 })
             }
         }
+    }
+
+    /// Whether [`TestTarget::restart`] can restart this server: always for the test
+    /// server, and for a real one when [`RESTART_COMMAND_ENV`] is set.
+    pub fn can_restart(&self) -> bool {
+        self.server.is_some() || restart_command().is_some()
+    }
+
+    /// Restarts the server on its data and address, down for `downtime` in between:
+    /// the test server in-process, a real one with the command in
+    /// [`RESTART_COMMAND_ENV`] (`{downtime_ms}` replaced), which must return once the
+    /// server answers again.
+    pub async fn restart(&self, downtime: Duration) -> Result<(), String> {
+        if let Some(server) = &self.server {
+            return server
+                .restart_after(downtime)
+                .await
+                .map_err(|error| error.to_string());
+        }
+        let Some(command) = restart_command() else {
+            return Err(format!(
+                "{RESTART_COMMAND_ENV} is not set: no way to restart the server at {}",
+                self.address
+            ));
+        };
+        let command = command.replace("{downtime_ms}", &downtime.as_millis().to_string());
+        let ran = tokio::task::spawn_blocking(move || {
+            let output = std::process::Command::new("sh")
+                .args(["-c", &command])
+                .stdout(std::process::Stdio::null())
+                .output();
+            match output {
+                Ok(output) if output.status.success() => Ok(()),
+                Ok(output) => Err(format!(
+                    "{command} failed ({}): {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                )),
+                Err(error) => Err(format!("{command}: {error}")),
+            }
+        })
+        .await;
+        ran.map_err(|error| error.to_string())?
     }
 
     /// Creates a topic (its stream exists) with the command in

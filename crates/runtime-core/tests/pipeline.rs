@@ -20,6 +20,14 @@ use runtime_core::{
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// Shows the runtime's logs as `RUST_LOG` asks (none by default), in the test's output.
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 async fn target() -> TestTarget {
     TestTarget::from_env().await.unwrap()
 }
@@ -2237,4 +2245,123 @@ async fn an_avro_stream_without_a_schema_fails_clearly() {
     )
     .await;
     runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// A context as the binary makes it (retries and restarts by default, a client that
+/// keeps reconnecting for a while), for tests that restart the server.
+async fn restart_proof_context(target: &TestTarget, state_dir: &std::path::Path) -> RuntimeContext {
+    let bus = IggyBus::connect(&IggySettings {
+        address: target.address.clone(),
+        username: "iggy".to_owned(),
+        password: "iggy".to_owned(),
+        token: String::new(),
+        tls: None,
+        connect_retries: 100,
+        reconnect_interval: Duration::from_millis(100),
+    })
+    .await
+    .unwrap();
+    RuntimeContext {
+        bus: TopicCommandBus::wrap(Arc::new(bus)),
+        state: StateStore::new(state_dir),
+        retry: RetryPolicy::default(),
+        restart: RestartPolicy {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            ..RestartPolicy::default()
+        },
+        stop_timeout: Duration::from_secs(10),
+    }
+}
+
+/// The random source's sequence numbers in the file sinks' outputs, each once.
+fn seqs_in(outputs: &[std::path::PathBuf]) -> BTreeSet<u64> {
+    outputs
+        .iter()
+        .filter_map(|output| std::fs::read_to_string(output).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter_map(|value| value["payload"]["seq"].as_u64())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The server is restarted twice mid-stream (killed, down for a second, started on
+/// its data): the source and both sinks of one group carry on by themselves, and
+/// every message arrives.
+async fn sinks_survive_server_restarts(partitions: u32) {
+    const MESSAGES: u64 = 20_000;
+    logs();
+    let target = target().await;
+    if !target.can_restart() {
+        eprintln!(
+            "skipped: restarting a real server needs {}",
+            iggy_test_server::RESTART_COMMAND_ENV
+        );
+        return;
+    }
+    let dir = temp_dir("e2e-restart");
+    let stream = unique("restart");
+    let _client = client_with_topic(&target, &stream, partitions).await;
+    let outputs = [dir.join("a.jsonl"), dir.join("b.jsonl")];
+    let sink = |key: &str, output: &std::path::Path| {
+        config(&format!(
+            r#"
+type = "sink"
+key = "{key}"
+enabled = true
+version = 0
+name = "File"
+path = "{path}"
+[[streams]]
+stream = "{stream}"
+topics = ["t"]
+schema = "json"
+batch_length = 100
+poll_interval = "2ms"
+consumer_group = "restarted"
+[plugin_config]
+path = "{output}"
+"#,
+            path = plugin_path("iggy_connector_file_sink"),
+            output = output.display(),
+        ))
+    };
+    let mut source = random_source(&stream, MESSAGES);
+    if let ConnectorConfig::Source(source) = &mut source
+        && let Some(plugin) = source.plugin_config.as_mut()
+    {
+        plugin["messages_range"] = serde_json::json!([50, 100]);
+    }
+    let runtime = Runtime::start(
+        active(vec![source, sink("a", &outputs[0]), sink("b", &outputs[1])]),
+        plugins_for_test(),
+        restart_proof_context(&target, &dir.join("state")).await,
+    )
+    .await;
+    for threshold in [2_000, 8_000] {
+        eventually_in(&runtime, &format!("{threshold} messages delivered"), || {
+            seqs_in(&outputs).len() >= threshold
+        })
+        .await;
+        target.restart(Duration::from_secs(1)).await.unwrap();
+    }
+    eventually_in(&runtime, "every message after the restarts", || {
+        seqs_in(&outputs).len() as u64 == MESSAGES
+    })
+    .await;
+    assert_eq!(seqs_in(&outputs), (0..MESSAGES).collect::<BTreeSet<u64>>());
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_survive_server_restarts_with_one_partition() {
+    sinks_survive_server_restarts(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_survive_server_restarts_with_three_partitions() {
+    sinks_survive_server_restarts(3).await;
 }
