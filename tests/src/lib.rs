@@ -128,7 +128,8 @@ pub async fn iggy_client(
     Ok(client)
 }
 
-/// Creates `stream` and its `topic` of `partitions` partitions, each unless it exists.
+/// Creates `stream` and its `topic` of `partitions` partitions, each unless it exists;
+/// the topic is flushed on every send.
 /// A real-server build that refuses the 0.11 client's topic options gets the topic from
 /// `IGGY_TEST_CREATE_TOPIC_COMMAND` (see
 /// [`iggy_test_server::TestTarget::create_topic_by_command`]).
@@ -161,8 +162,11 @@ pub async fn create_topic(
     {
         return Ok(());
     }
+    // Flushed on every send, as the runtime makes its topics: tests kill the server,
+    // and a real one loses what it acknowledged since its last flush.
     let options = TopicCreateOptions {
         partitions_count: Some(partitions),
+        messages_required_to_save: Some(1),
         ..TopicCreateOptions::default()
     };
     match client.create_topic(&stream_id, topic, &options).await {

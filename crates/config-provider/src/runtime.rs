@@ -85,6 +85,10 @@ pub struct RuntimeBehaviour {
     pub retry: ConnectorRetry,
     /// Restarts of failed connectors.
     pub restart: RestartConfig,
+    /// How long a sink with unread messages may deliver nothing before it is reported
+    /// `stalled` (and `/ready` answers 503); it resets its consumer group after a third
+    /// of it.
+    pub stall_timeout: ConfigDuration,
 }
 
 impl Default for RuntimeBehaviour {
@@ -93,6 +97,7 @@ impl Default for RuntimeBehaviour {
             shutdown_timeout: ConfigDuration::from_secs(30),
             retry: ConnectorRetry::default(),
             restart: RestartConfig::default(),
+            stall_timeout: ConfigDuration::from_secs(30),
         }
     }
 }

@@ -84,7 +84,9 @@ async fn upstream_connector_configs_load_unchanged() {
         assert!(!config.key().is_empty());
         loaded += 1;
     }
-    assert_eq!(loaded, 7);
+    // Every file loads (each failure panics above, naming it); the fixtures grow as
+    // connectors are added, so their number is not fixed here.
+    assert!(loaded > 0, "no fixtures in {}", fixtures.display());
 
     // Read through the provider too: two versions of `random`, the highest active.
     let dir = temp_dir("upstream");

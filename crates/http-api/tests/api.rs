@@ -187,6 +187,7 @@ payload_size = 20
         retry: RetryPolicy::default(),
         restart: RestartPolicy::default(),
         stop_timeout: Duration::from_secs(10),
+        stall: runtime_core::StallPolicy::default(),
     };
     let runtime = Runtime::start(
         provider.active_configs().await.unwrap(),

@@ -97,6 +97,25 @@ pub struct Polled {
     pub messages: Vec<IncomingMessage>,
 }
 
+/// How far a consumer group has read one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionProgress {
+    /// The partition.
+    pub partition_id: u32,
+    /// The offset the partition's next message will get (0 while it is empty).
+    pub end: u64,
+    /// The group's stored offset (the last message it delivered), if any.
+    pub stored: Option<u64>,
+}
+
+impl PartitionProgress {
+    /// Messages beyond the group's stored offset.
+    pub fn unread(&self) -> u64 {
+        self.end
+            .saturating_sub(self.stored.map_or(0, |stored| stored.saturating_add(1)))
+    }
+}
+
 /// Why a call to Iggy failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -238,6 +257,31 @@ pub trait MessageBus: Send + Sync {
         Ok(None)
     }
 
+    /// How far the group has read each partition of the topic, for the sink's true lag
+    /// and to find partitions nobody reads (see [`MessageBus::reset_group`]). `None`
+    /// (the default) when the bus cannot tell.
+    async fn group_progress(
+        &self,
+        stream: &str,
+        topic: &str,
+        group: &str,
+    ) -> Result<Option<Vec<PartitionProgress>>, BusError> {
+        let _ = (stream, topic, group);
+        Ok(None)
+    }
+
+    /// Drops every member of the group, including those a killed Iggy server keeps
+    /// holding partitions with nobody behind them, keeping its stored offsets, and
+    /// joins it again: the runtime's way out when the group has unread messages that
+    /// no member reads. Other members find themselves outside the group and join
+    /// again. The default cannot, and says so.
+    async fn reset_group(&self, stream: &str, topic: &str, group: &str) -> Result<(), BusError> {
+        let _ = (stream, topic);
+        Err(BusError::new(format!(
+            "this bus cannot reset consumer group {group}"
+        )))
+    }
+
     /// Stores the group's offset on a partition (the last delivered message).
     async fn store_offset(
         &self,
@@ -300,6 +344,9 @@ pub struct IggyBus {
     connectors: Arc<Mutex<Vec<Weak<AtomicBool>>>>,
     /// Where this bus's next send to each topic goes.
     balance: Arc<Mutex<Vec<Balance>>>,
+    /// Held while this process joins or resets a group, shared with the connectors'
+    /// buses (see [`MessageBus::reset_group`]).
+    joins: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Round robin over a topic's partitions, as the client balances its own sends: each
@@ -379,6 +426,17 @@ impl IggyBus {
             known.push(balance);
         }
         Ok(partition)
+    }
+
+    /// Joins a consumer group, never while this process resets one.
+    async fn join(
+        &self,
+        stream: &Identifier,
+        topic: &Identifier,
+        group: &Identifier,
+    ) -> Result<(), IggyError> {
+        let _not_while_resetting = self.joins.lock().await;
+        self.client.join_consumer_group(stream, topic, group).await
     }
 
     /// Forgets a topic's partition count, so that the next send asks again.
@@ -471,6 +529,7 @@ impl IggyBus {
             settings: None,
             connectors: Arc::default(),
             balance: Arc::default(),
+            joins: Arc::default(),
         }
     }
 }
@@ -687,6 +746,7 @@ impl MessageBus for IggyBus {
             .await
             .map_err(|error| BusError::new(format!("connecting for {key}: {error}")))?;
         bus.connectors = self.connectors.clone();
+        bus.joins = self.joins.clone();
         if let Ok(mut connectors) = self.connectors.lock() {
             connectors.push(Arc::downgrade(&bus.connected));
         }
@@ -718,11 +778,15 @@ impl MessageBus for IggyBus {
             .await?
             .is_none()
         {
-            match self
-                .client
-                .create_topic(&stream_id, topic, &TopicCreateOptions::default())
-                .await
-            {
+            // Flushed on every send: with the server's default (every 1024 messages or
+            // 1 MiB), a killed server loses the messages it acknowledged since its last
+            // flush (seen with iggy-server 0.9.0-edge.5). One write per send costs
+            // little; an fsync per send (`enforce_fsync`) is the topic owner's choice.
+            let options = TopicCreateOptions {
+                messages_required_to_save: Some(1),
+                ..TopicCreateOptions::default()
+            };
+            match self.client.create_topic(&stream_id, topic, &options).await {
                 Ok(_) | Err(IggyError::TopicNameAlreadyExists(..)) => {}
                 Err(error) => return Err(error.into()),
             }
@@ -793,9 +857,7 @@ impl MessageBus for IggyBus {
                 Err(error) => return Err(error.into()),
             }
         }
-        self.client
-            .join_consumer_group(&stream_id, &topic_id, &group_id)
-            .await?;
+        self.join(&stream_id, &topic_id, &group_id).await?;
         Ok(())
     }
 
@@ -824,9 +886,7 @@ impl MessageBus for IggyBus {
                     group,
                     "rejoining the consumer group after a reconnect"
                 );
-                self.client
-                    .join_consumer_group(&stream_id, &topic_id, &group_id)
-                    .await?;
+                self.join(&stream_id, &topic_id, &group_id).await?;
                 poll().await?
             }
             result => result?,
@@ -922,6 +982,97 @@ impl MessageBus for IggyBus {
         Ok(Some(false))
     }
 
+    async fn group_progress(
+        &self,
+        stream: &str,
+        topic: &str,
+        group: &str,
+    ) -> Result<Option<Vec<PartitionProgress>>, BusError> {
+        let (stream_id, topic_id) = (identifier(stream)?, identifier(topic)?);
+        let consumer = Consumer::group(identifier(group)?);
+        let Some(details) = self.client.get_topic(&stream_id, &topic_id).await? else {
+            return Err(BusError::new(format!(
+                "topic {stream}/{topic} does not exist"
+            )));
+        };
+        let mut progress = Vec::with_capacity(details.partitions.len());
+        for partition in &details.partitions {
+            let stored = self
+                .client
+                .get_consumer_offset(&consumer, &stream_id, &topic_id, Some(partition.id))
+                .await?
+                .map(|offset| offset.stored_offset);
+            progress.push(PartitionProgress {
+                partition_id: partition.id,
+                end: if partition.messages_count == 0 {
+                    0
+                } else {
+                    partition.current_offset + 1
+                },
+                stored,
+            });
+        }
+        Ok(Some(progress))
+    }
+
+    async fn reset_group(&self, stream: &str, topic: &str, group: &str) -> Result<(), BusError> {
+        let (stream_id, topic_id, group_id) =
+            (identifier(stream)?, identifier(topic)?, identifier(group)?);
+        // No other join in this process meanwhile: two sinks of one group find the same
+        // stall (the second must read the offsets the first restored), and a member
+        // that joins before the offsets are restored gets partitions without them.
+        let _one_at_a_time = self.joins.lock().await;
+        // The offsets are the group's (a new group starts with none): read them first,
+        // and store them again as the new group's only member, which owns every
+        // partition. A store that loses a race with another member's join leaves that
+        // partition to be read again from its start: more duplicates, never a loss.
+        let offsets: Vec<(u32, u64)> = self
+            .group_progress(stream, topic, group)
+            .await?
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|partition| Some((partition.partition_id, partition.stored?)))
+            .collect();
+        match self
+            .client
+            .delete_consumer_group(&stream_id, &topic_id, &group_id)
+            .await
+        {
+            Ok(()) | Err(IggyError::ConsumerGroupIdNotFound(..)) => {}
+            Err(error) => return Err(error.into()),
+        }
+        match self
+            .client
+            .create_consumer_group(&stream_id, &topic_id, group)
+            .await
+        {
+            Ok(_) | Err(IggyError::ConsumerGroupNameAlreadyExists(..)) => {}
+            Err(error) => return Err(error.into()),
+        }
+        self.client
+            .join_consumer_group(&stream_id, &topic_id, &group_id)
+            .await?;
+        let consumer = Consumer::group(group_id.clone());
+        for (partition, offset) in offsets {
+            if let Err(error) = self
+                .client
+                .store_consumer_offset(&consumer, &stream_id, &topic_id, Some(partition), offset)
+                .await
+            {
+                tracing::warn!(
+                    stream,
+                    topic,
+                    group,
+                    partition,
+                    offset,
+                    %error,
+                    "cannot restore the group's offset after resetting it; the partition will be read again from its start"
+                );
+            }
+        }
+        Ok(())
+    }
+
     async fn store_offset(
         &self,
         stream: &str,
@@ -964,9 +1115,7 @@ impl MessageBus for IggyBus {
                     partition,
                     "rejoining the consumer group to store an offset"
                 );
-                self.client
-                    .join_consumer_group(&stream_id, &topic_id, &group_id)
-                    .await?;
+                self.join(&stream_id, &topic_id, &group_id).await?;
                 match store().await {
                     // A member again, and still refused: the partition is another's.
                     Err(error) if refused(&error) => Err(BusError::not_owned(format!(

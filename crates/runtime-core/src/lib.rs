@@ -21,6 +21,7 @@ mod metrics;
 mod resume;
 mod runner;
 mod shape;
+mod stall;
 mod state;
 mod status;
 
@@ -39,10 +40,12 @@ use transforms::TransformChain;
 
 pub use bus::{
     BusError, BusErrorKind, IggyBus, IggySettings, IncomingMessage, MARKER_SEARCH_DEPTH,
-    MessageBus, OutgoingMessage, Polled, PreparedSend, READ_AHEAD_CONSUMER, SEND_MARKER_HEADER,
+    MessageBus, OutgoingMessage, PartitionProgress, Polled, PreparedSend, READ_AHEAD_CONSUMER,
+    SEND_MARKER_HEADER,
 };
 pub use metrics::prometheus_text;
 pub use runner::RetryPolicy;
+pub use stall::StallPolicy;
 pub use state::{PendingSend, SavedState, StateStore};
 pub use status::{
     ConnectorMetrics, ConnectorState, ConnectorStatus, LATENCY_BUCKETS, LatencyHistogram,
@@ -120,6 +123,9 @@ pub struct RuntimeContext {
     pub restart: RestartPolicy,
     /// How long stopping a connector waits for its batches in flight.
     pub stop_timeout: Duration,
+    /// When a sink sitting on unread messages is reported stalled, and resets its
+    /// consumer group.
+    pub stall: StallPolicy,
 }
 
 impl RuntimeContext {
@@ -131,6 +137,7 @@ impl RuntimeContext {
             retry: RetryPolicy::from(behaviour.retry),
             restart: RestartPolicy::from(behaviour.restart),
             stop_timeout: behaviour.shutdown_timeout.get(),
+            stall: StallPolicy::new(behaviour.stall_timeout.get()),
         }
     }
 }
@@ -142,6 +149,7 @@ impl std::fmt::Debug for RuntimeContext {
             .field("retry", &self.retry)
             .field("restart", &self.restart)
             .field("stop_timeout", &self.stop_timeout)
+            .field("stall", &self.stall)
             .finish_non_exhaustive()
     }
 }
@@ -361,7 +369,8 @@ impl Runtime {
             entries
                 .entry((kind, key.clone()))
                 .or_insert_with(|| Entry {
-                    status: StatusCell::new(kind, &key, config.version()),
+                    status: StatusCell::new(kind, &key, config.version())
+                        .stalled_after(self.inner.context.stall.report_after),
                     slot: Arc::new(tokio::sync::Mutex::new(Slot {
                         config: config.clone(),
                         desired: watch::channel(Desired::Stop).0,

@@ -34,6 +34,7 @@ use crate::bus::{BusError, BusErrorKind, MessageBus, OutgoingMessage, Polled, Pr
 use crate::control::{Control, Desired};
 use crate::resume::{Ledger, resume_state};
 use crate::shape;
+use crate::stall::{GroupWatch, StallPolicy};
 use crate::state::StateStore;
 use crate::status::{ConnectorState, StatusCell};
 use crate::{RuntimeContext, dead_letter};
@@ -1320,9 +1321,13 @@ async fn run_sink(
     let (local, _) = watch::channel(Desired::Run);
     let mut topics = JoinSet::new();
     let config = Arc::new(config.clone());
+    let mut slot = 0;
     for (stream, codec) in config.streams.iter().zip(codecs) {
         for topic in &stream.topics {
+            slot += 1;
             let pipeline = SinkPipeline {
+                slot: slot - 1,
+                stall: context.stall,
                 chain: chain.clone(),
                 codec: codec.clone(),
                 config: config.clone(),
@@ -1380,6 +1385,10 @@ fn message_level(error: &CallError) -> bool {
 
 /// One (stream, topic) of a sink.
 struct SinkPipeline {
+    /// Its number among the sink's (stream, topic) pairs, for its lag.
+    slot: usize,
+    /// When its group counts as stuck.
+    stall: StallPolicy,
     chain: TransformChain,
     codec: Codec,
     config: Arc<SinkConfig>,
@@ -1450,7 +1459,12 @@ impl SinkPipeline {
         // The last batch's buffers, once the plugin is done with it: the next batch is
         // built in them.
         let mut spare: Option<SinkBatchBuffers> = None;
+        let mut watch = GroupWatch::default();
         while control.proceed(status).await {
+            if self.watch_group(&mut watch).await {
+                // The group was made again: what was read ahead may be another's now.
+                ahead = None;
+            }
             let read = match ahead.take() {
                 Some(read) => tokio::select! {
                     () = control.stopping() => return,
@@ -1480,7 +1494,9 @@ impl SinkPipeline {
                 }
             };
             let Some(last_offset) = polled.messages.last().map(|message| message.offset) else {
-                status.set_lag(0);
+                if watch.measures != Some(true) {
+                    status.set_lag(self.slot, 0);
+                }
                 tokio::select! {
                     () = control.stopping() => return,
                     () = tokio::time::sleep(stream.poll_interval.get()) => continue,
@@ -1493,7 +1509,10 @@ impl SinkPipeline {
             let count = polled.messages.len();
             let bytes: usize = polled.messages.iter().map(|m| m.payload.len()).sum();
             status.received(count, bytes);
-            status.set_lag(polled.current_offset.saturating_sub(last_offset));
+            if watch.measures != Some(true) {
+                // The bus cannot tell the group's progress: the polled partition's lag.
+                status.set_lag(self.slot, polled.current_offset.saturating_sub(last_offset));
+            }
             let partition = polled.partition_id;
             let codec = std::slice::from_ref(&self.codec);
             let messages = if shape::needed(&self.chain, &self.codec, codec) {
@@ -1590,6 +1609,50 @@ impl SinkPipeline {
             status.delivered(delivered, delivered_bytes, received.elapsed());
             spare = Arc::try_unwrap(batch).ok().map(SinkBatch::into_buffers);
         }
+    }
+
+    /// Looks at the group's progress when it is time (every
+    /// [`CHECK_INTERVAL`](crate::stall::CHECK_INTERVAL)): sets the
+    /// sink's lag, and resets the group when a partition's unread messages have left
+    /// its offset where it was for `reset_group_after` (see `stall.rs`). True when it
+    /// reset the group.
+    async fn watch_group(&self, watch: &mut GroupWatch) -> bool {
+        let now = Instant::now();
+        if !watch.due(now) {
+            return false;
+        }
+        let (stream, topic, group) = (&self.stream.stream, &self.topic, &self.group);
+        let progress = match self.bus.group_progress(stream, topic, group).await {
+            Ok(Some(progress)) => progress,
+            Ok(None) => {
+                watch.measures = Some(false);
+                return false;
+            }
+            Err(error) => {
+                tracing::debug!(connector = %self.config.key, %stream, %topic, %error, "cannot read the group's progress");
+                return false;
+            }
+        };
+        let look = watch.observe(&progress, now);
+        self.status.set_lag(self.slot, look.lag);
+        if look.stuck_for < self.stall.reset_group_after {
+            return false;
+        }
+        tracing::warn!(
+            connector = %self.config.key,
+            %stream,
+            %topic,
+            %group,
+            lag = look.lag,
+            stuck_for = ?look.stuck_for,
+            "unread messages have had no reader; resetting the consumer group (a killed Iggy server keeps members that nobody is behind)"
+        );
+        self.status.group_reset();
+        watch.forget();
+        if let Err(error) = self.bus.reset_group(stream, topic, group).await {
+            tracing::warn!(connector = %self.config.key, %stream, %topic, %group, %error, "resetting the consumer group failed");
+        }
+        true
     }
 
     /// Starts reading a partition from `offset` on the reader.

@@ -21,17 +21,22 @@ pub enum ConnectorState {
     Failed,
     /// Failed, and waiting to be started again.
     Restarting,
+    /// Running, but a sink with unread messages that has delivered nothing for the
+    /// runtime's `stall_timeout` (see `StallPolicy`); it goes back to `running` with
+    /// its next delivery.
+    Stalled,
 }
 
 impl ConnectorState {
     /// Every state, in lifecycle order.
-    pub const ALL: [ConnectorState; 6] = [
+    pub const ALL: [ConnectorState; 7] = [
         ConnectorState::Starting,
         ConnectorState::Running,
         ConnectorState::Paused,
         ConnectorState::Stopped,
         ConnectorState::Failed,
         ConnectorState::Restarting,
+        ConnectorState::Stalled,
     ];
 
     /// The state's lower-case name, as the API and metrics show it.
@@ -43,6 +48,7 @@ impl ConnectorState {
             ConnectorState::Stopped => "stopped",
             ConnectorState::Failed => "failed",
             ConnectorState::Restarting => "restarting",
+            ConnectorState::Stalled => "stalled",
         }
     }
 }
@@ -105,8 +111,12 @@ pub struct ConnectorMetrics {
     pub filtered: u64,
     /// Messages sent to the dead letter topic.
     pub dead_letters: u64,
-    /// Sinks: messages behind the end of the partition last polled (0 for sources).
+    /// Sinks: messages in their topics' partitions beyond their consumer groups'
+    /// stored offsets (0 for sources).
     pub lag: u64,
+    /// Sinks: times the sink reset its consumer group because a partition's unread
+    /// messages had no live reader (see `StallPolicy`).
+    pub group_resets: u64,
     /// Messages delivered per second, over the last few seconds.
     pub messages_per_second: f64,
     /// Batch latencies.
@@ -191,6 +201,10 @@ struct Live {
     since: Instant,
     rate: RateWindow,
     chain: TransformChain,
+    /// Each topic's lag (a sink's topics are numbered by `set_lag`'s callers).
+    lags: Vec<u64>,
+    /// Since when the connector has had lag and delivered nothing.
+    stuck_since: Option<Instant>,
 }
 
 /// The live status a runner updates and the runtime reads.
@@ -198,6 +212,8 @@ struct Live {
 pub(crate) struct StatusCell {
     inner: Arc<Mutex<Live>>,
     created: Instant,
+    /// When a stuck connector is reported [`ConnectorState::Stalled`].
+    stall_after: Option<Duration>,
 }
 
 impl StatusCell {
@@ -209,9 +225,19 @@ impl StatusCell {
                 since: now,
                 rate: RateWindow::default(),
                 chain: TransformChain::default(),
+                lags: Vec::new(),
+                stuck_since: None,
             })),
             created: now,
+            stall_after: None,
         }
+    }
+
+    /// Reports the connector [`ConnectorState::Stalled`] once it has had lag and
+    /// delivered nothing for `after`.
+    pub(crate) fn stalled_after(mut self, after: Duration) -> Self {
+        self.stall_after = Some(after);
+        self
     }
 
     fn update(&self, change: impl FnOnce(&mut ConnectorStatus, &mut RateWindow)) {
@@ -283,6 +309,13 @@ impl StatusCell {
             status.metrics.batch_latency.observe(latency);
             rate.add(second, messages as u64);
         });
+        if messages > 0 {
+            self.with_live(|live| {
+                if live.stuck_since.is_some() {
+                    live.stuck_since = Some(Instant::now());
+                }
+            });
+        }
     }
 
     pub(crate) fn skipped(&self, error: String) {
@@ -316,8 +349,35 @@ impl StatusCell {
         guard.chain = chain;
     }
 
-    pub(crate) fn set_lag(&self, lag: u64) {
-        self.update(|status, _| status.metrics.lag = lag);
+    /// The lag of the connector's topic number `topic`; the connector's lag is the
+    /// sum over its topics.
+    pub(crate) fn set_lag(&self, topic: usize, lag: u64) {
+        self.with_live(|live| {
+            if live.lags.len() <= topic {
+                live.lags.resize(topic + 1, 0);
+            }
+            live.lags[topic] = lag;
+            let total = live.lags.iter().sum();
+            live.status.metrics.lag = total;
+            if total == 0 {
+                live.stuck_since = None;
+            } else if live.stuck_since.is_none() {
+                live.stuck_since = Some(Instant::now());
+            }
+        });
+    }
+
+    /// The sink reset its consumer group.
+    pub(crate) fn group_reset(&self) {
+        self.update(|status, _| status.metrics.group_resets += 1);
+    }
+
+    fn with_live(&self, change: impl FnOnce(&mut Live)) {
+        let mut guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        change(&mut guard);
     }
 
     pub(crate) fn snapshot(&self) -> ConnectorStatus {
@@ -327,6 +387,14 @@ impl StatusCell {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut status = guard.status.clone();
         status.seconds_in_state = guard.since.elapsed().as_secs();
+        let stuck_for = guard.stuck_since.map(|since| since.elapsed());
+        if status.state == ConnectorState::Running
+            && let (Some(stuck_for), Some(after)) = (stuck_for, self.stall_after)
+            && stuck_for >= after
+        {
+            status.state = ConnectorState::Stalled;
+            status.seconds_in_state = stuck_for.as_secs();
+        }
         status.metrics.messages_per_second = guard.rate.rate(self.created.elapsed().as_secs());
         status.transforms = guard.chain.counts();
         status
@@ -363,6 +431,40 @@ mod tests {
         // An old slot reused by a later second forgets its old count.
         window.add(16, 5);
         assert_eq!(window.rate(17), 1.0);
+    }
+
+    #[test]
+    fn a_sink_with_lag_that_delivers_nothing_is_stalled_until_it_delivers() {
+        let cell = StatusCell::new(ConnectorKind::Sink, "s", 1).stalled_after(Duration::ZERO);
+        cell.set_state(ConnectorState::Running);
+        cell.set_lag(0, 0);
+        cell.set_lag(1, 0);
+        assert_eq!(cell.snapshot().state, ConnectorState::Running, "no lag");
+        cell.set_lag(1, 7);
+        let status = cell.snapshot();
+        assert_eq!(
+            (status.state, status.metrics.lag),
+            (ConnectorState::Stalled, 7)
+        );
+        cell.set_lag(0, 3);
+        assert_eq!(cell.snapshot().metrics.lag, 10, "summed over topics");
+        cell.set_lag(0, 0);
+        cell.set_lag(1, 0);
+        assert_eq!(cell.snapshot().state, ConnectorState::Running, "all read");
+
+        let cell =
+            StatusCell::new(ConnectorKind::Sink, "s", 1).stalled_after(Duration::from_secs(3600));
+        cell.set_state(ConnectorState::Running);
+        cell.set_lag(0, 7);
+        assert_eq!(cell.snapshot().state, ConnectorState::Running, "not yet");
+        cell.delivered(1, 1, Duration::ZERO);
+        assert_eq!(cell.snapshot().state, ConnectorState::Running);
+        cell.set_state(ConnectorState::Paused);
+        assert_eq!(
+            cell.snapshot().state,
+            ConnectorState::Paused,
+            "only a running sink stalls"
+        );
     }
 
     #[test]

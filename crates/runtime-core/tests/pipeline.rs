@@ -15,7 +15,7 @@ use iggy_test_server::{OffsetOwner, TestTarget};
 use plugin_host::PluginLoader;
 use runtime_core::{
     ConnectorState, ControlError, IggyBus, IggySettings, PluginRegistry, RestartPolicy,
-    RetryPolicy, Runtime, RuntimeContext, SavedState, StateStore,
+    RetryPolicy, Runtime, RuntimeContext, SavedState, StallPolicy, StateStore,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -54,6 +54,7 @@ async fn context(target: &TestTarget, state_dir: &std::path::Path) -> RuntimeCon
             ..RestartPolicy::default()
         },
         stop_timeout: Duration::from_secs(10),
+        stall: StallPolicy::default(),
     }
 }
 
@@ -168,6 +169,24 @@ impl runtime_core::MessageBus for TopicCommandBus {
         marker: u128,
     ) -> Result<Option<bool>, runtime_core::BusError> {
         self.inner.find_marker(stream, topic, marker).await
+    }
+
+    async fn group_progress(
+        &self,
+        stream: &str,
+        topic: &str,
+        group: &str,
+    ) -> Result<Option<Vec<runtime_core::PartitionProgress>>, runtime_core::BusError> {
+        self.inner.group_progress(stream, topic, group).await
+    }
+
+    async fn reset_group(
+        &self,
+        stream: &str,
+        topic: &str,
+        group: &str,
+    ) -> Result<(), runtime_core::BusError> {
+        self.inner.reset_group(stream, topic, group).await
     }
 
     fn connected(&self) -> bool {
@@ -2271,6 +2290,11 @@ async fn restart_proof_context(target: &TestTarget, state_dir: &std::path::Path)
             ..RestartPolicy::default()
         },
         stop_timeout: Duration::from_secs(10),
+        // Shorter than the default, so that a test does not wait long for a reset.
+        stall: StallPolicy {
+            report_after: Duration::from_secs(3),
+            reset_group_after: Duration::from_secs(1),
+        },
     }
 }
 
