@@ -22,7 +22,7 @@ mod wire;
 
 pub use server::{
     CREATE_TOPIC_COMMAND_ENV, OffsetOwner, RESTART_COMMAND_ENV, ServerConfig, StartError,
-    StoredMessageInfo, TEST_ADDRESS_ENV, TestServer, TestTarget, TlsFiles,
+    StoredMessageInfo, TEST_ADDRESS_ENV, TestServer, TestTarget, TlsFiles, skip,
 };
 
 /// The most partitions a topic may have.

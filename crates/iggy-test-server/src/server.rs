@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -531,6 +531,13 @@ pub const TEST_ADDRESS_ENV: &str = "IGGY_TEST_ADDRESS";
 /// --tcp-server-address HOST:PORT topic create {stream} {topic} {partitions} none`.
 pub const CREATE_TOPIC_COMMAND_ENV: &str = "IGGY_TEST_CREATE_TOPIC_COMMAND";
 
+/// Says in one line that a test did not run against this server, and why:
+/// `SKIPPED <test>: <why>` on standard error, which `.ci/run` counts (run the tests
+/// with `--nocapture` to see it).
+pub fn skip(test: &str, why: &str) {
+    eprintln!("SKIPPED {test}: {why}");
+}
+
 /// The environment variable with a shell command that restarts the real server
 /// `IGGY_TEST_ADDRESS` names on the same data and address (SIGKILL, then start), down
 /// for `{downtime_ms}` milliseconds in between, returning once it answers again: for
@@ -552,21 +559,54 @@ pub struct TestTarget {
     pub address: String,
     /// Our server, when no address was given (dropping it stops it).
     pub server: Option<TestServer>,
+    /// A real server is shared by the tests of a process, and a test that restarts it
+    /// must have it alone: held shared by [`TestTarget::from_env`], alone by
+    /// [`TestTarget::restartable`].
+    _turn: Option<RealServerTurn>,
 }
+
+/// A test's hold on the real server (see [`TestTarget::restartable`]).
+#[derive(Debug)]
+#[allow(dead_code)] // Held for its drop.
+enum RealServerTurn {
+    Shared(RwLockReadGuard<'static, ()>),
+    Alone(RwLockWriteGuard<'static, ()>),
+}
+
+/// The tests of this process that use the real server.
+static REAL_SERVER: RwLock<()> = RwLock::const_new(());
 
 impl TestTarget {
     /// Starts a test server unless `IGGY_TEST_ADDRESS` is set.
     pub async fn from_env() -> Result<TestTarget, StartError> {
+        TestTarget::open(false).await
+    }
+
+    /// [`TestTarget::from_env`] for a test that restarts the server: a real server is
+    /// then this test's alone until the target is dropped (other tests of the process
+    /// wait), since a restart would cut theirs off too. A test server is always the
+    /// test's own.
+    pub async fn restartable() -> Result<TestTarget, StartError> {
+        TestTarget::open(true).await
+    }
+
+    async fn open(alone: bool) -> Result<TestTarget, StartError> {
         match std::env::var(TEST_ADDRESS_ENV) {
             Ok(address) if !address.is_empty() => Ok(TestTarget {
                 address,
                 server: None,
+                _turn: Some(if alone {
+                    RealServerTurn::Alone(REAL_SERVER.write().await)
+                } else {
+                    RealServerTurn::Shared(REAL_SERVER.read().await)
+                }),
             }),
             _ => {
                 let server = TestServer::start().await?;
                 Ok(TestTarget {
                     address: server.address().to_string(),
                     server: Some(server),
+                    _turn: None,
                 })
             }
         }

@@ -736,12 +736,14 @@ async fn members(client: &IggyClient, stream: &str, group: &str) -> Option<Vec<(
 /// offsets, and the group made again is empty.
 #[tokio::test]
 async fn a_killed_server_keeps_the_members_it_lost_until_the_group_is_deleted() {
-    let target = target().await;
+    let target = TestTarget::restartable().await.unwrap();
     if !target.can_restart() {
-        eprintln!(
-            "skipped a_killed_server_keeps_the_members_it_lost_until_the_group_is_deleted: \
-             restarting a real server needs {}",
-            iggy_test_server::RESTART_COMMAND_ENV
+        iggy_test_server::skip(
+            "a_killed_server_keeps_the_members_it_lost_until_the_group_is_deleted",
+            &format!(
+                "restarting a real server needs {}",
+                iggy_test_server::RESTART_COMMAND_ENV
+            ),
         );
         return;
     }

@@ -521,7 +521,10 @@ async fn a_missing_plugin_fails_its_connector_only() {
 async fn dropped_connections_lose_nothing() {
     let target = target().await;
     let Some(server) = &target.server else {
-        eprintln!("skipped: needs the test server's fault injection");
+        iggy_test_server::skip(
+            "dropped_connections_lose_nothing",
+            "needs the test server's fault injection",
+        );
         return;
     };
     let dir = temp_dir("e2e-drop");
@@ -586,7 +589,10 @@ fn plugins_for_test() -> PluginRegistry {
 async fn rejected_batches_are_produced_again_and_do_not_advance_the_state() {
     let target = target().await;
     let Some(server) = &target.server else {
-        eprintln!("skipped: needs the test server's fault injection");
+        iggy_test_server::skip(
+            "rejected_batches_are_produced_again_and_do_not_advance_the_state",
+            "needs the test server's fault injection",
+        );
         return;
     };
     let dir = temp_dir("e2e-reject");
@@ -653,7 +659,10 @@ async fn rejected_batches_are_produced_again_and_do_not_advance_the_state() {
 async fn a_refused_send_with_batches_in_flight_rejects_them_all_and_loses_nothing() {
     let target = target().await;
     let Some(server) = &target.server else {
-        eprintln!("skipped: needs the test server's fault injection");
+        iggy_test_server::skip(
+            "a_refused_send_with_batches_in_flight_rejects_them_all_and_loses_nothing",
+            "needs the test server's fault injection",
+        );
         return;
     };
     let dir = temp_dir("e2e-reject-in-flight");
@@ -916,7 +925,10 @@ async fn a_marker_is_found_behind_other_messages_within_the_search_depth() {
 async fn a_failed_connector_is_restarted() {
     let target = target().await;
     let Some(server) = &target.server else {
-        eprintln!("skipped: needs the test server's fault injection");
+        iggy_test_server::skip(
+            "a_failed_connector_is_restarted",
+            "needs the test server's fault injection",
+        );
         return;
     };
     let dir = temp_dir("e2e-restart");
@@ -2266,6 +2278,14 @@ async fn an_avro_stream_without_a_schema_fails_clearly() {
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
+/// Why a test that restarts the server cannot run against a real one.
+fn restart_needs() -> String {
+    format!(
+        "restarting a real server needs {}",
+        iggy_test_server::RESTART_COMMAND_ENV
+    )
+}
+
 /// A context as the binary makes it (retries and restarts by default, a client that
 /// keeps reconnecting for a while), for tests that restart the server.
 async fn restart_proof_context(target: &TestTarget, state_dir: &std::path::Path) -> RuntimeContext {
@@ -2315,15 +2335,12 @@ fn seqs_in(outputs: &[std::path::PathBuf]) -> BTreeSet<u64> {
 /// The server is restarted twice mid-stream (killed, down for a second, started on
 /// its data): the source and both sinks of one group carry on by themselves, and
 /// every message arrives.
-async fn sinks_survive_server_restarts(partitions: u32) {
+async fn sinks_survive_server_restarts(test: &str, partitions: u32) {
     const MESSAGES: u64 = 20_000;
     logs();
-    let target = target().await;
+    let target = TestTarget::restartable().await.unwrap();
     if !target.can_restart() {
-        eprintln!(
-            "skipped: restarting a real server needs {}",
-            iggy_test_server::RESTART_COMMAND_ENV
-        );
+        iggy_test_server::skip(test, &restart_needs());
         return;
     }
     let dir = temp_dir("e2e-restart");
@@ -2382,10 +2399,10 @@ path = "{output}"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sinks_survive_server_restarts_with_one_partition() {
-    sinks_survive_server_restarts(1).await;
+    sinks_survive_server_restarts("sinks_survive_server_restarts_with_one_partition", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sinks_survive_server_restarts_with_three_partitions() {
-    sinks_survive_server_restarts(3).await;
+    sinks_survive_server_restarts("sinks_survive_server_restarts_with_three_partitions", 3).await;
 }
