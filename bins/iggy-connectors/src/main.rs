@@ -432,6 +432,7 @@ async fn log_summaries(running: runtime_core::Runtime, interval: std::time::Dura
                 messages = metrics.messages_out,
                 errors = metrics.errors,
                 lag = metrics.lag,
+                group_resets = metrics.group_resets,
                 "summary"
             );
         }

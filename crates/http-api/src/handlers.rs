@@ -544,13 +544,15 @@ fn metrics(status: &ConnectorStatus) -> Value {
             "failed": t.failed,
         })).collect::<Vec<_>>(),
         "lag": m.lag,
+        "group_resets": m.group_resets,
         "messages_per_second": m.messages_per_second,
         "batches": m.batch_latency.count,
         "mean_batch_latency_seconds": if m.batch_latency.count == 0 { 0.0 } else { m.batch_latency.sum_seconds / m.batch_latency.count as f64 },
     })
 }
 
-/// `GET /ready`: 200 when Iggy is reachable and every enabled connector runs.
+/// `GET /ready`: 200 when Iggy is reachable and every enabled connector runs (a
+/// stalled sink does not count as running).
 async fn ready(context: &ApiContext) -> Answer {
     let runtime = &context.runtime;
     let mut reasons = Vec::new();
@@ -562,7 +564,12 @@ async fn ready(context: &ApiContext) -> Answer {
             .config(status.kind, &status.key)
             .await
             .is_some_and(|config| config.enabled());
-        if enabled && status.state != ConnectorState::Running {
+        if enabled && status.state == ConnectorState::Stalled {
+            reasons.push(format!(
+                "{} {} is stalled: {} unread messages and nothing delivered for {} s",
+                status.kind, status.key, status.metrics.lag, status.seconds_in_state
+            ));
+        } else if enabled && status.state != ConnectorState::Running {
             let error = status
                 .last_error
                 .as_deref()

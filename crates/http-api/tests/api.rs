@@ -19,7 +19,7 @@ use iggy_test_server::TestTarget;
 use plugin_host::PluginLoader;
 use runtime_core::{
     IggyBus, IggySettings, PluginRegistry, RestartPolicy, RetryPolicy, Runtime, RuntimeContext,
-    StateStore,
+    StallPolicy, StateStore,
 };
 use serde_json::{Value, json};
 
@@ -126,18 +126,37 @@ format = "${{file:{secret}}}"
 }
 
 async fn fixture(http: impl FnOnce(&mut HttpConfig)) -> Fixture {
-    let target = TestTarget::from_env().await.unwrap();
-    let dir = temp_dir("http-api");
-    let configs = dir.join("connectors");
-    std::fs::create_dir_all(&configs).unwrap();
-    let stream = format!(
+    fixture_on(
+        TestTarget::from_env().await.unwrap(),
+        &unique_stream(),
+        StallPolicy::default(),
+        http,
+    )
+    .await
+}
+
+/// A stream name no other run uses.
+fn unique_stream() -> String {
+    format!(
         "api-{}-{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos()
-    );
+    )
+}
+
+/// [`fixture`] on `target` and `stream`, with sinks stalling as `stall` says.
+async fn fixture_on(
+    target: TestTarget,
+    stream: &str,
+    stall: StallPolicy,
+    http: impl FnOnce(&mut HttpConfig),
+) -> Fixture {
+    let dir = temp_dir("http-api");
+    let configs = dir.join("connectors");
+    std::fs::create_dir_all(&configs).unwrap();
     write(
         &configs,
         "source.toml",
@@ -165,19 +184,20 @@ payload_size = 20
     write(
         &configs,
         "sink.toml",
-        &sink_toml(&stream, &dir.join("out-0.jsonl")),
+        &sink_toml(stream, &dir.join("out-0.jsonl")),
     );
     let provider: Arc<dyn ConfigProvider> =
         Arc::new(LocalProvider::open(&configs, &Default::default()).unwrap());
-    prepare_topic(&target.address, &stream, "t").await;
+    prepare_topic(&target.address, stream, "t").await;
     let bus = IggyBus::connect(&IggySettings {
         address: target.address.clone(),
         username: "iggy".to_owned(),
         password: "iggy".to_owned(),
         token: String::new(),
         tls: None,
-        connect_retries: 2,
-        reconnect_interval: Duration::from_millis(50),
+        // Long enough to ride out a restart of a real server.
+        connect_retries: 100,
+        reconnect_interval: Duration::from_millis(100),
     })
     .await
     .unwrap();
@@ -187,7 +207,7 @@ payload_size = 20
         retry: RetryPolicy::default(),
         restart: RestartPolicy::default(),
         stop_timeout: Duration::from_secs(10),
-        stall: runtime_core::StallPolicy::default(),
+        stall,
     };
     let runtime = Runtime::start(
         provider.active_configs().await.unwrap(),
@@ -915,4 +935,81 @@ fn openapi_document_matches_the_routes() {
         unserved.is_empty(),
         "documented routes nobody serves: {unserved:?}"
     );
+}
+
+/// The sink's partition belongs to a group member that reads nothing (a client that
+/// joined first and hangs; after a killed server, a member nobody is behind): the sink
+/// has unread messages and delivers nothing, so `/ready` answers 503 naming it and
+/// `/sinks/file` says `stalled`; then the sink resets its group by itself, delivers,
+/// and the runtime is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_sink_makes_the_runtime_unready_until_it_recovers_by_itself() {
+    use iggy::prelude::{ConsumerGroupClient, Identifier};
+    let target = TestTarget::from_env().await.unwrap();
+    let stream = unique_stream();
+    let squatter = iggy_connectors_tests::iggy_client(&target.address)
+        .await
+        .unwrap();
+    iggy_connectors_tests::create_topic(&squatter, &stream, "t", 1)
+        .await
+        .unwrap();
+    let (stream_id, topic_id, group) = (
+        Identifier::named(&stream).unwrap(),
+        Identifier::named("t").unwrap(),
+        "iggy-connect-sink-file",
+    );
+    squatter
+        .create_consumer_group(&stream_id, &topic_id, group)
+        .await
+        .unwrap();
+    squatter
+        .join_consumer_group(&stream_id, &topic_id, &Identifier::named(group).unwrap())
+        .await
+        .unwrap();
+    // Reported before it is reset, so that the test sees both.
+    let stall = StallPolicy {
+        report_after: Duration::from_secs(1),
+        reset_group_after: Duration::from_secs(4),
+    };
+    let fixture = fixture_on(target, &stream, stall, with_key).await;
+    let delivered = |value: &Value| value["metrics"]["messages_out"].as_u64().unwrap_or(0);
+    let unready = fixture
+        .eventually_json("/ready", "the runtime unready", |ready| {
+            ready["reasons"].as_array().is_some_and(|reasons| {
+                reasons.iter().any(|reason| {
+                    reason
+                        .as_str()
+                        .is_some_and(|reason| reason.starts_with("sink file is stalled"))
+                })
+            })
+        })
+        .await;
+    assert_eq!(unready["ready"], false, "{unready}");
+    assert_eq!(
+        fixture.get("/ready").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let stalled = fixture.get("/sinks/file").await.json();
+    assert_eq!(stalled["status"], "stalled", "{stalled}");
+    assert_eq!(delivered(&stalled), 0, "{stalled}");
+    assert!(
+        stalled["metrics"]["lag"].as_u64().unwrap_or(0) > 0,
+        "{stalled}"
+    );
+    let recovered = fixture
+        .eventually_json("/sinks/file", "the sink delivering", |sink| {
+            sink["status"] == "running" && delivered(sink) > 0
+        })
+        .await;
+    assert!(
+        recovered["metrics"]["group_resets"].as_u64().unwrap_or(0) >= 1,
+        "{recovered}"
+    );
+    fixture
+        .eventually_json("/ready", "the runtime ready again", |ready| {
+            ready["ready"] == true
+        })
+        .await;
+    fixture.stop().await;
+    drop(squatter);
 }

@@ -46,7 +46,7 @@ const fn gauge(
     }
 }
 
-const FAMILIES: [Family; 13] = [
+const FAMILIES: [Family; 14] = [
     counter(
         "iggy_connectors_messages_in_total",
         "Messages received: from the plugin (source) or from Iggy (sink).",
@@ -97,9 +97,14 @@ const FAMILIES: [Family; 13] = [
         "Restarts after a failure.",
         |s| u64::from(s.restarts),
     ),
+    counter(
+        "iggy_connectors_group_resets_total",
+        "Sinks: consumer group resets, after unread messages had no live reader.",
+        |s| s.metrics.group_resets,
+    ),
     gauge(
         "iggy_connectors_consumer_lag",
-        "Sinks: messages behind the end of the partition last polled.",
+        "Sinks: messages beyond their consumer groups' stored offsets.",
         |s| s.metrics.lag,
     ),
     gauge(
