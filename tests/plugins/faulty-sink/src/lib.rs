@@ -8,6 +8,9 @@
 //! - `log_marker`: log an INFO event with `marker = <value>` in every `consume`.
 //! - `fail_payloads_containing`: a permanent error for any batch holding a message whose
 //!   payload contains one of these strings (a poison message).
+//! - `fail_every`: a retryable error from every Nth `consume` call (0: never), for a
+//!   sink that fails now and then.
+//! - `record_to`: append each accepted message's payload to this file, one per line.
 
 use std::time::Duration;
 
@@ -47,6 +50,12 @@ pub struct FaultySinkConfig {
     /// Payload fragments that make a batch fail permanently.
     #[serde(default)]
     pub fail_payloads_containing: Vec<String>,
+    /// Every this many `consume` calls, one fails (retryable); 0 never.
+    #[serde(default)]
+    pub fail_every: u64,
+    /// Where accepted payloads are appended, one per line.
+    #[serde(default)]
+    pub record_to: Option<std::path::PathBuf>,
 }
 
 fn panic_if_config<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Stage>, D::Error> {
@@ -62,6 +71,8 @@ fn panic_if_config<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<
 pub struct FaultySink {
     config: FaultySinkConfig,
     failures_left: u32,
+    consumed: u64,
+    record: Option<std::fs::File>,
 }
 
 impl Sink for FaultySink {
@@ -71,9 +82,23 @@ impl Sink for FaultySink {
         if config.panic_in == Some(Stage::Open) {
             panic!("boom in open");
         }
+        let record = match &config.record_to {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|error| {
+                        Error::permanent(format!("cannot open {}: {error}", path.display()))
+                    })?,
+            ),
+            None => None,
+        };
         Ok(FaultySink {
             failures_left: config.fail_consume_times,
             config,
+            consumed: 0,
+            record,
         })
     }
 
@@ -107,6 +132,23 @@ impl Sink for FaultySink {
                 "planned failure, {} left",
                 self.failures_left
             )));
+        }
+        self.consumed += 1;
+        if self.config.fail_every > 0 && self.consumed.is_multiple_of(self.config.fail_every) {
+            return Err(Error::retryable(format!(
+                "planned failure of call {}",
+                self.consumed
+            )));
+        }
+        if let Some(file) = &mut self.record {
+            use std::io::Write;
+            let mut lines = Vec::new();
+            for message in batch.messages {
+                lines.extend_from_slice(message.payload());
+                lines.push(b'\n');
+            }
+            file.write_all(&lines)
+                .map_err(|error| Error::retryable(format!("cannot record: {error}")))?;
         }
         Ok(())
     }
