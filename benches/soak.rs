@@ -258,10 +258,14 @@ async fn soak() -> Result<bool, Failure> {
         StateStore::new(dir.join("state")),
         &behaviour,
     );
+    let drop_plan = if target.server.is_some() {
+        format!("drop connections every {drop_every:?}")
+    } else {
+        "no connection drops (a real server cannot be asked)".to_owned()
+    };
     println!(
         "soak: {minutes} min against {} ({}), {partitions} partitions; restart every {:?} \
-         (down {downtime:?}){}, drop connections every {drop_every:?}, the sink fails every \
-         {fail_every}th batch",
+         (down {downtime:?}){}, {drop_plan}, the sink fails every {fail_every}th batch",
         target.address,
         if target.server.is_some() {
             "test server"

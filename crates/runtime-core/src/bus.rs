@@ -428,6 +428,23 @@ impl IggyBus {
         Ok(partition)
     }
 
+    /// Creates a consumer group; one made meanwhile by someone else will do.
+    async fn create_group(
+        &self,
+        stream: &Identifier,
+        topic: &Identifier,
+        group: &str,
+    ) -> Result<(), IggyError> {
+        match self
+            .client
+            .create_consumer_group(stream, topic, group)
+            .await
+        {
+            Ok(_) | Err(IggyError::ConsumerGroupNameAlreadyExists(..)) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Joins a consumer group, never while this process resets one.
     async fn join(
         &self,
@@ -848,14 +865,7 @@ impl MessageBus for IggyBus {
             .await?
             .is_none()
         {
-            match self
-                .client
-                .create_consumer_group(&stream_id, &topic_id, group)
-                .await
-            {
-                Ok(_) | Err(IggyError::ConsumerGroupNameAlreadyExists(..)) => {}
-                Err(error) => return Err(error.into()),
-            }
+            self.create_group(&stream_id, &topic_id, group).await?;
         }
         self.join(&stream_id, &topic_id, &group_id).await?;
         Ok(())
@@ -1041,14 +1051,7 @@ impl MessageBus for IggyBus {
             Ok(()) | Err(IggyError::ConsumerGroupIdNotFound(..)) => {}
             Err(error) => return Err(error.into()),
         }
-        match self
-            .client
-            .create_consumer_group(&stream_id, &topic_id, group)
-            .await
-        {
-            Ok(_) | Err(IggyError::ConsumerGroupNameAlreadyExists(..)) => {}
-            Err(error) => return Err(error.into()),
-        }
+        self.create_group(&stream_id, &topic_id, group).await?;
         self.client
             .join_consumer_group(&stream_id, &topic_id, &group_id)
             .await?;

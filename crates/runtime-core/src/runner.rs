@@ -1321,27 +1321,33 @@ async fn run_sink(
     let (local, _) = watch::channel(Desired::Run);
     let mut topics = JoinSet::new();
     let config = Arc::new(config.clone());
-    let mut slot = 0;
-    for (stream, codec) in config.streams.iter().zip(codecs) {
-        for topic in &stream.topics {
-            slot += 1;
-            let pipeline = SinkPipeline {
-                slot: slot - 1,
-                stall: context.stall,
-                chain: chain.clone(),
-                codec: codec.clone(),
-                config: config.clone(),
-                stream: stream.clone(),
-                topic: topic.clone(),
-                group: group_name(&config, stream),
-                sink: sink.clone(),
-                bus: context.bus.clone(),
-                reader: connection.reader.clone(),
-                retry,
-                status: status.clone(),
-            };
-            topics.spawn(pipeline.run(Control::new(local.subscribe())));
-        }
+    let pairs = config
+        .streams
+        .iter()
+        .zip(codecs)
+        .flat_map(|(stream, codec)| {
+            stream
+                .topics
+                .iter()
+                .map(move |topic| (stream, codec.clone(), topic))
+        });
+    for (slot, (stream, codec, topic)) in pairs.enumerate() {
+        let pipeline = SinkPipeline {
+            slot,
+            stall: context.stall,
+            chain: chain.clone(),
+            codec,
+            config: config.clone(),
+            stream: stream.clone(),
+            topic: topic.clone(),
+            group: group_name(&config, stream),
+            sink: sink.clone(),
+            bus: context.bus.clone(),
+            reader: connection.reader.clone(),
+            retry,
+            status: status.clone(),
+        };
+        topics.spawn(pipeline.run(Control::new(local.subscribe())));
     }
     let mut following = true;
     loop {

@@ -2347,28 +2347,13 @@ async fn sinks_survive_server_restarts(test: &str, partitions: u32) {
     let stream = unique("restart");
     let _client = client_with_topic(&target, &stream, partitions).await;
     let outputs = [dir.join("a.jsonl"), dir.join("b.jsonl")];
+    // Two sinks of one group.
     let sink = |key: &str, output: &std::path::Path| {
-        config(&format!(
-            r#"
-type = "sink"
-key = "{key}"
-enabled = true
-version = 0
-name = "File"
-path = "{path}"
-[[streams]]
-stream = "{stream}"
-topics = ["t"]
-schema = "json"
-batch_length = 100
-poll_interval = "2ms"
-consumer_group = "restarted"
-[plugin_config]
-path = "{output}"
-"#,
-            path = plugin_path("iggy_connector_file_sink"),
-            output = output.display(),
-        ))
+        let mut sink = file_sink(key, &stream, output, 100);
+        if let ConnectorConfig::Sink(config) = &mut sink {
+            config.streams[0].consumer_group = Some("restarted".to_owned());
+        }
+        sink
     };
     let mut source = random_source(&stream, MESSAGES);
     if let ConnectorConfig::Source(source) = &mut source
