@@ -7,6 +7,7 @@
 
 mod cli;
 mod demo;
+mod health;
 mod validate;
 
 use std::process::ExitCode;
@@ -42,7 +43,7 @@ fn main() -> ExitCode {
         Command::Transform { connector, input } => transform(&connector, &input),
         Command::Validate => validate::validate(invocation.config.as_ref()),
         Command::Demo => demo::demo(),
-        Command::Healthcheck => healthcheck(invocation.config.as_ref()),
+        Command::Healthcheck => health::healthcheck(invocation.config.as_ref()),
         Command::Run => run(&invocation),
     }
 }
@@ -85,71 +86,6 @@ fn list_plugins(paths: &[String]) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    }
-}
-
-/// GET /health on the API this config serves (a wildcard address is asked on
-/// loopback); exit 0 on 200. With `[http.tls]` only the connection is checked: a
-/// container check needs no certificate trust.
-fn healthcheck(config: Option<&cli::ConfigPath>) -> ExitCode {
-    use std::io::{Read, Write};
-    let loaded = match config_provider::load(config.map(|config| config.path.as_path())) {
-        Ok(loaded) => loaded,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let http = &loaded.config.http;
-    if !http.enabled {
-        eprintln!("unhealthy: [http] enabled = false, nothing to ask");
-        return ExitCode::FAILURE;
-    }
-    let address = http
-        .address
-        .replace("0.0.0.0:", "127.0.0.1:")
-        .replace("[::]:", "[::1]:");
-    let timeout = std::time::Duration::from_secs(3);
-    // `Ok(None)`: the connection was accepted and that is all that was asked (TLS).
-    let answer = (|| -> std::io::Result<Option<String>> {
-        use std::net::ToSocketAddrs;
-        let target = address
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| std::io::Error::other("the address resolves to nothing"))?;
-        let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)?;
-        if http.tls.enabled {
-            return Ok(None);
-        }
-        stream.set_read_timeout(Some(timeout))?;
-        write!(
-            stream,
-            "GET /health HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n"
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(Some(response))
-    })();
-    match answer {
-        Ok(None) => {
-            println!("healthy: {address} accepts connections (TLS: /health not asked)");
-            ExitCode::SUCCESS
-        }
-        Ok(Some(response)) if response.starts_with("HTTP/1.1 200") => {
-            println!("healthy: {address}");
-            ExitCode::SUCCESS
-        }
-        Ok(Some(response)) => {
-            eprintln!(
-                "unhealthy: {address} answered {}",
-                response.lines().next().unwrap_or("nothing")
-            );
-            ExitCode::FAILURE
-        }
-        Err(error) => {
-            eprintln!("unhealthy: {address}: {error}");
-            ExitCode::FAILURE
-        }
     }
 }
 
@@ -301,6 +237,74 @@ pub(crate) fn block_on(work: impl std::future::Future<Output = Result<(), String
     }
 }
 
+/// Where a local provider reads its connector configs.
+pub(crate) struct ConnectorDir {
+    /// `connectors.config_dir` as configured.
+    pub(crate) configured: String,
+    /// That directory, absolute: a relative one is read from the working directory, as
+    /// upstream's runtime reads it.
+    pub(crate) path: std::path::PathBuf,
+}
+
+impl ConnectorDir {
+    /// What a user should know when the directory gave `count` connectors and that is
+    /// probably not what they meant; `None` when all is as configured.
+    pub(crate) fn trouble(&self, count: usize) -> Option<String> {
+        if self.configured.is_empty() {
+            return Some("no connectors.config_dir is set: no connectors run".to_owned());
+        }
+        let relative = if std::path::Path::new(&self.configured).is_relative() {
+            " (a relative connectors.config_dir is read from the working directory)"
+        } else {
+            ""
+        };
+        if !self.path.is_dir() {
+            return Some(format!(
+                "the connector config directory {} does not exist{relative}: no connectors run",
+                self.path.display()
+            ));
+        }
+        (count == 0).then(|| {
+            format!(
+                "the connector config directory {} holds no connector files (*.toml){relative}",
+                self.path.display()
+            )
+        })
+    }
+}
+
+/// Opens the provider of the connector configs; for a local one, also says which
+/// directory it reads.
+pub(crate) fn open_provider(
+    connectors: &config_provider::ConnectorsConfig,
+) -> Result<
+    (
+        std::sync::Arc<dyn config_provider::ConfigProvider>,
+        Option<ConnectorDir>,
+    ),
+    String,
+> {
+    use config_provider::ConnectorsConfig;
+    match connectors {
+        ConnectorsConfig::Local(local) => {
+            let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+            let provider = config_provider::LocalProvider::open(&local.config_dir, &env)
+                .map_err(|error| error.to_string())?;
+            let path = std::path::absolute(&local.config_dir)
+                .unwrap_or_else(|_| std::path::PathBuf::from(&local.config_dir));
+            let dir = ConnectorDir {
+                configured: local.config_dir.clone(),
+                path,
+            };
+            Ok((std::sync::Arc::new(provider), Some(dir)))
+        }
+        ConnectorsConfig::Http(http) => Ok((
+            std::sync::Arc::new(config_provider::HttpProvider::new((**http).clone())),
+            None,
+        )),
+    }
+}
+
 /// Runs the connectors of `config` with `plugins` until SIGINT or SIGTERM; `started`
 /// is told where the HTTP API listens once everything runs.
 pub(crate) async fn serve(
@@ -308,25 +312,22 @@ pub(crate) async fn serve(
     plugins: runtime_core::PluginRegistry,
     started: impl FnOnce(Option<std::net::SocketAddr>),
 ) -> Result<(), String> {
-    use config_provider::{ConfigProvider, ConnectorsConfig};
     let mut signals =
         Signals::new().map_err(|error| format!("cannot listen for signals: {error}"))?;
-    let provider: std::sync::Arc<dyn ConfigProvider> = match &config.connectors {
-        ConnectorsConfig::Local(local) => {
-            let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-            std::sync::Arc::new(
-                config_provider::LocalProvider::open(&local.config_dir, &env)
-                    .map_err(|error| error.to_string())?,
-            )
-        }
-        ConnectorsConfig::Http(http) => {
-            std::sync::Arc::new(config_provider::HttpProvider::new((**http).clone()))
-        }
-    };
+    let (provider, dir) = open_provider(&config.connectors)?;
     let configs = provider
         .active_configs()
         .await
         .map_err(|error| format!("cannot read the connector configs: {error}"))?;
+    if let Some(dir) = dir {
+        let count = configs.sources.len() + configs.sinks.len();
+        match dir.trouble(count) {
+            Some(trouble) => tracing::warn!(dir = %dir.path.display(), "{trouble}"),
+            None => {
+                tracing::info!(dir = %dir.path.display(), connectors = count, "read the connector configs")
+            }
+        }
+    }
     let tls = config.iggy.tls.enabled.then(|| {
         (
             config.iggy.tls.ca_file.clone(),

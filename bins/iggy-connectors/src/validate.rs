@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use config_provider::{ConfigProvider, ConnectorConfig, ConnectorsConfig};
+use config_provider::ConnectorConfig;
 use plugin_host::PluginLoader;
 
 use crate::cli::ConfigPath;
@@ -44,18 +44,8 @@ async fn check(config: Option<&ConfigPath>) -> Result<String, Vec<String>> {
     }
     let loaded = config_provider::load(config.map(|config| config.path.as_path()))
         .map_err(|error| vec![error.to_string()])?;
-    let provider: Box<dyn ConfigProvider> = match &loaded.config.connectors {
-        ConnectorsConfig::Local(local) => {
-            let env = std::env::vars().collect();
-            Box::new(
-                config_provider::LocalProvider::open(&local.config_dir, &env)
-                    .map_err(|error| vec![error.to_string()])?,
-            )
-        }
-        ConnectorsConfig::Http(http) => {
-            Box::new(config_provider::HttpProvider::new((**http).clone()))
-        }
-    };
+    let (provider, dir) =
+        crate::open_provider(&loaded.config.connectors).map_err(|error| vec![error])?;
     let configs = provider
         .active_configs()
         .await
@@ -79,11 +69,21 @@ async fn check(config: Option<&ConfigPath>) -> Result<String, Vec<String>> {
     let file = loaded
         .file
         .map_or_else(|| "defaults".to_owned(), |file| file.display().to_string());
-    Ok(format!(
+    let mut summary = format!(
         "configuration is valid: {file}, {} sources, {} sinks (plugins load, transforms build, stream schemas read)",
         configs.sources.len(),
         configs.sinks.len()
-    ))
+    );
+    if let Some(dir) = dir {
+        match dir.trouble(configs.sources.len() + configs.sinks.len()) {
+            Some(trouble) => summary.push_str(&format!("\n  warning: {trouble}")),
+            None => summary.push_str(&format!(
+                "\n  connector configs read from {}",
+                dir.path.display()
+            )),
+        }
+    }
+    Ok(summary)
 }
 
 pub(crate) fn validate(config: Option<&ConfigPath>) -> ExitCode {

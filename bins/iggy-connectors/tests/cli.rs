@@ -327,3 +327,107 @@ fn validate_reports_every_problem_at_once() {
         "{stderr}"
     );
 }
+
+/// The README's `transform` example, run exactly as written from the repository root:
+/// its connector and sample input ship with the repository, and the chain filters,
+/// deletes, adds and updates as the example's comments say.
+#[test]
+fn the_readmes_transform_example_runs_as_written() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let command = readme
+        .lines()
+        .find(|line| line.starts_with("iggy-connectors transform --connector configs/"))
+        .expect("the README shows a transform command on the shipped configs");
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let output = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
+        .args(&args)
+        .current_dir(root)
+        .env_remove("IGGY_CONNECTORS_CONFIG_PATH")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let lines: Vec<serde_json::Value> = text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let orders: Vec<u64> = lines
+        .iter()
+        .map(|line| line["order"].as_u64().unwrap())
+        .collect();
+    assert_eq!(orders, [1, 3], "the debug event is filtered out");
+    for line in &lines {
+        assert!(line.get("password").is_none(), "{line}");
+        assert_eq!(line["service"], "checkout", "{line}");
+        assert!(
+            line["seen_at"].as_u64().unwrap() > 1_700_000_000_000,
+            "{line}"
+        );
+    }
+    assert_eq!(lines[0]["status"], "seen", "an existing status is updated");
+    assert!(lines[1].get("status").is_none(), "no status is added");
+    let summary = text(&output.stderr);
+    assert!(
+        summary.contains("3 messages: 2 out, 1 filtered, 0 failed"),
+        "{summary}"
+    );
+    let flowing = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flowing.contains(summary.trim()),
+        "the README quotes the summary: {summary}"
+    );
+}
+
+/// A relative `config_dir` is read from the working directory (as upstream reads it):
+/// `validate` says which directory it read, and warns when that directory is missing
+/// or holds no connector files, instead of a bare "valid, 0 sources, 0 sinks".
+#[test]
+fn validate_names_the_connector_directory_it_read() {
+    let home = iggy_connectors_tests::temp_dir("validate-dir");
+    let elsewhere = home.join("elsewhere");
+    std::fs::create_dir_all(home.join("connectors")).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(
+        home.join("connectors/file.toml"),
+        connector("sink", "file", &plugin_path("iggy_connector_file_sink"), ""),
+    )
+    .unwrap();
+    let config = home.join("config.toml");
+    std::fs::write(&config, "[connectors]\nconfig_dir = \"connectors\"\n").unwrap();
+    let validate_from = |dir: &std::path::Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
+            .args(["validate", "--config", config.to_str().unwrap()])
+            .current_dir(dir)
+            .env_remove("IGGY_CONNECTORS_CONFIG_PATH")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        text(&output.stdout)
+    };
+    let canonical = |path: std::path::PathBuf| path.canonicalize().unwrap();
+
+    let stdout = validate_from(&home);
+    let read = canonical(home.join("connectors"));
+    assert!(
+        stdout.contains("0 sources, 1 sinks")
+            && stdout.contains(&format!("connector configs read from {}", read.display())),
+        "{stdout}"
+    );
+
+    let stdout = validate_from(&elsewhere);
+    let missing = canonical(elsewhere.clone()).join("connectors");
+    assert!(
+        stdout.contains(&format!(
+            "warning: the connector config directory {} does not exist",
+            missing.display()
+        )) && stdout.contains("read from the working directory"),
+        "{stdout}"
+    );
+
+    std::fs::create_dir_all(elsewhere.join("connectors")).unwrap();
+    let stdout = validate_from(&elsewhere);
+    assert!(
+        stdout.contains("holds no connector files (*.toml)"),
+        "{stdout}"
+    );
+}

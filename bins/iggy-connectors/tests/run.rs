@@ -285,6 +285,22 @@ fn lines_of(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Recei
 }
 
 /// A plain HTTP/1.1 GET; returns the status code and the body.
+/// Where the runtime whose log is `received` serves its API, from its log line.
+fn api_address(received: &std::sync::mpsc::Receiver<String>, deadline: Instant) -> String {
+    loop {
+        let line = received
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the runtime logs where the API listens");
+        if line.contains("HTTP API listening")
+            && let Some(address) = line
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("address="))
+        {
+            return address.to_owned();
+        }
+    }
+}
+
 fn http_get(address: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).unwrap();
@@ -336,18 +352,7 @@ async fn serves_the_http_api_while_running() {
     );
     let received = lines_of(child.stderr.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
-    let address = loop {
-        let line = received
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the runtime logs where the API listens");
-        if line.contains("HTTP API listening")
-            && let Some(address) = line
-                .split_whitespace()
-                .find_map(|field| field.strip_prefix("address="))
-        {
-            break address.to_owned();
-        }
-    };
+    let address = api_address(&received, deadline);
     let ready = loop {
         let (status, body) = http_get(&address, "/ready");
         if status == 200 {
@@ -395,6 +400,69 @@ async fn serves_the_http_api_while_running() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// With `[http.tls]`, `healthcheck` asks `/health` over TLS, trusting the API's own
+/// certificate (made for `localhost`, asked on 127.0.0.1); with another certificate
+/// configured it refuses the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_asks_health_over_tls() {
+    let target = TestTarget::from_env().await.unwrap();
+    let dir = temp_dir("binary-health-tls");
+    let stream = unique("health-tls");
+    let (config, _) = write_setup(&dir, &target.address, &stream, "interval = \"10ms\"", "").await;
+    let certificate = |name: &str| {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+        (cert, key)
+    };
+    let (cert, key) = certificate("api");
+    let tls = |command: &mut Command, address: &str, cert: &std::path::Path| {
+        command
+            .env("IGGY_CONNECTORS_HTTP_ENABLED", "true")
+            .env("IGGY_CONNECTORS_HTTP_ADDRESS", address)
+            .env("IGGY_CONNECTORS_HTTP_TLS_ENABLED", "true")
+            .env("IGGY_CONNECTORS_HTTP_TLS_CERT_FILE", cert)
+            .env("IGGY_CONNECTORS_HTTP_TLS_KEY_FILE", &key)
+            .env_remove("IGGY_CONNECTORS_CONFIG_PATH");
+    };
+    let mut command = runtime_command(&config);
+    tls(&mut command, "127.0.0.1:0", &cert);
+    let mut child = Reaped::spawn(
+        command
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let received = lines_of(child.stderr.take().unwrap());
+    let address = api_address(&received, Instant::now() + Duration::from_secs(60));
+    let healthcheck = |cert: &std::path::Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"));
+        tls(command.arg("healthcheck"), &address, cert);
+        command.output().unwrap()
+    };
+    let healthy = healthcheck(&cert);
+    let said = String::from_utf8_lossy(&healthy.stdout);
+    assert!(
+        healthy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    assert!(
+        said.contains(&format!("healthy: https://{address}/health")),
+        "{said}"
+    );
+    let (other, _) = certificate("other");
+    let refused = healthcheck(&other);
+    let complaint = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(complaint.contains("another certificate"), "{complaint}");
+    drop(child);
 }
 
 /// An API address already in use is a clear startup error, not a panic.
@@ -463,7 +531,11 @@ async fn the_readme_first_command_runs_the_demo() {
     let received = lines_of(child.stdout.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut api, mut output) = (None, None);
-    while api.is_none() || output.is_none() {
+    let mut printed = Vec::new();
+    while printed
+        .last()
+        .is_none_or(|line| line != "Press Ctrl-C to stop.")
+    {
         let line = received
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("the demo says where to look");
@@ -473,7 +545,41 @@ async fn the_readme_first_command_runs_the_demo() {
         if let Some(rest) = line.trim().strip_prefix("Output:") {
             output = rest.split_whitespace().next().map(std::path::PathBuf::from);
         }
+        printed.push(line);
     }
+    // The README shows what the demo prints, but for addresses, ports and the pid in
+    // the demo's directory (and the Iggy line, against a real server).
+    let shown = readme
+        .split("It prints where to look:\n\n```\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README shows the demo's first lines");
+    let temp = std::env::temp_dir().display().to_string();
+    let same_shape = |line: &str| {
+        let line = line.replace(temp.trim_end_matches('/'), "/tmp");
+        let mut shape = String::new();
+        for c in line.chars() {
+            if !c.is_ascii_digit() {
+                shape.push(c);
+            } else if !shape.ends_with('N') {
+                shape.push('N');
+            }
+        }
+        shape
+    };
+    let real_server = std::env::var_os("IGGY_TEST_ADDRESS").is_some();
+    let compared = |lines: Vec<String>| -> Vec<String> {
+        lines
+            .into_iter()
+            .filter(|line| !(real_server && line.trim_start().starts_with("Iggy:")))
+            .map(|line| same_shape(&line))
+            .collect()
+    };
+    assert_eq!(
+        compared(printed),
+        compared(shown.lines().map(str::to_owned).collect()),
+        "the README's demo output is not what the demo prints"
+    );
     let (api, output) = (api.unwrap(), output.unwrap());
     let written = || std::fs::read_to_string(&output).map_or(0, |text| text.lines().count());
     while written() < 10 {
