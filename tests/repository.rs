@@ -45,7 +45,10 @@ fn no_source_state_is_tracked_and_the_default_state_directory_is_ignored() {
         config.contains("path = \"local_state\""),
         "configs/config.toml no longer puts the state in local_state: update this test"
     );
-    let ignored = git(&["check-ignore", "-q", "local_state/source_random.state"])
-        .expect("a git checkout");
-    assert!(ignored.status.success(), "local_state/ is not in .gitignore");
+    let ignored =
+        git(&["check-ignore", "-q", "local_state/source_random.state"]).expect("a git checkout");
+    assert!(
+        ignored.status.success(),
+        "local_state/ is not in .gitignore"
+    );
 }
