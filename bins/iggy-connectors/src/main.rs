@@ -216,6 +216,7 @@ fn run(invocation: &Invocation) -> ExitCode {
         }
     };
     init_logging(loaded.config.logging.format);
+    loaded.log_warnings();
     tracing::info!(file = ?loaded.file, config = %loaded.redacted(), "configuration is valid");
     let plugins = runtime_core::PluginRegistry::new(PluginLoader::new());
     block_on(serve(loaded.config, plugins, |_| {}))
@@ -244,6 +245,8 @@ pub(crate) struct ConnectorDir {
     /// That directory, absolute: a relative one is read from the working directory, as
     /// upstream's runtime reads it.
     pub(crate) path: std::path::PathBuf,
+    /// `IGGY_CONNECTORS_{SINK|SOURCE}_*` variables that match no connector there.
+    pub(crate) unmatched: Vec<config_provider::Problem>,
 }
 
 impl ConnectorDir {
@@ -295,6 +298,7 @@ pub(crate) fn open_provider(
             let dir = ConnectorDir {
                 configured: local.config_dir.clone(),
                 path,
+                unmatched: provider.unmatched_overrides().to_vec(),
             };
             Ok((std::sync::Arc::new(provider), Some(dir)))
         }

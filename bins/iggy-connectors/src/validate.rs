@@ -51,7 +51,11 @@ async fn check(config: Option<&ConfigPath>) -> Result<String, Vec<String>> {
         .await
         .map_err(|error| vec![format!("cannot read the connector configs: {error}")])?;
     let loader = PluginLoader::new();
-    let mut problems = Vec::new();
+    // A variable that matches no connector does nothing: a typo to fix before it ships.
+    let mut problems: Vec<String> = dir
+        .iter()
+        .flat_map(|dir| dir.unmatched.iter().map(ToString::to_string))
+        .collect();
     let all = configs.sources.values().chain(configs.sinks.values());
     for config in all.clone() {
         for problem in check_connector(&loader, config) {
@@ -74,6 +78,9 @@ async fn check(config: Option<&ConfigPath>) -> Result<String, Vec<String>> {
         configs.sources.len(),
         configs.sinks.len()
     );
+    for warning in &loaded.warnings {
+        summary.push_str(&format!("\n  warning: {warning}"));
+    }
     if let Some(dir) = dir {
         match dir.trouble(configs.sources.len() + configs.sinks.len()) {
             Some(trouble) => summary.push_str(&format!("\n  warning: {trouble}")),

@@ -549,6 +549,35 @@ fn deserialize_at<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<
     })
 }
 
+/// The fields an override may set directly, besides `STREAMS_<i>_<FIELD>` and
+/// `PLUGIN_CONFIG_<FIELD>`.
+const OVERRIDE_FIELDS: &[&str] = &[
+    "ENABLED",
+    "VERSION",
+    "NAME",
+    "PATH",
+    "PLUGIN_CONFIG_FORMAT",
+    "VERBOSE",
+    "BENCHMARK",
+    "ERROR_POLICY",
+    "MAX_UNSAVED_SENDS",
+    "VERIFIED_RESUME",
+];
+
+/// Whether `field` (what follows `IGGY_CONNECTORS_{SINK|SOURCE}_{KEY}_`) is one an
+/// override may set: used to tell where the key ends in a variable that matches no
+/// connector, to suggest the one meant.
+pub(crate) fn is_override_field(field: &str) -> bool {
+    OVERRIDE_FIELDS.contains(&field)
+        || field
+            .strip_prefix("PLUGIN_CONFIG_")
+            .is_some_and(|rest| !rest.is_empty())
+        || field
+            .strip_prefix("STREAMS_")
+            .and_then(|rest| rest.split_once('_'))
+            .is_some_and(|(index, rest)| index.parse::<usize>().is_ok() && !rest.is_empty())
+}
+
 /// The environment overrides of one connector (upstream's naming):
 /// `IGGY_CONNECTORS_{SINK|SOURCE}_{KEY}_{FIELD}`, with the key in upper case and `-` as
 /// `_`. Fields: `ENABLED`, `VERSION`, `NAME`, `PATH`, `PLUGIN_CONFIG_FORMAT`, `VERBOSE`,
@@ -629,19 +658,7 @@ pub fn apply_env_overrides(
                     };
                     stream.insert(stream_field.to_lowercase(), value(kind)?);
                 } else {
-                    let known = [
-                        "ENABLED",
-                        "VERSION",
-                        "NAME",
-                        "PATH",
-                        "PLUGIN_CONFIG_FORMAT",
-                        "VERBOSE",
-                        "BENCHMARK",
-                        "ERROR_POLICY",
-                        "MAX_UNSAVED_SENDS",
-                        "VERIFIED_RESUME",
-                    ];
-                    let hint = crate::suggest::nearest(field, known)
+                    let hint = crate::suggest::nearest(field, OVERRIDE_FIELDS.iter().copied())
                         .map(|near| format!("; did you mean {prefix}{near}?"))
                         .unwrap_or_default();
                     return Err(format!("{name}: unknown connector field{hint}"));

@@ -16,7 +16,7 @@ use figment::{Figment, Metadata, Profile, Provider};
 
 use connector_sdk::duration::parse_duration;
 
-use crate::runtime::RuntimeConfig;
+use crate::runtime::{ConnectorsConfig, HttpProviderConfig, LocalProviderConfig, RuntimeConfig};
 use crate::secrets::{self, SecretPaths};
 
 /// Prefix of every environment variable the runtime reads.
@@ -92,9 +92,28 @@ pub struct LoadedConfig {
     pub file: Option<PathBuf>,
     /// Keys whose values came from `${env:...}` or `${file:...}`.
     pub secrets: SecretPaths,
+    /// Values that were accepted but have no effect, each named by the variable (or
+    /// file) that set it: keys of the provider kind not in use (the README's
+    /// `IGGY_CONNECTORS_CONNECTORS_REQUEST_HEADERS` under `config_type = "local"`), and
+    /// per-connector overrides under the http provider, which never applies them.
+    /// [`load`] does not log them (the caller's logging is usually not set up yet):
+    /// call [`LoadedConfig::log_warnings`] once it is, or print them.
+    pub warnings: Vec<Problem>,
 }
 
 impl LoadedConfig {
+    /// Logs each of [`LoadedConfig::warnings`] at warn level, with the variable or file
+    /// (`source`) and key as fields.
+    pub fn log_warnings(&self) {
+        for warning in &self.warnings {
+            tracing::warn!(
+                source = %warning.source,
+                key = warning.key.as_deref().unwrap_or_default(),
+                "{warning}"
+            );
+        }
+    }
+
     /// The config as JSON with every secret replaced by `"******"`: for logs and APIs.
     pub fn redacted(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(&self.config).unwrap_or_default();
@@ -182,7 +201,7 @@ pub fn load_with_env(
     let mut problems = Vec::new();
     let mut secret_paths = SecretPaths::new();
 
-    let file_layer = match file {
+    let mut file_layer = match file {
         Some(path) => match read_file(path, &schema, &mut secret_paths) {
             Ok(dict) => Some((path, dict)),
             Err(error) => {
@@ -192,7 +211,8 @@ pub fn load_with_env(
         },
         None => None,
     };
-    let env_layer = match env_dict(env, &schema, &mut secret_paths) {
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    let mut env_layer = match env_dict(env.iter().cloned(), &schema, &mut secret_paths) {
         Ok(layer) => layer,
         Err(error) => {
             problems.extend(error.problems);
@@ -203,42 +223,431 @@ pub fn load_with_env(
         return Err(ConfigError { problems });
     }
 
-    // Without a file or variable naming it, the provider kind is the default one; it
-    // must be present for the tagged enum to deserialise a partial `[connectors]`.
-    let mut figment = Figment::from(figment::providers::Serialized::default(
-        "connectors.config_type",
-        "local",
-    ));
-    if let Some((path, dict)) = file_layer {
-        figment = figment.merge(Layer {
-            dict,
-            metadata: Metadata::from(
+    let mut warnings = Vec::new();
+    let file_source = file.map(|path| path.display().to_string());
+    let provider = choose_provider(
+        file_layer.as_mut().map(|(_, dict)| dict),
+        file_source.as_deref(),
+        &mut env_layer,
+        &mut problems,
+        &mut warnings,
+    );
+    if let Some(provider) = &provider
+        && provider.kind != "local"
+    {
+        warn_connector_overrides(&env, provider, &mut warnings);
+    }
+    // Problems with the provider kind do not stop here: the rest of the config is still
+    // extracted and checked below, so that every problem is reported at once.
+    let provider = provider.filter(|_| problems.is_empty());
+    let origins = Origins {
+        file: file_source,
+        file_paths: file_layer
+            .as_ref()
+            .map(|(_, dict)| {
+                let mut paths = BTreeSet::new();
+                collect_paths(dict, "", &mut paths);
+                paths
+            })
+            .unwrap_or_default(),
+        variables: env_layer.names.clone(),
+    };
+
+    // `[connectors]` is extracted apart, as the struct of the kind chosen above: through
+    // the tagged enum, serde buffers the table and reports a bad value (say a negative
+    // `IGGY_CONNECTORS_CONNECTORS_RETRY_MAX_ATTEMPTS`) at `connectors`, losing the key,
+    // and so the variable, it came from.
+    let mut main = Figment::new();
+    let mut connectors = Figment::new();
+    let mut has_connectors = false;
+    let names = env_layer.names.clone();
+    let env_metadata = Metadata::named("environment")
+        .interpolater(move |_, keys| variables_under(&names, &keys.join(".")));
+    let layers = file_layer
+        .map(|(path, dict)| {
+            let metadata = Metadata::from(
                 format!("{}", path.display()),
                 figment::Source::File(path.to_path_buf()),
-            ),
-        });
+            );
+            (dict, metadata)
+        })
+        .into_iter()
+        .chain([(env_layer.dict, env_metadata)]);
+    for (mut dict, metadata) in layers {
+        if let Some(Value::Dict(_, mut table)) = dict.remove("connectors") {
+            table.remove("config_type");
+            has_connectors = true;
+            connectors = connectors.merge(Layer {
+                dict: table,
+                metadata: metadata.clone(),
+            });
+        }
+        main = main.merge(Layer { dict, metadata });
     }
-    let names = env_layer.names.clone();
-    figment = figment.merge(Layer {
-        dict: env_layer.dict,
-        metadata: Metadata::named("environment").interpolater(move |_, keys| {
-            let path = keys.join(".");
-            names
-                .get(&path)
-                .cloned()
-                .unwrap_or_else(|| format!("{ENV_PREFIX}{}", path.replace('.', "_").to_uppercase()))
-        }),
+    let config = main.extract::<RuntimeConfig>();
+    // Without a usable kind (a problem already), `[connectors]` is left at its default.
+    let connectors = match provider {
+        Some(provider) if provider.kind == "http" => connectors
+            .extract::<HttpProviderConfig>()
+            .map(|http| ConnectorsConfig::Http(Box::new(http))),
+        Some(_) if has_connectors => connectors
+            .extract::<LocalProviderConfig>()
+            .map(ConnectorsConfig::Local),
+        _ => Ok(ConnectorsConfig::default()),
+    };
+    let connectors = connectors.map_err(|error| {
+        // Extracted at the root of its own figment: put the keys back in place.
+        error.into_iter().flat_map(|mut error| {
+            error.path.insert(0, "connectors".to_owned());
+            from_figment(error, file).problems
+        })
     });
-    let config: RuntimeConfig = figment
-        .extract()
-        .map_err(|error| from_figment(error, file))?;
+    let mut config = match config {
+        Ok(config) => config,
+        Err(error) => {
+            problems.extend(from_figment(error, file).problems);
+            if let Err(more) = connectors {
+                problems.extend(more);
+            }
+            return Err(ConfigError { problems });
+        }
+    };
+    match connectors {
+        Ok(connectors) => config.connectors = connectors,
+        Err(more) => problems.extend(more),
+    }
     let mut loaded = LoadedConfig {
         config,
         file: file.map(Path::to_path_buf),
         secrets: secret_paths,
+        warnings,
     };
-    crate::validate::validate(&mut loaded)?;
-    Ok(loaded)
+    if let Err(error) = crate::validate::validate(&mut loaded, &origins) {
+        problems.extend(error.problems);
+    }
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+/// The variables that set `path` or keys under it (`connectors` when figment reports a
+/// whole table): a problem is named by the variables a user actually set, never by a
+/// made-up name such as `IGGY_CONNECTORS_CONNECTORS`.
+fn variables_under(names: &BTreeMap<String, String>, path: &str) -> String {
+    if let Some(name) = names.get(path) {
+        return name.clone();
+    }
+    let inner = format!("{path}.");
+    let under: Vec<&str> = names
+        .iter()
+        .filter(|(key, _)| path.is_empty() || key.starts_with(&inner))
+        .map(|(_, name)| name.as_str())
+        .collect();
+    if under.is_empty() {
+        "environment".to_owned()
+    } else {
+        under.join(", ")
+    }
+}
+
+/// Every path `dict` sets, tables included (`iggy`, `iggy.tls`, `iggy.tls.enabled`).
+fn collect_paths(dict: &Dict, prefix: &str, out: &mut BTreeSet<String>) {
+    for (key, value) in dict {
+        let path = join(prefix, key);
+        if let Value::Dict(_, inner) = value {
+            collect_paths(inner, &path, out);
+        }
+        out.insert(path);
+    }
+}
+
+/// The environment variable of a key path: `iggy.tls.ca_file` ->
+/// `IGGY_CONNECTORS_IGGY_TLS_CA_FILE`.
+pub(crate) fn variable_of(path: &str) -> String {
+    format!("{ENV_PREFIX}{}", path.replace('.', "_").to_uppercase())
+}
+
+/// Where each value came from, so that a problem found once the layers are merged
+/// names the variable or file that set the value at fault.
+#[derive(Debug, Default)]
+pub(crate) struct Origins {
+    /// The config file, if one was read.
+    file: Option<String>,
+    /// Every path the file sets.
+    file_paths: BTreeSet<String>,
+    /// Key path -> the variable that set it.
+    variables: BTreeMap<String, String>,
+}
+
+impl Origins {
+    /// The variable that set `path`, if one did.
+    pub(crate) fn variable(&self, path: &str) -> Option<&str> {
+        self.variables.get(path).map(String::as_str)
+    }
+
+    /// Which of `paths` a problem about them all is reported under, and the source
+    /// named: the first one a variable set (the environment overrides the file, so its
+    /// value is the one in force), else the first one the file set, else the first
+    /// (a default), under the file or "configuration".
+    pub(crate) fn blame<'a>(&self, paths: &[&'a str]) -> (String, &'a str) {
+        if let Some((path, name)) = paths
+            .iter()
+            .find_map(|path| Some((*path, self.variable(path)?)))
+        {
+            return (name.to_owned(), path);
+        }
+        let first = paths.first().copied().unwrap_or_default();
+        let path = paths
+            .iter()
+            .copied()
+            .find(|path| self.file_paths.contains(*path))
+            .unwrap_or(first);
+        let source = self
+            .file
+            .clone()
+            .unwrap_or_else(|| "configuration".to_owned());
+        (source, path)
+    }
+}
+
+/// The provider kind in force and what chose it.
+struct ProviderChoice {
+    /// `"local"` or `"http"`.
+    kind: String,
+    /// The variable or file that set `connectors.config_type`; `None`: the default.
+    by: Option<Chosen>,
+}
+
+enum Chosen {
+    Variable(String),
+    File(String),
+}
+
+impl ProviderChoice {
+    /// How the kind came about, for messages: `connectors.config_type is "local" (the
+    /// default)`.
+    fn describe(&self) -> String {
+        let kind = &self.kind;
+        match &self.by {
+            None => format!("connectors.config_type is \"{kind}\" (the default)"),
+            Some(Chosen::Variable(name)) => {
+                format!("{name} sets connectors.config_type to \"{kind}\"")
+            }
+            Some(Chosen::File(file)) => {
+                format!("{file} sets connectors.config_type = \"{kind}\"")
+            }
+        }
+    }
+}
+
+/// The `connectors.config_type` string a layer sets, if it sets one.
+fn config_type(dict: &Dict) -> Option<&str> {
+    match dict.get("connectors")? {
+        Value::Dict(_, connectors) => connectors.get("config_type")?.as_str(),
+        _ => None,
+    }
+}
+
+/// Decides the provider kind (environment over file over the default `"local"`) and
+/// takes out of both layers the `[connectors]` keys only the other kind reads, so that
+/// the tagged enum does not refuse them as "unknown field" under `connectors` (naming
+/// no variable). A variable for the other kind is accepted with a warning: it is
+/// inert, and environments are shared between deployments (the README's example sets
+/// `IGGY_CONNECTORS_CONNECTORS_REQUEST_HEADERS` without choosing the http provider). A
+/// file key for the other kind is refused when the file or the default chose the
+/// kind, since the file then contradicts itself; when a variable switched the kind,
+/// the file's key is inert and warned about. `None` when the kind is not a known one
+/// (a problem).
+fn choose_provider(
+    mut file: Option<&mut Dict>,
+    file_source: Option<&str>,
+    env: &mut EnvLayer,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) -> Option<ProviderChoice> {
+    let kinds = crate::runtime::ConnectorsConfig::keys_by_kind();
+    let from_env = config_type(&env.dict).map(|kind| {
+        let name = env
+            .names
+            .get("connectors.config_type")
+            .cloned()
+            .unwrap_or_else(|| variable_of("connectors.config_type"));
+        (kind.to_owned(), Chosen::Variable(name))
+    });
+    let from_file = file.as_deref().and_then(config_type).map(|kind| {
+        let source = file_source.unwrap_or("configuration").to_owned();
+        (kind.to_owned(), Chosen::File(source))
+    });
+    let choice = match from_env.or(from_file) {
+        Some((kind, by)) => ProviderChoice { kind, by: Some(by) },
+        None => ProviderChoice {
+            kind: "local".to_owned(),
+            by: None,
+        },
+    };
+    let Some((_, own_keys)) = kinds.iter().find(|(kind, _)| *kind == choice.kind) else {
+        let source = match &choice.by {
+            Some(Chosen::Variable(name) | Chosen::File(name)) => name.clone(),
+            None => "configuration".to_owned(),
+        };
+        let names: Vec<String> = kinds.iter().map(|(kind, _)| format!("{kind:?}")).collect();
+        problems.push(Problem {
+            source,
+            key: Some("connectors.config_type".to_owned()),
+            message: format!("expected {}, got {:?}", names.join(" or "), choice.kind),
+        });
+        return None;
+    };
+    // The kind that reads a key, for messages.
+    let reader = |key: &str| {
+        kinds
+            .iter()
+            .find(|(_, keys)| keys.contains(key))
+            .map_or("another", |(kind, _)| kind.as_str())
+    };
+
+    // Variables: inert, warned about, taken out.
+    let mut inert = BTreeSet::new();
+    for (path, name) in &env.names {
+        let Some(key) = path
+            .strip_prefix("connectors.")
+            .and_then(|rest| rest.split('.').next())
+        else {
+            continue;
+        };
+        if own_keys.contains(key) {
+            continue;
+        }
+        let other = reader(key);
+        warnings.push(Problem {
+            source: name.clone(),
+            key: Some(path.clone()),
+            message: format!(
+                "only the {other} provider reads it, and {}, so it is ignored; set {}={other} to use it",
+                choice.describe(),
+                variable_of("connectors.config_type"),
+            ),
+        });
+        inert.insert(key.to_owned());
+    }
+    env.names.retain(|path, _| {
+        path.strip_prefix("connectors.")
+            .and_then(|rest| rest.split('.').next())
+            .is_none_or(|key| !inert.contains(key))
+    });
+    remove_connectors_keys(&mut env.dict, &inert);
+
+    // The file: refused unless a variable switched the kind.
+    if let Some(dict) = file.as_deref_mut() {
+        let source = file_source.unwrap_or("configuration");
+        let foreign: BTreeSet<String> = match dict.get("connectors") {
+            Some(Value::Dict(_, connectors)) => connectors
+                .keys()
+                .filter(|key| !own_keys.contains(*key))
+                .cloned()
+                .collect(),
+            _ => BTreeSet::new(),
+        };
+        for key in &foreign {
+            let other = reader(key);
+            let path = format!("connectors.{key}");
+            match &choice.by {
+                Some(Chosen::Variable(_)) => warnings.push(Problem {
+                    source: source.to_owned(),
+                    key: Some(path),
+                    message: format!(
+                        "only the {other} provider reads it, and {}, so it is ignored",
+                        choice.describe()
+                    ),
+                }),
+                Some(Chosen::File(_)) => problems.push(Problem {
+                    source: source.to_owned(),
+                    key: Some(path),
+                    message: format!(
+                        "only the {other} provider reads it, but this file sets connectors.config_type = \"{}\": set config_type = \"{other}\" in [connectors], or remove the key",
+                        choice.kind
+                    ),
+                }),
+                None => problems.push(Problem {
+                    source: source.to_owned(),
+                    key: Some(path),
+                    message: format!(
+                        "only the {other} provider reads it, but {}: set config_type = \"{other}\" in [connectors] (or {}={other}), or remove the key",
+                        choice.describe(),
+                        variable_of("connectors.config_type"),
+                    ),
+                }),
+            }
+        }
+        if matches!(choice.by, Some(Chosen::Variable(_))) {
+            remove_connectors_keys(dict, &foreign);
+        }
+    }
+
+    // A required key of the chosen kind (the http provider's `base_url`) is asked for
+    // here, by the variable or file that chose the kind: serde would report it as
+    // "missing field" under `connectors`, naming neither.
+    if choice.kind == "http" {
+        let in_env = env.names.contains_key("connectors.base_url");
+        let in_file = file.as_deref().is_some_and(|dict| {
+            matches!(dict.get("connectors"), Some(Value::Dict(_, connectors)) if connectors.contains_key("base_url"))
+        });
+        if !in_env && !in_file {
+            let source = match &choice.by {
+                Some(Chosen::Variable(name) | Chosen::File(name)) => name.clone(),
+                None => "configuration".to_owned(),
+            };
+            problems.push(Problem {
+                source,
+                key: Some("connectors.base_url".to_owned()),
+                message: format!(
+                    "is required with the http provider: set {} to the configuration service's URL (or base_url in [connectors])",
+                    variable_of("connectors.base_url")
+                ),
+            });
+        }
+    }
+    Some(choice)
+}
+
+/// Removes `keys` from the `[connectors]` table of `dict` (and the table, if emptied).
+fn remove_connectors_keys(dict: &mut Dict, keys: &BTreeSet<String>) {
+    if keys.is_empty() {
+        return;
+    }
+    if let Some(Value::Dict(_, connectors)) = dict.get_mut("connectors") {
+        connectors.retain(|key, _| !keys.contains(key));
+        if connectors.is_empty() {
+            dict.remove("connectors");
+        }
+    }
+}
+
+/// Per-connector overrides (`IGGY_CONNECTORS_SINK_*`, `IGGY_CONNECTORS_SOURCE_*`) are
+/// applied by the local provider only; under any other, each one set is inert.
+fn warn_connector_overrides(
+    env: &[(String, String)],
+    provider: &ProviderChoice,
+    warnings: &mut Vec<Problem>,
+) {
+    let mut names: Vec<&str> = env
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| is_connector_override(name))
+        .collect();
+    names.sort_unstable();
+    for name in names {
+        warnings.push(Problem {
+            source: name.to_owned(),
+            key: None,
+            message: format!(
+                "per-connector overrides apply only to the local provider's connectors, and {}, so it is ignored; change the connector's config in the configuration service instead",
+                provider.describe()
+            ),
+        });
+    }
 }
 
 fn source_name(file: Option<&Path>) -> String {
@@ -266,11 +675,46 @@ fn from_figment(error: figment::Error, file: Option<&Path>) -> ConfigError {
             Problem {
                 source,
                 key,
-                message: error.kind.to_string(),
+                message: describe_kind(&error.kind),
             }
         })
         .collect();
     ConfigError { problems }
+}
+
+/// What figment found wrong, without its doubled quoting of the choices ("expected
+/// ``text` or `json``").
+fn describe_kind(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    let choices = |expected: &[&str]| {
+        expected
+            .iter()
+            .map(|choice| format!("{choice:?}"))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    match kind {
+        Kind::UnknownVariant(found, expected) => {
+            format!("expected {}, got {found:?}", choices(expected))
+        }
+        Kind::UnknownField(found, expected) => {
+            format!("unknown key {found:?}; expected {}", choices(expected))
+        }
+        Kind::InvalidValue(actual, expected) => {
+            let range = match expected.as_str() {
+                "u8" => Some(u64::from(u8::MAX)),
+                "u16" => Some(u64::from(u16::MAX)),
+                "u32" => Some(u64::from(u32::MAX)),
+                "u64" => Some(u64::MAX),
+                _ => None,
+            };
+            match range {
+                Some(max) => format!("expected a whole number from 0 to {max}, got {actual}"),
+                None => kind.to_string(),
+            }
+        }
+        other => other.to_string(),
+    }
 }
 
 /// A figment provider over a ready dictionary.
@@ -453,8 +897,7 @@ fn env_names(schema: &Node, prefix: &str, out: &mut BTreeMap<String, (String, No
             match node {
                 Node::Table(_) => env_names(node, &path, out),
                 _ => {
-                    let name = format!("{ENV_PREFIX}{}", path.replace('.', "_").to_uppercase());
-                    out.insert(name, (path, node.clone()));
+                    out.insert(variable_of(&path), (path, node.clone()));
                 }
             }
         }
@@ -464,9 +907,12 @@ fn env_names(schema: &Node, prefix: &str, out: &mut BTreeMap<String, (String, No
 /// Variables under the prefix that belong to others: the config path and connector
 /// overrides (`IGGY_CONNECTORS_SINK_*`, `IGGY_CONNECTORS_SOURCE_*`).
 fn is_foreign(name: &str) -> bool {
-    name == CONFIG_PATH_ENV
-        || name.starts_with("IGGY_CONNECTORS_SINK_")
-        || name.starts_with("IGGY_CONNECTORS_SOURCE_")
+    name == CONFIG_PATH_ENV || is_connector_override(name)
+}
+
+/// A per-connector override: `IGGY_CONNECTORS_{SINK|SOURCE}_...`.
+pub(crate) fn is_connector_override(name: &str) -> bool {
+    name.starts_with("IGGY_CONNECTORS_SINK_") || name.starts_with("IGGY_CONNECTORS_SOURCE_")
 }
 
 fn env_dict(

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use connector_sdk::ConnectorKind;
 use tokio::sync::Mutex;
 
-use crate::connector::{ConnectorConfig, apply_env_overrides, from_toml_value};
-use crate::load::{ConfigError, Problem};
+use crate::connector::{ConnectorConfig, apply_env_overrides, from_toml_value, is_override_field};
+use crate::load::{ConfigError, ENV_PREFIX, Problem, is_connector_override};
 use crate::provider::{ActiveConfigs, ConfigProvider, ProviderError, check_request};
 
 /// The name of the file that records active versions.
@@ -34,12 +34,17 @@ struct Store {
 pub struct LocalProvider {
     dir: PathBuf,
     store: Mutex<Store>,
+    unmatched: Vec<Problem>,
 }
 
 impl LocalProvider {
     /// Reads every config in `dir`, applying `IGGY_CONNECTORS_{SINK|SOURCE}_{KEY}_*`
     /// overrides from `env`. Every problem in every file is reported at once. An empty
     /// or missing directory means no connectors (and one log line).
+    ///
+    /// An override naming no connector of the directory is not an error (a deployment
+    /// may keep variables for a connector it removed) but a warning, logged here and
+    /// kept for [`LocalProvider::unmatched_overrides`].
     pub fn open(
         dir: impl Into<PathBuf>,
         env: &BTreeMap<String, String>,
@@ -53,9 +58,12 @@ impl LocalProvider {
                 if error.kind() == std::io::ErrorKind::NotFound || dir.as_os_str().is_empty() =>
             {
                 tracing::info!(dir = %dir.display(), "no connector config directory: no connectors");
+                let (_, unmatched) = assign_overrides(env, &[]);
+                let unmatched = report_unmatched(&dir, unmatched, &[]);
                 return Ok(LocalProvider {
                     dir,
                     store: Mutex::new(store),
+                    unmatched,
                 });
             }
             Err(error) => {
@@ -72,8 +80,33 @@ impl LocalProvider {
             .filter(|path| is_config_file(path))
             .collect();
         files.sort();
-        for file in files {
-            match read_config(&file, env) {
+        // Every file is parsed before any override is applied: a variable goes to the
+        // connector with the longest key it starts with (`..._SINK_A_B_ENABLED` is for
+        // `a_b`, not for `a` with a field `B_ENABLED`), and one that goes to none is
+        // reported, which needs every key first.
+        let parsed: Vec<(PathBuf, Result<Parsed, Problem>)> = files
+            .into_iter()
+            .map(|file| {
+                let parsed = parse_file(&file);
+                (file, parsed)
+            })
+            .collect();
+        let ids: Vec<Id> = parsed
+            .iter()
+            .filter_map(|(_, parsed)| parsed.as_ref().ok()?.id.clone())
+            .collect();
+        let (owned, unmatched) = assign_overrides(env, &ids);
+        let no_overrides = BTreeMap::new();
+        for (file, parsed) in parsed {
+            let config = parsed.and_then(|parsed| {
+                let overrides = parsed
+                    .id
+                    .as_ref()
+                    .and_then(|id| owned.get(id))
+                    .unwrap_or(&no_overrides);
+                finish_config(&file, parsed, overrides)
+            });
+            match config {
                 Ok(config) => {
                     let id = (config.kind(), config.key().to_owned());
                     let versions = store.versions.entry(id).or_default();
@@ -122,9 +155,11 @@ impl LocalProvider {
         if store.versions.is_empty() {
             tracing::info!(dir = %dir.display(), "no connector configs found: no connectors");
         }
+        let unmatched = report_unmatched(&dir, unmatched, &ids);
         Ok(LocalProvider {
             dir,
             store: Mutex::new(store),
+            unmatched,
         })
     }
 
@@ -132,6 +167,135 @@ impl LocalProvider {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// The `IGGY_CONNECTORS_{SINK|SOURCE}_*` variables that matched no connector of the
+    /// directory, each named with the keys that do exist (and the nearest variable, for
+    /// a typo). [`LocalProvider::open`] logged them; this is for a caller that reports
+    /// them too, such as `iggy-connectors validate`.
+    pub fn unmatched_overrides(&self) -> &[Problem] {
+        &self.unmatched
+    }
+}
+
+/// The variable prefix of a connector's overrides: `IGGY_CONNECTORS_SINK_MY_KEY_`.
+fn override_prefix(kind: ConnectorKind, key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{}_{}_",
+        kind.as_str().to_uppercase(),
+        key.to_uppercase().replace('-', "_")
+    )
+}
+
+/// Splits the per-connector overrides in `env` by the connector they are for: each
+/// goes to the connector(s) with the longest prefix it starts with (two keys that
+/// differ only by `-` and `_` share a prefix, and both get it). Returns the overrides
+/// by connector, and the override variables that match none.
+fn assign_overrides(
+    env: &BTreeMap<String, String>,
+    ids: &[Id],
+) -> (BTreeMap<Id, BTreeMap<String, String>>, Vec<String>) {
+    let prefixes: Vec<(String, &Id)> = ids
+        .iter()
+        .map(|id| (override_prefix(id.0, &id.1), id))
+        .collect();
+    let mut owned: BTreeMap<Id, BTreeMap<String, String>> = BTreeMap::new();
+    let mut unmatched = Vec::new();
+    for (name, value) in env {
+        if !is_connector_override(name) {
+            continue;
+        }
+        let longest = prefixes
+            .iter()
+            .filter(|(prefix, _)| name.starts_with(prefix.as_str()))
+            .map(|(prefix, _)| prefix.len())
+            .max();
+        let Some(longest) = longest else {
+            unmatched.push(name.clone());
+            continue;
+        };
+        for (_, id) in prefixes
+            .iter()
+            .filter(|(prefix, _)| prefix.len() == longest && name.starts_with(prefix.as_str()))
+        {
+            owned
+                .entry((*id).clone())
+                .or_default()
+                .insert(name.clone(), value.clone());
+        }
+    }
+    (owned, unmatched)
+}
+
+/// Turns each unmatched override into a warning that names the variable, the keys of
+/// its kind that exist and, when the variable looks like a typo of one of them, the
+/// variable meant; logs each one.
+fn report_unmatched(dir: &Path, unmatched: Vec<String>, ids: &[Id]) -> Vec<Problem> {
+    unmatched
+        .into_iter()
+        .map(|name| {
+            let kind = if name.starts_with(&format!("{ENV_PREFIX}SINK_")) {
+                ConnectorKind::Sink
+            } else {
+                ConnectorKind::Source
+            };
+            let mut keys: Vec<&str> = ids
+                .iter()
+                .filter(|(id_kind, _)| *id_kind == kind)
+                .map(|(_, key)| key.as_str())
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let existing = if keys.is_empty() {
+                format!("there are no {kind}s in {}", dir.display())
+            } else {
+                let listed: Vec<String> = keys
+                    .iter()
+                    .map(|key| format!("{key} ({}*)", override_prefix(kind, key)))
+                    .collect();
+                format!(
+                    "the {kind}s in {} are: {}",
+                    dir.display(),
+                    listed.join(", ")
+                )
+            };
+            let hint = nearest_override(&name, kind, &keys)
+                .map(|near| format!("; did you mean {near}?"))
+                .unwrap_or_default();
+            let message = format!("matches no {kind}, so it is ignored: {existing}{hint}");
+            tracing::warn!(
+                variable = %name,
+                kind = %kind,
+                known = ?keys,
+                dir = %dir.display(),
+                "{name}: {message}"
+            );
+            Problem {
+                source: name,
+                key: None,
+                message,
+            }
+        })
+        .collect()
+}
+
+/// The override `name` was probably meant to be: the same field for the existing key
+/// nearest to the key part of `name`. The key part ends where a known field starts,
+/// which is tried at every `_`.
+fn nearest_override(name: &str, kind: ConnectorKind, keys: &[&str]) -> Option<String> {
+    let rest = name.strip_prefix(&format!("{ENV_PREFIX}{}_", kind.as_str().to_uppercase()))?;
+    let normalised: Vec<String> = keys
+        .iter()
+        .map(|key| key.to_uppercase().replace('-', "_"))
+        .collect();
+    rest.match_indices('_').find_map(|(at, _)| {
+        let (key, field) = (&rest[..at], &rest[at + 1..]);
+        if !is_override_field(field) {
+            return None;
+        }
+        let near = crate::suggest::nearest(key, normalised.iter().map(String::as_str))?;
+        let index = normalised.iter().position(|candidate| candidate == near)?;
+        Some(format!("{}{field}", override_prefix(kind, keys[index])))
+    })
 }
 
 fn is_config_file(path: &Path) -> bool {
@@ -141,16 +305,22 @@ fn is_config_file(path: &Path) -> bool {
     path.is_file() && name.ends_with(".toml") && !name.starts_with('.') && name != "Cargo.toml"
 }
 
-fn read_config(file: &Path, env: &BTreeMap<String, String>) -> Result<ConnectorConfig, Problem> {
-    let source = file.display().to_string();
+/// A connector file read and parsed, its overrides not yet applied.
+struct Parsed {
+    table: toml::Table,
+    /// Kind and key, when the file names both and the key is valid.
+    id: Option<Id>,
+}
+
+fn parse_file(file: &Path) -> Result<Parsed, Problem> {
     let problem = |message: String| Problem {
-        source: source.clone(),
+        source: file.display().to_string(),
         key: None,
         message,
     };
     let text =
         std::fs::read_to_string(file).map_err(|error| problem(format!("cannot read: {error}")))?;
-    let mut table: toml::Table =
+    let table: toml::Table =
         toml::from_str(&text).map_err(|error| problem(format!("not valid TOML: {error}")))?;
     let kind = match table.get("type").and_then(toml::Value::as_str) {
         Some("sink") => Some(ConnectorKind::Sink),
@@ -161,9 +331,30 @@ fn read_config(file: &Path, env: &BTreeMap<String, String>) -> Result<ConnectorC
         .get("key")
         .and_then(toml::Value::as_str)
         .map(str::to_owned);
-    if let (Some(kind), Some(key)) = (kind, key) {
-        crate::connector::validate_key(&key).map_err(problem)?;
-        apply_env_overrides(&mut table, kind, &key, env).map_err(problem)?;
+    let id = match (kind, key) {
+        (Some(kind), Some(key)) => {
+            crate::connector::validate_key(&key).map_err(problem)?;
+            Some((kind, key))
+        }
+        _ => None,
+    };
+    Ok(Parsed { table, id })
+}
+
+/// Applies the connector's overrides to a parsed file and builds its config.
+fn finish_config(
+    file: &Path,
+    parsed: Parsed,
+    overrides: &BTreeMap<String, String>,
+) -> Result<ConnectorConfig, Problem> {
+    let problem = |message: String| Problem {
+        source: file.display().to_string(),
+        key: None,
+        message,
+    };
+    let Parsed { mut table, id } = parsed;
+    if let Some((kind, key)) = &id {
+        apply_env_overrides(&mut table, *kind, key, overrides).map_err(problem)?;
     }
     from_toml_value(toml::Value::Table(table)).map_err(problem)
 }

@@ -3,7 +3,7 @@
 //! Every section has `#[serde(default)]`, so any subset of keys is a valid file; the
 //! defaults are those of `configs/config.toml`, which documents every key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -548,6 +548,22 @@ impl RuntimeConfig {
     }
 }
 
+impl ConnectorsConfig {
+    /// Each provider kind (`"local"`, `"http"`) with the `[connectors]` keys it reads,
+    /// `config_type` included. Derived from [`RuntimeConfig::every_key`], so a key added
+    /// to a provider's struct is known here without a second list to keep in step.
+    pub(crate) fn keys_by_kind() -> Vec<(String, BTreeSet<String>)> {
+        RuntimeConfig::every_key()
+            .iter()
+            .filter_map(|config| config.get("connectors")?.as_table())
+            .filter_map(|table| {
+                let kind = table.get("config_type")?.as_str()?.to_owned();
+                Some((kind, table.keys().cloned().collect()))
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,5 +590,32 @@ mod tests {
             "/sinks/{key}/configs/{version}"
         );
         assert_eq!(UrlTemplates::DEFAULTS.len(), 14);
+    }
+
+    #[test]
+    fn each_provider_kind_knows_its_own_keys() {
+        let kinds = ConnectorsConfig::keys_by_kind();
+        let keys = |kind: &str| {
+            kinds
+                .iter()
+                .find(|(name, _)| name == kind)
+                .map(|(_, keys)| keys.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            keys("local"),
+            BTreeSet::from(["config_type".to_owned(), "config_dir".to_owned()])
+        );
+        let http = keys("http");
+        for key in [
+            "config_type",
+            "base_url",
+            "timeout",
+            "request_headers",
+            "retry",
+        ] {
+            assert!(http.contains(key), "{key} missing from {http:?}");
+        }
+        assert!(!http.contains("config_dir"));
     }
 }

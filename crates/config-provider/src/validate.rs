@@ -1,19 +1,27 @@
 //! Checks that need the whole config: values that are each well-formed but together
 //! make no sense, and references to files.
+//!
+//! Each problem is reported under what set the value at fault ([`Origins::blame`]):
+//! the environment variable when one did, so that a problem caused by a variable names
+//! exactly that variable, and says which key (and variable) to set to fix it.
 
-use crate::load::{ConfigError, LoadedConfig, Problem};
+use crate::load::{ConfigError, LoadedConfig, Origins, Problem, variable_of};
 use crate::runtime::ConnectorsConfig;
 
+/// `key` and its variable, as messages name a key to set: `iggy.tls.ca_file
+/// (IGGY_CONNECTORS_IGGY_TLS_CA_FILE)`.
+fn key_and_variable(key: &str) -> String {
+    format!("{key} ({})", variable_of(key))
+}
+
 /// Validates and completes a loaded config (reads `iggy.token = "file:<path>"`).
-pub(crate) fn validate(loaded: &mut LoadedConfig) -> Result<(), ConfigError> {
-    let source = loaded.file.as_ref().map_or_else(
-        || "configuration".to_owned(),
-        |path| path.display().to_string(),
-    );
+pub(crate) fn validate(loaded: &mut LoadedConfig, origins: &Origins) -> Result<(), ConfigError> {
     let mut problems = Vec::new();
-    let mut problem = |key: &str, message: String| {
+    // A problem about `keys`, reported under the one a variable (else the file) set.
+    let mut problem = |keys: &[&str], message: String| {
+        let (source, key) = origins.blame(keys);
         problems.push(Problem {
-            source: source.clone(),
+            source,
             key: Some(key.to_owned()),
             message,
         });
@@ -26,9 +34,9 @@ pub(crate) fn validate(loaded: &mut LoadedConfig) -> Result<(), ConfigError> {
                 config.iggy.token = token.trim().to_owned();
                 loaded.secrets.insert("iggy.token".to_owned());
             }
-            Ok(_) => problem("iggy.token", format!("the token file {path} is empty")),
+            Ok(_) => problem(&["iggy.token"], format!("the token file {path} is empty")),
             Err(error) => problem(
-                "iggy.token",
+                &["iggy.token"],
                 format!("cannot read the token file {path}: {error}"),
             ),
         }
@@ -37,40 +45,71 @@ pub(crate) fn validate(loaded: &mut LoadedConfig) -> Result<(), ConfigError> {
     if config.iggy.token.is_empty()
         && (config.iggy.username.is_empty() || config.iggy.password.is_empty())
     {
+        // The defaults have both, so what emptied one of them is at fault.
+        let emptied: Vec<&str> = [
+            ("iggy.username", &config.iggy.username),
+            ("iggy.password", &config.iggy.password),
+        ]
+        .into_iter()
+        .filter(|(_, value)| value.is_empty())
+        .map(|(key, _)| key)
+        .collect();
         problem(
-            "iggy",
-            "no credentials: set username and password, or token".to_owned(),
+            &emptied,
+            format!(
+                "is empty and no token is set: no credentials; set {} and {}, or {}",
+                key_and_variable("iggy.username"),
+                key_and_variable("iggy.password"),
+                key_and_variable("iggy.token"),
+            ),
         );
     }
     if config.iggy.address.trim().is_empty() {
-        problem("iggy.address", "is empty".to_owned());
+        problem(
+            &["iggy.address"],
+            "is empty: set it to Iggy's host:port".to_owned(),
+        );
     }
     if config.iggy.tls.enabled && config.iggy.tls.ca_file.is_empty() {
+        // Reported under what enabled TLS: that is what the user set, and the one
+        // message says what else to set.
         problem(
-            "iggy.tls.ca_file",
-            "is required when iggy.tls.enabled is true".to_owned(),
+            &["iggy.tls.enabled", "iggy.tls.ca_file"],
+            format!(
+                "TLS to Iggy needs the CA certificate that signed the server's: set {} to its PEM file",
+                key_and_variable("iggy.tls.ca_file")
+            ),
         );
     }
     if config.http.tls.enabled {
-        for (key, value) in [
+        let missing: Vec<String> = [
             ("http.tls.cert_file", &config.http.tls.cert_file),
             ("http.tls.key_file", &config.http.tls.key_file),
-        ] {
-            if value.is_empty() {
-                problem(key, "is required when http.tls.enabled is true".to_owned());
-            }
+        ]
+        .into_iter()
+        .filter(|(_, value)| value.is_empty())
+        .map(|(key, _)| key_and_variable(key))
+        .collect();
+        if !missing.is_empty() {
+            problem(
+                &["http.tls.enabled"],
+                format!(
+                    "serving the API over TLS needs a certificate chain and its private key (PEM): set {}",
+                    missing.join(" and ")
+                ),
+            );
         }
     }
     if config.telemetry.enabled {
         problem(
-            "telemetry.enabled",
+            &["telemetry.enabled"],
             "OpenTelemetry export is not supported by this runtime yet; set it to false".to_owned(),
         );
     }
     if let ConnectorsConfig::Http(http) = &config.connectors {
         if !(http.base_url.starts_with("http://") || http.base_url.starts_with("https://")) {
             problem(
-                "connectors.base_url",
+                &["connectors.base_url"],
                 format!(
                     "expected an http:// or https:// URL, got {:?}",
                     http.base_url
@@ -79,21 +118,24 @@ pub(crate) fn validate(loaded: &mut LoadedConfig) -> Result<(), ConfigError> {
         }
         if http.retry.max_attempts == 0 {
             problem(
-                "connectors.retry.max_attempts",
+                &["connectors.retry.max_attempts"],
                 "must be at least 1".to_owned(),
             );
         }
         if http.retry.backoff_multiplier == 0 {
             problem(
-                "connectors.retry.backoff_multiplier",
+                &["connectors.retry.backoff_multiplier"],
                 "must be at least 1".to_owned(),
             );
         }
         if http.retry.initial_backoff > http.retry.max_backoff {
             problem(
-                "connectors.retry.initial_backoff",
+                &[
+                    "connectors.retry.initial_backoff",
+                    "connectors.retry.max_backoff",
+                ],
                 format!(
-                    "{} is longer than max_backoff ({})",
+                    "initial_backoff ({}) is longer than max_backoff ({}): lower the first or raise the second",
                     http.retry.initial_backoff, http.retry.max_backoff
                 ),
             );

@@ -437,3 +437,115 @@ async fn secrets_in_connector_files_resolve_and_are_redacted() {
     assert!(error.contains("`plugin_config.dsn`"), "{error}");
     assert!(error.contains("LOCAL_PROVIDER_TEST_UNSET"), "{error}");
 }
+
+fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+fn unmatched(provider: &LocalProvider) -> Vec<String> {
+    provider
+        .unmatched_overrides()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn overrides_that_match_no_connector_are_reported_with_the_keys_that_exist() {
+    let dir = temp_dir("unmatched");
+    write(&dir, "stdout.toml", SINK);
+    write(
+        &dir,
+        "other.toml",
+        &SINK.replace("key = \"stdout\"", "key = \"other-sink\""),
+    );
+    let env = vars(&[
+        ("IGGY_CONNECTORS_SINK_NOSUCH_ENABLED", "false"),
+        ("IGGY_CONNECTORS_SINK_STDUOT_STREAMS_0_TOPICS", "[a]"),
+        ("IGGY_CONNECTORS_SOURCE_STDOUT_ENABLED", "false"),
+        ("IGGY_CONNECTORS_SINK_STDOUT_NAME", "applied"),
+        ("IGGY_CONNECTORS_SINK_OTHER_SINK_ENABLED", "false"),
+        ("IGGY_CONNECTORS_IGGY_ADDRESS", "not an override"),
+    ]);
+    let provider = LocalProvider::open(&dir, &env).unwrap();
+    let sinks = format!(
+        "the sinks in {} are: other-sink (IGGY_CONNECTORS_SINK_OTHER_SINK_*), stdout (IGGY_CONNECTORS_SINK_STDOUT_*)",
+        dir.display()
+    );
+    assert_eq!(
+        unmatched(&provider),
+        [
+            format!(
+                "IGGY_CONNECTORS_SINK_NOSUCH_ENABLED: matches no sink, so it is ignored: {sinks}"
+            ),
+            format!(
+                "IGGY_CONNECTORS_SINK_STDUOT_STREAMS_0_TOPICS: matches no sink, so it is ignored: {sinks}; did you mean IGGY_CONNECTORS_SINK_STDOUT_STREAMS_0_TOPICS?"
+            ),
+            format!(
+                "IGGY_CONNECTORS_SOURCE_STDOUT_ENABLED: matches no source, so it is ignored: there are no sources in {}",
+                dir.display()
+            ),
+        ]
+    );
+    // The matched ones still apply, each to its own connector.
+    let active = provider.active_configs().await.unwrap();
+    assert_eq!(active.sinks["stdout"].name(), "applied");
+    let ConnectorConfig::Sink(other) = &active.sinks["other-sink"] else {
+        panic!("a sink");
+    };
+    assert!(!other.enabled);
+
+    // Nothing unmatched, nothing reported; and a missing directory matches nothing.
+    let provider =
+        LocalProvider::open(&dir, &vars(&[("IGGY_CONNECTORS_SINK_STDOUT_NAME", "x")])).unwrap();
+    assert!(unmatched(&provider).is_empty());
+    let missing = dir.join("missing");
+    let provider = LocalProvider::open(
+        &missing,
+        &vars(&[("IGGY_CONNECTORS_SINK_STDOUT_NAME", "x")]),
+    )
+    .unwrap();
+    assert_eq!(
+        unmatched(&provider),
+        [format!(
+            "IGGY_CONNECTORS_SINK_STDOUT_NAME: matches no sink, so it is ignored: there are no sinks in {}",
+            missing.display()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn an_override_goes_to_the_connector_with_the_longest_matching_key() {
+    // `a` and `a_b`: `..._SINK_A_B_ENABLED` is `a_b`'s, not `a` with a field `B_ENABLED`
+    // (which used to fail the whole directory as an unknown field of `a`).
+    let dir = temp_dir("longest");
+    write(
+        &dir,
+        "a.toml",
+        &SINK.replace("key = \"stdout\"", "key = \"a\""),
+    );
+    write(
+        &dir,
+        "a_b.toml",
+        &SINK.replace("key = \"stdout\"", "key = \"a_b\""),
+    );
+    let env = vars(&[
+        ("IGGY_CONNECTORS_SINK_A_B_ENABLED", "false"),
+        ("IGGY_CONNECTORS_SINK_A_NAME", "just a"),
+    ]);
+    let provider = LocalProvider::open(&dir, &env).unwrap();
+    assert!(unmatched(&provider).is_empty());
+    let active = provider.active_configs().await.unwrap();
+    let (ConnectorConfig::Sink(a), ConnectorConfig::Sink(a_b)) =
+        (&active.sinks["a"], &active.sinks["a_b"])
+    else {
+        panic!("sinks");
+    };
+    assert!(a.enabled);
+    assert_eq!(a.name, "just a");
+    assert!(!a_b.enabled);
+    assert_eq!(a_b.name, "Stdout sink");
+}

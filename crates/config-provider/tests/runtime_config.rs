@@ -646,3 +646,345 @@ fn the_documented_config_loads_and_names_every_key() {
         assert!(documented, "{key} is not documented in configs/config.toml");
     }
 }
+
+/// The problems of a failed load, one string each (`source: \`key\`: message`).
+fn problem_lines(file: Option<&Path>, vars: Vec<(String, String)>) -> Vec<String> {
+    load_with_env(file, vars)
+        .unwrap_err()
+        .problems
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn http_provider_variables_under_the_local_provider_are_accepted_with_a_warning() {
+    // The README's example, pasted without choosing the http provider.
+    let loaded = load_with_env(
+        None,
+        env(&[
+            (
+                "IGGY_CONNECTORS_CONNECTORS_REQUEST_HEADERS",
+                r#"{ api-key = "k" }"#,
+            ),
+            ("IGGY_CONNECTORS_CONNECTORS_RETRY_MAX_ATTEMPTS", "7"),
+            ("IGGY_CONNECTORS_IGGY_ADDRESS", "iggy:8090"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(loaded.config.connectors, ConnectorsConfig::default());
+    assert_eq!(loaded.config.iggy.address, "iggy:8090");
+    let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "IGGY_CONNECTORS_CONNECTORS_REQUEST_HEADERS: `connectors.request_headers`: only the http provider reads it, and connectors.config_type is \"local\" (the default), so it is ignored; set IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE=http to use it",
+            "IGGY_CONNECTORS_CONNECTORS_RETRY_MAX_ATTEMPTS: `connectors.retry.max_attempts`: only the http provider reads it, and connectors.config_type is \"local\" (the default), so it is ignored; set IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE=http to use it",
+        ]
+    );
+
+    // The same under a file that chose "local" itself: still only a warning, naming it.
+    let file = temp_file(
+        "local-kind.toml",
+        "[connectors]\nconfig_type = \"local\"\nconfig_dir = \"c\"\n",
+    );
+    let loaded = load_with_env(
+        Some(&file),
+        env(&[("IGGY_CONNECTORS_CONNECTORS_TIMEOUT", "5s")]),
+    )
+    .unwrap();
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert_eq!(
+        loaded.warnings[0].source,
+        "IGGY_CONNECTORS_CONNECTORS_TIMEOUT"
+    );
+    assert!(
+        loaded.warnings[0].message.contains(&format!(
+            "{} sets connectors.config_type = \"local\"",
+            file.display()
+        )),
+        "{}",
+        loaded.warnings[0]
+    );
+
+    // And the other way round: the local provider's directory under the http provider.
+    let loaded = load_with_env(
+        None,
+        env(&[
+            ("IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE", "http"),
+            ("IGGY_CONNECTORS_CONNECTORS_BASE_URL", "http://configs"),
+            ("IGGY_CONNECTORS_CONNECTORS_CONFIG_DIR", "connectors"),
+        ]),
+    )
+    .unwrap();
+    assert!(matches!(
+        loaded.config.connectors,
+        ConnectorsConfig::Http(_)
+    ));
+    assert_eq!(
+        loaded.warnings[0].to_string(),
+        "IGGY_CONNECTORS_CONNECTORS_CONFIG_DIR: `connectors.config_dir`: only the local provider reads it, and IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE sets connectors.config_type to \"http\", so it is ignored; set IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE=local to use it"
+    );
+}
+
+#[test]
+fn a_file_key_of_the_other_provider_is_refused_unless_a_variable_switched_the_kind() {
+    let file = temp_file(
+        "headers-no-kind.toml",
+        "[connectors]\nrequest_headers = { api-key = \"k\" }\n",
+    );
+    assert_eq!(
+        problem_lines(Some(&file), no_env()),
+        [format!(
+            "{}: `connectors.request_headers`: only the http provider reads it, but connectors.config_type is \"local\" (the default): set config_type = \"http\" in [connectors] (or IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE=http), or remove the key",
+            file.display()
+        )]
+    );
+
+    let file = temp_file(
+        "http-file.toml",
+        "[connectors]\nconfig_type = \"http\"\nbase_url = \"http://configs\"\ntimeout = \"5s\"\n",
+    );
+    let loaded = load_with_env(
+        Some(&file),
+        env(&[
+            ("IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE", "local"),
+            ("IGGY_CONNECTORS_CONNECTORS_CONFIG_DIR", "c"),
+        ]),
+    )
+    .unwrap();
+    let ConnectorsConfig::Local(local) = &loaded.config.connectors else {
+        panic!("the variable chose local");
+    };
+    assert_eq!(local.config_dir, "c");
+    let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            format!(
+                "{}: `connectors.base_url`: only the http provider reads it, and IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE sets connectors.config_type to \"local\", so it is ignored",
+                file.display()
+            ),
+            format!(
+                "{}: `connectors.timeout`: only the http provider reads it, and IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE sets connectors.config_type to \"local\", so it is ignored",
+                file.display()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn problems_caused_by_a_variable_name_exactly_that_variable() {
+    // TLS enabled alone: the variable that enabled it, and what else to set.
+    assert_eq!(
+        problem_lines(None, env(&[("IGGY_CONNECTORS_IGGY_TLS_ENABLED", "true")])),
+        [
+            "IGGY_CONNECTORS_IGGY_TLS_ENABLED: `iggy.tls.enabled`: TLS to Iggy needs the CA certificate that signed the server's: set iggy.tls.ca_file (IGGY_CONNECTORS_IGGY_TLS_CA_FILE) to its PEM file"
+        ]
+    );
+    let loaded = load_with_env(
+        None,
+        env(&[
+            ("IGGY_CONNECTORS_IGGY_TLS_ENABLED", "true"),
+            ("IGGY_CONNECTORS_IGGY_TLS_CA_FILE", "ca.pem"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(loaded.config.iggy.tls.ca_file, "ca.pem");
+    // Enabled in a file, the file is named.
+    let file = temp_file("tls.toml", "[iggy.tls]\nenabled = true\n");
+    let lines = problem_lines(Some(&file), no_env());
+    assert!(
+        lines[0].starts_with(&format!("{}: `iggy.tls.enabled`: ", file.display())),
+        "{lines:?}"
+    );
+
+    // The http provider chosen without its URL: named by the variable that chose it.
+    assert_eq!(
+        problem_lines(
+            None,
+            env(&[("IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE", "http")])
+        ),
+        [
+            "IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE: `connectors.base_url`: is required with the http provider: set IGGY_CONNECTORS_CONNECTORS_BASE_URL to the configuration service's URL (or base_url in [connectors])"
+        ]
+    );
+    assert_eq!(
+        problem_lines(
+            None,
+            env(&[("IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE", "remote")])
+        ),
+        [
+            "IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE: `connectors.config_type`: expected \"local\" or \"http\", got \"remote\""
+        ]
+    );
+
+    // Values checked after the layers merge, and values serde refuses inside
+    // `[connectors]` (a tagged enum, which used to lose the key).
+    let http = [
+        ("IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE", "http"),
+        ("IGGY_CONNECTORS_CONNECTORS_BASE_URL", "http://configs"),
+    ];
+    for (name, value, expected) in [
+        (
+            "IGGY_CONNECTORS_CONNECTORS_BASE_URL",
+            "configs.example",
+            "IGGY_CONNECTORS_CONNECTORS_BASE_URL: `connectors.base_url`: expected an http:// or https:// URL",
+        ),
+        (
+            "IGGY_CONNECTORS_CONNECTORS_RETRY_MAX_ATTEMPTS",
+            "-1",
+            "IGGY_CONNECTORS_CONNECTORS_RETRY_MAX_ATTEMPTS: `connectors.retry.max_attempts`: expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "IGGY_CONNECTORS_CONNECTORS_RETRY_MAX_ATTEMPTS",
+            "0",
+            "IGGY_CONNECTORS_CONNECTORS_RETRY_MAX_ATTEMPTS: `connectors.retry.max_attempts`: must be at least 1",
+        ),
+        (
+            "IGGY_CONNECTORS_CONNECTORS_RETRY_INITIAL_BACKOFF",
+            "1m",
+            "IGGY_CONNECTORS_CONNECTORS_RETRY_INITIAL_BACKOFF: `connectors.retry.initial_backoff`: initial_backoff (60s) is longer than max_backoff (30s)",
+        ),
+        (
+            "IGGY_CONNECTORS_IGGY_USERNAME",
+            "",
+            "IGGY_CONNECTORS_IGGY_USERNAME: `iggy.username`: is empty and no token is set: no credentials; set iggy.username (IGGY_CONNECTORS_IGGY_USERNAME) and iggy.password (IGGY_CONNECTORS_IGGY_PASSWORD), or iggy.token (IGGY_CONNECTORS_IGGY_TOKEN)",
+        ),
+        (
+            "IGGY_CONNECTORS_IGGY_ADDRESS",
+            " ",
+            "IGGY_CONNECTORS_IGGY_ADDRESS: `iggy.address`: is empty",
+        ),
+        (
+            "IGGY_CONNECTORS_HTTP_TLS_ENABLED",
+            "true",
+            "IGGY_CONNECTORS_HTTP_TLS_ENABLED: `http.tls.enabled`: serving the API over TLS needs a certificate chain and its private key (PEM): set http.tls.cert_file (IGGY_CONNECTORS_HTTP_TLS_CERT_FILE) and http.tls.key_file (IGGY_CONNECTORS_HTTP_TLS_KEY_FILE)",
+        ),
+        (
+            "IGGY_CONNECTORS_TELEMETRY_ENABLED",
+            "true",
+            "IGGY_CONNECTORS_TELEMETRY_ENABLED: `telemetry.enabled`: ",
+        ),
+        (
+            "IGGY_CONNECTORS_LOGGING_FORMAT",
+            "xml",
+            "IGGY_CONNECTORS_LOGGING_FORMAT: `logging.format`: expected \"text\" or \"json\", got \"xml\"",
+        ),
+    ] {
+        let mut vars = env(&http);
+        vars.retain(|(set, _)| set != name);
+        vars.push((name.to_owned(), value.to_owned()));
+        let lines = problem_lines(None, vars);
+        assert_eq!(lines.len(), 1, "{name}: {lines:?}");
+        assert!(lines[0].starts_with(expected), "{name}: {lines:?}");
+    }
+
+    // A value of the file overridden by a variable is the variable's fault.
+    let file = temp_file(
+        "backoff.toml",
+        "[connectors]\nconfig_type = \"http\"\nbase_url = \"http://configs\"\n[connectors.retry]\ninitial_backoff = \"5s\"\n",
+    );
+    let lines = problem_lines(
+        Some(&file),
+        env(&[("IGGY_CONNECTORS_CONNECTORS_RETRY_MAX_BACKOFF", "1s")]),
+    );
+    assert!(
+        lines[0].starts_with(
+            "IGGY_CONNECTORS_CONNECTORS_RETRY_MAX_BACKOFF: `connectors.retry.max_backoff`: "
+        ),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn no_problem_names_a_variable_nobody_set() {
+    // Every problem a variable can cause is named by a variable from this list (or a
+    // file); `IGGY_CONNECTORS_CONNECTORS`, a table's made-up name, never appears.
+    let cases: &[&[(&str, &str)]] = &[
+        &[("IGGY_CONNECTORS_CONNECTORS_REQUEST_HEADERS", "nonsense")],
+        &[("IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE", "http")],
+        &[
+            ("IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE", "http"),
+            ("IGGY_CONNECTORS_CONNECTORS_BASE_URL", "http://x"),
+            ("IGGY_CONNECTORS_CONNECTORS_RETRY_BACKOFF_MULTIPLIER", "-3"),
+        ],
+        &[("IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE", "HTTP")],
+    ];
+    for vars in cases {
+        let error = load_with_env(None, env(vars)).unwrap_err();
+        for problem in &error.problems {
+            assert!(
+                vars.iter().any(|(name, _)| problem.source == *name),
+                "{problem} is not named by one of {vars:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn per_connector_overrides_under_the_http_provider_are_warned_about() {
+    let loaded = load_with_env(
+        None,
+        env(&[
+            ("IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE", "http"),
+            ("IGGY_CONNECTORS_CONNECTORS_BASE_URL", "http://configs"),
+            ("IGGY_CONNECTORS_SINK_STDOUT_ENABLED", "false"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        loaded
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [
+            "IGGY_CONNECTORS_SINK_STDOUT_ENABLED: per-connector overrides apply only to the local provider's connectors, and IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE sets connectors.config_type to \"http\", so it is ignored; change the connector's config in the configuration service instead"
+        ]
+    );
+    // Under the local provider they are the provider's business: no warning here.
+    let loaded = load_with_env(
+        None,
+        env(&[("IGGY_CONNECTORS_SINK_STDOUT_ENABLED", "false")]),
+    )
+    .unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn a_problem_with_the_provider_kind_is_reported_with_every_other_one() {
+    let lines = problem_lines(
+        None,
+        env(&[
+            ("IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE", "http"),
+            ("IGGY_CONNECTORS_IGGY_TLS_ENABLED", "true"),
+            ("IGGY_CONNECTORS_LOGGING_FORMAT", "xml"),
+        ]),
+    );
+    let sources: Vec<&str> = lines
+        .iter()
+        .map(|line| line.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            "IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE",
+            "IGGY_CONNECTORS_LOGGING_FORMAT",
+        ],
+        "{lines:?}"
+    );
+    // Once the config extracts, the checks of the whole run too.
+    let lines = problem_lines(
+        None,
+        env(&[
+            ("IGGY_CONNECTORS_CONNECTORS_CONFIG_TYPE", "http"),
+            ("IGGY_CONNECTORS_IGGY_TLS_ENABLED", "true"),
+        ]),
+    );
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[1].starts_with("IGGY_CONNECTORS_IGGY_TLS_ENABLED: "),
+        "{lines:?}"
+    );
+}
