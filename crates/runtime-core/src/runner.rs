@@ -628,7 +628,7 @@ impl SourcePipeline<'_> {
                             record = Some(saved);
                         }
                     }
-                    let mut sends = self.convert_sends(chunks).await;
+                    let mut sends = self.convert_sends(chunks, ensured).await;
                     // Saved while the previous send is in flight: this one may go only
                     // once a restart would know to look for it.
                     let saving = record.filter(|_| sends.is_ok());
@@ -675,7 +675,7 @@ impl SourcePipeline<'_> {
                 if !is_halted() {
                     send_in_flight.store(true, Ordering::Relaxed);
                     let delivered = match sends {
-                        Ok(sends) => self.deliver(failed, sends, ensured).await,
+                        Ok(sends) => self.deliver(failed, sends).await,
                         Err(why) => Err(why),
                     };
                     send_in_flight.store(false, Ordering::Relaxed);
@@ -856,15 +856,10 @@ impl SourcePipeline<'_> {
         (fill, fill_bytes, linger)
     }
 
-    /// Hands the failed messages to the error policy, then makes the sends, in order,
-    /// creating routed topics on first use; the first failure ends it (the batches are
-    /// then rejected and produced again whole).
-    async fn deliver(
-        &self,
-        failed: Failed,
-        sends: Sends,
-        ensured: &mut HashSet<(String, String)>,
-    ) -> Result<(), Halt> {
+    /// Hands the failed messages to the error policy, then makes the sends, in order;
+    /// the first failure ends it (the batches are then rejected and produced again
+    /// whole).
+    async fn deliver(&self, failed: Failed, sends: Sends) -> Result<(), Halt> {
         for (message, destination, error) in failed {
             let origin = Origin {
                 connector: &self.config.key,
@@ -888,17 +883,6 @@ impl SourcePipeline<'_> {
             .map_err(Halt::Fatal)?;
         }
         for ((stream, topic), prepared) in sends {
-            if !ensured.contains(&(stream.clone(), topic.clone())) {
-                self.bus
-                    .ensure_topic(&stream, &topic)
-                    .await
-                    .map_err(|error| {
-                        Halt::Retry(format!(
-                            "cannot create routed topic {stream}/{topic}: {error}"
-                        ))
-                    })?;
-                ensured.insert((stream.clone(), topic.clone()));
-            }
             if let Err(error) = self.bus.send_prepared(&stream, &topic, prepared).await {
                 return Err(Halt::Retry(format!(
                     "sending to {stream}/{topic} failed: {error}"
@@ -1003,9 +987,26 @@ impl SourcePipeline<'_> {
     }
 
     /// Converts cut sends for the bus.
-    async fn convert_sends(&self, chunks: Chunks) -> Result<Sends, Halt> {
+    async fn convert_sends(
+        &self,
+        chunks: Chunks,
+        ensured: &mut HashSet<(String, String)>,
+    ) -> Result<Sends, Halt> {
         let mut sends = Vec::with_capacity(chunks.len());
         for ((stream, topic), chunk) in chunks {
+            // A routed topic is created on first use, before its send is made ready
+            // (making it ready asks Iggy for the topic's partitions).
+            if !ensured.contains(&(stream.clone(), topic.clone())) {
+                self.bus
+                    .ensure_topic(&stream, &topic)
+                    .await
+                    .map_err(|error| {
+                        Halt::Retry(format!(
+                            "cannot create routed topic {stream}/{topic}: {error}"
+                        ))
+                    })?;
+                ensured.insert((stream.clone(), topic.clone()));
+            }
             let prepared = self
                 .bus
                 .prepare_send(&stream, &topic, chunk)
