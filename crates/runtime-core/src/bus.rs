@@ -108,6 +108,15 @@ pub struct PartitionProgress {
     pub stored: Option<u64>,
 }
 
+/// How far a consumer group has read its topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupProgress {
+    /// The group's id: a group deleted and made again (reset) has another.
+    pub group_id: u32,
+    /// Each partition's progress.
+    pub partitions: Vec<PartitionProgress>,
+}
+
 impl PartitionProgress {
     /// Messages beyond the group's stored offset.
     pub fn unread(&self) -> u64 {
@@ -265,7 +274,7 @@ pub trait MessageBus: Send + Sync {
         stream: &str,
         topic: &str,
         group: &str,
-    ) -> Result<Option<Vec<PartitionProgress>>, BusError> {
+    ) -> Result<Option<GroupProgress>, BusError> {
         let _ = (stream, topic, group);
         Ok(None)
     }
@@ -274,9 +283,17 @@ pub trait MessageBus: Send + Sync {
     /// holding partitions with nobody behind them, keeping its stored offsets, and
     /// joins it again: the runtime's way out when the group has unread messages that
     /// no member reads. Other members find themselves outside the group and join
-    /// again. The default cannot, and says so.
-    async fn reset_group(&self, stream: &str, topic: &str, group: &str) -> Result<(), BusError> {
-        let _ = (stream, topic);
+    /// again. `seen` is the group id the caller found stuck: a group reset since (it
+    /// has another id) is only joined. `Ok(true)` when this call reset it. The default
+    /// cannot, and says so.
+    async fn reset_group(
+        &self,
+        stream: &str,
+        topic: &str,
+        group: &str,
+        seen: u32,
+    ) -> Result<bool, BusError> {
+        let _ = (stream, topic, seen);
         Err(BusError::new(format!(
             "this bus cannot reset consumer group {group}"
         )))
@@ -348,6 +365,12 @@ pub struct IggyBus {
     /// buses (see [`MessageBus::reset_group`]).
     joins: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// Attempts at making a reset group again with its offsets, after deleting it.
+const RESET_ATTEMPTS: u32 = 5;
+
+/// The pause before the second attempt; it grows by as much each time.
+const RESET_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Round robin over a topic's partitions, as the client balances its own sends: each
 /// send goes to the next partition. The count is asked once, and again after a send
@@ -997,9 +1020,20 @@ impl MessageBus for IggyBus {
         stream: &str,
         topic: &str,
         group: &str,
-    ) -> Result<Option<Vec<PartitionProgress>>, BusError> {
-        let (stream_id, topic_id) = (identifier(stream)?, identifier(topic)?);
-        let consumer = Consumer::group(identifier(group)?);
+    ) -> Result<Option<GroupProgress>, BusError> {
+        let (stream_id, topic_id, group_id) =
+            (identifier(stream)?, identifier(topic)?, identifier(group)?);
+        let Some(details) = self
+            .client
+            .get_consumer_group(&stream_id, &topic_id, &group_id)
+            .await?
+        else {
+            return Err(BusError::new(format!(
+                "consumer group {group} of {stream}/{topic} does not exist"
+            )));
+        };
+        let group_id_now = details.id;
+        let consumer = Consumer::group(group_id);
         let Some(details) = self.client.get_topic(&stream_id, &topic_id).await? else {
             return Err(BusError::new(format!(
                 "topic {stream}/{topic} does not exist"
@@ -1022,26 +1056,47 @@ impl MessageBus for IggyBus {
                 stored,
             });
         }
-        Ok(Some(progress))
+        Ok(Some(GroupProgress {
+            group_id: group_id_now,
+            partitions: progress,
+        }))
     }
 
-    async fn reset_group(&self, stream: &str, topic: &str, group: &str) -> Result<(), BusError> {
+    async fn reset_group(
+        &self,
+        stream: &str,
+        topic: &str,
+        group: &str,
+        seen: u32,
+    ) -> Result<bool, BusError> {
         let (stream_id, topic_id, group_id) =
             (identifier(stream)?, identifier(topic)?, identifier(group)?);
         // No other join in this process meanwhile: two sinks of one group find the same
-        // stall (the second must read the offsets the first restored), and a member
-        // that joins before the offsets are restored gets partitions without them.
+        // stall (the second must find the group reset), and a member that joins before
+        // the offsets are restored gets partitions without them.
         let _one_at_a_time = self.joins.lock().await;
-        // The offsets are the group's (a new group starts with none): read them first,
-        // and store them again as the new group's only member, which owns every
-        // partition. A store that loses a race with another member's join leaves that
-        // partition to be read again from its start: more duplicates, never a loss.
-        let offsets: Vec<(u32, u64)> = self
-            .group_progress(stream, topic, group)
-            .await?
-            .unwrap_or_default()
+        let Some(progress) = self.group_progress(stream, topic, group).await? else {
+            return Ok(false);
+        };
+        if progress.group_id != seen {
+            // Reset since the caller looked (by another sink, here or elsewhere).
+            self.client
+                .join_consumer_group(&stream_id, &topic_id, &group_id)
+                .await?;
+            return Ok(false);
+        }
+        // The offsets are the group's (a new group starts with none): read first, and
+        // stored again by the new group's only member, which owns every partition. One
+        // a server lost messages behind (stored at or past the end) is stored as the
+        // end, so that the messages that take those offsets again are read.
+        let offsets: Vec<(u32, u64)> = progress
+            .partitions
             .iter()
-            .filter_map(|partition| Some((partition.partition_id, partition.stored?)))
+            .filter_map(|partition| {
+                let stored = partition.stored?;
+                let last = partition.end.checked_sub(1)?;
+                Some((partition.partition_id, stored.min(last)))
+            })
             .collect();
         match self
             .client
@@ -1051,29 +1106,49 @@ impl MessageBus for IggyBus {
             Ok(()) | Err(IggyError::ConsumerGroupIdNotFound(..)) => {}
             Err(error) => return Err(error.into()),
         }
-        self.create_group(&stream_id, &topic_id, group).await?;
-        self.client
-            .join_consumer_group(&stream_id, &topic_id, &group_id)
-            .await?;
+        // From here the offsets exist only in hand: keep trying to put them back (a
+        // group left without them is read again from the start of every partition).
         let consumer = Consumer::group(group_id.clone());
-        for (partition, offset) in offsets {
-            if let Err(error) = self
-                .client
-                .store_consumer_offset(&consumer, &stream_id, &topic_id, Some(partition), offset)
-                .await
-            {
-                tracing::warn!(
-                    stream,
-                    topic,
-                    group,
-                    partition,
-                    offset,
-                    %error,
-                    "cannot restore the group's offset after resetting it; the partition will be read again from its start"
-                );
+        let mut failure = None;
+        for attempt in 0..RESET_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(RESET_PAUSE * attempt).await;
+            }
+            let made = async {
+                self.create_group(&stream_id, &topic_id, group).await?;
+                self.client
+                    .join_consumer_group(&stream_id, &topic_id, &group_id)
+                    .await?;
+                for (partition, offset) in &offsets {
+                    self.client
+                        .store_consumer_offset(
+                            &consumer,
+                            &stream_id,
+                            &topic_id,
+                            Some(*partition),
+                            *offset,
+                        )
+                        .await?;
+                }
+                Ok::<_, IggyError>(())
+            };
+            match made.await {
+                Ok(()) => return Ok(true),
+                Err(error) => failure = Some(error),
             }
         }
-        Ok(())
+        let error = failure.map_or_else(|| "no attempt".to_owned(), |error| error.to_string());
+        tracing::warn!(
+            stream,
+            topic,
+            group,
+            offsets = ?offsets,
+            %error,
+            "cannot restore the group's offsets after resetting it; partitions without one will be read again from their start"
+        );
+        Err(BusError::new(format!(
+            "resetting consumer group {group}: {error}"
+        )))
     }
 
     async fn store_offset(

@@ -39,9 +39,9 @@ use tokio::task::JoinHandle;
 use transforms::TransformChain;
 
 pub use bus::{
-    BusError, BusErrorKind, IggyBus, IggySettings, IncomingMessage, MARKER_SEARCH_DEPTH,
-    MessageBus, OutgoingMessage, PartitionProgress, Polled, PreparedSend, READ_AHEAD_CONSUMER,
-    SEND_MARKER_HEADER,
+    BusError, BusErrorKind, GroupProgress, IggyBus, IggySettings, IncomingMessage,
+    MARKER_SEARCH_DEPTH, MessageBus, OutgoingMessage, PartitionProgress, Polled, PreparedSend,
+    READ_AHEAD_CONSUMER, SEND_MARKER_HEADER,
 };
 pub use metrics::prometheus_text;
 pub use runner::RetryPolicy;

@@ -34,7 +34,7 @@ use crate::bus::{BusError, BusErrorKind, MessageBus, OutgoingMessage, Polled, Pr
 use crate::control::{Control, Desired};
 use crate::resume::{Ledger, resume_state};
 use crate::shape;
-use crate::stall::{GroupWatch, StallPolicy};
+use crate::stall::{GroupWatch, Measures, StallPolicy};
 use crate::state::StateStore;
 use crate::status::{ConnectorState, StatusCell};
 use crate::{RuntimeContext, dead_letter};
@@ -1319,6 +1319,9 @@ async fn run_sink(
             return;
         }
     }
+    // A new run (maybe of another config version, with other topics) owes nothing to
+    // the lag of the last one.
+    status.clear_lag();
     let (local, _) = watch::channel(Desired::Run);
     let mut topics = JoinSet::new();
     let config = Arc::new(config.clone());
@@ -1501,7 +1504,7 @@ impl SinkPipeline {
                 }
             };
             let Some(last_offset) = polled.messages.last().map(|message| message.offset) else {
-                if watch.measures != Some(true) {
+                if watch.measures != Measures::Group {
                     status.set_lag(self.slot, 0);
                 }
                 tokio::select! {
@@ -1516,7 +1519,7 @@ impl SinkPipeline {
             let count = polled.messages.len();
             let bytes: usize = polled.messages.iter().map(|m| m.payload.len()).sum();
             status.received(count, bytes);
-            if watch.measures != Some(true) {
+            if watch.measures != Measures::Group {
                 // The bus cannot tell the group's progress: the polled partition's lag.
                 status.set_lag(self.slot, polled.current_offset.saturating_sub(last_offset));
             }
@@ -1632,11 +1635,16 @@ impl SinkPipeline {
         let progress = match self.bus.group_progress(stream, topic, group).await {
             Ok(Some(progress)) => progress,
             Ok(None) => {
-                watch.measures = Some(false);
+                watch.measures = Measures::CannotTell;
                 return false;
             }
             Err(error) => {
-                tracing::debug!(connector = %self.config.key, %stream, %topic, %error, "cannot read the group's progress");
+                // Until a look works again the lag is the polled partition's (a lag
+                // frozen at its last value could hide a stall); said once.
+                if watch.measures == Measures::Group {
+                    tracing::warn!(connector = %self.config.key, %stream, %topic, %group, %error, "cannot read the consumer group's progress; its lag is the polled partition's until it can");
+                }
+                watch.measures = Measures::Unknown;
                 return false;
             }
         };
@@ -1654,10 +1662,19 @@ impl SinkPipeline {
             stuck_for = ?look.stuck_for,
             "unread messages have had no reader; resetting the consumer group (a killed Iggy server keeps members that nobody is behind)"
         );
-        self.status.group_reset();
         watch.forget();
-        if let Err(error) = self.bus.reset_group(stream, topic, group).await {
-            tracing::warn!(connector = %self.config.key, %stream, %topic, %group, %error, "resetting the consumer group failed");
+        match self
+            .bus
+            .reset_group(stream, topic, group, progress.group_id)
+            .await
+        {
+            Ok(true) => self.status.group_reset(),
+            Ok(false) => {
+                tracing::info!(connector = %self.config.key, %stream, %topic, %group, "the consumer group was reset meanwhile; joined it")
+            }
+            Err(error) => {
+                tracing::warn!(connector = %self.config.key, %stream, %topic, %group, %error, "resetting the consumer group failed")
+            }
         }
         true
     }

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::bus::PartitionProgress;
+use crate::bus::GroupProgress;
 
 /// When a sink whose group has unread messages counts as stuck.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,11 +48,25 @@ pub(crate) const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub(crate) struct GroupWatch {
     last_check: Option<Instant>,
-    /// Whether the bus tells a group's progress (`None` until it was asked).
-    pub(crate) measures: Option<bool>,
+    /// Whether the bus tells a group's progress.
+    pub(crate) measures: Measures,
+    /// The group id of the last look: a group made again starts every clock again.
+    group_id: Option<u32>,
     /// The partitions with unread messages, with their stored offset and since when
     /// it has been that.
     unread: Vec<Unread>,
+}
+
+/// Whether a sink's lag comes from its group's progress.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Measures {
+    /// Not asked yet, or the last look failed: the lag is the polled partition's.
+    #[default]
+    Unknown,
+    /// The bus tells the group's progress: the lag is the group's.
+    Group,
+    /// The bus cannot tell: it is not asked again.
+    CannotTell,
 }
 
 #[derive(Debug)]
@@ -64,7 +78,7 @@ struct Unread {
 
 /// One look at a group's progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Look {
+pub(crate) struct GroupLook {
     /// Messages beyond the group's stored offsets, over every partition.
     pub(crate) lag: u64,
     /// The longest a partition with unread messages has had its offset stand still.
@@ -75,7 +89,7 @@ impl GroupWatch {
     /// Whether it is time for another look; if so, the look counts as taken (so a
     /// look that fails is not tried again before the next interval).
     pub(crate) fn due(&mut self, now: Instant) -> bool {
-        let due = self.measures != Some(false)
+        let due = self.measures != Measures::CannotTell
             && self
                 .last_check
                 .is_none_or(|last| now.saturating_duration_since(last) >= CHECK_INTERVAL);
@@ -86,11 +100,15 @@ impl GroupWatch {
     }
 
     /// Takes in the group's progress at `now`.
-    pub(crate) fn observe(&mut self, progress: &[PartitionProgress], now: Instant) -> Look {
-        self.measures = Some(true);
+    pub(crate) fn observe(&mut self, progress: &GroupProgress, now: Instant) -> GroupLook {
+        self.measures = Measures::Group;
+        if self.group_id.replace(progress.group_id) != Some(progress.group_id) {
+            // Made again (reset, here or by another runtime): its members start afresh.
+            self.unread.clear();
+        }
         let mut unread = Vec::new();
         let mut lag = 0;
-        for partition in progress {
+        for partition in &progress.partitions {
             let messages = partition.unread();
             if messages == 0 {
                 continue;
@@ -116,7 +134,7 @@ impl GroupWatch {
             .map(|partition| now.saturating_duration_since(partition.since))
             .max()
             .unwrap_or_default();
-        Look { lag, stuck_for }
+        GroupLook { lag, stuck_for }
     }
 
     /// Starts over (after the group was reset).
@@ -128,12 +146,20 @@ impl GroupWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::PartitionProgress;
 
     fn progress(partition_id: u32, end: u64, stored: Option<u64>) -> PartitionProgress {
         PartitionProgress {
             partition_id,
             end,
             stored,
+        }
+    }
+
+    fn group(partitions: &[PartitionProgress]) -> GroupProgress {
+        GroupProgress {
+            group_id: 1,
+            partitions: partitions.to_vec(),
         }
     }
 
@@ -154,42 +180,62 @@ mod tests {
         let mut watch = GroupWatch::default();
         assert!(watch.due(start));
         assert!(!watch.due(start), "taken");
-        let look = watch.observe(&[progress(0, 10, Some(4)), progress(1, 5, Some(4))], start);
+        let look = watch.observe(
+            &group(&[progress(0, 10, Some(4)), progress(1, 5, Some(4))]),
+            start,
+        );
         assert_eq!(
             look,
-            Look {
+            GroupLook {
                 lag: 5,
                 stuck_for: Duration::ZERO
             }
         );
         assert!(watch.due(at(1)));
         // Partition 0 stands still; partition 1 got new messages and nobody reads them.
-        let look = watch.observe(&[progress(0, 12, Some(4)), progress(1, 8, Some(4))], at(4));
+        let look = watch.observe(
+            &group(&[progress(0, 12, Some(4)), progress(1, 8, Some(4))]),
+            at(4),
+        );
         assert_eq!(look.lag, 10);
         assert_eq!(look.stuck_for, Duration::from_secs(4));
         // Partition 0 moves: its clock starts again; partition 1's clock started when it
         // first had unread messages.
-        let look = watch.observe(&[progress(0, 12, Some(6)), progress(1, 8, Some(4))], at(6));
+        let look = watch.observe(
+            &group(&[progress(0, 12, Some(6)), progress(1, 8, Some(4))]),
+            at(6),
+        );
         assert_eq!(look.stuck_for, Duration::from_secs(2));
         // All read: nothing is stuck.
-        let look = watch.observe(&[progress(0, 12, Some(11)), progress(1, 8, Some(7))], at(7));
+        let look = watch.observe(
+            &group(&[progress(0, 12, Some(11)), progress(1, 8, Some(7))]),
+            at(7),
+        );
         assert_eq!(
             look,
-            Look {
+            GroupLook {
                 lag: 0,
                 stuck_for: Duration::ZERO
             }
         );
-        let look = watch.observe(&[progress(0, 13, Some(11))], at(9));
+        let look = watch.observe(&group(&[progress(0, 13, Some(11))]), at(9));
         assert_eq!(
             look.stuck_for,
             Duration::ZERO,
             "new unread messages start a clock"
         );
         watch.forget();
-        let look = watch.observe(&[progress(0, 13, Some(11))], at(12));
+        let look = watch.observe(&group(&[progress(0, 13, Some(11))]), at(12));
         assert_eq!(look.stuck_for, Duration::ZERO, "forgotten");
-        watch.measures = Some(false);
+        let look = watch.observe(&group(&[progress(0, 13, Some(11))]), at(20));
+        assert_eq!(look.stuck_for, Duration::from_secs(8));
+        // A group made again (another id) starts every clock again.
+        let made_again = GroupProgress {
+            group_id: 2,
+            partitions: vec![progress(0, 13, Some(11))],
+        };
+        assert_eq!(watch.observe(&made_again, at(21)).stuck_for, Duration::ZERO);
+        watch.measures = Measures::CannotTell;
         assert!(
             !watch.due(at(60)),
             "a bus that cannot tell is not asked again"

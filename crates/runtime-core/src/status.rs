@@ -309,13 +309,13 @@ impl StatusCell {
             status.metrics.batch_latency.observe(latency);
             rate.add(second, messages as u64);
         });
-        if messages > 0 {
-            self.with_live(|live| {
-                if live.stuck_since.is_some() {
-                    live.stuck_since = Some(Instant::now());
-                }
-            });
-        }
+        // A batch done is progress, even one the transforms or the error policy
+        // emptied.
+        self.with_live(|live| {
+            if live.stuck_since.is_some() {
+                live.stuck_since = Some(Instant::now());
+            }
+        });
     }
 
     pub(crate) fn skipped(&self, error: String) {
@@ -349,14 +349,14 @@ impl StatusCell {
         guard.chain = chain;
     }
 
-    /// The lag of the connector's topic number `topic`; the connector's lag is the
-    /// sum over its topics.
-    pub(crate) fn set_lag(&self, topic: usize, lag: u64) {
+    /// The lag of the connector's (stream, topic) number `topic_index`; the
+    /// connector's lag is the sum over its topics.
+    pub(crate) fn set_lag(&self, topic_index: usize, lag: u64) {
         self.with_live(|live| {
-            if live.lags.len() <= topic {
-                live.lags.resize(topic + 1, 0);
+            if live.lags.len() <= topic_index {
+                live.lags.resize(topic_index + 1, 0);
             }
-            live.lags[topic] = lag;
+            live.lags[topic_index] = lag;
             let total = live.lags.iter().sum();
             live.status.metrics.lag = total;
             if total == 0 {
@@ -364,6 +364,15 @@ impl StatusCell {
             } else if live.stuck_since.is_none() {
                 live.stuck_since = Some(Instant::now());
             }
+        });
+    }
+
+    /// Forgets every topic's lag (a sink run starts).
+    pub(crate) fn clear_lag(&self) {
+        self.with_live(|live| {
+            live.lags.clear();
+            live.stuck_since = None;
+            live.status.metrics.lag = 0;
         });
     }
 

@@ -176,7 +176,7 @@ impl runtime_core::MessageBus for TopicCommandBus {
         stream: &str,
         topic: &str,
         group: &str,
-    ) -> Result<Option<Vec<runtime_core::PartitionProgress>>, runtime_core::BusError> {
+    ) -> Result<Option<runtime_core::GroupProgress>, runtime_core::BusError> {
         self.inner.group_progress(stream, topic, group).await
     }
 
@@ -185,8 +185,9 @@ impl runtime_core::MessageBus for TopicCommandBus {
         stream: &str,
         topic: &str,
         group: &str,
-    ) -> Result<(), runtime_core::BusError> {
-        self.inner.reset_group(stream, topic, group).await
+        seen: u32,
+    ) -> Result<bool, runtime_core::BusError> {
+        self.inner.reset_group(stream, topic, group, seen).await
     }
 
     fn connected(&self) -> bool {
