@@ -257,13 +257,9 @@ async fn runtime(
         create_topic(&iggy_client(address).await?, stream, "t", 1).await?;
     }
     let bus = IggyBus::connect(&IggySettings {
-        address: address.to_owned(),
-        username: "iggy".to_owned(),
-        password: "iggy".to_owned(),
-        token: String::new(),
-        tls: None,
         connect_retries: 3,
         reconnect_interval: Duration::from_millis(500),
+        ..IggySettings::new(address.to_owned())
     })
     .await?;
     let state = std::path::PathBuf::from(

@@ -239,14 +239,10 @@ async fn soak() -> Result<bool, Failure> {
     )
     .await?;
     let bus = IggyBus::connect(&IggySettings {
-        address: target.address.clone(),
-        username: "iggy".to_owned(),
-        password: "iggy".to_owned(),
-        token: String::new(),
-        tls: None,
         // As the binary, but patient enough for a real server's restart.
         connect_retries: 100,
         reconnect_interval: Duration::from_millis(500),
+        ..IggySettings::new(target.address.clone())
     })
     .await?;
     let behaviour = RuntimeBehaviour {

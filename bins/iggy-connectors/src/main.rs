@@ -339,13 +339,11 @@ pub(crate) async fn serve(
         )
     });
     let settings = runtime_core::IggySettings {
-        address: config.iggy.address.clone(),
         username: config.iggy.username.clone(),
         password: config.iggy.password.clone(),
         token: config.iggy.token.clone(),
         tls,
-        connect_retries: 10,
-        reconnect_interval: std::time::Duration::from_millis(500),
+        ..runtime_core::IggySettings::new(config.iggy.address.clone())
     };
     let bus = runtime_core::IggyBus::connect(&settings)
         .await

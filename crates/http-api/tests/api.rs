@@ -190,14 +190,10 @@ payload_size = 20
         Arc::new(LocalProvider::open(&configs, &Default::default()).unwrap());
     prepare_topic(&target.address, stream, "t").await;
     let bus = IggyBus::connect(&IggySettings {
-        address: target.address.clone(),
-        username: "iggy".to_owned(),
-        password: "iggy".to_owned(),
-        token: String::new(),
-        tls: None,
         // Long enough to ride out a restart of a real server.
         connect_retries: 100,
         reconnect_interval: Duration::from_millis(100),
+        ..IggySettings::new(target.address.clone())
     })
     .await
     .unwrap();
@@ -860,13 +856,9 @@ async fn bind_and_tls_failures_are_errors_not_panics() {
     let runtime_target = TestTarget::from_env().await.unwrap();
     let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bus = IggyBus::connect(&IggySettings {
-        address: runtime_target.address.clone(),
-        username: "iggy".to_owned(),
-        password: "iggy".to_owned(),
-        token: String::new(),
-        tls: None,
         connect_retries: 1,
         reconnect_interval: Duration::from_millis(50),
+        ..IggySettings::new(runtime_target.address.clone())
     })
     .await
     .unwrap();

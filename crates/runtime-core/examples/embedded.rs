@@ -57,13 +57,8 @@ async fn service() -> Result<(), Box<dyn std::error::Error>> {
     configs.sinks.insert("counter".to_owned(), sink);
 
     let bus = IggyBus::connect(&IggySettings {
-        address,
-        username: "iggy".to_owned(),
-        password: "iggy".to_owned(),
-        token: String::new(),
-        tls: None,
         connect_retries: 3,
-        reconnect_interval: Duration::from_millis(500),
+        ..IggySettings::new(address)
     })
     .await?;
     let state_dir = std::env::temp_dir().join(format!("embedded-example-{}", std::process::id()));

@@ -406,6 +406,23 @@ pub struct IggySettings {
     pub reconnect_interval: std::time::Duration,
 }
 
+impl IggySettings {
+    /// `address` with Iggy's default user (iggy/iggy), no TLS, and the runtime's
+    /// reconnection defaults (10 attempts, 500 ms apart); change what differs with
+    /// struct update syntax.
+    pub fn new(address: impl Into<String>) -> Self {
+        IggySettings {
+            address: address.into(),
+            username: "iggy".to_owned(),
+            password: "iggy".to_owned(),
+            token: String::new(),
+            tls: None,
+            connect_retries: 10,
+            reconnect_interval: std::time::Duration::from_millis(500),
+        }
+    }
+}
+
 fn identifier(name: &str) -> Result<Identifier, BusError> {
     Identifier::named(name).map_err(BusError::from)
 }

@@ -303,15 +303,14 @@ impl StatusCell {
     /// A batch delivered: `messages` of `bytes`, `latency` after it was received.
     pub(crate) fn delivered(&self, messages: usize, bytes: usize, latency: Duration) {
         let second = self.created.elapsed().as_secs();
-        self.update(|status, rate| {
-            status.metrics.messages_out += messages as u64;
-            status.metrics.bytes_out += bytes as u64;
-            status.metrics.batch_latency.observe(latency);
-            rate.add(second, messages as u64);
-        });
-        // A batch done is progress, even one the transforms or the error policy
-        // emptied.
         self.with_live(|live| {
+            let metrics = &mut live.status.metrics;
+            metrics.messages_out += messages as u64;
+            metrics.bytes_out += bytes as u64;
+            metrics.batch_latency.observe(latency);
+            live.rate.add(second, messages as u64);
+            // A batch done is progress, even one the transforms or the error policy
+            // emptied.
             if live.stuck_since.is_some() {
                 live.stuck_since = Some(Instant::now());
             }

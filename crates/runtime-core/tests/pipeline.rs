@@ -1069,13 +1069,9 @@ fail_payloads_containing = [{poison}]
 
 async fn bus(target: &TestTarget) -> Arc<dyn runtime_core::MessageBus> {
     let bus = IggyBus::connect(&IggySettings {
-        address: target.address.clone(),
-        username: "iggy".to_owned(),
-        password: "iggy".to_owned(),
-        token: String::new(),
-        tls: None,
         connect_retries: 2,
         reconnect_interval: Duration::from_millis(50),
+        ..IggySettings::new(target.address.clone())
     })
     .await
     .unwrap();
@@ -2293,13 +2289,9 @@ fn restart_needs() -> String {
 /// keeps reconnecting for a while), for tests that restart the server.
 async fn restart_proof_context(target: &TestTarget, state_dir: &std::path::Path) -> RuntimeContext {
     let bus = IggyBus::connect(&IggySettings {
-        address: target.address.clone(),
-        username: "iggy".to_owned(),
-        password: "iggy".to_owned(),
-        token: String::new(),
-        tls: None,
         connect_retries: 100,
         reconnect_interval: Duration::from_millis(100),
+        ..IggySettings::new(target.address.clone())
     })
     .await
     .unwrap();
@@ -2382,6 +2374,14 @@ async fn sinks_survive_server_restarts(test: &str, partitions: u32) {
     })
     .await;
     assert_eq!(seqs_in(&outputs), (0..MESSAGES).collect::<BTreeSet<u64>>());
+    // One reset per restart at most, shared by the group's two sinks: the second to
+    // find a stall joins the group the first made again instead of resetting it too.
+    let resets: u64 = ["a", "b"]
+        .iter()
+        .filter_map(|key| runtime.status(ConnectorKind::Sink, key))
+        .map(|status| status.metrics.group_resets)
+        .sum();
+    assert!(resets <= 2, "{resets} group resets for 2 restarts");
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
@@ -2393,4 +2393,53 @@ async fn sinks_survive_server_restarts_with_one_partition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sinks_survive_server_restarts_with_three_partitions() {
     sinks_survive_server_restarts("sinks_survive_server_restarts_with_three_partitions", 3).await;
+}
+
+/// A reset names the group id its caller found stuck: the first reset makes the group
+/// again with its offsets, and a second one that saw the old id only joins the new
+/// group, so two sinks finding one stall do not reset it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_reset_keeps_the_offsets_and_a_stale_second_reset_only_joins() {
+    let target = target().await;
+    let stream = unique("reset");
+    let client = client_with_topic(&target, &stream, 2).await;
+    produce_to_partition(&client, &stream, 0, 5).await;
+    produce_to_partition(&client, &stream, 1, 5).await;
+    let (first, second) = (bus(&target).await, bus(&target).await);
+    first.join_group(&stream, "t", "g").await.unwrap();
+    first.store_offset(&stream, "t", "g", 0, 2).await.unwrap();
+    let before = first
+        .group_progress(&stream, "t", "g")
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(
+        first
+            .reset_group(&stream, "t", "g", before.group_id)
+            .await
+            .unwrap()
+    );
+    let after = first
+        .group_progress(&stream, "t", "g")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(after.group_id, before.group_id, "made again");
+    let stored: Vec<Option<u64>> = after.partitions.iter().map(|p| p.stored).collect();
+    assert_eq!(stored, [Some(2), None], "the offsets are kept");
+
+    let reset_again = second
+        .reset_group(&stream, "t", "g", before.group_id)
+        .await
+        .unwrap();
+    assert!(!reset_again, "a reset that saw the old group only joins");
+    let last = second
+        .group_progress(&stream, "t", "g")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.group_id, after.group_id);
+    first.close().await;
+    second.close().await;
 }
