@@ -41,12 +41,21 @@ async fn within<T>(work: impl Future<Output = T>) -> T {
 }
 
 async fn connect(address: &str, login: AutoLogin) -> Result<IggyClient, IggyError> {
+    // Fail fast instead of retrying forever.
+    connect_retrying(address, login, 2).await
+}
+
+/// A client that reconnects up to `retries` times, 50 ms apart.
+async fn connect_retrying(
+    address: &str,
+    login: AutoLogin,
+    retries: u32,
+) -> Result<IggyClient, IggyError> {
     let client = IggyClient::builder()
         .with_tcp()
         .with_server_address(address.to_owned())
         .with_auto_sign_in(login)
-        // Fail fast instead of retrying forever.
-        .with_reconnection_max_retries(Some(2))
+        .with_reconnection_max_retries(Some(retries))
         .with_reconnection_interval(NonZeroIggyDuration::from_str("50ms").unwrap())
         .build()?;
     client.connect().await?;
@@ -747,7 +756,14 @@ async fn a_killed_server_keeps_the_members_it_lost_until_the_group_is_deleted() 
         );
         return;
     }
-    let before = client(&target).await;
+    // It must ride out the restart (a real server takes seconds to start again).
+    let login = AutoLogin::Enabled(Credentials::UsernamePassword(
+        "iggy".to_owned(),
+        "iggy".into(),
+    ));
+    let before = within(connect_retrying(&target.address, login, 200))
+        .await
+        .unwrap();
     let stream = unique("ghost");
     ensure_topic(&before, &stream, "t", 2).await;
     within(async {
@@ -781,17 +797,27 @@ async fn a_killed_server_keeps_the_members_it_lost_until_the_group_is_deleted() 
         send_text(&after, &stream, 1, "m", 2).await;
         // The client that was connected reconnected as someone else.
         let group = Consumer::group(id("g"));
-        let polled = before
-            .poll_messages(
-                &id(&stream),
-                &id("t"),
-                None,
-                &group,
-                &PollingStrategy::next(),
-                1,
-                false,
-            )
-            .await;
+        // Once it is connected again (it may still be on its way there).
+        let polled = loop {
+            let polled = before
+                .poll_messages(
+                    &id(&stream),
+                    &id("t"),
+                    None,
+                    &group,
+                    &PollingStrategy::next(),
+                    1,
+                    false,
+                )
+                .await;
+            if !matches!(
+                polled,
+                Err(IggyError::NotConnected | IggyError::Disconnected)
+            ) {
+                break polled;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         assert!(
             matches!(polled, Err(IggyError::ConsumerGroupMemberNotFound(..))),
             "{polled:?}"
