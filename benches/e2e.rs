@@ -250,8 +250,8 @@ async fn runtime(
         "streams": [{ "stream": stream, "topics": ["t"], "schema": "json", "batch_length": BATCH, "poll_interval": "1ms" }]
     }))?;
     let mut configs = ActiveConfigs::default();
-    configs.sources.insert(source.key().to_owned(), source);
-    configs.sinks.insert(sink.key().to_owned(), sink);
+    configs.sources.insert(source.common().key.clone(), source);
+    configs.sinks.insert(sink.common().key.clone(), sink);
     if std::env::var_os(iggy_test_server::CREATE_TOPIC_COMMAND_ENV).is_some() {
         // The runtime would create the topic itself; that server's build refuses it.
         create_topic(&iggy_client(address).await?, stream, "t", 1).await?;

@@ -84,12 +84,12 @@ record_to = "{output}"
             Ok(ConnectorConfig::Source(config)) => {
                 active
                     .sources
-                    .insert(config.key.clone(), ConnectorConfig::Source(config));
+                    .insert(config.common.key.clone(), ConnectorConfig::Source(config));
             }
             Ok(ConnectorConfig::Sink(config)) => {
                 active
                     .sinks
-                    .insert(config.key.clone(), ConnectorConfig::Sink(config));
+                    .insert(config.common.key.clone(), ConnectorConfig::Sink(config));
             }
             Err(error) => panic!("the soak's connector config does not parse: {error}"),
         }

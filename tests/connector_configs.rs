@@ -111,7 +111,7 @@ fn upstream_transform_configs_build_chains() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         let config = config_provider::parse_connector_toml(&text).unwrap();
-        let chain = transforms::TransformChain::new(config.kind(), &config.transforms().0)
+        let chain = transforms::TransformChain::new(config.kind(), &config.common().transforms.0)
             .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
         if path.ends_with("quickwit_sink.toml") {
             assert_eq!(chain.names(), ["add_fields", "delete_fields"]);

@@ -1,5 +1,8 @@
 //! Helpers shared by the end-to-end tests: where the plugin libraries are, batches to
-//! feed sinks, and topics made ahead on real-server builds that need it.
+//! feed sinks, temporary directories, the runtime's logs, and topics made ahead on
+//! real-server builds that need it. The server under test ([`target`]), unique names
+//! ([`unique`]) and waiting on a condition ([`eventually`]) come from `iggy-test-server`
+//! (whose own tests use them, and which this crate depends on), re-exported here.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,6 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use connector_sdk::{OwnedHeader, Schema};
 use plugin_host::{BatchSource, MessageMeta, SinkBatch, SinkBatchBuilder};
+
+pub use iggy_test_server::{WAIT_LIMIT, eventually, eventually_showing, target, unique};
 
 // Linked so that cargo builds every plugin library before the tests run.
 use faulty_sink_plugin as _;
@@ -88,6 +93,17 @@ pub fn temp_dir(label: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("can create a temp dir");
     dir
+}
+
+/// Shows the runtime's logs as `RUST_LOG` asks (none by default) in the test's output,
+/// e.g. `RUST_LOG=runtime_core=debug cargo test ... -- --nocapture`. Any test may call
+/// it; the first call in a process sets the subscriber up, later ones do nothing.
+pub fn logs() {
+    // Fails only when a subscriber is already set (an earlier call): nothing to do then.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
 }
 
 /// Upstream's config files, in the steering repository's shared fixtures. A checkout

@@ -8,8 +8,10 @@
 mod cli;
 mod demo;
 mod health;
+mod transform;
 mod validate;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use cli::{Command, Invocation};
@@ -40,7 +42,7 @@ fn main() -> ExitCode {
             init_logging(config_provider::LogFormat::Text);
             list_plugins(&paths)
         }
-        Command::Transform { connector, input } => transform(&connector, &input),
+        Command::Transform { connector, input } => transform::run(&connector, &input),
         Command::Validate => validate::validate(invocation.config.as_ref()),
         Command::Demo => demo::demo(),
         Command::Healthcheck => health::healthcheck(invocation.config.as_ref()),
@@ -48,12 +50,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr as `[logging] format` says; `RUST_LOG` filters (default `info`).
+/// Logs to stderr as `[logging] format` says. `RUST_LOG` filters; without it, `info`
+/// but for the `iggy` client's connection chatter (connecting, signing in, shutting
+/// down: one line each per connection), which shows from `warn`. Colours only when
+/// stderr is a terminal and `NO_COLOR` is unset.
 fn init_logging(format: config_provider::LogFormat) {
+    // `iggy::`, not `iggy`: a target matches by prefix, and `iggy` would also quiet
+    // `iggy_connectors`, `iggy_test_server` and the bundled `iggy_connector_*`. Of the
+    // client's crates only `iggy` logs at info (`iggy_common` from warn, and
+    // `iggy_binary_protocol` not at all).
+    const DEFAULT_FILTER: &str = "info,iggy::=warn";
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr);
     match format {
         config_provider::LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -83,108 +95,6 @@ fn list_plugins(paths: &[String]) -> ExitCode {
         }
     }
     if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-/// Runs a connector file's transforms over sample payloads: prints each result on
-/// stdout, each failure on stderr with its line number, and a summary; exits 1 if any
-/// message failed or the files are unusable.
-fn transform(connector: &std::path::Path, input: &std::path::Path) -> ExitCode {
-    use std::io::{BufRead, Write};
-    let text = match std::fs::read_to_string(connector) {
-        Ok(text) => text,
-        Err(error) => {
-            eprintln!("error: cannot read {}: {error}", connector.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    let config = match config_provider::parse_connector_toml(&text) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {}: {error}", connector.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    let schema = match &config {
-        config_provider::ConnectorConfig::Sink(sink) => sink.streams.first().map(|s| s.schema),
-        config_provider::ConnectorConfig::Source(source) => {
-            source.streams.first().map(|s| s.schema)
-        }
-    }
-    .unwrap_or(connector_sdk::Schema::Json);
-    let chain = match transforms::TransformChain::new(config.kind(), &config.transforms().0) {
-        Ok(chain) => chain,
-        Err(error) => {
-            eprintln!("error: {}: {error}", connector.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        match std::fs::File::open(input) {
-            Ok(file) => Box::new(std::io::BufReader::new(file)),
-            Err(error) => {
-                eprintln!("error: cannot read {}: {error}", input.display());
-                return ExitCode::FAILURE;
-            }
-        }
-    };
-    let mut stdout = std::io::stdout().lock();
-    let (mut total, mut kept, mut dropped, mut failed) = (0, 0, 0, 0);
-    for (index, line) in reader.lines().enumerate() {
-        let line = match line {
-            Ok(line) => line,
-            Err(error) => {
-                eprintln!("error: {} line {}: {error}", input.display(), index + 1);
-                return ExitCode::FAILURE;
-            }
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        total += 1;
-        let mut message = transforms::Message {
-            payload: match transforms::Payload::decode(schema, line.into_bytes().into()) {
-                Ok(payload) => payload,
-                Err(error) => {
-                    failed += 1;
-                    eprintln!("line {}: cannot decode: {error}", index + 1);
-                    continue;
-                }
-            },
-            topic: None,
-        };
-        match chain.run(&mut message) {
-            Ok(transforms::Verdict::Drop) => dropped += 1,
-            Ok(transforms::Verdict::Keep) => match message.payload.encode(schema) {
-                Ok(bytes) => {
-                    kept += 1;
-                    let routed = message
-                        .topic
-                        .map(|topic| format!("\t(topic {topic})"))
-                        .unwrap_or_default();
-                    let _ = writeln!(stdout, "{}{routed}", String::from_utf8_lossy(&bytes));
-                }
-                Err(error) => {
-                    failed += 1;
-                    eprintln!("line {}: cannot encode: {error}", index + 1);
-                }
-            },
-            Err(error) => {
-                failed += 1;
-                eprintln!("line {}: {error}", index + 1);
-            }
-        }
-    }
-    eprintln!(
-        "{total} messages: {kept} out, {dropped} filtered, {failed} failed (transforms: {})",
-        chain.names().join(" -> ")
-    );
-    if failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -12,7 +12,7 @@ use crate::cli::ConfigPath;
 /// The problems of one connector config: plugin, kind, transforms, stream schemas.
 fn check_connector(loader: &PluginLoader, config: &ConnectorConfig) -> Vec<String> {
     let mut problems = Vec::new();
-    let path = config.path();
+    let path = &config.common().path;
     match loader.load(path) {
         Ok(plugin) if plugin.kind() != config.kind() => problems.push(format!(
             "`path`: {path} is a {} plugin ({}), but this is a {} config",
@@ -23,7 +23,9 @@ fn check_connector(loader: &PluginLoader, config: &ConnectorConfig) -> Vec<Strin
         Ok(_) => {}
         Err(error) => problems.push(format!("`path`: {error}")),
     }
-    if let Err(error) = transforms::TransformChain::new(config.kind(), &config.transforms().0) {
+    if let Err(error) =
+        transforms::TransformChain::new(config.kind(), &config.common().transforms.0)
+    {
         problems.push(error);
     }
     if let Err(error) = runtime_core::check_stream_schemas(config) {
@@ -62,8 +64,8 @@ async fn check(config: Option<&ConfigPath>) -> Result<String, Vec<String>> {
             problems.push(format!(
                 "{} {} (version {}): {problem}",
                 config.kind(),
-                config.key(),
-                config.version()
+                config.common().key,
+                config.common().version
             ));
         }
     }

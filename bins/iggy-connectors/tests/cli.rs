@@ -328,6 +328,59 @@ fn validate_reports_every_problem_at_once() {
     );
 }
 
+/// `transform` shapes samples as the runtime would for an Avro stream: each JSON line is
+/// encoded with the stream's schema (a line that does not fit fails with its number),
+/// transformed, and shown decoded.
+#[test]
+fn transform_dry_runs_an_avro_stream() {
+    let dir = iggy_connectors_tests::temp_dir("cli-transform-avro");
+    let connector = dir.join("avro_sink.toml");
+    std::fs::write(
+        &connector,
+        r#"type = "sink"
+key = "avro"
+enabled = true
+version = 0
+name = "Avro sink"
+path = "libiggy_connector_stdout_sink"
+
+[[streams]]
+stream = "s"
+topics = ["t"]
+schema = "avro"
+avro_schema_json = '{"type":"record","name":"R","fields":[{"name":"n","type":"long"},{"name":"tag","type":["null","string"],"default":null}]}'
+
+[transforms.update_fields]
+fields = [{ key = "tag", value = "seen" }]
+"#,
+    )
+    .unwrap();
+    let samples = dir.join("in.jsonl");
+    std::fs::write(&samples, "{\"n\":1,\"tag\":null}\n{\"n\":\"not a long\"}\n").unwrap();
+    let output = run(&[
+        "transform",
+        "--connector",
+        connector.to_str().unwrap(),
+        "--input",
+        samples.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let lines: Vec<serde_json::Value> = text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines, [serde_json::json!({ "n": 1, "tag": "seen" })]);
+    assert!(
+        stderr.contains("line 2: cannot decode: as Avro"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 messages: 1 out, 0 filtered, 1 failed"),
+        "{stderr}"
+    );
+}
+
 /// The README's `transform` example, run exactly as written from the repository root:
 /// its connector and sample input ship with the repository, and the chain filters,
 /// deletes, adds and updates as the example's comments say.
@@ -430,4 +483,44 @@ fn validate_names_the_connector_directory_it_read() {
         stdout.contains("holds no connector files (*.toml)"),
         "{stdout}"
     );
+}
+
+/// Off a terminal the logs carry no colour codes, and the `iggy` client's connection
+/// chatter (one info line per connection attempt) is left out: our own info lines stay.
+/// With `RUST_LOG` set, it alone decides.
+#[test]
+fn logs_are_plain_off_a_terminal_and_leave_out_the_clients_chatter() {
+    let config = iggy_connectors_tests::temp_dir("cli-logging").join("unreachable.toml");
+    std::fs::write(
+        &config,
+        "[iggy]\naddress = \"127.0.0.1:1\"\n[http]\nenabled = false\n",
+    )
+    .unwrap();
+    let logs = |rust_log: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"));
+        command
+            .args(["--config", config.to_str().unwrap()])
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        std::thread::spawn(move || command.output().unwrap())
+    };
+    let (default, asked) = (logs(None), logs(Some("info")));
+    for (output, client_at_info) in [(default, false), (asked, true)] {
+        let output = output.join().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        let stderr = text(&output.stderr);
+        assert!(!stderr.contains('\x1b'), "colour codes in a pipe: {stderr}");
+        assert!(
+            stderr.contains(" INFO iggy_connectors: configuration is valid"),
+            "{stderr}"
+        );
+        assert_eq!(
+            stderr.contains(" INFO iggy::"),
+            client_at_info,
+            "the iggy client's info lines: {stderr}"
+        );
+    }
 }

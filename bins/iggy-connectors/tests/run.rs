@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use iggy_connectors_tests::{plugin_path, prepare_topic, temp_dir};
+use iggy_connectors_tests::{plugin_path, prepare_topic, temp_dir, unique};
 use iggy_test_server::TestTarget;
 
 /// A child process that is killed if the test ends early (a failed assertion), so it
@@ -259,15 +259,6 @@ async fn a_killed_runtime_resumes_without_losing_messages() {
         "{duplicates} duplicates: more than one sink batch"
     );
     drop(second);
-}
-
-/// A stream name unique to this run (a real server keeps what earlier runs made).
-fn unique(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{label}-{}-{nanos}", std::process::id())
 }
 
 /// The lines a child writes to a pipe, as they come.

@@ -1,15 +1,22 @@
 //! Connector configs: one TOML file (or JSON document) per connector version, with the
 //! fields of upstream's files, so those files load unchanged.
+//!
+//! A config is the part every connector has ([`ConnectorCommon`]) and its kind's own
+//! fields ([`SinkConfig`], [`SourceConfig`]); in a file, and wherever a config is
+//! written (the HTTP API's JSON, the local provider's TOML), both are one flat table,
+//! read and written through [`crate::flat`].
 
-use std::collections::BTreeMap;
 use std::fmt;
 
-use connector_sdk::{ConnectorKind, Schema};
+use connector_sdk::ConnectorKind;
 use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::runtime::{ConfigDuration, ConnectorRetry};
+use crate::flat::{self, FieldsInto, FlatError, Raw, Span, Table};
+use crate::runtime::ConnectorRetry;
 use crate::secrets::SecretPaths;
+use crate::streams::{SinkStream, SourceStream};
 
 /// A connector config: a sink or a source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,11 +28,16 @@ pub enum ConnectorConfig {
     Source(SourceConfig),
 }
 
-/// A sink config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What every connector config has, sink or source: which connector it is and which
+/// plugin runs it, how it logs, how its messages are transformed, and what happens
+/// when they fail. In a file these keys sit beside the kind's own in one table.
+///
+/// `Default` is a config to fill in: empty, disabled, version 0 (`validate` refuses it
+/// until it has a key).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    /// The connector's id, unique among sinks: `[A-Za-z0-9_-]+`.
+pub struct ConnectorCommon {
+    /// The connector's id, unique among connectors of its kind: `[A-Za-z0-9_-]+`.
     pub key: String,
     /// `false` keeps the connector configured but not run.
     pub enabled: bool,
@@ -33,7 +45,7 @@ pub struct SinkConfig {
     pub version: u64,
     /// Display name.
     pub name: String,
-    /// The plugin library.
+    /// The plugin library (or the name a linked plugin is registered under).
     pub path: String,
     /// How `GET .../configs/plugin` renders `plugin_config`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,8 +56,6 @@ pub struct SinkConfig {
     /// Emit per-batch timing events.
     #[serde(default)]
     pub benchmark: bool,
-    /// What to consume: every entry counts.
-    pub streams: Vec<SinkStream>,
     /// Transforms, in the order the file lists them.
     #[serde(default, skip_serializing_if = "Transforms::is_empty")]
     pub transforms: Transforms,
@@ -66,29 +76,20 @@ pub struct SinkConfig {
     pub secrets: SecretPaths,
 }
 
+/// A sink config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkConfig {
+    /// What every connector config has.
+    pub common: ConnectorCommon,
+    /// What to consume: every entry counts.
+    pub streams: Vec<SinkStream>,
+}
+
 /// A source config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
-    /// The connector's id, unique among sources: `[A-Za-z0-9_-]+`.
-    pub key: String,
-    /// `false` keeps the connector configured but not run.
-    pub enabled: bool,
-    /// The config version.
-    pub version: u64,
-    /// Display name.
-    pub name: String,
-    /// The plugin library.
-    pub path: String,
-    /// How `GET .../configs/plugin` renders `plugin_config`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plugin_config_format: Option<PluginConfigFormat>,
-    /// Log every batch at info level.
-    #[serde(default)]
-    pub verbose: bool,
-    /// Emit per-batch timing events.
-    #[serde(default)]
-    pub benchmark: bool,
+    /// What every connector config has.
+    pub common: ConnectorCommon,
     /// Where to produce: every entry counts (upstream used only the last one).
     pub streams: Vec<SourceStream>,
     /// Without `verified_resume`: most sends Iggy may have stored beyond the saved
@@ -97,7 +98,6 @@ pub struct SourceConfig {
     /// the state is written, one write covering several (faster; the source's
     /// in-flight limit caps it too). A source batch larger than `batch_length`, cut
     /// into several requests, counts as one send.
-    #[serde(default = "default_max_unsaved_sends")]
     pub max_unsaved_sends: u32,
     /// Save the state with each send before it goes, and on a restart ask Iggy which
     /// of the sends it stored (the last message of each carries the header
@@ -106,93 +106,7 @@ pub struct SourceConfig {
     /// send waits for a disk flush after it. `false` leaves
     /// messages unmarked and saves the state after sends, bounded by
     /// `max_unsaved_sends` (which is moot while this is on).
-    #[serde(default = "default_verified_resume")]
     pub verified_resume: bool,
-    /// Transforms, in the order the file lists them.
-    #[serde(default, skip_serializing_if = "Transforms::is_empty")]
-    pub transforms: Transforms,
-    /// How failed calls are retried; default `[runtime.retry]`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry: Option<ConnectorRetry>,
-    /// What happens to a message that still fails after the retries.
-    #[serde(default, skip_serializing_if = "ErrorPolicy::is_default")]
-    pub error_policy: ErrorPolicy,
-    /// Where `error_policy = "dead_letter"` sends failed messages.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dead_letter: Option<DeadLetterTarget>,
-    /// The plugin's own configuration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plugin_config: Option<serde_json::Value>,
-    /// Keys whose values came from `${env:...}` or `${file:...}` (for redaction).
-    #[serde(skip)]
-    pub secrets: SecretPaths,
-}
-
-/// A `[[streams]]` entry of a sink.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkStream {
-    /// Stream name.
-    pub stream: String,
-    /// Topics to consume.
-    pub topics: Vec<String>,
-    /// Payload schema.
-    pub schema: Schema,
-    /// Avro schema, inline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub avro_schema_json: Option<String>,
-    /// Avro schema, from a file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub avro_schema_path: Option<String>,
-    /// Protobuf: a compiled descriptor set file (`protoc --descriptor_set_out`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proto_descriptor_set: Option<String>,
-    /// Protobuf: the full name of the message type in the descriptor set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proto_message_type: Option<String>,
-    /// Messages per poll.
-    #[serde(default = "default_batch_length")]
-    pub batch_length: u32,
-    /// Pause between polls.
-    #[serde(default = "default_interval")]
-    pub poll_interval: ConfigDuration,
-    /// Consumer group; default `iggy-connect-sink-{key}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consumer_group: Option<String>,
-}
-
-/// A `[[streams]]` entry of a source.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceStream {
-    /// Stream name.
-    pub stream: String,
-    /// Topic to produce to.
-    pub topic: String,
-    /// Payload schema.
-    pub schema: Schema,
-    /// Avro schema, inline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub avro_schema_json: Option<String>,
-    /// Avro schema, from a file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub avro_schema_path: Option<String>,
-    /// Protobuf: a compiled descriptor set file (`protoc --descriptor_set_out`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proto_descriptor_set: Option<String>,
-    /// Protobuf: the full name of the message type in the descriptor set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proto_message_type: Option<String>,
-    /// Messages per send.
-    #[serde(default = "default_batch_length")]
-    pub batch_length: u32,
-    /// Most payload bytes per send (a larger message still goes, alone); none = no
-    /// limit but `batch_length`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_send_bytes: Option<u64>,
-    /// Longest wait to fill a batch.
-    #[serde(default = "default_interval")]
-    pub linger_time: ConfigDuration,
 }
 
 fn default_max_unsaved_sends() -> u32 {
@@ -203,12 +117,96 @@ fn default_verified_resume() -> bool {
     true
 }
 
-fn default_batch_length() -> u32 {
-    1000
+impl ConnectorCommon {
+    /// In the flat form a kind's own fields come right after this one, where
+    /// upstream's files have `streams`: the files the local provider writes keep that
+    /// layout.
+    const KIND_FIELDS_AFTER: &'static str = "benchmark";
+
+    /// Writes the flat form of a config: these fields, with the kind's own (written by
+    /// `own`) after [`ConnectorCommon::KIND_FIELDS_AFTER`].
+    fn serialize_around<S: Serializer>(
+        &self,
+        serializer: S,
+        own: impl FnOnce(&mut S::SerializeMap) -> Result<(), S::Error>,
+    ) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        self.serialize(FieldsInto::new(
+            &mut map,
+            Span::Through(Self::KIND_FIELDS_AFTER),
+        ))?;
+        own(&mut map)?;
+        self.serialize(FieldsInto::new(
+            &mut map,
+            Span::After(Self::KIND_FIELDS_AFTER),
+        ))?;
+        map.end()
+    }
+
+    /// Takes this part's keys from a flat config table.
+    fn read(table: &mut Table) -> Result<Self, FlatError> {
+        table.part(flat::struct_fields::<ConnectorCommon>())
+    }
 }
 
-fn default_interval() -> ConfigDuration {
-    ConfigDuration::from_millis(5)
+impl SinkConfig {
+    /// Reads a flat sink table (without `type`).
+    pub(crate) fn read(table: &mut Table) -> Result<Self, FlatError> {
+        let common = ConnectorCommon::read(table);
+        let streams = table.tables("streams", "struct SinkStream", SinkStream::read);
+        table.finish()?;
+        Ok(SinkConfig {
+            common: common?,
+            streams: streams?,
+        })
+    }
+}
+
+impl SourceConfig {
+    /// Reads a flat source table (without `type`).
+    pub(crate) fn read(table: &mut Table) -> Result<Self, FlatError> {
+        let common = ConnectorCommon::read(table);
+        let streams = table.tables("streams", "struct SourceStream", SourceStream::read);
+        let max_unsaved_sends = table.or_else("max_unsaved_sends", default_max_unsaved_sends);
+        let verified_resume = table.or_else("verified_resume", default_verified_resume);
+        table.finish()?;
+        Ok(SourceConfig {
+            common: common?,
+            streams: streams?,
+            max_unsaved_sends: max_unsaved_sends?,
+            verified_resume: verified_resume?,
+        })
+    }
+}
+
+impl Serialize for SinkConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.common.serialize_around(serializer, |map| {
+            map.serialize_entry("streams", &self.streams)
+        })
+    }
+}
+
+impl Serialize for SourceConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.common.serialize_around(serializer, |map| {
+            map.serialize_entry("streams", &self.streams)?;
+            map.serialize_entry("max_unsaved_sends", &self.max_unsaved_sends)?;
+            map.serialize_entry("verified_resume", &self.verified_resume)
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SinkConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        flat::deserialize(deserializer, "struct SinkConfig", SinkConfig::read)
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        flat::deserialize(deserializer, "struct SourceConfig", SourceConfig::read)
+    }
 }
 
 /// What happens to a message that fails (in the plugin, a decoder or a transform) after
@@ -294,16 +292,6 @@ impl<'de> Deserialize<'de> for Transforms {
     }
 }
 
-/// A field both kinds of connector config have, read from either.
-macro_rules! common {
-    ($config:expr, $field:ident) => {
-        match $config {
-            ConnectorConfig::Sink(sink) => &sink.$field,
-            ConnectorConfig::Source(source) => &source.$field,
-        }
-    };
-}
-
 impl ConnectorConfig {
     /// Sink or source.
     pub fn kind(&self) -> ConnectorKind {
@@ -313,106 +301,50 @@ impl ConnectorConfig {
         }
     }
 
-    /// The key.
-    pub fn key(&self) -> &str {
-        common!(self, key)
-    }
-
-    /// The version.
-    pub fn version(&self) -> u64 {
-        *common!(self, version)
-    }
-
-    /// Display name.
-    pub fn name(&self) -> &str {
-        common!(self, name)
-    }
-
-    /// The plugin library (or the name a linked plugin is registered under).
-    pub fn path(&self) -> &str {
-        common!(self, path)
-    }
-
-    /// Transforms, in file order.
-    pub fn transforms(&self) -> &Transforms {
-        common!(self, transforms)
-    }
-
-    /// How `GET .../configs/plugin` renders `plugin_config`, if set.
-    pub fn plugin_config_format(&self) -> Option<PluginConfigFormat> {
-        *common!(self, plugin_config_format)
-    }
-
-    /// The connector's own retry settings, if it has any.
-    pub fn retry(&self) -> Option<ConnectorRetry> {
-        *common!(self, retry)
-    }
-
-    /// What happens to a message that still fails after the retries.
-    pub fn error_policy(&self) -> ErrorPolicy {
-        *common!(self, error_policy)
-    }
-
-    /// Where `dead_letter` sends failed messages.
-    pub fn dead_letter(&self) -> Option<&DeadLetterTarget> {
-        common!(self, dead_letter).as_ref()
-    }
-
-    /// Sets key and version (when a provider stores a new version).
-    pub fn set_identity(&mut self, key: &str, version: u64) {
+    /// What every connector config has: key, version, plugin, transforms, error policy...
+    pub fn common(&self) -> &ConnectorCommon {
         match self {
-            ConnectorConfig::Sink(sink) => {
-                sink.key = key.to_owned();
-                sink.version = version;
-            }
-            ConnectorConfig::Source(source) => {
-                source.key = key.to_owned();
-                source.version = version;
-            }
+            ConnectorConfig::Sink(sink) => &sink.common,
+            ConnectorConfig::Source(source) => &source.common,
         }
     }
 
-    /// Keys whose values came from `${env:...}` or `${file:...}`.
-    pub fn secrets(&self) -> &SecretPaths {
-        common!(self, secrets)
-    }
-
-    fn set_secrets(&mut self, secrets: SecretPaths) {
+    /// [`ConnectorConfig::common`], to change (a provider sets key and version when it
+    /// stores a new version).
+    pub fn common_mut(&mut self) -> &mut ConnectorCommon {
         match self {
-            ConnectorConfig::Sink(sink) => sink.secrets = secrets,
-            ConnectorConfig::Source(source) => source.secrets = secrets,
+            ConnectorConfig::Sink(sink) => &mut sink.common,
+            ConnectorConfig::Source(source) => &mut source.common,
         }
     }
 
     /// The config as JSON with secret values replaced by `"******"`: values that came
     /// from `${env:...}` or `${file:...}`, and `plugin_config` fields (at any depth)
-    /// whose names say they are secret (see [`is_secret_field`]).
+    /// whose names say they are secret (see [`crate::is_secret_field`]).
     pub fn redacted(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).unwrap_or_default();
-        for path in self.secrets() {
+        for path in &self.common().secrets {
             crate::secrets::redact_path(&mut value, path);
         }
         if let Some(plugin) = value.get_mut("plugin_config") {
-            redact_secret_fields(plugin);
+            crate::secrets::redact_secret_fields(plugin);
         }
         value
     }
 
-    /// Whether the connector should run.
-    pub fn enabled(&self) -> bool {
-        *common!(self, enabled)
-    }
-
-    /// The plugin config, `{}` when the file has none (never `null`).
+    /// The plugin config, `{}` when the file has none (never `null`): what the plugin
+    /// is opened with.
     pub fn plugin_config(&self) -> serde_json::Value {
-        common!(self, plugin_config)
+        self.common()
+            .plugin_config
             .clone()
             .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()))
     }
 
     /// Checks what the types cannot: the key's characters and at least one stream.
     pub fn validate(&self) -> Result<(), String> {
-        validate_key(self.key())?;
+        let common = self.common();
+        validate_key(&common.key)?;
         let streams = match self {
             ConnectorConfig::Sink(sink) => {
                 if let Some(stream) = sink.streams.iter().find(|stream| stream.topics.is_empty()) {
@@ -428,13 +360,13 @@ impl ConnectorConfig {
         if streams == 0 {
             return Err("`streams`: at least one [[streams]] entry is needed".to_owned());
         }
-        if self.error_policy() == ErrorPolicy::DeadLetter && self.dead_letter().is_none() {
+        if common.error_policy == ErrorPolicy::DeadLetter && common.dead_letter.is_none() {
             return Err(
                 "`error_policy`: \"dead_letter\" needs a [dead_letter] table with `stream` and `topic`"
                     .to_owned(),
             );
         }
-        if self.retry().is_some_and(|retry| retry.max_attempts == 0) {
+        if common.retry.is_some_and(|retry| retry.max_attempts == 0) {
             return Err("`retry.max_attempts`: must be at least 1".to_owned());
         }
         if let ConnectorConfig::Source(source) = self
@@ -443,44 +375,6 @@ impl ConnectorConfig {
             return Err("`max_unsaved_sends`: must be at least 1".to_owned());
         }
         Ok(())
-    }
-}
-
-/// Whether a plugin config field holds a secret, by its name: it contains `password`,
-/// `passwd`, `secret`, `token`, `api_key`, `apikey`, `private_key`, `credential` or
-/// `authorization` (case-insensitive, `-` read as `_`). Connector authors name fields so.
-pub fn is_secret_field(name: &str) -> bool {
-    let name = name.to_ascii_lowercase().replace('-', "_");
-    [
-        "password",
-        "passwd",
-        "secret",
-        "token",
-        "api_key",
-        "apikey",
-        "private_key",
-        "credential",
-        "authorization",
-    ]
-    .iter()
-    .any(|marker| name.contains(marker))
-}
-
-fn redact_secret_fields(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(fields) => {
-            for (name, field) in fields.iter_mut() {
-                if is_secret_field(name) && !field.is_object() && !field.is_array() {
-                    if !field.is_null() && field.as_str() != Some("") {
-                        *field = serde_json::Value::String(crate::secrets::REDACTED.to_owned());
-                    }
-                } else {
-                    redact_secret_fields(field);
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_secret_fields),
-        _ => {}
     }
 }
 
@@ -514,12 +408,21 @@ pub(crate) fn from_toml_value(mut value: toml::Value) -> Result<ConnectorConfig,
     let toml::Value::Table(mut table) = value else {
         return Err("expected a table".to_owned());
     };
-    // Deserialise the variant's struct directly: going through the tagged enum would
-    // buffer the input and lose the path of a bad field.
+    // `type` is read here rather than through the tagged enum, which would report a
+    // wrong one without naming the key.
     let kind = table.remove("type");
+    let read = |expected: &str| {
+        let raw = Raw::deserialize(toml::Value::Table(table))
+            .map_err(|error| format!("not a config table: {error}"))?;
+        Table::new(raw, "", expected).map_err(|error| error.to_string())
+    };
     let mut config = match kind.as_ref().and_then(toml::Value::as_str) {
-        Some("sink") => deserialize_at::<SinkConfig>(table).map(ConnectorConfig::Sink),
-        Some("source") => deserialize_at::<SourceConfig>(table).map(ConnectorConfig::Source),
+        Some("sink") => SinkConfig::read(&mut read("struct SinkConfig")?)
+            .map(ConnectorConfig::Sink)
+            .map_err(|error| error.to_string()),
+        Some("source") => SourceConfig::read(&mut read("struct SourceConfig")?)
+            .map(ConnectorConfig::Source)
+            .map_err(|error| error.to_string()),
         Some(other) => Err(format!(
             "`type`: {}",
             crate::suggest::with_suggestion(&format!(
@@ -530,202 +433,17 @@ pub(crate) fn from_toml_value(mut value: toml::Value) -> Result<ConnectorConfig,
         None => Err("`type` is missing: expected \"sink\" or \"source\"".to_owned()),
     }?;
     config.validate()?;
-    config.set_secrets(secrets);
+    config.common_mut().secrets = secrets;
     Ok(config)
-}
-
-fn deserialize_at<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<T, String> {
-    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|error| {
-        let path = error.path().to_string();
-        // toml appends "\nin `a.b`" to its messages; the path says it better.
-        let inner = error.inner().to_string();
-        let first_line = inner.lines().next().unwrap_or_default().trim().to_owned();
-        let message = crate::suggest::with_suggestion(&first_line);
-        if path == "." {
-            message
-        } else {
-            format!("`{path}`: {message}")
-        }
-    })
-}
-
-/// The fields an override may set directly, besides `STREAMS_<i>_<FIELD>` and
-/// `PLUGIN_CONFIG_<FIELD>`.
-const OVERRIDE_FIELDS: &[&str] = &[
-    "ENABLED",
-    "VERSION",
-    "NAME",
-    "PATH",
-    "PLUGIN_CONFIG_FORMAT",
-    "VERBOSE",
-    "BENCHMARK",
-    "ERROR_POLICY",
-    "MAX_UNSAVED_SENDS",
-    "VERIFIED_RESUME",
-];
-
-/// Whether `field` (what follows `IGGY_CONNECTORS_{SINK|SOURCE}_{KEY}_`) is one an
-/// override may set: used to tell where the key ends in a variable that matches no
-/// connector, to suggest the one meant.
-pub(crate) fn is_override_field(field: &str) -> bool {
-    OVERRIDE_FIELDS.contains(&field)
-        || field
-            .strip_prefix("PLUGIN_CONFIG_")
-            .is_some_and(|rest| !rest.is_empty())
-        || field
-            .strip_prefix("STREAMS_")
-            .and_then(|rest| rest.split_once('_'))
-            .is_some_and(|(index, rest)| index.parse::<usize>().is_ok() && !rest.is_empty())
-}
-
-/// The environment overrides of one connector (upstream's naming):
-/// `IGGY_CONNECTORS_{SINK|SOURCE}_{KEY}_{FIELD}`, with the key in upper case and `-` as
-/// `_`. Fields: `ENABLED`, `VERSION`, `NAME`, `PATH`, `PLUGIN_CONFIG_FORMAT`, `VERBOSE`,
-/// `BENCHMARK`, `ERROR_POLICY`, `MAX_UNSAVED_SENDS` and `VERIFIED_RESUME` (sources),
-/// `STREAMS_<i>_<FIELD>` and
-/// `PLUGIN_CONFIG_<FIELD>` (one level, lower-cased).
-pub fn apply_env_overrides(
-    table: &mut toml::Table,
-    kind: ConnectorKind,
-    key: &str,
-    env: &BTreeMap<String, String>,
-) -> Result<Vec<String>, String> {
-    let prefix = format!(
-        "IGGY_CONNECTORS_{}_{}_",
-        kind.as_str().to_uppercase(),
-        key.to_uppercase().replace('-', "_")
-    );
-    let mut applied = Vec::new();
-    for (name, raw) in env.range(prefix.clone()..) {
-        let Some(field) = name.strip_prefix(&prefix) else {
-            break;
-        };
-        let value = |expected: ValueKind| {
-            parse_override(raw, expected).map_err(|message| format!("{name}: {message}"))
-        };
-        match field {
-            "ENABLED" | "VERBOSE" | "BENCHMARK" | "VERIFIED_RESUME" => {
-                table.insert(field.to_lowercase(), value(ValueKind::Bool)?);
-            }
-            "VERSION" | "MAX_UNSAVED_SENDS" => {
-                table.insert(field.to_lowercase(), value(ValueKind::Integer)?);
-            }
-            "NAME" | "PATH" | "PLUGIN_CONFIG_FORMAT" | "ERROR_POLICY" => {
-                table.insert(field.to_lowercase(), value(ValueKind::String)?);
-            }
-            _ => {
-                if let Some(plugin_field) = field.strip_prefix("PLUGIN_CONFIG_") {
-                    let plugin = table
-                        .entry("plugin_config")
-                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                    let toml::Value::Table(plugin) = plugin else {
-                        return Err(format!("{name}: plugin_config is not a table"));
-                    };
-                    plugin.insert(plugin_field.to_lowercase(), value(ValueKind::Guess)?);
-                } else if let Some(rest) = field.strip_prefix("STREAMS_") {
-                    let (index, stream_field) = rest
-                        .split_once('_')
-                        .and_then(|(index, stream_field)| {
-                            Some((index.parse::<usize>().ok()?, stream_field))
-                        })
-                        .ok_or_else(|| format!("{name}: expected STREAMS_<index>_<FIELD>"))?;
-                    let kind = match stream_field {
-                        "BATCH_LENGTH" | "MAX_SEND_BYTES" => ValueKind::Integer,
-                        "TOPICS" => ValueKind::List,
-                        "STREAM"
-                        | "TOPIC"
-                        | "SCHEMA"
-                        | "AVRO_SCHEMA_JSON"
-                        | "AVRO_SCHEMA_PATH"
-                        | "PROTO_DESCRIPTOR_SET"
-                        | "PROTO_MESSAGE_TYPE"
-                        | "POLL_INTERVAL"
-                        | "LINGER_TIME"
-                        | "CONSUMER_GROUP" => ValueKind::String,
-                        other => return Err(format!("{name}: unknown stream field {other}")),
-                    };
-                    let streams = table
-                        .entry("streams")
-                        .or_insert_with(|| toml::Value::Array(Vec::new()));
-                    let toml::Value::Array(streams) = streams else {
-                        return Err(format!("{name}: streams is not a list"));
-                    };
-                    while streams.len() <= index {
-                        streams.push(toml::Value::Table(toml::Table::new()));
-                    }
-                    let toml::Value::Table(stream) = &mut streams[index] else {
-                        return Err(format!("{name}: streams[{index}] is not a table"));
-                    };
-                    stream.insert(stream_field.to_lowercase(), value(kind)?);
-                } else {
-                    let hint = crate::suggest::nearest(field, OVERRIDE_FIELDS.iter().copied())
-                        .map(|near| format!("; did you mean {prefix}{near}?"))
-                        .unwrap_or_default();
-                    return Err(format!("{name}: unknown connector field{hint}"));
-                }
-            }
-        }
-        applied.push(name.clone());
-    }
-    Ok(applied)
-}
-
-#[derive(Debug, Clone, Copy)]
-enum ValueKind {
-    Bool,
-    Integer,
-    String,
-    List,
-    /// A plugin field, whose type the runtime does not know: booleans, integers, floats
-    /// and `[lists]` are recognised, anything else is a string.
-    Guess,
-}
-
-fn parse_override(raw: &str, kind: ValueKind) -> Result<toml::Value, String> {
-    let trimmed = raw.trim();
-    match kind {
-        ValueKind::Bool => match trimmed.to_ascii_lowercase().as_str() {
-            "true" => Ok(toml::Value::Boolean(true)),
-            "false" => Ok(toml::Value::Boolean(false)),
-            _ => Err(format!("expected true or false, got {raw:?}")),
-        },
-        ValueKind::Integer => trimmed
-            .parse::<i64>()
-            .map(toml::Value::Integer)
-            .map_err(|_| format!("expected an integer, got {raw:?}")),
-        ValueKind::String => Ok(toml::Value::String(raw.to_owned())),
-        ValueKind::List => Ok(toml::Value::Array(
-            crate::load::parse_list(trimmed)?
-                .into_iter()
-                .map(toml::Value::String)
-                .collect(),
-        )),
-        ValueKind::Guess => {
-            if trimmed.starts_with('[') {
-                let items = crate::load::parse_list(trimmed)?;
-                return Ok(toml::Value::Array(
-                    items
-                        .iter()
-                        .map(|item| parse_override(item, ValueKind::Guess))
-                        .collect::<Result<_, _>>()?,
-                ));
-            }
-            Ok(match trimmed.to_ascii_lowercase().as_str() {
-                "true" => toml::Value::Boolean(true),
-                "false" => toml::Value::Boolean(false),
-                _ => trimmed
-                    .parse::<i64>()
-                    .map(toml::Value::Integer)
-                    .or_else(|_| trimmed.parse::<f64>().map(toml::Value::Float))
-                    .unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
-            })
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::overrides::apply_env_overrides;
+    use crate::runtime::ConfigDuration;
 
     const SINK: &str = r#"
 type = "sink"
@@ -740,13 +458,15 @@ topics = ["t"]
 schema = "json"
 "#;
 
+    const SOURCE: &str = "type = \"source\"\nkey = \"r\"\nenabled = true\nversion = 1\nname = \"R\"\npath = \"p\"\n[[streams]]\nstream = \"a\"\ntopic = \"t\"\nschema = \"json\"\n";
+
     #[test]
     fn error_policy_defaults_to_fail_and_dead_letter_needs_a_target() {
         let ConnectorConfig::Sink(sink) = parse_connector_toml(SINK).unwrap() else {
             panic!("a sink");
         };
-        assert_eq!(sink.error_policy, ErrorPolicy::Fail);
-        assert_eq!(sink.retry, None);
+        assert_eq!(sink.common.error_policy, ErrorPolicy::Fail);
+        assert_eq!(sink.common.retry, None);
 
         let error =
             parse_connector_toml(&format!("error_policy = \"dead_letter\"\n{SINK}")).unwrap_err();
@@ -761,9 +481,9 @@ schema = "json"
         let ConnectorConfig::Sink(sink) = parse_connector_toml(&with_target).unwrap() else {
             panic!("a sink");
         };
-        assert_eq!(sink.error_policy, ErrorPolicy::DeadLetter);
-        assert_eq!(sink.dead_letter.unwrap().topic, "d");
-        let retry = sink.retry.unwrap();
+        assert_eq!(sink.common.error_policy, ErrorPolicy::DeadLetter);
+        assert_eq!(sink.common.dead_letter.unwrap().topic, "d");
+        let retry = sink.common.retry.unwrap();
         assert_eq!(retry.max_attempts, 2);
         assert_eq!(retry.initial_backoff, ConfigDuration::from_millis(5));
         assert_eq!(retry.max_backoff, ConnectorRetry::default().max_backoff);
@@ -777,24 +497,23 @@ schema = "json"
 
     #[test]
     fn max_unsaved_sends_defaults_to_one_and_comes_from_file_or_environment() {
-        let source = "type = \"source\"\nkey = \"r\"\nenabled = true\nversion = 1\nname = \"R\"\npath = \"p\"\n[[streams]]\nstream = \"a\"\ntopic = \"t\"\nschema = \"json\"\n";
-        let ConnectorConfig::Source(parsed) = parse_connector_toml(source).unwrap() else {
+        let ConnectorConfig::Source(parsed) = parse_connector_toml(SOURCE).unwrap() else {
             panic!("a source");
         };
         assert_eq!(parsed.max_unsaved_sends, 1);
         let ConnectorConfig::Source(parsed) =
-            parse_connector_toml(&format!("max_unsaved_sends = 8\n{source}")).unwrap()
+            parse_connector_toml(&format!("max_unsaved_sends = 8\n{SOURCE}")).unwrap()
         else {
             panic!("a source");
         };
         assert_eq!(parsed.max_unsaved_sends, 8);
-        let error = parse_connector_toml(&format!("max_unsaved_sends = 0\n{source}")).unwrap_err();
+        let error = parse_connector_toml(&format!("max_unsaved_sends = 0\n{SOURCE}")).unwrap_err();
         assert!(
             error.contains("`max_unsaved_sends`: must be at least 1"),
             "{error}"
         );
 
-        let mut table: toml::Table = toml::from_str(source).unwrap();
+        let mut table: toml::Table = toml::from_str(SOURCE).unwrap();
         let env = BTreeMap::from([(
             "IGGY_CONNECTORS_SOURCE_R_MAX_UNSAVED_SENDS".to_owned(),
             "4".to_owned(),
@@ -805,26 +524,25 @@ schema = "json"
 
     #[test]
     fn verified_resume_is_on_by_default_and_comes_from_file_or_environment() {
-        let source = "type = \"source\"\nkey = \"r\"\nenabled = true\nversion = 1\nname = \"R\"\npath = \"p\"\n[[streams]]\nstream = \"a\"\ntopic = \"t\"\nschema = \"json\"\n";
-        let ConnectorConfig::Source(parsed) = parse_connector_toml(source).unwrap() else {
+        let ConnectorConfig::Source(parsed) = parse_connector_toml(SOURCE).unwrap() else {
             panic!("a source");
         };
         assert!(parsed.verified_resume);
         let ConnectorConfig::Source(parsed) =
-            parse_connector_toml(&format!("verified_resume = false\n{source}")).unwrap()
+            parse_connector_toml(&format!("verified_resume = false\n{SOURCE}")).unwrap()
         else {
             panic!("a source");
         };
         assert!(!parsed.verified_resume);
 
-        let mut table: toml::Table = toml::from_str(source).unwrap();
+        let mut table: toml::Table = toml::from_str(SOURCE).unwrap();
         let env = BTreeMap::from([(
             "IGGY_CONNECTORS_SOURCE_R_VERIFIED_RESUME".to_owned(),
             "false".to_owned(),
         )]);
         apply_env_overrides(&mut table, ConnectorKind::Source, "r", &env).unwrap();
         assert_eq!(table["verified_resume"].as_bool(), Some(false));
-        let error = parse_connector_toml(&format!("verified_resume = 1\n{source}")).unwrap_err();
+        let error = parse_connector_toml(&format!("verified_resume = 1\n{SOURCE}")).unwrap_err();
         assert!(error.contains("verified_resume"), "{error}");
     }
 
@@ -883,6 +601,7 @@ enabled = false
             panic!("source expected");
         };
         let names: Vec<&str> = source
+            .common
             .transforms
             .0
             .iter()
@@ -892,5 +611,73 @@ enabled = false
         assert_eq!(source.streams.len(), 2);
         assert_eq!(source.streams[1].linger_time, ConfigDuration::from_secs(1));
         assert_eq!(source.streams[0].batch_length, 1000);
+    }
+
+    #[test]
+    fn every_key_is_read_from_the_flat_table_and_unknown_ones_named_with_the_nearest() {
+        for (text, kind_keys) in [
+            (SINK, &["streams"][..]),
+            (
+                SOURCE,
+                &["streams", "max_unsaved_sends", "verified_resume"][..],
+            ),
+        ] {
+            // The fields every connector has and the kind's own, no other.
+            let known: Vec<&str> = flat::struct_fields::<ConnectorCommon>()
+                .iter()
+                .chain(kind_keys)
+                .copied()
+                .collect();
+            let error = parse_connector_toml(&format!("verbos = true\n{text}")).unwrap_err();
+            let list: Vec<String> = known.iter().map(|key| format!("`{key}`")).collect();
+            assert_eq!(
+                error,
+                format!(
+                    "`verbos`: unknown field `verbos`, expected one of {}; did you mean `verbose`?",
+                    list.join(", ")
+                )
+            );
+        }
+        let error = parse_connector_toml(&SINK.replace(
+            "schema = \"json\"",
+            "schema = \"json\"\navro_schema_jsn = \"x\"",
+        ))
+        .unwrap_err();
+        assert!(
+            error.starts_with("`streams[0].avro_schema_jsn`: unknown field `avro_schema_jsn`, expected one of `stream`, `topics`, `schema`, `avro_schema_json`")
+                && error.ends_with("did you mean `avro_schema_json`?"),
+            "{error}"
+        );
+        // A misspelt key is reported as such, not as the field it stands for missing.
+        let error = parse_connector_toml(&SINK.replace("name =", "nam =")).unwrap_err();
+        assert!(error.contains("did you mean `name`?"), "{error}");
+        let error =
+            parse_connector_toml(&SINK.replace("enabled = true", "enabled = \"yes\"")).unwrap_err();
+        assert_eq!(
+            error,
+            "`enabled`: invalid type: string \"yes\", expected a boolean"
+        );
+    }
+
+    #[test]
+    fn the_flat_form_puts_the_kind_fields_where_upstream_files_have_them() {
+        assert!(
+            flat::struct_fields::<ConnectorCommon>().contains(&ConnectorCommon::KIND_FIELDS_AFTER),
+            "the marker must be a field, or every common field lands before the streams"
+        );
+        let config = parse_connector_toml(&format!(
+            "error_policy = \"skip\"\nmax_unsaved_sends = 3\nverified_resume = false\n{SOURCE}[plugin_config]\nx = 1\n"
+        ))
+        .unwrap();
+        let json = serde_json::to_string(&config).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"source","key":"r","enabled":true,"version":1,"name":"R","path":"p","verbose":false,"benchmark":false,"streams":[{"stream":"a","topic":"t","schema":"json","batch_length":1000,"linger_time":"5ms"}],"max_unsaved_sends":3,"verified_resume":false,"error_policy":"skip","plugin_config":{"x":1}}"#
+        );
+        // Every field, the kind's own too, reads back as it was written.
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(parse_connector_toml(&text).unwrap(), config);
+        let back: ConnectorConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, config);
     }
 }

@@ -11,19 +11,21 @@
 //!   persisted active version) or [`HttpProvider`] (a remote configuration service).
 
 mod connector;
+mod flat;
 mod http;
 mod load;
 mod local;
+mod overrides;
 mod provider;
 mod runtime;
 mod secrets;
+mod streams;
 mod suggest;
 mod validate;
 
 pub use connector::{
-    ConnectorConfig, DeadLetterTarget, ErrorPolicy, PluginConfigFormat, SinkConfig, SinkStream,
-    SourceConfig, SourceStream, Transforms, apply_env_overrides, is_secret_field,
-    parse_connector_toml, validate_key,
+    ConnectorCommon, ConnectorConfig, DeadLetterTarget, ErrorPolicy, PluginConfigFormat,
+    SinkConfig, SourceConfig, Transforms, parse_connector_toml, validate_key,
 };
 pub use http::{HttpProvider, dot_path};
 pub use load::{
@@ -31,6 +33,7 @@ pub use load::{
     environment_variables, load, load_with_env,
 };
 pub use local::{ACTIVE_VERSIONS_FILE, LocalProvider};
+pub use overrides::apply_env_overrides;
 pub use provider::{ActiveConfigs, ActiveVersions, ConfigProvider, ProviderError};
 pub use runtime::{
     ConfigDuration, ConnectorRetry, ConnectorsConfig, CorsConfig, HttpConfig, HttpProviderConfig,
@@ -38,4 +41,9 @@ pub use runtime::{
     MetricsConfig, ResponseConfig, RestartConfig, RetryConfig, RuntimeBehaviour, RuntimeConfig,
     StateConfig, TelemetryConfig, TelemetryExport, UrlTemplates,
 };
-pub use secrets::{REDACTED, SecretPaths};
+pub use secrets::{REDACTED, SecretPaths, is_secret_field};
+pub use streams::{SinkStream, SourceStream};
+/// The payload part of a `[[streams]]` entry ([`SinkStream::payload`],
+/// [`SourceStream::payload`]), re-exported so that code building configs needs no
+/// dependency on `transforms`.
+pub use transforms::StreamPayload;

@@ -16,6 +16,7 @@ use figment::{Figment, Metadata, Profile, Provider};
 
 use connector_sdk::duration::parse_duration;
 
+use crate::overrides::is_connector_override;
 use crate::runtime::{ConnectorsConfig, HttpProviderConfig, LocalProviderConfig, RuntimeConfig};
 use crate::secrets::{self, SecretPaths};
 
@@ -130,7 +131,7 @@ impl LoadedConfig {
 
 /// The kind of value a key holds, from the schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Node {
+pub(crate) enum Node {
     Bool,
     Integer,
     String,
@@ -143,7 +144,10 @@ enum Node {
     OpenMap,
 }
 
-fn node_of(value: &toml::Value) -> Node {
+/// The schema of a value a config with every key set was written as: each key's kind
+/// of value, by what the value is (an empty table is an open one, whose keys are the
+/// user's).
+pub(crate) fn node_of(value: &toml::Value) -> Node {
     match value {
         toml::Value::Boolean(_) => Node::Bool,
         toml::Value::Integer(_) => Node::Integer,
@@ -366,7 +370,12 @@ fn collect_paths(dict: &Dict, prefix: &str, out: &mut BTreeSet<String>) {
 /// The environment variable of a key path: `iggy.tls.ca_file` ->
 /// `IGGY_CONNECTORS_IGGY_TLS_CA_FILE`.
 pub(crate) fn variable_of(path: &str) -> String {
-    format!("{ENV_PREFIX}{}", path.replace('.', "_").to_uppercase())
+    format!("{ENV_PREFIX}{}", env_field(path))
+}
+
+/// How a key path is spelt in a variable's name: `iggy.tls.ca_file` -> `IGGY_TLS_CA_FILE`.
+pub(crate) fn env_field(path: &str) -> String {
+    path.replace('.', "_").to_uppercase()
 }
 
 /// Where each value came from, so that a problem found once the layers are merged
@@ -889,30 +898,37 @@ struct EnvLayer {
     names: BTreeMap<String, String>,
 }
 
-/// Every settable key with its variable name.
-fn env_names(schema: &Node, prefix: &str, out: &mut BTreeMap<String, (String, Node)>) {
+/// Every key of `schema` one variable sets, by dot path (under `prefix`), with the
+/// kind of value it holds: the keys of fixed tables, walked into, and the rest whole
+/// (an open table too). Connector overrides are derived by the same walk.
+pub(crate) fn settable_keys(schema: &Node, prefix: &str, out: &mut BTreeMap<String, Node>) {
     if let Node::Table(keys) = schema {
         for (key, node) in keys {
             let path = join(prefix, key);
             match node {
-                Node::Table(_) => env_names(node, &path, out),
+                Node::Table(_) => settable_keys(node, &path, out),
                 _ => {
-                    out.insert(variable_of(&path), (path, node.clone()));
+                    out.insert(path, node.clone());
                 }
             }
         }
     }
 }
 
+/// Every settable key with its variable name.
+fn env_names(schema: &Node, prefix: &str, out: &mut BTreeMap<String, (String, Node)>) {
+    let mut keys = BTreeMap::new();
+    settable_keys(schema, prefix, &mut keys);
+    out.extend(
+        keys.into_iter()
+            .map(|(path, node)| (variable_of(&path), (path, node))),
+    );
+}
+
 /// Variables under the prefix that belong to others: the config path and connector
 /// overrides (`IGGY_CONNECTORS_SINK_*`, `IGGY_CONNECTORS_SOURCE_*`).
 fn is_foreign(name: &str) -> bool {
     name == CONFIG_PATH_ENV || is_connector_override(name)
-}
-
-/// A per-connector override: `IGGY_CONNECTORS_{SINK|SOURCE}_...`.
-pub(crate) fn is_connector_override(name: &str) -> bool {
-    name.starts_with("IGGY_CONNECTORS_SINK_") || name.starts_with("IGGY_CONNECTORS_SOURCE_")
 }
 
 fn env_dict(

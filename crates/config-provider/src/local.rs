@@ -14,8 +14,11 @@ use async_trait::async_trait;
 use connector_sdk::ConnectorKind;
 use tokio::sync::Mutex;
 
-use crate::connector::{ConnectorConfig, apply_env_overrides, from_toml_value, is_override_field};
-use crate::load::{ConfigError, ENV_PREFIX, Problem, is_connector_override};
+use crate::connector::{ConnectorConfig, from_toml_value};
+use crate::load::{ConfigError, Problem};
+use crate::overrides::{
+    apply_env_overrides, is_connector_override, is_override_field, kind_prefix, override_prefix,
+};
 use crate::provider::{ActiveConfigs, ConfigProvider, ProviderError, check_request};
 
 /// The name of the file that records active versions.
@@ -108,23 +111,25 @@ impl LocalProvider {
             });
             match config {
                 Ok(config) => {
-                    let id = (config.kind(), config.key().to_owned());
-                    let versions = store.versions.entry(id).or_default();
-                    if let Some((_, other)) = versions.get(&config.version()) {
+                    let common = config.common();
+                    let (key, version) = (common.key.clone(), common.version);
+                    let versions = store
+                        .versions
+                        .entry((config.kind(), key.clone()))
+                        .or_default();
+                    if let Some((_, other)) = versions.get(&version) {
                         problems.push(Problem {
                             source: file.display().to_string(),
                             key: Some("version".to_owned()),
                             message: format!(
-                                "{} {:?} version {} is also defined in {}",
+                                "{} {key:?} version {version} is also defined in {}",
                                 config.kind(),
-                                config.key(),
-                                config.version(),
                                 other.display()
                             ),
                         });
                         continue;
                     }
-                    versions.insert(config.version(), (config, file));
+                    versions.insert(version, (config, file));
                 }
                 Err(problem) => problems.push(problem),
             }
@@ -177,15 +182,6 @@ impl LocalProvider {
     }
 }
 
-/// The variable prefix of a connector's overrides: `IGGY_CONNECTORS_SINK_MY_KEY_`.
-fn override_prefix(kind: ConnectorKind, key: &str) -> String {
-    format!(
-        "{ENV_PREFIX}{}_{}_",
-        kind.as_str().to_uppercase(),
-        key.to_uppercase().replace('-', "_")
-    )
-}
-
 /// Splits the per-connector overrides in `env` by the connector they are for: each
 /// goes to the connector(s) with the longest prefix it starts with (two keys that
 /// differ only by `-` and `_` share a prefix, and both get it). Returns the overrides
@@ -233,7 +229,7 @@ fn report_unmatched(dir: &Path, unmatched: Vec<String>, ids: &[Id]) -> Vec<Probl
     unmatched
         .into_iter()
         .map(|name| {
-            let kind = if name.starts_with(&format!("{ENV_PREFIX}SINK_")) {
+            let kind = if name.starts_with(&kind_prefix(ConnectorKind::Sink)) {
                 ConnectorKind::Sink
             } else {
                 ConnectorKind::Source
@@ -282,14 +278,14 @@ fn report_unmatched(dir: &Path, unmatched: Vec<String>, ids: &[Id]) -> Vec<Probl
 /// nearest to the key part of `name`. The key part ends where a known field starts,
 /// which is tried at every `_`.
 fn nearest_override(name: &str, kind: ConnectorKind, keys: &[&str]) -> Option<String> {
-    let rest = name.strip_prefix(&format!("{ENV_PREFIX}{}_", kind.as_str().to_uppercase()))?;
+    let rest = name.strip_prefix(&kind_prefix(kind))?;
     let normalised: Vec<String> = keys
         .iter()
         .map(|key| key.to_uppercase().replace('-', "_"))
         .collect();
     rest.match_indices('_').find_map(|(at, _)| {
         let (key, field) = (&rest[..at], &rest[at + 1..]);
-        if !is_override_field(field) {
+        if !is_override_field(kind, field) {
             return None;
         }
         let near = crate::suggest::nearest(key, normalised.iter().map(String::as_str))?;
@@ -554,7 +550,9 @@ impl ConfigProvider for LocalProvider {
             .get(&id)
             .and_then(|versions| versions.keys().next_back())
             .map_or(0, |last| last + 1);
-        config.set_identity(key, version);
+        let common = config.common_mut();
+        common.key = key.to_owned();
+        common.version = version;
         config.validate().map_err(ProviderError::Invalid)?;
         // The file keeps `${env:...}` references as given; memory holds them resolved.
         let text = toml::to_string(&config).map_err(|error| {

@@ -68,12 +68,12 @@ pub trait ConfigProvider: Send + Sync {
             sinks: configs
                 .sinks
                 .iter()
-                .map(|(key, config)| (key.clone(), config.version()))
+                .map(|(key, config)| (key.clone(), config.common().version))
                 .collect(),
             sources: configs
                 .sources
                 .iter()
-                .map(|(key, config)| (key.clone(), config.version()))
+                .map(|(key, config)| (key.clone(), config.common().version))
                 .collect(),
         })
     }

@@ -146,6 +146,46 @@ pub(crate) fn redact_path(value: &mut serde_json::Value, path: &str) {
     }
 }
 
+/// Whether a plugin config field holds a secret, by its name: it contains `password`,
+/// `passwd`, `secret`, `token`, `api_key`, `apikey`, `private_key`, `credential` or
+/// `authorization` (case-insensitive, `-` read as `_`). Connector authors name fields so.
+pub fn is_secret_field(name: &str) -> bool {
+    let name = name.to_ascii_lowercase().replace('-', "_");
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "private_key",
+        "credential",
+        "authorization",
+    ]
+    .iter()
+    .any(|marker| name.contains(marker))
+}
+
+/// Replaces the values of secret-named fields ([`is_secret_field`]) inside `value`, at
+/// any depth; empty values stay empty, so that "not set" still shows.
+pub(crate) fn redact_secret_fields(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (name, field) in fields.iter_mut() {
+                if is_secret_field(name) && !field.is_object() && !field.is_array() {
+                    if !field.is_null() && field.as_str() != Some("") {
+                        *field = serde_json::Value::String(REDACTED.to_owned());
+                    }
+                } else {
+                    redact_secret_fields(field);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_secret_fields),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -245,7 +245,7 @@ async fn every_template_and_header_is_used() {
     let provider = HttpProvider::new(settings);
 
     let active = provider.active_configs().await.unwrap();
-    assert_eq!(active.sinks["out"].version(), 3);
+    assert_eq!(active.sinks["out"].common().version, 3);
     assert_eq!(active.sources["in"].kind(), ConnectorKind::Source);
     let versions = provider.active_versions().await.unwrap();
     assert_eq!(versions.sinks["out"], 3);
@@ -255,10 +255,20 @@ async fn every_template_and_header_is_used() {
     ] {
         let all = provider.versions(kind, key).await.unwrap();
         assert_eq!(
-            all.iter().map(ConnectorConfig::version).collect::<Vec<_>>(),
+            all.iter()
+                .map(|config| config.common().version)
+                .collect::<Vec<_>>(),
             [1, 3]
         );
-        assert_eq!(provider.version(kind, key, 3).await.unwrap().version(), 3);
+        assert_eq!(
+            provider
+                .version(kind, key, 3)
+                .await
+                .unwrap()
+                .common()
+                .version,
+            3
+        );
         assert_eq!(provider.active(kind, key).await.unwrap().kind(), kind);
         let mut new = if kind == ConnectorKind::Sink {
             sink_config()
@@ -269,8 +279,18 @@ async fn every_template_and_header_is_used() {
             }))
             .unwrap()
         };
-        new.set_identity("ignored", 0);
-        assert_eq!(provider.create(kind, key, new).await.unwrap().version(), 4);
+        let common = new.common_mut();
+        common.key = "ignored".to_owned();
+        common.version = 0;
+        assert_eq!(
+            provider
+                .create(kind, key, new)
+                .await
+                .unwrap()
+                .common()
+                .version,
+            4
+        );
         provider.set_active(kind, key, 3).await.unwrap();
         provider.delete(kind, key, Some(2)).await.unwrap();
         let expected: Vec<(String, String)> = [
@@ -359,7 +379,7 @@ async fn default_templates_match_the_readme() {
         .active(ConnectorKind::Source, "random")
         .await
         .unwrap();
-    assert_eq!(source.version(), 2);
+    assert_eq!(source.common().version, 2);
     let missing = provider
         .version(ConnectorKind::Sink, "random", 9)
         .await
@@ -409,7 +429,8 @@ async fn data_path_and_error_path() {
             .active(ConnectorKind::Sink, "good")
             .await
             .unwrap()
-            .version(),
+            .common()
+            .version,
         5
     );
     let error = provider
@@ -462,8 +483,24 @@ async fn transient_failures_are_retried_and_others_are_not() {
     .await;
     let provider = HttpProvider::new(config(service.base_url()));
     let sink = ConnectorKind::Sink;
-    assert_eq!(provider.active(sink, "flaky").await.unwrap().version(), 1);
-    assert_eq!(provider.active(sink, "limited").await.unwrap().version(), 1);
+    assert_eq!(
+        provider
+            .active(sink, "flaky")
+            .await
+            .unwrap()
+            .common()
+            .version,
+        1
+    );
+    assert_eq!(
+        provider
+            .active(sink, "limited")
+            .await
+            .unwrap()
+            .common()
+            .version,
+        1
+    );
     let error = provider.active(sink, "down").await.unwrap_err().to_string();
     assert!(
         error.contains("HTTP 500 Internal Server Error - failure 3"),

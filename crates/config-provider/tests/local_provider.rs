@@ -13,6 +13,8 @@ use config_provider::{
 };
 use connector_sdk::{ConnectorKind, Schema};
 
+// A copy of `iggy_connectors_tests::temp_dir`: that crate depends on this one (a cycle),
+// and would bring every plugin and the Iggy client into this crate's test build.
 fn temp_dir(label: &str) -> PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -81,7 +83,7 @@ async fn upstream_connector_configs_load_unchanged() {
         let text = std::fs::read_to_string(&path).unwrap();
         let config = parse_connector_toml(&text)
             .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-        assert!(!config.key().is_empty());
+        assert!(!config.common().key.is_empty());
         loaded += 1;
     }
     // Every file loads (each failure panics above, naming it); the fixtures grow as
@@ -105,16 +107,17 @@ async fn upstream_connector_configs_load_unchanged() {
     assert_eq!(
         versions
             .iter()
-            .map(ConnectorConfig::version)
+            .map(|config| config.common().version)
             .collect::<Vec<_>>(),
         [0, 1]
     );
     let active = provider.active_configs().await.unwrap();
-    assert_eq!(active.sources["random"].version(), 1);
+    assert_eq!(active.sources["random"].common().version, 1);
     let ConnectorConfig::Sink(quickwit) = &active.sinks["quickwit"] else {
         panic!("quickwit is a sink");
     };
     let order: Vec<&str> = quickwit
+        .common
         .transforms
         .0
         .iter()
@@ -151,13 +154,13 @@ async fn environment_overrides_apply_per_connector() {
     else {
         panic!("sink expected");
     };
-    assert!(!sink.enabled);
-    assert_eq!(sink.name, "Renamed");
+    assert!(!sink.common.enabled);
+    assert_eq!(sink.common.name, "Renamed");
     assert_eq!(sink.streams[0].topics, ["a", "b"]);
     assert_eq!(sink.streams[0].batch_length, 50);
-    assert_eq!(sink.streams[0].schema, Schema::Json);
+    assert_eq!(sink.streams[0].payload.schema, Schema::Json);
     assert_eq!(
-        sink.plugin_config.unwrap(),
+        sink.common.plugin_config.unwrap(),
         serde_json::json!({ "print_payload": false, "extra": 42 })
     );
 
@@ -255,13 +258,13 @@ async fn versions_are_created_activated_and_kept_across_restarts() {
         .await
         .unwrap();
     if let ConnectorConfig::Sink(sink) = &mut next {
-        sink.name = "Second".to_owned();
+        sink.common.name = "Second".to_owned();
     }
     let created = provider
         .create(ConnectorKind::Sink, "stdout", next.clone())
         .await
         .unwrap();
-    assert_eq!(created.version(), 1);
+    assert_eq!(created.common().version, 1);
     assert!(dir.join("sink_stdout_1.toml").is_file());
     // Creating does not activate: the active version is still the recorded default...
     // which, with no record, is the highest one.
@@ -270,14 +273,15 @@ async fn versions_are_created_activated_and_kept_across_restarts() {
             .active(ConnectorKind::Sink, "stdout")
             .await
             .unwrap()
-            .version(),
+            .common()
+            .version,
         1
     );
     let third = provider
         .create(ConnectorKind::Sink, "stdout", next)
         .await
         .unwrap();
-    assert_eq!(third.version(), 2);
+    assert_eq!(third.common().version, 2);
     provider
         .set_active(ConnectorKind::Sink, "stdout", 1)
         .await
@@ -287,7 +291,8 @@ async fn versions_are_created_activated_and_kept_across_restarts() {
             .active(ConnectorKind::Sink, "stdout")
             .await
             .unwrap()
-            .version(),
+            .common()
+            .version,
         1
     );
 
@@ -295,11 +300,11 @@ async fn versions_are_created_activated_and_kept_across_restarts() {
     drop(provider);
     let reopened = LocalProvider::open(&dir, &no_env()).unwrap();
     let active = reopened.active_configs().await.unwrap();
-    assert_eq!(active.sinks["stdout"].version(), 1);
+    assert_eq!(active.sinks["stdout"].common().version, 1);
     let ConnectorConfig::Sink(sink) = &active.sinks["stdout"] else {
         panic!("sink expected");
     };
-    assert_eq!(sink.name, "Second");
+    assert_eq!(sink.common.name, "Second");
 
     // Deleting the active version makes the highest remaining one active.
     reopened
@@ -312,7 +317,8 @@ async fn versions_are_created_activated_and_kept_across_restarts() {
             .active(ConnectorKind::Sink, "stdout")
             .await
             .unwrap()
-            .version(),
+            .common()
+            .version,
         2
     );
     let versions = reopened
@@ -322,7 +328,7 @@ async fn versions_are_created_activated_and_kept_across_restarts() {
     assert_eq!(
         versions
             .iter()
-            .map(ConnectorConfig::version)
+            .map(|config| config.common().version)
             .collect::<Vec<_>>(),
         [0, 2]
     );
@@ -398,7 +404,12 @@ async fn secrets_in_connector_files_resolve_and_are_redacted() {
         .await
         .unwrap();
     assert_eq!(config.plugin_config()["connection_string"], secret.as_str());
-    assert!(config.secrets().contains("plugin_config.connection_string"));
+    assert!(
+        config
+            .common()
+            .secrets
+            .contains("plugin_config.connection_string")
+    );
     let redacted = config.redacted().to_string();
     assert!(!redacted.contains(&secret), "{redacted}");
     assert!(redacted.contains(config_provider::REDACTED), "{redacted}");
@@ -492,11 +503,11 @@ async fn overrides_that_match_no_connector_are_reported_with_the_keys_that_exist
     );
     // The matched ones still apply, each to its own connector.
     let active = provider.active_configs().await.unwrap();
-    assert_eq!(active.sinks["stdout"].name(), "applied");
+    assert_eq!(active.sinks["stdout"].common().name, "applied");
     let ConnectorConfig::Sink(other) = &active.sinks["other-sink"] else {
         panic!("a sink");
     };
-    assert!(!other.enabled);
+    assert!(!other.common.enabled);
 
     // Nothing unmatched, nothing reported; and a missing directory matches nothing.
     let provider =
@@ -544,8 +555,8 @@ async fn an_override_goes_to_the_connector_with_the_longest_matching_key() {
     else {
         panic!("sinks");
     };
-    assert!(a.enabled);
-    assert_eq!(a.name, "just a");
-    assert!(!a_b.enabled);
-    assert_eq!(a_b.name, "Stdout sink");
+    assert!(a.common.enabled);
+    assert_eq!(a.common.name, "just a");
+    assert!(!a_b.common.enabled);
+    assert_eq!(a_b.common.name, "Stdout sink");
 }

@@ -7,6 +7,10 @@
 //! the entry point and around every connector future, and come back as
 //! [`STATUS_PANIC`](crate::abi::STATUS_PANIC) with the panic message; an instance that
 //! panicked refuses further calls except `close`.
+//!
+//! The file is long on purpose: every `unsafe` entry point, the completion plumbing it
+//! relies on and the instance whose lifetime it manages are read together, so that no
+//! `// SAFETY:` argument depends on code in another file.
 
 use std::any::Any;
 use std::collections::VecDeque;

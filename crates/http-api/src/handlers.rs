@@ -290,7 +290,7 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
                         None => None,
                     };
                     if let Some(config) = runtime.config(kind, &key).await
-                        && version.is_none_or(|version| version == config.version())
+                        && version.is_none_or(|version| version == config.common().version)
                         && runtime
                             .status(kind, &key)
                             .is_some_and(|s| s.state != ConnectorState::Stopped)
@@ -300,7 +300,7 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
                             "config_in_use",
                             format!(
                                 "version {} of {kind} {key:?} is running; activate another or stop it first",
-                                config.version()
+                                config.common().version
                             ),
                         ));
                     }
@@ -311,11 +311,11 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
                     let running = runtime
                         .config(kind, &key)
                         .await
-                        .map(|config| config.version());
+                        .map(|config| config.common().version);
                     let versions = context.provider.versions(kind, &key).await?;
                     let list = versions
                         .iter()
-                        .map(|config| with_active(config, running == Some(config.version())))
+                        .map(|config| with_active(config, running == Some(config.common().version)))
                         .collect();
                     ok(&Value::Array(list))
                 }
@@ -328,7 +328,7 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
             let running = runtime
                 .config(kind, &key)
                 .await
-                .map(|config| config.version());
+                .map(|config| config.common().version);
             ok(&with_active(&config, running == Some(version)))
         }
         Endpoint::ActiveConfig => {
@@ -379,7 +379,8 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
             let (kind, key) = connector(&matched)?;
             let (config, _) = running(context, kind, &key).await?;
             let list = config
-                .transforms()
+                .common()
+                .transforms
                 .0
                 .iter()
                 .map(|(name, settings)| json!({ "type": name, "config": settings }))
@@ -416,7 +417,7 @@ fn parse_version(text: &str) -> Result<u64, ApiError> {
 }
 
 fn plugin_config_format(config: &ConnectorConfig) -> Format {
-    match config.plugin_config_format() {
+    match config.common().plugin_config_format {
         Some(config_provider::PluginConfigFormat::Json) => Format::Json,
         Some(config_provider::PluginConfigFormat::Yaml) => Format::Yaml,
         Some(config_provider::PluginConfigFormat::Text) => Format::Text,
@@ -487,7 +488,7 @@ async fn create_config(
         .validate()
         .map_err(|reason| ApiError::bad_request("invalid_configuration", reason))?;
     let stored = context.provider.create(kind, key, config).await?;
-    tracing::info!(connector = %key, %kind, version = stored.version(), "config version created through the API");
+    tracing::info!(connector = %key, %kind, version = stored.common().version, "config version created through the API");
     ok(&with_active(&stored, false))
 }
 
@@ -503,12 +504,13 @@ fn with_active(config: &ConnectorConfig, active: bool) -> Value {
 
 /// The summary of one connector.
 fn info(config: &ConnectorConfig, status: &ConnectorStatus) -> Value {
-    let format = config.plugin_config_format();
+    let common = config.common();
+    let format = common.plugin_config_format;
     let mut value = json!({
         "key": status.key,
-        "name": config.name(),
-        "path": config.path(),
-        "enabled": config.enabled(),
+        "name": common.name,
+        "path": common.path,
+        "enabled": common.enabled,
         "version": status.version,
         "status": status.state.as_str(),
         "restarts": status.restarts,
@@ -563,7 +565,7 @@ async fn ready(context: &ApiContext) -> Answer {
         let enabled = runtime
             .config(status.kind, &status.key)
             .await
-            .is_some_and(|config| config.enabled());
+            .is_some_and(|config| config.common().enabled);
         if enabled && status.state == ConnectorState::Stalled {
             reasons.push(format!(
                 "{} {} is stalled: {} unread messages and nothing delivered for {} s",

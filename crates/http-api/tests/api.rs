@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use iggy_connectors_tests::{plugin_path, prepare_topic, temp_dir};
+use iggy_connectors_tests::{plugin_path, prepare_topic, temp_dir, unique};
 use iggy_test_server::TestTarget;
 use plugin_host::PluginLoader;
 use runtime_core::{
@@ -128,23 +128,11 @@ format = "${{file:{secret}}}"
 async fn fixture(http: impl FnOnce(&mut HttpConfig)) -> Fixture {
     fixture_on(
         TestTarget::from_env().await.unwrap(),
-        &unique_stream(),
+        &unique("api"),
         StallPolicy::default(),
         http,
     )
     .await
-}
-
-/// A stream name no other run uses.
-fn unique_stream() -> String {
-    format!(
-        "api-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
 }
 
 /// [`fixture`] on `target` and `stream`, with sinks stalling as `stall` says.
@@ -938,7 +926,7 @@ fn openapi_document_matches_the_routes() {
 async fn a_stalled_sink_makes_the_runtime_unready_until_it_recovers_by_itself() {
     use iggy::prelude::{ConsumerGroupClient, Identifier};
     let target = TestTarget::from_env().await.unwrap();
-    let stream = unique_stream();
+    let stream = unique("api");
     let squatter = iggy_connectors_tests::iggy_client(&target.address)
         .await
         .unwrap();

@@ -1,5 +1,9 @@
 //! Decodes a request, applies it to the state and encodes the answer, with the
 //! `iggy_binary_protocol` request and response types the client itself uses.
+//!
+//! The file is long because the protocol has many commands: one match routes them all
+//! and each has a short function next to it, so which commands the test server speaks
+//! (and how it answers the rest) is read in one place.
 
 use std::net::SocketAddr;
 

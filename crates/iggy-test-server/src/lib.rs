@@ -12,14 +12,17 @@
 //! Tests get a handle ([`TestServer`]) to read what the server holds (messages, stored
 //! offsets, how many polls each consumer made that returned messages) and to inject
 //! faults: drop every connection, fail the next sends, delay replies, restart keeping
-//! the data.
+//! the data. A few helpers for such tests ([`target`], [`unique`], [`eventually`]) are
+//! here too.
 
 mod dispatch;
 mod error;
+mod helpers;
 mod server;
 mod state;
 mod wire;
 
+pub use helpers::{WAIT_LIMIT, eventually, eventually_showing, target, unique};
 pub use server::{
     CREATE_TOPIC_COMMAND_ENV, OffsetOwner, RESTART_COMMAND_ENV, ServerConfig, StartError,
     StoredMessageInfo, TEST_ADDRESS_ENV, TestServer, TestTarget, TlsFiles, skip,

@@ -408,7 +408,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, address: SocketAddr)
         tokio::spawn(async move {
             let id = shared.next_connection.fetch_add(1, Ordering::SeqCst);
             shared.open_connections.fetch_add(1, Ordering::SeqCst);
-            tracing::info!(connection = id, %peer, "client connected");
+            tracing::debug!(connection = id, %peer, "client connected");
             let connection = Connection {
                 id,
                 peer: Some(peer),
@@ -430,7 +430,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, address: SocketAddr)
                 shared.state().remove_clients(&ended.clients);
             }
             shared.open_connections.fetch_sub(1, Ordering::SeqCst);
-            tracing::info!(connection = id, %peer, "client disconnected");
+            tracing::debug!(connection = id, %peer, "client disconnected");
         });
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use iggy::clients::client_builder::TcpClientBuilder;
 use iggy::prelude::*;
-use iggy_test_server::{ServerConfig, TestServer, TlsFiles};
+use iggy_test_server::{ServerConfig, TestServer, TlsFiles, eventually};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -21,15 +21,6 @@ async fn within<T>(work: impl Future<Output = T>) -> T {
     tokio::time::timeout(DEADLINE, work)
         .await
         .expect("no answer in time")
-}
-
-/// Waits until `condition` holds, failing after the deadline.
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 fn builder(address: &str) -> TcpClientBuilder {

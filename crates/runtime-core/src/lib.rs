@@ -29,9 +29,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use config_provider::{
-    ActiveConfigs, ConnectorConfig, ConnectorRetry, RestartConfig, RuntimeBehaviour,
-};
+use config_provider::{ActiveConfigs, ConnectorConfig, RestartConfig, RuntimeBehaviour};
 use connector_sdk::ConnectorKind;
 use plugin_host::{Plugin, PluginLoader};
 use tokio::sync::watch;
@@ -39,7 +37,7 @@ use tokio::task::JoinHandle;
 use transforms::TransformChain;
 
 pub use bus::{
-    BusError, BusErrorKind, GroupProgress, IggyBus, IggySettings, IncomingMessage,
+    BusError, BusErrorKind, Destination, GroupProgress, IggyBus, IggySettings, IncomingMessage,
     MARKER_SEARCH_DEPTH, MessageBus, OutgoingMessage, PartitionProgress, Polled, PreparedSend,
     READ_AHEAD_CONSUMER, SEND_MARKER_HEADER,
 };
@@ -182,16 +180,6 @@ impl From<RestartConfig> for RestartPolicy {
             initial_backoff: config.initial_backoff.get(),
             max_backoff: config.max_backoff.get(),
             max_restarts: (config.max_restarts > 0).then_some(config.max_restarts),
-        }
-    }
-}
-
-impl From<ConnectorRetry> for RetryPolicy {
-    fn from(config: ConnectorRetry) -> Self {
-        RetryPolicy {
-            attempts: usize::try_from(config.max_attempts.max(1)).unwrap_or(usize::MAX),
-            initial_backoff: config.initial_backoff.get(),
-            max_backoff: config.max_backoff.get(),
         }
     }
 }
@@ -363,13 +351,13 @@ impl Runtime {
     /// This is how another config version is activated.
     pub async fn apply_config(&self, config: ConnectorConfig) -> Result<(), ControlError> {
         let kind = config.kind();
-        let key = config.key().to_owned();
+        let key = config.common().key.clone();
         let entry = {
             let mut entries = self.entries();
             entries
                 .entry((kind, key.clone()))
                 .or_insert_with(|| Entry {
-                    status: StatusCell::new(kind, &key, config.version())
+                    status: StatusCell::new(kind, &key, config.common().version)
                         .stalled_after(self.inner.context.stall.report_after),
                     slot: Arc::new(tokio::sync::Mutex::new(Slot {
                         config: config.clone(),
@@ -382,8 +370,8 @@ impl Runtime {
         let mut slot = entry.slot.lock().await;
         self.stop_slot(&mut slot, &entry.status).await;
         slot.config = config;
-        entry.status.set_version(slot.config.version());
-        if slot.config.enabled() {
+        entry.status.set_version(slot.config.common().version);
+        if slot.config.common().enabled {
             self.start_slot(&mut slot, &entry.status)
         } else {
             tracing::info!(connector = %key, %kind, "disabled");
@@ -474,8 +462,8 @@ impl Runtime {
             return Err(ControlError::ShuttingDown);
         }
         let config = slot.config.clone();
-        let (kind, key) = (config.kind(), config.key().to_owned());
-        let plugin = match self.inner.plugins.resolve(config.path()) {
+        let (kind, key) = (config.kind(), config.common().key.clone());
+        let plugin = match self.inner.plugins.resolve(&config.common().path) {
             Ok(plugin) => plugin,
             Err(error) => {
                 tracing::error!(connector = %key, %kind, %error, "cannot load the plugin");
@@ -487,7 +475,7 @@ impl Runtime {
                 });
             }
         };
-        let chain = match TransformChain::new(kind, &config.transforms().0) {
+        let chain = match TransformChain::new(kind, &config.common().transforms.0) {
             Ok(chain) => chain,
             Err(message) => {
                 tracing::error!(connector = %key, %kind, error = %message, "invalid transforms");
@@ -515,7 +503,7 @@ impl Runtime {
         if let Some(mut task) = slot.task.take() {
             let deadline = self.inner.context.stop_timeout;
             if tokio::time::timeout(deadline, &mut task).await.is_err() {
-                tracing::warn!(connector = %slot.config.key(), kind = %slot.config.kind(), ?deadline, "did not stop in time; abandoning it");
+                tracing::warn!(connector = %slot.config.common().key, kind = %slot.config.kind(), ?deadline, "did not stop in time; abandoning it");
                 task.abort();
                 let _ = task.await;
             }
@@ -570,23 +558,25 @@ async fn supervise(
     status: StatusCell,
     mut control: Control,
 ) {
-    let key = config.key().to_owned();
+    let key = config.common().key.clone();
     let kind = config.kind();
-    let retry = config.retry().map_or(context.retry, RetryPolicy::from);
+    let retry = config
+        .common()
+        .retry
+        .map_or(context.retry, RetryPolicy::from);
     let mut in_a_row = 0u32;
     loop {
         status.set_state(ConnectorState::Starting);
         let started = tokio::time::Instant::now();
-        runner::run_once(
-            &config,
-            &chain,
-            &plugin,
-            &context,
+        let run = runner::ConnectorRun {
+            config: &config,
+            chain: &chain,
+            plugin: &plugin,
+            context: &context,
             retry,
-            &status,
-            control.clone(),
-        )
-        .await;
+            status: &status,
+        };
+        run.run(control.clone()).await;
         if control.stop_requested() || status.snapshot().state != ConnectorState::Failed {
             status.settle(ConnectorState::Stopped);
             return;

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use connector_sdk::{HeaderKind, OwnedHeader};
 
-use crate::bus::{MessageBus, OutgoingMessage, SEND_MARKER_HEADER};
+use crate::bus::{Destination, MessageBus, OutgoingMessage, SEND_MARKER_HEADER};
 use crate::runner::RetryPolicy;
 use crate::state::{PendingSend, SavedState, StateStore};
 use crate::status::StatusCell;
@@ -69,7 +69,7 @@ impl Ledger {
     /// `None` when there is nothing to send.
     pub(crate) fn mark(
         &self,
-        sends: &mut [((String, String), Vec<OutgoingMessage>)],
+        sends: &mut [(Destination, Vec<OutgoingMessage>)],
         states: Vec<Option<Vec<u8>>>,
     ) -> Option<(u64, SavedState)> {
         if sends.is_empty() {
@@ -78,9 +78,7 @@ impl Ledger {
         let mut inner = self.inner();
         let unit = inner.next_unit;
         inner.next_unit += 1;
-        for (index, (((stream, topic), messages), state)) in
-            sends.iter_mut().zip(states).enumerate()
-        {
+        for (index, ((to, messages), state)) in sends.iter_mut().zip(states).enumerate() {
             let Some(last) = messages.last_mut() else {
                 continue;
             };
@@ -94,8 +92,8 @@ impl Ledger {
                 unit,
                 PendingSend {
                     state,
-                    stream: stream.clone(),
-                    topic: topic.clone(),
+                    stream: to.stream.clone(),
+                    topic: to.topic.clone(),
                     marker,
                 },
             ));
@@ -164,9 +162,10 @@ pub(crate) async fn resume_state(
     let mut resumed = saved.state;
     let mut found = 0;
     for send in saved.pending {
+        let to = Destination::new(&send.stream, &send.topic);
         let looked = retry
             .run(status, "look for the last sends", || {
-                bus.find_marker(&send.stream, &send.topic, send.marker)
+                bus.find_marker(&to, send.marker)
             })
             .await;
         match looked {
@@ -204,7 +203,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn sends(lengths: &[usize]) -> Vec<((String, String), Vec<OutgoingMessage>)> {
+    fn sends(lengths: &[usize]) -> Vec<(Destination, Vec<OutgoingMessage>)> {
         lengths
             .iter()
             .map(|length| {
@@ -213,7 +212,7 @@ mod tests {
                     headers: vec![OwnedHeader::string("kept", "yes")],
                     payload: Bytes::from_static(b"m"),
                 };
-                (("s".to_owned(), "t".to_owned()), vec![message; *length])
+                (Destination::new("s", "t"), vec![message; *length])
             })
             .collect()
     }

@@ -1,11 +1,10 @@
-//! Decoding, transforming and encoding the messages of a batch (the `transforms`
-//! crate), and sorting out the ones that failed or were filtered out.
+//! Shaping the messages of a sink batch (with `transforms::shape`), and sorting out the
+//! ones that failed or were filtered out.
 //!
 //! A batch needs no shaping when its connector has no transforms and the schemas on
 //! both sides are the same: then payloads pass untouched and nothing here runs.
 
-use bytes::Bytes;
-use transforms::{Codec, Message, TransformChain, Verdict};
+use transforms::{Codec, TransformChain};
 
 use crate::bus::IncomingMessage;
 
@@ -38,14 +37,14 @@ pub(crate) fn sink_batch(
         ..ShapedSink::default()
     };
     for mut message in messages {
-        match shape(
+        match transforms::shape(
             chain,
             codec,
             message.payload.clone(),
             std::slice::from_ref(codec),
         ) {
-            Ok(Some((mut payloads, _))) => {
-                message.payload = payloads.pop().unwrap_or_default();
+            Ok(Some(mut out)) => {
+                message.payload = out.payloads.pop().unwrap_or_default();
                 shaped.kept.push(message);
             }
             Ok(None) => shaped.dropped += 1,
@@ -55,51 +54,10 @@ pub(crate) fn sink_batch(
     shaped
 }
 
-/// A shaped message: its payload encoded for each schema asked for, and the topic a
-/// `route` transform chose.
-pub(crate) type Shaped = (Vec<Bytes>, Option<String>);
-
-/// Decodes `payload` (written with `from`), runs the chain, and encodes the result once
-/// per schema of `to`. `Ok(None)`: filtered out.
-pub(crate) fn shape(
-    chain: &TransformChain,
-    from: &Codec,
-    payload: Bytes,
-    to: &[Codec],
-) -> Result<Option<Shaped>, String> {
-    let mut message = Message {
-        payload: from
-            .decode(payload)
-            .map_err(|error| format!("cannot decode the {:?} payload: {error}", from.schema))?,
-        topic: None,
-    };
-    if chain.run(&mut message).map_err(|error| error.to_string())? == Verdict::Drop {
-        return Ok(None);
-    }
-    // Encoded once per distinct codec; streams with the same codec share the bytes.
-    let mut out: Vec<Bytes> = Vec::with_capacity(to.len());
-    for (index, codec) in to.iter().enumerate() {
-        let bytes = match to[..index].iter().position(|done| done == codec) {
-            Some(same) => out[same].clone(),
-            None => Bytes::from(
-                codec
-                    .encode(&message.payload)
-                    .map_err(|error| format!("cannot encode as {:?}: {error}", codec.schema))?,
-            ),
-        };
-        out.push(bytes);
-    }
-    Ok(Some((out, message.topic)))
-}
-
-/// Whether messages need shaping at all between `from` and every codec of `to`.
-pub(crate) fn needed(chain: &TransformChain, from: &Codec, to: &[Codec]) -> bool {
-    !chain.is_empty() || to.iter().any(|codec| codec != from)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use connector_sdk::{ConnectorKind, Schema};
     use serde_json::json;
 
@@ -205,26 +163,5 @@ mod tests {
             "{}",
             shaped.failed[0].error
         );
-    }
-
-    #[test]
-    fn conversions_without_transforms() {
-        let chain = TransformChain::default();
-        let (json, text) = (Codec::plain(Schema::Json), Codec::plain(Schema::Text));
-        assert!(!needed(&chain, &json, std::slice::from_ref(&json)));
-        assert!(needed(&chain, &text, std::slice::from_ref(&json)));
-        let (out, topic) = shape(
-            &chain,
-            &text,
-            Bytes::from_static(b"hi"),
-            &[json.clone(), text.clone()],
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            out,
-            [Bytes::from_static(b"\"hi\""), Bytes::from_static(b"hi")]
-        );
-        assert_eq!(topic, None);
     }
 }

@@ -28,11 +28,16 @@
 
 mod avro;
 mod chain;
+mod codec;
 mod payload;
 mod proto;
 mod scan;
+mod shape;
+mod steps;
 
 pub use avro::AvroSchema;
 pub use chain::{Message, TRANSFORMS, TransformChain, TransformCounts, TransformError, Verdict};
+pub use codec::StreamPayload;
 pub use payload::{Codec, FormatError, JsonObject, Payload, supported};
 pub use proto::ProtoSchema;
+pub use shape::{Shaped, shape, shaping_needed};
