@@ -662,6 +662,11 @@ async fn json_logs_and_periodic_summaries() {
             event["level"].is_string() && event["timestamp"].is_string(),
             "{event}"
         );
+        // Per-batch lines only where a connector asks (`verbose`, `benchmark`).
+        assert!(
+            event["message"] != "batch delivered" && event["message"] != "batch stage timings",
+            "{event}"
+        );
         if event["message"] == "summary" {
             assert!(event["messages_per_second"].is_number(), "{event}");
             assert!(
@@ -673,5 +678,73 @@ async fn json_logs_and_periodic_summaries() {
         }
     }
     assert_eq!(summarised, ["file".to_owned(), "random".to_owned()].into());
+    drop(child);
+}
+
+/// `verbose = true` logs every batch at info level and `benchmark = true` its stage
+/// timings, for a source and for a sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbose_and_benchmark_log_every_batch() {
+    // Our server, or a real one with IGGY_TEST_ADDRESS.
+    let target = TestTarget::from_env().await.unwrap();
+    let dir = temp_dir("binary-verbose");
+    let stream = unique("verbose");
+    write_setup(
+        &dir,
+        &target.address,
+        &stream,
+        "interval = \"5ms\"\nmessages_range = [5, 10]",
+        "poll_interval = \"5ms\"",
+    )
+    .await;
+    let connectors = dir.join("connectors");
+    for (file, name) in [
+        ("random.toml", "name = \"R\"\n"),
+        ("file.toml", "name = \"F\"\n"),
+    ] {
+        let path = connectors.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let asked = format!("{name}verbose = true\nbenchmark = true\n");
+        std::fs::write(&path, text.replacen(name, &asked, 1)).unwrap();
+    }
+    let mut child = Reaped::spawn(
+        runtime_command(&dir.join("config.toml"))
+            .env("IGGY_CONNECTORS_LOGGING_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let received = lines_of(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 4 {
+        let line = received
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("per-batch lines of both connectors; saw {seen:?}"));
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let connector = event["connector"].as_str().unwrap_or_default().to_owned();
+        match event["message"].as_str() {
+            Some("batch delivered") => {
+                assert_eq!(event["level"], "INFO", "{event}");
+                assert!(event["messages"].as_u64().unwrap() > 0, "{event}");
+                assert!(event["bytes"].as_u64().unwrap() > 0, "{event}");
+                seen.insert((connector, "verbose"));
+            }
+            Some("batch stage timings") => {
+                for stage in ["poll_us", "transform_us", "send_us", "commit_us"] {
+                    assert!(event[stage].is_u64(), "{stage} in {event}");
+                }
+                seen.insert((connector, "benchmark"));
+            }
+            _ => {}
+        }
+    }
+    let expected: std::collections::BTreeSet<(String, &str)> = [
+        ("file".to_owned(), "benchmark"),
+        ("file".to_owned(), "verbose"),
+        ("random".to_owned(), "benchmark"),
+        ("random".to_owned(), "verbose"),
+    ]
+    .into();
+    assert_eq!(seen, expected);
     drop(child);
 }

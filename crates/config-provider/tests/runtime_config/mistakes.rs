@@ -1,0 +1,111 @@
+//! Mistakes in the file or the environment: unknown keys, wrong types, missing values
+//! and files.
+
+use std::path::PathBuf;
+
+use crate::support::{env, error_text, no_env, temp_file};
+
+#[test]
+fn unknown_keys_are_errors_with_the_nearest_valid_key() {
+    let file = temp_file(
+        "typo.toml",
+        "[iggy]\nadress = \"x\"\n[http.cors]\nallowed_origin = []\n[nonsense]\n",
+    );
+    let text = error_text(Some(&file), no_env());
+    assert!(text.contains("3 problems"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}: `iggy.adress`: unknown key; did you mean `iggy.address`?",
+            file.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "`http.cors.allowed_origin`: unknown key; did you mean `http.cors.allowed_origins`?"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("`nonsense`: unknown key"), "{text}");
+
+    let text = error_text(None, env(&[("IGGY_CONNECTORS_IGGY_USRNAME", "x")]));
+    assert!(text.contains("IGGY_CONNECTORS_IGGY_USRNAME: unknown variable; did you mean IGGY_CONNECTORS_IGGY_USERNAME?"), "{text}");
+}
+
+#[test]
+fn wrong_types_name_the_file_key_and_expected_type() {
+    let file = temp_file(
+        "types.toml",
+        "[http]\nenabled = \"yes\"\n[connectors]\nconfig_type = \"local\"\nconfig_dir = 5\n",
+    );
+    let text = error_text(Some(&file), no_env());
+    let source = file.display().to_string();
+    assert!(
+        text.contains(&format!(
+            "{source}: `http.enabled`: expected a boolean (true or false), found the string \"yes\""
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{source}: `connectors.config_dir`: expected a string, found the integer 5"
+        )),
+        "{text}"
+    );
+
+    let text = error_text(None, env(&[("IGGY_CONNECTORS_HTTP_CORS_ENABLED", "maybe")]));
+    assert!(
+        text.contains("IGGY_CONNECTORS_HTTP_CORS_ENABLED: `http.cors.enabled`: expected a boolean"),
+        "{text}"
+    );
+
+    let file = temp_file(
+        "duration.toml",
+        "[connectors]\nconfig_type = \"http\"\nbase_url = \"http://x\"\ntimeout = \"soon\"\n",
+    );
+    let text = error_text(Some(&file), no_env());
+    assert!(
+        text.contains("`connectors.timeout`: invalid duration \"soon\""),
+        "{text}"
+    );
+    let text = error_text(
+        None,
+        env(&[("IGGY_CONNECTORS_CONNECTORS_RETRY_MAX_BACKOFF", "forever")]),
+    );
+    assert!(text.contains("IGGY_CONNECTORS_CONNECTORS_RETRY_MAX_BACKOFF: `connectors.retry.max_backoff`: invalid duration"), "{text}");
+
+    let text = error_text(
+        None,
+        env(&[("IGGY_CONNECTORS_CONNECTORS_RETRY_MAX_ATTEMPTS", "lots")]),
+    );
+    assert!(
+        text.contains("IGGY_CONNECTORS_CONNECTORS_RETRY_MAX_ATTEMPTS"),
+        "{text}"
+    );
+    assert!(text.contains("expected an integer"), "{text}");
+}
+
+#[test]
+fn missing_required_values_and_files_are_named() {
+    let file = temp_file("no-url.toml", "[connectors]\nconfig_type = \"http\"\n");
+    let text = error_text(Some(&file), no_env());
+    assert!(text.contains("base_url"), "{text}");
+
+    let missing = PathBuf::from("/nonexistent/dir/config.toml");
+    let text = error_text(Some(&missing), no_env());
+    assert!(text.contains("/nonexistent/dir/config.toml"), "{text}");
+    assert!(text.contains("cannot read"), "{text}");
+
+    let file = temp_file("no-creds.toml", "[iggy]\nusername = \"\"\n");
+    let text = error_text(Some(&file), no_env());
+    assert!(text.contains("no credentials"), "{text}");
+
+    let file = temp_file("telemetry.toml", "[telemetry]\nenabled = true\n");
+    assert!(error_text(Some(&file), no_env()).contains("telemetry.enabled"));
+
+    let file = temp_file(
+        "bad-url.toml",
+        "[connectors]\nconfig_type = \"http\"\nbase_url = \"configs.example\"\n",
+    );
+    assert!(error_text(Some(&file), no_env()).contains("http:// or https://"));
+}

@@ -1,0 +1,51 @@
+//! The API key: every route needs it, but the root and `/health`.
+
+use hyper::StatusCode;
+
+use crate::support::{call, fixture, with_key};
+
+/// Every route in the table, `{kind}`, `{key}` and `{version}` filled in.
+fn concrete_routes() -> Vec<(String, &'static str)> {
+    let mut routes = Vec::new();
+    for spec in &http_api::ROUTES {
+        for kind in ["sinks", "sources"] {
+            let key = if kind == "sinks" { "file" } else { "random" };
+            let path = spec
+                .path
+                .replace("{kind}", kind)
+                .replace("{key}", key)
+                .replace("{version}", "0");
+            for method in spec.methods {
+                if !routes.contains(&(path.clone(), *method)) {
+                    routes.push((path.clone(), *method));
+                }
+            }
+        }
+    }
+    routes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_needs_the_api_key_but_root_and_health() {
+    let api = fixture(with_key).await;
+    for (path, method) in concrete_routes() {
+        let without = call(api.address, method, &path, &[], None).await;
+        let wrong = call(
+            api.address,
+            method,
+            &path,
+            &[("api-key", "s3cr3t-kex")],
+            None,
+        )
+        .await;
+        if path == "/" || path == "/health" {
+            assert_eq!(without.status, StatusCode::OK, "{method} {path}");
+        } else {
+            for reply in [without, wrong] {
+                assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+                assert_eq!(reply.json()["code"], "unauthorized", "{method} {path}");
+            }
+        }
+    }
+    api.stop().await;
+}

@@ -1,0 +1,14 @@
+//! The HTTP API end to end: a runtime with a random source and a file sink (through the
+//! test server or `IGGY_TEST_ADDRESS`), the local config provider, real HTTP requests.
+
+// In tests an unwrap is an assertion.
+#![allow(clippy::unwrap_used)]
+
+mod auth;
+mod cors;
+mod errors;
+mod openapi;
+mod readiness;
+mod routes;
+mod support;
+mod tls;
