@@ -298,3 +298,21 @@ fn newest_state<P>(taken: &[(InFlight<'_>, P)]) -> Option<Vec<u8>> {
         .find_map(|(in_flight, _)| in_flight.batch.state())
         .map(<[u8]>::to_vec)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_halt_of_a_round_is_the_one_reported() {
+        let round = RoundState::default();
+        assert!(!round.is_halted());
+        round.halt(Halt::Retry("the send failed".to_owned()));
+        round.halt(Halt::Fatal("a later batch declares no schema".to_owned()));
+        assert!(round.is_halted(), "every stage stops taking work");
+        match round.into_halt() {
+            Some(Halt::Retry(reason)) => assert_eq!(reason, "the send failed"),
+            other => panic!("the first halt is kept, got {other:?}"),
+        }
+    }
+}
