@@ -22,9 +22,12 @@ COPY --from=build /src/target/release/iggy-connectors /usr/local/bin/iggy-connec
 COPY --from=build /src/target/release/libiggy_connector_*.so /usr/local/lib/iggy-connectors/
 # Configure with environment variables (every key has one, see configs/config.toml) or
 # mount a config file and set IGGY_CONNECTORS_CONFIG_PATH (or pass --config). Connector
-# configs go under /etc/iggy-connectors/connectors.
+# configs go under /etc/iggy-connectors/connectors. The API listens on every address, so
+# it needs a key: mount one as the secret iggy_connectors_api_key (docker run
+# --secret, or a compose `secrets:` entry); without it the runtime refuses to start.
 ENV IGGY_CONNECTORS_HTTP_ENABLED=true \
     IGGY_CONNECTORS_HTTP_ADDRESS=0.0.0.0:8081 \
+    IGGY_CONNECTORS_HTTP_API_KEY=\${file:/run/secrets/iggy_connectors_api_key} \
     IGGY_CONNECTORS_STATE_PATH=/var/lib/iggy-connectors/state \
     IGGY_CONNECTORS_CONNECTORS_CONFIG_DIR=/etc/iggy-connectors/connectors
 EXPOSE 8081

@@ -137,8 +137,28 @@ fn the_dockerfile_environment_is_real_config_and_matches_the_port() {
     for name in env.keys() {
         assert!(known.contains(name), "{name} is not a config variable");
     }
+    // The API listens off loopback, so its key comes from a mounted secret (`\$` is
+    // Docker's escape, the runtime reads `${file:...}`); without it the runtime refuses
+    // to start.
+    let key = env
+        .remove("IGGY_CONNECTORS_HTTP_API_KEY")
+        .unwrap_or_default();
+    let secret = key
+        .strip_prefix("\\${file:")
+        .and_then(|rest| rest.strip_suffix('}'))
+        .unwrap_or_else(|| panic!("the api key comes from a secret file, not {key:?}"));
+    assert!(secret.starts_with("/run/secrets/"), "{secret}");
+    let refused = config_provider::load_with_env(None, env.clone()).unwrap_err();
+    assert!(refused.to_string().contains("with no api key"), "{refused}");
+    let mounted = iggy_connectors_tests::temp_dir("dockerfile-secret").join("api_key");
+    std::fs::write(&mounted, "k3y\n").unwrap();
+    env.insert(
+        "IGGY_CONNECTORS_HTTP_API_KEY".to_owned(),
+        format!("${{file:{}}}", mounted.display()),
+    );
     let loaded = config_provider::load_with_env(None, env.clone()).unwrap();
     assert!(loaded.config.http.enabled);
+    assert!(!loaded.config.http.api_key.is_empty());
     let port = loaded
         .config
         .http

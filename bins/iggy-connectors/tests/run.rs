@@ -357,11 +357,13 @@ async fn serves_the_http_api_while_running() {
     assert_eq!(status, 200);
     assert!(sinks.contains("\"key\":\"file\""), "{sinks}");
     // The container health check asks the same API.
+    // (With a key, as in the image: an address off loopback needs one to load.)
     let healthcheck = |address: &str| {
         Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
             .arg("healthcheck")
             .env("IGGY_CONNECTORS_HTTP_ENABLED", "true")
             .env("IGGY_CONNECTORS_HTTP_ADDRESS", address)
+            .env("IGGY_CONNECTORS_HTTP_API_KEY", "k")
             .env_remove("IGGY_CONNECTORS_CONFIG_PATH")
             .output()
             .unwrap()
@@ -747,4 +749,32 @@ async fn verbose_and_benchmark_log_every_batch() {
     .into();
     assert_eq!(seen, expected);
     drop(child);
+}
+
+/// An API on every address with no key would let anyone who reaches it load a library:
+/// the binary refuses to start, naming the key to set and the way to accept the risk.
+#[test]
+fn an_open_api_off_loopback_refuses_to_start() {
+    let dir = temp_dir("binary-open-api");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nenabled = true\naddress = \"0.0.0.0:0\"\n[state]\npath = \"{}\"\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    let output = runtime_command(&config)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("serves the HTTP API on 0.0.0.0:0 with no api key")
+            && stderr.contains("IGGY_CONNECTORS_HTTP_API_KEY")
+            && stderr.contains("IGGY_CONNECTORS_HTTP_ALLOW_UNAUTHENTICATED"),
+        "{stderr}"
+    );
 }

@@ -360,6 +360,9 @@ pub struct HttpConfig {
     /// When non-empty, every route but `/` and `/health` needs this `api-key` header (a
     /// secret).
     pub api_key: String,
+    /// Serve the API off loopback with an empty `api_key` anyway; without this, that is
+    /// a start-up error (anyone reaching the API could load a library).
+    pub allow_unauthenticated: bool,
     /// CORS.
     pub cors: CorsConfig,
     /// Prometheus metrics route.
@@ -374,6 +377,7 @@ impl Default for HttpConfig {
             enabled: true,
             address: "127.0.0.1:8081".to_owned(),
             api_key: String::new(),
+            allow_unauthenticated: false,
             cors: CorsConfig::default(),
             metrics: MetricsConfig::default(),
             tls: HttpTlsConfig::default(),

@@ -100,6 +100,23 @@ pub(crate) fn validate(loaded: &mut LoadedConfig, origins: &Origins) -> Result<(
             );
         }
     }
+    let http = &config.http;
+    if http.enabled
+        && http.api_key.is_empty()
+        && !http.allow_unauthenticated
+        && !is_loopback(&http.address)
+    {
+        // Blamed on the address: moving the API off loopback is what opened it.
+        problem(
+            &["http.address", "http.enabled"],
+            format!(
+                "serves the HTTP API on {} with no api key: anyone who can reach it can make the runtime load any library (running its code) and point a sink at any file; set {} (from a secret, e.g. \"${{file:/run/secrets/api_key}}\"), or set {} = true to accept that knowingly",
+                http.address,
+                key_and_variable("http.api_key"),
+                key_and_variable("http.allow_unauthenticated"),
+            ),
+        );
+    }
     if config.telemetry.enabled {
         problem(
             &["telemetry.enabled"],
@@ -145,5 +162,42 @@ pub(crate) fn validate(loaded: &mut LoadedConfig, origins: &Origins) -> Result<(
         Ok(())
     } else {
         Err(ConfigError { problems })
+    }
+}
+
+/// Whether `address` (`host:port`) only accepts connections from this machine: a
+/// loopback IP or `localhost`. Anything else, a host name included, may not.
+fn is_loopback(address: &str) -> bool {
+    if let Ok(socket) = address.parse::<std::net::SocketAddr>() {
+        return socket.ip().is_loopback();
+    }
+    address
+        .rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn only_loopback_addresses_and_localhost_count_as_loopback() {
+        for address in [
+            "127.0.0.1:8081",
+            "127.1.2.3:1",
+            "[::1]:8081",
+            "localhost:8081",
+        ] {
+            assert!(is_loopback(address), "{address}");
+        }
+        for address in [
+            "0.0.0.0:8081",
+            "[::]:8081",
+            "10.0.0.5:8081",
+            "api.example:8081",
+            "8081",
+        ] {
+            assert!(!is_loopback(address), "{address}");
+        }
     }
 }

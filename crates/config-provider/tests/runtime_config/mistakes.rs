@@ -109,3 +109,33 @@ fn missing_required_values_and_files_are_named() {
     );
     assert!(error_text(Some(&file), no_env()).contains("http:// or https://"));
 }
+
+/// An API served off loopback with no api key would let anyone who reaches it load a
+/// library: refused, naming the variable that moved it and both ways out, unless a key
+/// is set or the risk is accepted; on loopback it is allowed.
+#[test]
+fn an_open_api_off_loopback_is_refused_unless_a_key_or_the_risk_is_set() {
+    let open = [("IGGY_CONNECTORS_HTTP_ADDRESS", "0.0.0.0:8081")];
+    let text = error_text(None, env(&open));
+    assert!(
+        text.contains("IGGY_CONNECTORS_HTTP_ADDRESS: `http.address`: serves the HTTP API on 0.0.0.0:8081 with no api key"),
+        "{text}"
+    );
+    assert!(
+        text.contains("http.api_key (IGGY_CONNECTORS_HTTP_API_KEY)")
+            && text.contains(
+                "http.allow_unauthenticated (IGGY_CONNECTORS_HTTP_ALLOW_UNAUTHENTICATED) = true"
+            ),
+        "{text}"
+    );
+    for fix in [
+        ("IGGY_CONNECTORS_HTTP_API_KEY", "k"),
+        ("IGGY_CONNECTORS_HTTP_ALLOW_UNAUTHENTICATED", "true"),
+        ("IGGY_CONNECTORS_HTTP_ENABLED", "false"),
+    ] {
+        let loaded = config_provider::load_with_env(None, env(&[open[0], fix]));
+        assert!(loaded.is_ok(), "{fix:?}: {:?}", loaded.err());
+    }
+    let loopback = [("IGGY_CONNECTORS_HTTP_ADDRESS", "127.0.0.1:9000")];
+    assert!(config_provider::load_with_env(None, env(&loopback)).is_ok());
+}
