@@ -363,6 +363,9 @@ pub struct HttpConfig {
     /// Serve the API off loopback with an empty `api_key` anyway; without this, that is
     /// a start-up error (anyone reaching the API could load a library).
     pub allow_unauthenticated: bool,
+    /// Refuse (403) every request that would change a config or a connector's state,
+    /// leaving status, configs and metrics readable.
+    pub read_only: bool,
     /// CORS.
     pub cors: CorsConfig,
     /// Prometheus metrics route.
@@ -378,6 +381,7 @@ impl Default for HttpConfig {
             address: "127.0.0.1:8081".to_owned(),
             api_key: String::new(),
             allow_unauthenticated: false,
+            read_only: false,
             cors: CorsConfig::default(),
             metrics: MetricsConfig::default(),
             tls: HttpTlsConfig::default(),

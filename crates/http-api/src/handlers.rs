@@ -222,6 +222,17 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Answer {
             ));
         }
     }
+    // Every route but GET changes a config or a connector's state.
+    if context.http.read_only && request.method() != hyper::Method::GET {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "read_only",
+            format!(
+                "the API is read-only (http.read_only): {} {path} would change a config or a connector",
+                request.method()
+            ),
+        ));
+    }
     dispatch(context, matched, request).await
 }
 

@@ -67,6 +67,7 @@ enabled = false
 address = "0.0.0.0:9999"
 api_key = "key-1"
 allow_unauthenticated = true
+read_only = true
 
 [http.cors]
 enabled = true
@@ -168,7 +169,7 @@ fn check_every_key(config: &RuntimeConfig) {
     assert!(!config.http.enabled);
     assert_eq!(config.http.address, "0.0.0.0:9999");
     assert_eq!(config.http.api_key, "key-1");
-    assert!(config.http.allow_unauthenticated);
+    assert!(config.http.allow_unauthenticated && config.http.read_only);
     let cors = &config.http.cors;
     assert!(cors.enabled && cors.allow_credentials && cors.allow_private_network);
     assert_eq!(cors.allowed_methods, ["GET"]);
@@ -310,6 +311,7 @@ fn every_key_round_trips_from_the_environment() {
         ("IGGY_CONNECTORS_HTTP_ADDRESS", "0.0.0.0:9999"),
         ("IGGY_CONNECTORS_HTTP_API_KEY", "key-1"),
         ("IGGY_CONNECTORS_HTTP_ALLOW_UNAUTHENTICATED", "true"),
+        ("IGGY_CONNECTORS_HTTP_READ_ONLY", "true"),
         ("IGGY_CONNECTORS_HTTP_CORS_ENABLED", "TRUE"),
         ("IGGY_CONNECTORS_HTTP_CORS_ALLOWED_METHODS", "GET"),
         (

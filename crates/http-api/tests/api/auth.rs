@@ -1,4 +1,5 @@
-//! The API key: every route needs it, but the root and `/health`.
+//! Access: the API key (every route needs it, but the root and `/health`) and the
+//! read-only mode.
 
 use hyper::StatusCode;
 
@@ -45,6 +46,23 @@ async fn every_route_needs_the_api_key_but_root_and_health() {
                 assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {path}");
                 assert_eq!(reply.json()["code"], "unauthorized", "{method} {path}");
             }
+        }
+    }
+    api.stop().await;
+}
+
+/// `read_only = true`: every route that would change a config or a connector answers
+/// 403 (before its handler runs); every GET still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_api_refuses_every_change_and_answers_every_read() {
+    let api = fixture(|http| http.read_only = true).await;
+    for (path, method) in concrete_routes() {
+        let reply = call(api.address, method, &path, &[], Some(b"{}".to_vec())).await;
+        if method == "GET" {
+            assert_ne!(reply.status, StatusCode::FORBIDDEN, "{method} {path}");
+        } else {
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method} {path}");
+            assert_eq!(reply.json()["code"], "read_only", "{method} {path}");
         }
     }
     api.stop().await;
