@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use iggy::prelude::*;
 use iggy_binary_protocol::WireEncode;
 use iggy_binary_protocol::codes::{POLL_MESSAGES_CODE, SEND_MESSAGES_CODE};
@@ -178,6 +179,16 @@ impl IggyBus {
     ) -> Result<(), IggyError> {
         let _not_while_resetting = self.joins.lock().await;
         self.client.join_consumer_group(stream, topic, group).await
+    }
+
+    /// The `SendMessages` body for `messages`, bound for the topic's next partition.
+    async fn encode(
+        &self,
+        to: &Destination,
+        messages: &[OutgoingMessage],
+    ) -> Result<Bytes, BusError> {
+        let partition = self.next_partition(to).await?;
+        encode_send(to, partition, messages)
     }
 
     /// Forgets a topic's partition count, so that the next send asks again.
@@ -371,9 +382,7 @@ impl MessageBus for IggyBus {
         to: &Destination,
         messages: Vec<OutgoingMessage>,
     ) -> Result<PreparedSend, BusError> {
-        let partition = self.next_partition(to).await?;
-        let body = encode_send(to, partition, &messages)?;
-        Ok(PreparedSend::Wire(body))
+        Ok(PreparedSend::Wire(self.encode(to, &messages).await?))
     }
 
     async fn send_prepared(
@@ -383,10 +392,7 @@ impl MessageBus for IggyBus {
     ) -> Result<(), BusError> {
         let body = match prepared {
             PreparedSend::Wire(body) => body,
-            PreparedSend::Messages(messages) => {
-                let partition = self.next_partition(to).await?;
-                encode_send(to, partition, &messages)?
-            }
+            PreparedSend::Messages(messages) => self.encode(to, &messages).await?,
         };
         // The confirmations the reply may carry are not needed: `Ok` means stored.
         match self

@@ -227,26 +227,23 @@ impl ConnectorRun<'_> {
 /// The codecs of a connector's streams (reading their schema files), or the first
 /// problem, naming its stream.
 pub(crate) fn connector_codecs(config: &ConnectorConfig) -> Result<Vec<Codec>, String> {
-    let payloads: Vec<(&str, &StreamPayload)> = match config {
+    let codec = |name: &str, payload: &StreamPayload| {
+        payload
+            .codec()
+            .map_err(|error| format!("stream {name}: {error}"))
+    };
+    match config {
         ConnectorConfig::Source(source) => source
             .streams
             .iter()
-            .map(|stream| (stream.stream.as_str(), &stream.payload))
+            .map(|stream| codec(&stream.stream, &stream.payload))
             .collect(),
         ConnectorConfig::Sink(sink) => sink
             .streams
             .iter()
-            .map(|stream| (stream.stream.as_str(), &stream.payload))
+            .map(|stream| codec(&stream.stream, &stream.payload))
             .collect(),
-    };
-    payloads
-        .into_iter()
-        .map(|(name, payload)| {
-            payload
-                .codec()
-                .map_err(|error| format!("stream {name}: {error}"))
-        })
-        .collect()
+    }
 }
 
 /// A plugin's batch as produced: ids (0 lets the client pick), headers and payloads.

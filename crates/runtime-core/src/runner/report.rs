@@ -39,6 +39,9 @@ impl BatchReport {
         bytes: usize,
         times: &StageTimes,
     ) {
+        if !self.verbose && !self.benchmark {
+            return;
+        }
         let topic = topic.map(tracing::field::display);
         if self.verbose {
             tracing::info!(connector, topic, messages, bytes, "batch delivered");
