@@ -19,6 +19,8 @@ RUN useradd --system --uid 10001 --home-dir /var/lib/iggy-connectors iggy-connec
 COPY --from=build /src/target/release/iggy-connectors /usr/local/bin/iggy-connectors
 # Connector configs name these with an absolute `path`, e.g.
 # path = "/usr/local/lib/iggy-connectors/libiggy_connector_stdout_sink"
+# This is one of the default plugin directories ([plugins] directories): add your own
+# connectors here, or set IGGY_CONNECTORS_PLUGINS_DIRECTORIES to where they are.
 COPY --from=build /src/target/release/libiggy_connector_*.so /usr/local/lib/iggy-connectors/
 # Configure with environment variables (every key has one, see configs/config.toml) or
 # mount a config file and set IGGY_CONNECTORS_CONFIG_PATH (or pass --config). Connector

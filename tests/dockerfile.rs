@@ -203,3 +203,20 @@ fn the_health_check_is_a_command_of_the_copied_binary() {
     let usage = std::fs::read_to_string(repo().join("bins/iggy-connectors/src/cli.rs")).unwrap();
     assert!(usage.contains("iggy-connectors [--config PATH] healthcheck"));
 }
+
+/// The bundled libraries land in the default plugin directory, so the image's configs
+/// load them without setting `[plugins] directories`.
+#[test]
+fn the_connector_libraries_go_to_the_default_plugin_directory() {
+    let copies: Vec<String> = instructions()
+        .into_iter()
+        .filter(|(keyword, rest)| keyword == "COPY" && rest.contains("libiggy_connector_"))
+        .map(|(_, rest)| rest)
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let destination = copies[0].split_whitespace().last().unwrap();
+    assert_eq!(
+        destination.trim_end_matches('/'),
+        config_provider::STANDARD_PLUGIN_DIRECTORY
+    );
+}

@@ -128,8 +128,68 @@ fn run(invocation: &Invocation) -> ExitCode {
     init_logging(loaded.config.logging.format);
     loaded.log_warnings();
     tracing::info!(file = ?loaded.file, config = %loaded.redacted(), "configuration is valid");
-    let plugins = runtime_core::PluginRegistry::new(PluginLoader::new());
+    let plugins = runtime_core::PluginRegistry::new(plugin_loader(&loaded.config.plugins));
     block_on(serve(loaded.config, plugins, |_| {}))
+}
+
+/// A loader confined to `[plugins] directories`: when that is empty, the directory of
+/// this binary and the standard install directory.
+pub(crate) fn plugin_loader(plugins: &config_provider::PluginsConfig) -> PluginLoader {
+    let directories: Vec<std::path::PathBuf> = if plugins.directories.is_empty() {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf))
+            .into_iter()
+            .chain([std::path::PathBuf::from(
+                config_provider::STANDARD_PLUGIN_DIRECTORY,
+            )])
+            .collect()
+    } else {
+        plugins
+            .directories
+            .iter()
+            .map(std::path::PathBuf::from)
+            .collect()
+    };
+    PluginLoader::new().confined_to(directories)
+}
+
+/// A plugin load error as a user reads it: a refused directory names the setting that
+/// allows it.
+pub(crate) fn plugin_problem(error: &plugin_host::LoadError) -> String {
+    match error {
+        plugin_host::LoadError::NotAllowed { .. } => {
+            format!("{error} (plugins.directories, IGGY_CONNECTORS_PLUGINS_DIRECTORIES)")
+        }
+        _ => error.to_string(),
+    }
+}
+
+/// The connectors of `configs` whose library lies outside the plugin directories: the
+/// runtime refuses to start rather than run some and leave a refused one to be found.
+fn refused_plugins(
+    configs: &config_provider::ActiveConfigs,
+    plugins: &runtime_core::PluginRegistry,
+) -> Result<(), String> {
+    let refused: Vec<String> = configs
+        .sources
+        .values()
+        .chain(configs.sinks.values())
+        .filter_map(|config| match plugins.check(&config.common().path) {
+            Err(error @ plugin_host::LoadError::NotAllowed { .. }) => Some(format!(
+                "{} {}: `path`: {}",
+                config.kind(),
+                config.common().key,
+                plugin_problem(&error)
+            )),
+            _ => None,
+        })
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("refusing to start: {}", refused.join("; ")))
+    }
 }
 
 /// Runs `work` on a multi-thread tokio runtime; an error is printed and exits 1.
@@ -157,6 +217,8 @@ pub(crate) struct ConnectorDir {
     pub(crate) path: std::path::PathBuf,
     /// `IGGY_CONNECTORS_{SINK|SOURCE}_*` variables that match no connector there.
     pub(crate) unmatched: Vec<config_provider::Problem>,
+    /// `${file:...}` secrets of its configs that other users may read.
+    pub(crate) secret_files: Vec<config_provider::Problem>,
 }
 
 impl ConnectorDir {
@@ -190,6 +252,7 @@ impl ConnectorDir {
 /// directory it reads.
 pub(crate) fn open_provider(
     connectors: &config_provider::ConnectorsConfig,
+    secrets: &config_provider::SecretsConfig,
 ) -> Result<
     (
         std::sync::Arc<dyn config_provider::ConfigProvider>,
@@ -201,14 +264,16 @@ pub(crate) fn open_provider(
     match connectors {
         ConnectorsConfig::Local(local) => {
             let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-            let provider = config_provider::LocalProvider::open(&local.config_dir, &env)
-                .map_err(|error| error.to_string())?;
+            let provider =
+                config_provider::LocalProvider::open_with_secrets(&local.config_dir, &env, secrets)
+                    .map_err(|error| error.to_string())?;
             let path = std::path::absolute(&local.config_dir)
                 .unwrap_or_else(|_| std::path::PathBuf::from(&local.config_dir));
             let dir = ConnectorDir {
                 configured: local.config_dir.clone(),
                 path,
                 unmatched: provider.unmatched_overrides().to_vec(),
+                secret_files: provider.secret_file_warnings().to_vec(),
             };
             Ok((std::sync::Arc::new(provider), Some(dir)))
         }
@@ -228,11 +293,12 @@ pub(crate) async fn serve(
 ) -> Result<(), String> {
     let mut signals =
         Signals::new().map_err(|error| format!("cannot listen for signals: {error}"))?;
-    let (provider, dir) = open_provider(&config.connectors)?;
+    let (provider, dir) = open_provider(&config.connectors, &config.secrets)?;
     let configs = provider
         .active_configs()
         .await
         .map_err(|error| format!("cannot read the connector configs: {error}"))?;
+    refused_plugins(&configs, &plugins)?;
     if let Some(dir) = dir {
         let count = configs.sources.len() + configs.sinks.len();
         match dir.trouble(count) {

@@ -21,7 +21,7 @@ fn check_connector(loader: &PluginLoader, config: &ConnectorConfig) -> Vec<Strin
             config.kind()
         )),
         Ok(_) => {}
-        Err(error) => problems.push(format!("`path`: {error}")),
+        Err(error) => problems.push(format!("`path`: {}", crate::plugin_problem(&error))),
     }
     if let Err(error) =
         transforms::TransformChain::new(config.kind(), &config.common().transforms.0)
@@ -46,13 +46,13 @@ async fn check(config: Option<&ConfigPath>) -> Result<String, Vec<String>> {
     }
     let loaded = config_provider::load(config.map(|config| config.path.as_path()))
         .map_err(|error| vec![error.to_string()])?;
-    let (provider, dir) =
-        crate::open_provider(&loaded.config.connectors).map_err(|error| vec![error])?;
+    let (provider, dir) = crate::open_provider(&loaded.config.connectors, &loaded.config.secrets)
+        .map_err(|error| vec![error])?;
     let configs = provider
         .active_configs()
         .await
         .map_err(|error| vec![format!("cannot read the connector configs: {error}")])?;
-    let loader = PluginLoader::new();
+    let loader = crate::plugin_loader(&loaded.config.plugins);
     // A variable that matches no connector does nothing: a typo to fix before it ships.
     let mut problems: Vec<String> = dir
         .iter()
@@ -84,6 +84,9 @@ async fn check(config: Option<&ConfigPath>) -> Result<String, Vec<String>> {
         summary.push_str(&format!("\n  warning: {warning}"));
     }
     if let Some(dir) = dir {
+        for warning in &dir.secret_files {
+            summary.push_str(&format!("\n  warning: {warning}"));
+        }
         match dir.trouble(configs.sources.len() + configs.sinks.len()) {
             Some(trouble) => summary.push_str(&format!("\n  warning: {trouble}")),
             None => summary.push_str(&format!(

@@ -8,60 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use iggy_connectors_tests::{plugin_path, prepare_topic, temp_dir, unique};
+
+mod support;
 use iggy_test_server::TestTarget;
-
-/// A child process that is killed if the test ends early (a failed assertion), so it
-/// cannot outlive the test and keep what the next run needs (a consumer group's
-/// partition on a real server, say).
-struct Reaped(Option<std::process::Child>);
-
-impl Reaped {
-    fn spawn(command: &mut Command) -> Reaped {
-        Reaped(Some(command.spawn().unwrap()))
-    }
-
-    /// The child, no longer killed on drop (to wait for it to exit by itself).
-    fn take(mut self) -> std::process::Child {
-        self.0
-            .take()
-            .expect("only `take` empties it, and it consumes the guard")
-    }
-}
-
-impl std::ops::Deref for Reaped {
-    type Target = std::process::Child;
-
-    fn deref(&self) -> &Self::Target {
-        self.0
-            .as_ref()
-            .expect("only `take` empties it, and it consumes the guard")
-    }
-}
-
-impl std::ops::DerefMut for Reaped {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        self.0
-            .as_mut()
-            .expect("only `take` empties it, and it consumes the guard")
-    }
-}
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            // It may have exited already; either way it is gone after this.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The binary, to be run with the config file `config`.
-fn runtime_command(config: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"));
-    command.args(["--config", config.to_str().unwrap()]);
-    command
-}
+use support::{Reaped, api_address, http_get, lines_of, runtime_command};
 
 /// Writes a runtime config and two connectors (random source -> file sink on `stream`)
 /// under `dir`, and makes the topic ahead where a real server needs it
@@ -259,62 +209,6 @@ async fn a_killed_runtime_resumes_without_losing_messages() {
         "{duplicates} duplicates: more than one sink batch"
     );
     drop(second);
-}
-
-/// The lines a child writes to a pipe, as they come.
-fn lines_of(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
-    use std::io::BufRead;
-    let (lines, received) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    received
-}
-
-/// A plain HTTP/1.1 GET; returns the status code and the body.
-/// Where the runtime whose log is `received` serves its API, from its log line.
-fn api_address(received: &std::sync::mpsc::Receiver<String>, deadline: Instant) -> String {
-    loop {
-        let line = received
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the runtime logs where the API listens");
-        if line.contains("HTTP API listening")
-            && let Some(address) = line
-                .split_whitespace()
-                .find_map(|field| field.strip_prefix("address="))
-        {
-            return address.to_owned();
-        }
-    }
-}
-
-fn http_get(address: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// With `[http] enabled`, the binary serves the API (here on a port the OS picks, which

@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::flat::{self, FieldsInto, FlatError, Raw, Span, Table};
 use crate::runtime::ConnectorRetry;
-use crate::secrets::SecretPaths;
+use crate::secrets::{OpenSecretFile, SecretPaths};
 use crate::streams::{SinkStream, SourceStream};
 
 /// A connector config: a sink or a source.
@@ -396,15 +396,33 @@ pub fn validate_key(key: &str) -> Result<(), String> {
 }
 
 /// Parses a connector config file's text; errors name the key (`streams[0].topics`).
+/// A `${file:...}` secret whose file others may access is logged as a warning.
 pub fn parse_connector_toml(text: &str) -> Result<ConnectorConfig, String> {
     let value: toml::Value =
         toml::from_str(text).map_err(|error| format!("not valid TOML: {error}"))?;
-    from_toml_value(value)
+    let (config, open_files) = from_toml_value(value, false)?;
+    for open in &open_files {
+        open.log(&config.common().key, config.common().version);
+    }
+    Ok(config)
 }
 
-pub(crate) fn from_toml_value(mut value: toml::Value) -> Result<ConnectorConfig, String> {
+/// A connector config from its flat table, its references resolved: a `${file:...}`
+/// secret whose file its group or other users may access is an error when
+/// `require_private_files`, and is returned, for the caller to warn about, otherwise.
+pub(crate) fn from_toml_value(
+    mut value: toml::Value,
+    require_private_files: bool,
+) -> Result<(ConnectorConfig, Vec<OpenSecretFile>), String> {
     let mut secrets = SecretPaths::new();
-    crate::secrets::resolve_toml(&mut value, "", &mut secrets)?;
+    let mut open_files = Vec::new();
+    crate::secrets::resolve_toml(
+        &mut value,
+        "",
+        require_private_files,
+        &mut secrets,
+        &mut open_files,
+    )?;
     let toml::Value::Table(mut table) = value else {
         return Err("expected a table".to_owned());
     };
@@ -434,7 +452,7 @@ pub(crate) fn from_toml_value(mut value: toml::Value) -> Result<ConnectorConfig,
     }?;
     config.validate()?;
     config.common_mut().secrets = secrets;
-    Ok(config)
+    Ok((config, open_files))
 }
 
 #[cfg(test)]

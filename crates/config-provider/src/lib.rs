@@ -38,8 +38,9 @@ pub use provider::{ActiveConfigs, ActiveVersions, ConfigProvider, ProviderError}
 pub use runtime::{
     ConfigDuration, ConnectorRetry, ConnectorsConfig, CorsConfig, HttpConfig, HttpProviderConfig,
     HttpTlsConfig, IggyConfig, IggyTlsConfig, LocalProviderConfig, LogFormat, LoggingConfig,
-    MetricsConfig, ResponseConfig, RestartConfig, RetryConfig, RuntimeBehaviour, RuntimeConfig,
-    StateConfig, TelemetryConfig, TelemetryExport, UrlTemplates,
+    MetricsConfig, PluginsConfig, ResponseConfig, RestartConfig, RetryConfig, RuntimeBehaviour,
+    RuntimeConfig, STANDARD_PLUGIN_DIRECTORY, SecretsConfig, StateConfig, TelemetryConfig,
+    TelemetryExport, UrlTemplates,
 };
 pub use secrets::{REDACTED, SecretPaths, is_secret_field};
 pub use streams::{SinkStream, SourceStream};

@@ -6,9 +6,20 @@
 //! `.active_versions.toml` (`[sinks] key = N`, `[sources] key = N`); a connector with no
 //! entry there runs its highest version. Every write is atomic: a temporary file is
 //! written, synced and renamed over the target, and the directory is synced.
+//!
+//! On Unix every file the provider writes (versions and `.active_versions.toml`) has
+//! mode 0600 from the moment it is created, not only the files that hold a secret:
+//! only the runtime reads them, a secret may sit in a plugin field under a name no
+//! rule recognises (a connection string with its password), and one rule for every
+//! file leaves nothing to get wrong.
+//!
+//! A `${file:...}` secret whose file its group or other users may access is refused
+//! when the provider was opened with `secrets.require_private_files`
+//! ([`LocalProvider::open_with_secrets`]), and is warned about otherwise.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use connector_sdk::ConnectorKind;
@@ -20,6 +31,8 @@ use crate::overrides::{
     apply_env_overrides, is_connector_override, is_override_field, kind_prefix, override_prefix,
 };
 use crate::provider::{ActiveConfigs, ConfigProvider, ProviderError, check_request};
+use crate::runtime::SecretsConfig;
+use crate::secrets::OpenSecretFile;
 
 /// The name of the file that records active versions.
 pub const ACTIVE_VERSIONS_FILE: &str = ".active_versions.toml";
@@ -38,6 +51,10 @@ pub struct LocalProvider {
     dir: PathBuf,
     store: Mutex<Store>,
     unmatched: Vec<Problem>,
+    /// Refuse `${file:...}` secrets others may access, rather than warn.
+    require_private_files: bool,
+    /// The warnings about such files found when opening.
+    open_secret_files: Vec<Problem>,
 }
 
 impl LocalProvider {
@@ -48,10 +65,27 @@ impl LocalProvider {
     /// An override naming no connector of the directory is not an error (a deployment
     /// may keep variables for a connector it removed) but a warning, logged here and
     /// kept for [`LocalProvider::unmatched_overrides`].
+    ///
+    /// `${file:...}` secrets whose file others may access are only warned about: see
+    /// [`LocalProvider::open_with_secrets`].
     pub fn open(
         dir: impl Into<PathBuf>,
         env: &BTreeMap<String, String>,
     ) -> Result<Self, ConfigError> {
+        Self::open_with_secrets(dir, env, &SecretsConfig::default())
+    }
+
+    /// [`LocalProvider::open`], with the runtime config's `[secrets]`: with
+    /// `require_private_files`, a `${file:...}` secret whose file its group or other
+    /// users may access (Unix mode `& 0o077 != 0`) is a problem of its config file,
+    /// here and in every version created later; without it, a warning, logged and
+    /// kept for [`LocalProvider::secret_file_warnings`].
+    pub fn open_with_secrets(
+        dir: impl Into<PathBuf>,
+        env: &BTreeMap<String, String>,
+        secrets: &SecretsConfig,
+    ) -> Result<Self, ConfigError> {
+        let require_private_files = secrets.require_private_files;
         let dir = dir.into();
         let mut store = Store::default();
         let mut problems = Vec::new();
@@ -67,6 +101,8 @@ impl LocalProvider {
                     dir,
                     store: Mutex::new(store),
                     unmatched,
+                    require_private_files,
+                    open_secret_files: Vec::new(),
                 });
             }
             Err(error) => {
@@ -100,6 +136,7 @@ impl LocalProvider {
             .collect();
         let (owned, unmatched) = assign_overrides(env, &ids);
         let no_overrides = BTreeMap::new();
+        let mut open_secret_files = Vec::new();
         for (file, parsed) in parsed {
             let config = parsed.and_then(|parsed| {
                 let overrides = parsed
@@ -107,10 +144,18 @@ impl LocalProvider {
                     .as_ref()
                     .and_then(|id| owned.get(id))
                     .unwrap_or(&no_overrides);
-                finish_config(&file, parsed, overrides)
+                finish_config(&file, parsed, overrides, require_private_files)
             });
             match config {
-                Ok(config) => {
+                Ok((config, open_files)) => {
+                    for open in open_files {
+                        open.log(&config.common().key, config.common().version);
+                        open_secret_files.push(Problem {
+                            source: file.display().to_string(),
+                            key: Some(open.key.clone()),
+                            message: open.warning(),
+                        });
+                    }
                     let common = config.common();
                     let (key, version) = (common.key.clone(), common.version);
                     let versions = store
@@ -165,6 +210,8 @@ impl LocalProvider {
             dir,
             store: Mutex::new(store),
             unmatched,
+            require_private_files,
+            open_secret_files,
         })
     }
 
@@ -179,6 +226,15 @@ impl LocalProvider {
     /// them too, such as `iggy-connectors validate`.
     pub fn unmatched_overrides(&self) -> &[Problem] {
         &self.unmatched
+    }
+
+    /// The `${file:...}` secrets of the directory's configs whose file its group or
+    /// other users may access, each named by its config file and key, with the mode and
+    /// the fix (`chmod 600`). Only without `require_private_files` (which refuses them);
+    /// [`LocalProvider::open_with_secrets`] logged them; this is for a caller that
+    /// reports them too, such as `iggy-connectors validate`.
+    pub fn secret_file_warnings(&self) -> &[Problem] {
+        &self.open_secret_files
     }
 }
 
@@ -337,12 +393,14 @@ fn parse_file(file: &Path) -> Result<Parsed, Problem> {
     Ok(Parsed { table, id })
 }
 
-/// Applies the connector's overrides to a parsed file and builds its config.
+/// Applies the connector's overrides to a parsed file and builds its config, with the
+/// secret files others may access that it names (refused if `require_private_files`).
 fn finish_config(
     file: &Path,
     parsed: Parsed,
     overrides: &BTreeMap<String, String>,
-) -> Result<ConnectorConfig, Problem> {
+    require_private_files: bool,
+) -> Result<(ConnectorConfig, Vec<OpenSecretFile>), Problem> {
     let problem = |message: String| Problem {
         source: file.display().to_string(),
         key: None,
@@ -352,7 +410,7 @@ fn finish_config(
     if let Some((kind, key)) = &id {
         apply_env_overrides(&mut table, *kind, key, overrides).map_err(problem)?;
     }
-    from_toml_value(toml::Value::Table(table)).map_err(problem)
+    from_toml_value(toml::Value::Table(table), require_private_files).map_err(problem)
 }
 
 fn read_active_versions(dir: &Path) -> Result<BTreeMap<Id, u64>, Problem> {
@@ -393,22 +451,55 @@ fn read_active_versions(dir: &Path) -> Result<BTreeMap<Id, u64>, Problem> {
     Ok(sinks.chain(sources).collect())
 }
 
-/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync the directory.
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync the
+/// directory. On Unix the file has mode 0600 from its creation (see the module docs);
+/// the rename keeps it, replacing whatever mode a file at `path` had.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path
         .file_name()
         .and_then(|name| name.to_str())
         .unwrap_or("config");
-    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temp, path)?;
+    let temp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = create_private(&temp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temp, path)
+    });
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(error);
+    }
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates the file at `path` for writing, with mode 0600 on Unix. It must be a new
+/// file, since a mode applies only to a file the call creates: one left there (by a
+/// crash of an earlier process with this id) is removed first. A new file is never a
+/// symlink followed to somewhere else.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path)?;
+            options.open(path)
+        }
+        opened => opened,
+    }
 }
 
 impl Store {
@@ -558,9 +649,14 @@ impl ConfigProvider for LocalProvider {
         let text = toml::to_string(&config).map_err(|error| {
             ProviderError::Invalid(format!("the config cannot be written as TOML: {error}"))
         })?;
-        let config = toml::Value::try_from(&config)
+        let (config, open_files) = toml::Value::try_from(&config)
             .map_err(|error| ProviderError::Invalid(error.to_string()))
-            .and_then(|value| from_toml_value(value).map_err(ProviderError::Invalid))?;
+            .and_then(|value| {
+                from_toml_value(value, self.require_private_files).map_err(ProviderError::Invalid)
+            })?;
+        for open in &open_files {
+            open.log(key, version);
+        }
         let path = self
             .dir
             .join(format!("{}_{key}_{version}.toml", kind.as_str()));

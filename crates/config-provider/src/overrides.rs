@@ -287,6 +287,17 @@ pub fn apply_env_overrides(
     let prefix = override_prefix(kind, key);
     let fields = fields(kind);
     let mut applied = Vec::new();
+    // A list entry past the file's is made empty for variables to fill, so no more can
+    // be filled than there are variables: an index beyond that is a mistake (and
+    // growing the list to it could take all the memory there is).
+    let variables = env
+        .range(prefix.clone()..)
+        .take_while(|(name, _)| name.starts_with(&prefix))
+        .count();
+    let in_file: BTreeMap<String, usize> = table
+        .iter()
+        .filter_map(|(key, value)| Some((key.clone(), value.as_array()?.len())))
+        .collect();
     for (name, raw) in env.range(prefix.clone()..) {
         let Some(field) = name.strip_prefix(&prefix) else {
             break;
@@ -306,6 +317,13 @@ pub fn apply_env_overrides(
                 let toml::Value::Array(items) = items else {
                     return Err(in_name(format!("{list} is not a list")));
                 };
+                let in_file = in_file.get(list).copied().unwrap_or_default();
+                if index >= in_file + variables {
+                    return Err(in_name(format!(
+                        "index {index} is past the end: the file has {in_file} [[{list}]] entries, and this connector's {variables} variables can add at most as many after them (up to index {})",
+                        in_file + variables - 1
+                    )));
+                }
                 while items.len() <= index {
                     items.push(toml::Value::Table(toml::Table::new()));
                 }
@@ -368,27 +386,39 @@ fn parse_override(raw: &str, kind: ValueKind) -> Result<toml::Value, String> {
                 .map(toml::Value::String)
                 .collect(),
         )),
-        ValueKind::Guess => {
-            if trimmed.starts_with('[') {
-                let items = crate::load::parse_list(trimmed)?;
-                return Ok(toml::Value::Array(
-                    items
-                        .iter()
-                        .map(|item| parse_override(item, ValueKind::Guess))
-                        .collect::<Result<_, _>>()?,
-                ));
-            }
-            Ok(match trimmed.to_ascii_lowercase().as_str() {
-                "true" => toml::Value::Boolean(true),
-                "false" => toml::Value::Boolean(false),
-                _ => trimmed
-                    .parse::<i64>()
-                    .map(toml::Value::Integer)
-                    .or_else(|_| trimmed.parse::<f64>().map(toml::Value::Float))
-                    .unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
-            })
-        }
+        ValueKind::Guess => guess(raw, 0),
     }
+}
+
+/// Deepest lists in lists a plugin field's value may nest (`[[1]]` is two deep): the
+/// value is read recursively, and a variable can hold enough brackets to overflow the
+/// stack.
+const MAX_LIST_DEPTH: usize = 32;
+
+/// A plugin field's value, its type guessed; `depth` lists are open around it.
+fn guess(raw: &str, depth: usize) -> Result<toml::Value, String> {
+    let trimmed = raw.trim();
+    if trimmed.starts_with('[') {
+        if depth == MAX_LIST_DEPTH {
+            return Err(format!("lists nested more than {MAX_LIST_DEPTH} deep"));
+        }
+        let items = crate::load::parse_list(trimmed)?;
+        return Ok(toml::Value::Array(
+            items
+                .iter()
+                .map(|item| guess(item, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ));
+    }
+    Ok(match trimmed.to_ascii_lowercase().as_str() {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => trimmed
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .or_else(|_| trimmed.parse::<f64>().map(toml::Value::Float))
+            .unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
+    })
 }
 
 #[cfg(test)]

@@ -73,6 +73,35 @@ pub struct RuntimeConfig {
     pub telemetry: TelemetryConfig,
     /// How connectors are retried, restarted and stopped.
     pub runtime: RuntimeBehaviour,
+    /// Where connector libraries may be loaded from.
+    pub plugins: PluginsConfig,
+    /// How `${file:...}` secrets are checked.
+    pub secrets: SecretsConfig,
+}
+
+/// The directories a connector library may be loaded from when
+/// [`PluginsConfig::directories`] is empty: the runtime binary's own directory (which
+/// is not a fixed path, so it is not listed here) and this one, where the Dockerfile
+/// installs the bundled connectors.
+pub const STANDARD_PLUGIN_DIRECTORY: &str = "/usr/local/lib/iggy-connectors";
+
+/// `[plugins]`: where connector libraries may come from. A config's `path` names code
+/// the runtime will run, so only files inside these directories are loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// A connector's library must resolve, symlinks followed, to a file inside one of
+    /// these. Empty: the runtime binary's directory and [`STANDARD_PLUGIN_DIRECTORY`].
+    pub directories: Vec<String>,
+}
+
+/// `[secrets]`: how secrets read from files are checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// A `${file:...}` secret whose file other users can read is refused (true) or only
+    /// warned about (false).
+    pub require_private_files: bool,
 }
 
 /// `[runtime]`: how the runtime treats connectors (not in upstream's files).
@@ -366,12 +395,27 @@ pub struct HttpConfig {
     /// Refuse (403) every request that would change a config or a connector's state,
     /// leaving status, configs and metrics readable.
     pub read_only: bool,
+    /// Connections served at once; one more is closed as soon as it is accepted.
+    pub max_connections: u32,
+    /// How long a connection may take to send a request's head (and how long an idle
+    /// kept-alive connection stays open); a slower one is closed.
+    pub header_read_timeout: ConfigDuration,
+    /// How long a request may take to be answered; a slower one gets 503.
+    pub request_timeout: ConfigDuration,
     /// CORS.
     pub cors: CorsConfig,
     /// Prometheus metrics route.
     pub metrics: MetricsConfig,
     /// TLS.
     pub tls: HttpTlsConfig,
+}
+
+impl HttpConfig {
+    /// Whether `address` only accepts connections from this machine (a loopback IP or
+    /// `localhost`).
+    pub fn loopback_only(&self) -> bool {
+        crate::validate::is_loopback(&self.address)
+    }
 }
 
 impl Default for HttpConfig {
@@ -382,6 +426,9 @@ impl Default for HttpConfig {
             api_key: String::new(),
             allow_unauthenticated: false,
             read_only: false,
+            max_connections: 512,
+            header_read_timeout: ConfigDuration::from_secs(10),
+            request_timeout: ConfigDuration::from_secs(60),
             cors: CorsConfig::default(),
             metrics: MetricsConfig::default(),
             tls: HttpTlsConfig::default(),

@@ -1,7 +1,14 @@
 //! Secrets: values written as `${env:NAME}` or `${file:/path}` are resolved at load
 //! and remembered, so that logs and API output can redact them.
+//!
+//! A secret file should be readable by its owner alone. On Unix, one whose mode gives
+//! its group or other users any access (`mode & 0o077 != 0`, on the file a symlink
+//! leads to) is refused when `secrets.require_private_files` is true and warned about
+//! otherwise; the mode is read from the opened file, so what is checked is what is
+//! read. Other systems have no such check.
 
 use std::collections::BTreeSet;
+use std::fmt;
 
 use figment::value::Value;
 
@@ -21,93 +28,269 @@ pub(crate) const ALWAYS_SECRET: &[&str] = &[
 /// What redacted values read as.
 pub const REDACTED: &str = "******";
 
-/// Resolves a `${env:NAME}` or `${file:/path}` reference; `None` for a plain value.
-pub(crate) fn resolve_reference(text: &str) -> Option<Result<String, String>> {
+/// The runtime config key that makes secret files others may access an error.
+pub(crate) const REQUIRE_PRIVATE_FILES_KEY: &str = "secrets.require_private_files";
+
+/// A `${file:...}` secret whose file gives its group or other users some access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OpenSecretFile {
+    /// The key (dot path) whose value named the file.
+    pub(crate) key: String,
+    /// The file, as the reference names it.
+    pub(crate) file: String,
+    /// Its permission bits (`0o644`).
+    pub(crate) mode: u32,
+}
+
+impl OpenSecretFile {
+    /// What is wrong and the fix, for a file that is refused.
+    pub(crate) fn refusal(&self) -> String {
+        format!("{self}; refused because {REQUIRE_PRIVATE_FILES_KEY} is true")
+    }
+
+    /// What is wrong and the fix, for a file that is only warned about.
+    pub(crate) fn warning(&self) -> String {
+        format!("{self}; with {REQUIRE_PRIVATE_FILES_KEY} = true this is refused")
+    }
+
+    /// Logs the file at warn level, with the connector (and version), key, file and
+    /// mode as fields.
+    pub(crate) fn log(&self, connector: &str, version: u64) {
+        tracing::warn!(
+            connector = %connector,
+            version,
+            key = %self.key,
+            file = %self.file,
+            mode = %format_args!("{:04o}", self.mode),
+            "connector {connector}: `{}`: {}",
+            self.key,
+            self.warning()
+        );
+    }
+}
+
+impl fmt::Display for OpenSecretFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "secret file {} has mode {:04o}, which gives its group or other users access; \
+             make it private to its owner: chmod 600 {}",
+            self.file, self.mode, self.file
+        )
+    }
+}
+
+/// A reference resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    /// The secret.
+    pub(crate) value: String,
+    /// The secret's file, if it came from one that others may access (and that was
+    /// not refused).
+    pub(crate) open_file: Option<OpenSecretFile>,
+}
+
+/// Resolves a `${env:NAME}` or `${file:/path}` reference, the value of `key`; `None`
+/// for a plain value. A secret file its group or other users may access is an error
+/// when `require_private_files`, and is returned in [`Resolved::open_file`] otherwise.
+pub(crate) fn resolve_reference(
+    text: &str,
+    key: &str,
+    require_private_files: bool,
+) -> Option<Result<Resolved, String>> {
     let inner = text.trim().strip_prefix("${")?.strip_suffix('}')?;
     if let Some(name) = inner.strip_prefix("env:") {
         return Some(
             std::env::var(name)
+                .map(|value| Resolved {
+                    value,
+                    open_file: None,
+                })
                 .map_err(|_| format!("environment variable {name} (from {text}) is not set")),
         );
     }
     if let Some(path) = inner.strip_prefix("file:") {
-        return Some(
-            std::fs::read_to_string(path)
-                .map(|content| content.trim_end_matches(['\n', '\r']).to_owned())
-                .map_err(|error| format!("cannot read secret file {path}: {error}")),
-        );
+        return Some(read_secret_file(path, key, require_private_files));
     }
     None
 }
 
-/// Resolves every reference inside `value` (at `path`), recording secret paths.
-pub(crate) fn resolve(
-    value: &mut Value,
+/// The largest secret file read; a key, a password or a certificate is far smaller.
+const MAX_SECRET_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads the secret in the file at `path` (the value of `key`), its line ending
+/// trimmed; its permissions are checked first (see [`resolve_reference`]), so a
+/// refused file is never read.
+pub(crate) fn read_secret_file(
     path: &str,
-    source: &str,
-    secrets: &mut SecretPaths,
-    problems: &mut Vec<Problem>,
-) {
-    match value {
-        Value::String(_, text) => match resolve_reference(text) {
-            Some(Ok(resolved)) => {
-                *text = resolved;
-                secrets.insert(path.to_owned());
-            }
-            Some(Err(message)) => problems.push(Problem {
-                source: source.to_owned(),
-                key: Some(path.to_owned()),
-                message,
-            }),
-            None => {}
-        },
-        Value::Array(_, items) => {
-            for (index, item) in items.iter_mut().enumerate() {
-                resolve(item, &format!("{path}[{index}]"), source, secrets, problems);
-            }
+    key: &str,
+    require_private_files: bool,
+) -> Result<Resolved, String> {
+    use std::io::Read;
+    let cannot = |error: std::io::Error| format!("cannot read secret file {path}: {error}");
+    // A device or a pipe (`/dev/zero`, a FIFO) would fill memory or block the loader;
+    // a FIFO blocks even the open, so the path is looked at before opening it, and the
+    // open file again (in case it was swapped in between).
+    let not_regular =
+        || format!("secret file {path} is not a regular file (a device, a pipe or a directory)");
+    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err(not_regular());
+    }
+    let open_file = open_to_others(&file)
+        .map_err(cannot)?
+        .map(|mode| OpenSecretFile {
+            key: key.to_owned(),
+            file: path.to_owned(),
+            mode,
+        });
+    if require_private_files && let Some(open) = &open_file {
+        return Err(open.refusal());
+    }
+    let mut content = String::new();
+    file.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_string(&mut content)
+        .map_err(cannot)?;
+    if content.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(format!(
+            "secret file {path} is larger than {MAX_SECRET_FILE_BYTES} bytes: not a secret"
+        ));
+    }
+    Ok(Resolved {
+        value: content.trim_end_matches(['\n', '\r']).to_owned(),
+        open_file,
+    })
+}
+
+/// The permission bits of an open file that gives its group or other users any access;
+/// `None` for a private one.
+#[cfg(unix)]
+fn open_to_others(file: &std::fs::File) -> std::io::Result<Option<u32>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file.metadata()?.permissions().mode() & 0o7777;
+    Ok((mode & 0o077 != 0).then_some(mode))
+}
+
+/// Other systems have no mode to check.
+#[cfg(not(unix))]
+fn open_to_others(_file: &std::fs::File) -> std::io::Result<Option<u32>> {
+    Ok(None)
+}
+
+/// Resolves the references in the layers of the runtime config, and keeps what that
+/// found: which keys hold secrets, and warnings about secret files others may access.
+#[derive(Debug, Default)]
+pub(crate) struct Resolver {
+    /// Refuse a secret file others may access, rather than warn.
+    require_private_files: bool,
+    /// Keys whose values came from references.
+    pub(crate) secrets: SecretPaths,
+    /// Secret files others may access (when not refused), each named by the file or
+    /// variable and the key that referenced it.
+    pub(crate) warnings: Vec<Problem>,
+}
+
+impl Resolver {
+    /// A resolver that refuses secret files others may access when
+    /// `require_private_files`, and warns about them otherwise.
+    pub(crate) fn new(require_private_files: bool) -> Self {
+        Resolver {
+            require_private_files,
+            ..Resolver::default()
         }
-        Value::Dict(_, dict) => {
-            for (key, item) in dict.iter_mut() {
-                let inner = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
-                resolve(item, &inner, source, secrets, problems);
+    }
+
+    /// Resolves every reference inside `value` (at `path`, set by `source`), recording
+    /// secret paths and warnings; problems go to `problems`.
+    pub(crate) fn resolve(
+        &mut self,
+        value: &mut Value,
+        path: &str,
+        source: &str,
+        problems: &mut Vec<Problem>,
+    ) {
+        match value {
+            Value::String(_, text) => {
+                match resolve_reference(text, path, self.require_private_files) {
+                    Some(Ok(resolved)) => {
+                        *text = resolved.value;
+                        self.secrets.insert(path.to_owned());
+                        if let Some(open) = resolved.open_file {
+                            self.warnings.push(Problem {
+                                source: source.to_owned(),
+                                key: Some(path.to_owned()),
+                                message: open.warning(),
+                            });
+                        }
+                    }
+                    Some(Err(message)) => problems.push(Problem {
+                        source: source.to_owned(),
+                        key: Some(path.to_owned()),
+                        message,
+                    }),
+                    None => {}
+                }
             }
+            Value::Array(_, items) => {
+                for (index, item) in items.iter_mut().enumerate() {
+                    self.resolve(item, &format!("{path}[{index}]"), source, problems);
+                }
+            }
+            Value::Dict(_, dict) => {
+                for (key, item) in dict.iter_mut() {
+                    let inner = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    self.resolve(item, &inner, source, problems);
+                }
+            }
+            _ => {}
         }
-        _ => {}
     }
 }
 
 /// Resolves every reference inside a TOML value (connector files), recording secret
-/// paths; returns the first problem.
+/// paths and, unless `require_private_files` refuses them, secret files others may
+/// access; returns the first problem.
 pub(crate) fn resolve_toml(
     value: &mut toml::Value,
     path: &str,
+    require_private_files: bool,
     secrets: &mut SecretPaths,
+    open_files: &mut Vec<OpenSecretFile>,
 ) -> Result<(), String> {
     match value {
-        toml::Value::String(text) => match resolve_reference(text) {
+        toml::Value::String(text) => match resolve_reference(text, path, require_private_files) {
             Some(Ok(resolved)) => {
-                *text = resolved;
+                *text = resolved.value;
                 secrets.insert(path.to_owned());
+                open_files.extend(resolved.open_file);
                 Ok(())
             }
             Some(Err(message)) => Err(format!("`{path}`: {message}")),
             None => Ok(()),
         },
-        toml::Value::Array(items) => items
-            .iter_mut()
-            .enumerate()
-            .try_for_each(|(index, item)| resolve_toml(item, &format!("{path}[{index}]"), secrets)),
+        toml::Value::Array(items) => items.iter_mut().enumerate().try_for_each(|(index, item)| {
+            resolve_toml(
+                item,
+                &format!("{path}[{index}]"),
+                require_private_files,
+                secrets,
+                open_files,
+            )
+        }),
         toml::Value::Table(table) => table.iter_mut().try_for_each(|(key, item)| {
             let inner = if path.is_empty() {
                 key.clone()
             } else {
                 format!("{path}.{key}")
             };
-            resolve_toml(item, &inner, secrets)
+            resolve_toml(item, &inner, require_private_files, secrets, open_files)
         }),
         _ => Ok(()),
     }
@@ -211,10 +394,77 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("token");
         std::fs::write(&file, "s3cret\n").unwrap();
+        set_mode(&file, 0o600);
         let reference = format!("${{file:{}}}", file.display());
-        assert_eq!(resolve_reference(&reference), Some(Ok("s3cret".to_owned())));
-        assert_eq!(resolve_reference("plain"), None);
-        let missing = resolve_reference("${env:SURELY_NOT_SET_ANYWHERE_42}").unwrap();
+        let resolved = resolve_reference(&reference, "k", true).unwrap().unwrap();
+        assert_eq!(resolved.value, "s3cret");
+        assert_eq!(resolved.open_file, None);
+        assert_eq!(resolve_reference("plain", "k", true), None);
+        let missing = resolve_reference("${env:SURELY_NOT_SET_ANYWHERE_42}", "k", false).unwrap();
         assert!(missing.unwrap_err().contains("SURELY_NOT_SET_ANYWHERE_42"));
+    }
+
+    #[test]
+    fn devices_directories_and_huge_files_are_not_read_as_secrets() {
+        for path in ["/dev/zero", "/dev/null"] {
+            if std::path::Path::new(path).exists() {
+                let error = read_secret_file(path, "k", false).unwrap_err();
+                assert!(error.contains("not a regular file"), "{error}");
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("secret-size-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let error = read_secret_file(dir.to_str().unwrap(), "k", false).unwrap_err();
+        assert!(error.contains("not a regular file"), "{error}");
+        let huge = dir.join("huge");
+        std::fs::write(&huge, vec![b'x'; MAX_SECRET_FILE_BYTES as usize + 1]).unwrap();
+        set_mode(&huge, 0o600);
+        let error = read_secret_file(huge.to_str().unwrap(), "k", false).unwrap_err();
+        assert!(error.contains("larger than"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    fn set_mode(path: &std::path::Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[cfg(not(unix))]
+    fn set_mode(_path: &std::path::Path, _mode: u32) {}
+
+    #[cfg(unix)]
+    #[test]
+    fn files_others_may_access_are_refused_or_warned_about_through_symlinks() {
+        let dir = std::env::temp_dir().join(format!("secret-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("group-writable");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        set_mode(&file, 0o620);
+        // The link's own mode (0777) does not matter: the file it leads to is checked.
+        let link = dir.join("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let reference = format!("${{file:{}}}", link.display());
+
+        let refused = resolve_reference(&reference, "a.b", true)
+            .unwrap()
+            .unwrap_err();
+        let shown = link.display().to_string();
+        assert!(refused.contains(&shown), "{refused}");
+        assert!(refused.contains("0620"), "{refused}");
+        assert!(refused.contains(&format!("chmod 600 {shown}")), "{refused}");
+        assert!(refused.contains(REQUIRE_PRIVATE_FILES_KEY), "{refused}");
+
+        let warned = resolve_reference(&reference, "a.b", false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(warned.value, "s3cret");
+        let open = warned.open_file.unwrap();
+        assert_eq!((open.key.as_str(), open.mode), ("a.b", 0o620));
+
+        set_mode(&file, 0o400);
+        let private = resolve_reference(&reference, "a.b", true).unwrap().unwrap();
+        assert_eq!(private.open_file, None);
     }
 }

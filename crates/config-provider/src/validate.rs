@@ -29,16 +29,22 @@ pub(crate) fn validate(loaded: &mut LoadedConfig, origins: &Origins) -> Result<(
     let config = &mut loaded.config;
 
     if let Some(path) = config.iggy.token.strip_prefix("file:") {
-        match std::fs::read_to_string(path) {
-            Ok(token) if !token.trim().is_empty() => {
-                config.iggy.token = token.trim().to_owned();
+        let private = config.secrets.require_private_files;
+        match crate::secrets::read_secret_file(path, "iggy.token", private) {
+            Ok(token) if !token.value.trim().is_empty() => {
+                if let Some(open) = token.open_file {
+                    let (source, _) = origins.blame(&["iggy.token"]);
+                    loaded.warnings.push(Problem {
+                        source,
+                        key: Some("iggy.token".to_owned()),
+                        message: open.warning(),
+                    });
+                }
+                config.iggy.token = token.value.trim().to_owned();
                 loaded.secrets.insert("iggy.token".to_owned());
             }
             Ok(_) => problem(&["iggy.token"], format!("the token file {path} is empty")),
-            Err(error) => problem(
-                &["iggy.token"],
-                format!("cannot read the token file {path}: {error}"),
-            ),
+            Err(message) => problem(&["iggy.token"], message),
         }
     }
     let config = &loaded.config;
@@ -117,6 +123,23 @@ pub(crate) fn validate(loaded: &mut LoadedConfig, origins: &Origins) -> Result<(
             ),
         );
     }
+    if http.max_connections == 0 {
+        problem(
+            &["http.max_connections"],
+            "must be at least 1: with 0 every connection is closed".to_owned(),
+        );
+    }
+    for (key, value) in [
+        ("http.header_read_timeout", http.header_read_timeout),
+        ("http.request_timeout", http.request_timeout),
+    ] {
+        if value.get().is_zero() {
+            problem(
+                &[key],
+                "must be longer than 0s: every request would time out".to_owned(),
+            );
+        }
+    }
     if config.telemetry.enabled {
         problem(
             &["telemetry.enabled"],
@@ -167,7 +190,7 @@ pub(crate) fn validate(loaded: &mut LoadedConfig, origins: &Origins) -> Result<(
 
 /// Whether `address` (`host:port`) only accepts connections from this machine: a
 /// loopback IP or `localhost`. Anything else, a host name included, may not.
-fn is_loopback(address: &str) -> bool {
+pub(crate) fn is_loopback(address: &str) -> bool {
     if let Ok(socket) = address.parse::<std::net::SocketAddr>() {
         return socket.ip().is_loopback();
     }

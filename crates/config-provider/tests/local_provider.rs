@@ -560,3 +560,135 @@ async fn an_override_goes_to_the_connector_with_the_longest_matching_key() {
     assert!(!a_b.common.enabled);
     assert_eq!(a_b.common.name, "Stdout sink");
 }
+
+/// The permission bits of the file at `path`.
+#[cfg(unix)]
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn files_the_provider_writes_have_mode_0600() {
+    let dir = temp_dir("modes");
+    write(&dir, "stdout.toml", SINK);
+    // An active-versions file written by hand, readable by all, is replaced by a
+    // private one on the next write.
+    let active_file = write(&dir, ACTIVE_VERSIONS_FILE, "[sinks]\nstdout = 0\n");
+    set_mode(&active_file, 0o644);
+    let provider = LocalProvider::open(&dir, &no_env()).unwrap();
+    let next = provider
+        .active(ConnectorKind::Sink, "stdout")
+        .await
+        .unwrap();
+    let created = provider
+        .create(ConnectorKind::Sink, "stdout", next)
+        .await
+        .unwrap();
+    let file = dir.join(format!("sink_stdout_{}.toml", created.common().version));
+    assert_eq!(mode_of(&file), 0o600, "{}", file.display());
+    provider
+        .set_active(ConnectorKind::Sink, "stdout", created.common().version)
+        .await
+        .unwrap();
+    assert_eq!(mode_of(&active_file), 0o600);
+    // Nothing but the configs and the active versions is left behind.
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [ACTIVE_VERSIONS_FILE, "sink_stdout_1.toml", "stdout.toml"]
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn secret_files_others_can_read_are_refused_when_the_provider_requires_private_files() {
+    use config_provider::SecretsConfig;
+    let required = SecretsConfig {
+        require_private_files: true,
+    };
+    let dir = temp_dir("private-secrets");
+    // Not a `.toml`: the provider does not read it as a config.
+    let secret = write(&dir, "pg-password", "hunter2\n");
+    set_mode(&secret, 0o644);
+    let reference = format!("${{file:{}}}", secret.display());
+    let config = write(
+        &dir,
+        "pg.toml",
+        &SINK.replace(
+            "print_payload = true",
+            &format!("password = \"{reference}\""),
+        ),
+    );
+    let shown = secret.display().to_string();
+
+    let error = LocalProvider::open_with_secrets(&dir, &no_env(), &required)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains(&config.display().to_string()), "{error}");
+    assert!(error.contains("`plugin_config.password`"), "{error}");
+    assert!(
+        error.contains(&format!("secret file {shown} has mode 0644")),
+        "{error}"
+    );
+    assert!(error.contains(&format!("chmod 600 {shown}")), "{error}");
+
+    // Without the flag it opens, with a warning naming the config file, key and file.
+    let provider = LocalProvider::open(&dir, &no_env()).unwrap();
+    let warnings: Vec<String> = provider
+        .secret_file_warnings()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let [warning] = warnings.as_slice() else {
+        panic!("one warning expected: {warnings:?}");
+    };
+    assert!(
+        warning.starts_with(&format!("{}: `plugin_config.password`: ", config.display())),
+        "{warning}"
+    );
+    assert!(warning.contains(&format!("chmod 600 {shown}")), "{warning}");
+
+    // Private, it opens with the flag and no warning; a version created through the
+    // provider that names a file others can read is refused, and nothing is written.
+    set_mode(&secret, 0o600);
+    let provider = LocalProvider::open_with_secrets(&dir, &no_env(), &required).unwrap();
+    assert!(provider.secret_file_warnings().is_empty());
+    let config = provider
+        .active(ConnectorKind::Sink, "stdout")
+        .await
+        .unwrap();
+    assert_eq!(config.plugin_config()["password"], "hunter2");
+    let open = write(&dir, "open-password", "hunter3\n");
+    set_mode(&open, 0o604);
+    let unresolved: ConnectorConfig = serde_json::from_value(serde_json::json!({
+        "type": "sink", "key": "stdout", "enabled": true, "version": 0, "name": "n", "path": "p",
+        "streams": [{ "stream": "s", "topics": ["t"], "schema": "json" }],
+        "plugin_config": { "password": format!("${{file:{}}}", open.display()) }
+    }))
+    .unwrap();
+    let refused = provider
+        .create(ConnectorKind::Sink, "stdout", unresolved)
+        .await
+        .unwrap_err();
+    let ProviderError::Invalid(message) = &refused else {
+        panic!("invalid expected: {refused}");
+    };
+    assert!(message.contains("`plugin_config.password`"), "{message}");
+    assert!(
+        message.contains(&format!("{} has mode 0604", open.display())),
+        "{message}"
+    );
+    assert!(!dir.join("sink_stdout_1.toml").exists());
+}

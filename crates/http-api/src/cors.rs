@@ -19,6 +19,27 @@ pub(crate) fn is_preflight(headers: &HeaderMap) -> bool {
     headers.contains_key(hyper::header::ORIGIN) && headers.contains_key(REQUEST_METHOD)
 }
 
+/// The `Origin` of a request a web page of another site made, when `[http.cors]` does
+/// not allow that site: a browser sends a "simple" cross-site POST without asking
+/// first, so the answer being unreadable to the page does not stop its effect. `None`
+/// for requests from no browser (no `Origin`), from the API's own origin, or from an
+/// allowed one.
+pub(crate) fn refused_origin(cors: &CorsConfig, request: &HeaderMap) -> Option<String> {
+    let origin = request.get(hyper::header::ORIGIN)?;
+    let origin = origin.to_str().unwrap_or("(not text)");
+    if cors.enabled && origin_allowed(cors, origin) {
+        return None;
+    }
+    let authority = origin.split_once("://").map(|(_, authority)| authority);
+    let host = request
+        .get(hyper::header::HOST)
+        .and_then(|host| host.to_str().ok());
+    match (authority, host) {
+        (Some(authority), Some(host)) if authority.eq_ignore_ascii_case(host) => None,
+        _ => Some(origin.to_owned()),
+    }
+}
+
 fn origin_allowed(cors: &CorsConfig, origin: &str) -> bool {
     cors.allowed_origins
         .iter()

@@ -1,5 +1,6 @@
 //! Request handling: authentication, CORS, routing, and one function per endpoint.
 
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
@@ -96,6 +97,14 @@ impl From<ControlError> for ApiError {
                 "plugin_error",
                 error.to_string(),
             ),
+            ControlError::PluginRefused { not_allowed, .. } => ApiError::bad_request(
+                if *not_allowed {
+                    "plugin_not_allowed"
+                } else {
+                    "plugin_not_found"
+                },
+                error.to_string(),
+            ),
             ControlError::Config { .. } => {
                 ApiError::bad_request("invalid_configuration", error.to_string())
             }
@@ -141,15 +150,31 @@ fn no_content() -> Answer {
     Ok(response)
 }
 
+/// Whether a Host header (`name`, `name:port`, `[v6]:port`) names this machine by a
+/// loopback IP or `localhost`.
+fn host_is_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Compares without an early exit, so the time taken does not tell how much of a
 /// guess was right (only whether its length was).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
-/// Serves one request.
+/// Serves one request. The work runs in a task of its own: a request that outlives
+/// `http.request_timeout` is answered 503 while its work (stopping a connector, say)
+/// finishes rather than being dropped halfway, and a handler that panics is answered
+/// 500 and logged instead of taking the connection down.
 pub(crate) async fn handle(
-    context: &ApiContext,
+    context: &Arc<ApiContext>,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let cors = &context.http.cors;
@@ -170,10 +195,35 @@ pub(crate) async fn handle(
             }
         };
     }
-    let mut response = match route(context, request).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let work = tokio::spawn({
+        let context = context.clone();
+        async move { route(&context, request).await }
+    });
+    let limit = context.http.request_timeout.get();
+    let answer = match tokio::time::timeout(limit, work).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(error)) => {
+            tracing::error!(%method, %path, %error, "the request handler failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the request handler failed; the runtime's log says why",
+            ))
+        }
+        Err(_) => {
+            tracing::warn!(%method, %path, ?limit, "request not answered within http.request_timeout; its work goes on");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request_timeout",
+                format!(
+                    "not answered within {limit:?} (http.request_timeout); the work goes on, check the connector's status"
+                ),
+            ))
+        }
     };
+    let mut response = answer.unwrap_or_else(ApiError::into_response);
     if cors.enabled {
         crate::cors::decorate(cors, &request_headers, response.headers_mut());
     }
@@ -221,6 +271,38 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Answer {
                 "a valid api-key header is required",
             ));
         }
+    }
+    // With no key, a loopback API trusts whoever can connect to it. A web page can
+    // connect too, through a host name of its own that it points at 127.0.0.1 (DNS
+    // rebinding), and the browser then sends that name as the Host.
+    if !public && api_key.is_empty() && context.http.loopback_only() {
+        let host = request
+            .headers()
+            .get(hyper::header::HOST)
+            .map(|value| value.to_str().unwrap_or("(not text)"));
+        if let Some(host) = host
+            && !host_is_loopback(host)
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "host_not_allowed",
+                format!(
+                    "Host {host:?} is not a loopback name: an API with no api key answers only requests addressed to localhost or a loopback IP (set http.api_key to serve others)"
+                ),
+            ));
+        }
+    }
+    if request.method() != Method::GET
+        && let Some(origin) = crate::cors::refused_origin(&context.http.cors, request.headers())
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin_refused",
+            format!(
+                "{} {path} from a web page of {origin}, which http.cors does not allow",
+                request.method()
+            ),
+        ));
     }
     // Every route but GET changes a config or a connector's state.
     if context.http.read_only && request.method() != hyper::Method::GET {
@@ -353,6 +435,7 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
                     )
                 })?;
                 let config = context.provider.version(kind, &key, version).await?;
+                runtime.check_plugin(&config)?;
                 context.provider.set_active(kind, &key, version).await?;
                 runtime.apply_config(config).await?;
                 tracing::info!(connector = %key, %kind, version, "activated through the API");
@@ -381,8 +464,14 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
                     format!("{kind} {key:?} has no plugin_config"),
                 ));
             };
+            // The config holds what the format cannot (a TOML document is a table, of
+            // signed 64-bit integers): the client can ask for another format.
             let text = format.render(plugin).map_err(|reason| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "render_error", reason)
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "not_representable",
+                    reason,
+                )
             })?;
             Ok(body_response(StatusCode::OK, format.content_type(), text))
         }
@@ -449,8 +538,24 @@ async fn running(
     }
 }
 
-/// Reads a JSON body of at most [`BODY_LIMIT`] bytes.
+/// Reads a JSON body of at most [`BODY_LIMIT`] bytes. The body must say it is JSON:
+/// a browser sends another site's `text/plain` POST without asking first, but not an
+/// `application/json` one, so this keeps web pages from changing configs through a
+/// loopback API.
 async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
+    let declared = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let media_type = declared.split(';').next().unwrap_or_default().trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("expected a body with content-type: application/json, got {declared:?}"),
+        ));
+    }
     let collected = Limited::new(request.into_body(), BODY_LIMIT)
         .collect()
         .await
@@ -498,6 +603,7 @@ async fn create_config(
     config
         .validate()
         .map_err(|reason| ApiError::bad_request("invalid_configuration", reason))?;
+    context.runtime.check_plugin(&config)?;
     let stored = context.provider.create(kind, key, config).await?;
     tracing::info!(connector = %key, %kind, version = stored.common().version, "config version created through the API");
     ok(&with_active(&stored, false))
@@ -650,6 +756,30 @@ async fn stats(context: &ApiContext) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_hosts_count_as_loopback() {
+        for host in [
+            "localhost",
+            "LOCALHOST:8081",
+            "127.0.0.1",
+            "127.0.0.1:8081",
+            "[::1]:8081",
+            "[::1]",
+        ] {
+            assert!(host_is_loopback(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8081",
+            "localhost.evil.example",
+            "10.0.0.1:80",
+            "[::]:1",
+            "",
+        ] {
+            assert!(!host_is_loopback(host), "{host}");
+        }
+    }
 
     #[test]
     fn constant_time_eq_compares_whole_values() {

@@ -34,7 +34,9 @@ impl Format {
     }
 
     /// Renders `value`. TOML has no null: null fields are left out, as TOML readers
-    /// would read a missing field.
+    /// would read a missing field. The error says why the format cannot hold the
+    /// value: a TOML document is a table, and its integers are signed 64-bit, while
+    /// the API takes any JSON as a plugin config.
     pub(crate) fn render(self, value: &Value) -> Result<String, String> {
         match self {
             Format::Json => serde_json::to_string_pretty(value).map_err(|e| e.to_string()),
@@ -44,9 +46,17 @@ impl Format {
                 Ok(out)
             }
             Format::Toml => {
+                let cannot = |why: &str| {
+                    format!("TOML cannot hold this plugin config: {why}; ask for format=json")
+                };
+                if !value.is_object() {
+                    return Err(cannot(
+                        "a TOML document is a table, and it is not a JSON object",
+                    ));
+                }
                 let table: toml::Value = serde_json::from_value(without_nulls(value.clone()))
-                    .map_err(|error| error.to_string())?;
-                toml::to_string(&table).map_err(|error| error.to_string())
+                    .map_err(|error| cannot(&error.to_string()))?;
+                toml::to_string(&table).map_err(|error| cannot(&error.to_string()))
             }
             Format::Text => {
                 let mut out = String::new();
@@ -191,6 +201,19 @@ mod tests {
         let text = Format::Text.render(&value).unwrap();
         assert!(text.contains("nested.list[0].x = 1\n"), "{text}");
         assert!(text.contains("path = out.jsonl\n"), "{text}");
+    }
+
+    #[test]
+    fn what_toml_cannot_hold_is_an_error_that_says_so() {
+        for value in [
+            serde_json::json!([1]),
+            serde_json::json!(5),
+            serde_json::json!("text"),
+            serde_json::json!({ "big": u64::MAX }),
+        ] {
+            let error = Format::Toml.render(&value).unwrap_err();
+            assert!(error.starts_with("TOML cannot hold"), "{value}: {error}");
+        }
     }
 
     #[test]

@@ -157,7 +157,10 @@ fn percent_decode(segment: &str) -> Option<String> {
     let mut index = 0;
     while index < bytes.len() {
         if bytes[index] == b'%' {
-            let hex = segment.get(index + 1..index + 3)?;
+            // Two hex digits: `from_str_radix` alone would take a sign (`%+1`).
+            let hex = segment
+                .get(index + 1..index + 3)
+                .filter(|hex| hex.bytes().all(|byte| byte.is_ascii_hexdigit()))?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             index += 3;
         } else {
@@ -200,6 +203,8 @@ mod tests {
             "/sinks/a/b",
             "",
             "/sinks/a%zz",
+            "/sinks/%+1",
+            "/sinks/%-1",
         ] {
             assert_eq!(match_path(path, Some("/metrics")), None, "{path}");
         }

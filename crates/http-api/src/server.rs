@@ -17,9 +17,6 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::ApiContext;
 
-/// How long a TLS handshake may take before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How long shutdown waits for requests in progress.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -119,8 +116,12 @@ pub async fn serve(http: &HttpConfig, context: ApiContext) -> Result<ApiServer, 
         source,
     })?;
     let (stop, stopped) = watch::channel(false);
+    let limits = Limits {
+        max_connections: usize::try_from(http.max_connections).unwrap_or(usize::MAX),
+        header_read_timeout: http.header_read_timeout.get(),
+    };
     let context = Arc::new(context);
-    let task = tokio::spawn(accept_loop(listener, tls, context, stopped));
+    let task = tokio::spawn(accept_loop(listener, tls, context, limits, stopped));
     tracing::info!(address = %local_addr, tls = http.tls.enabled, "HTTP API listening");
     Ok(ApiServer {
         local_addr,
@@ -129,13 +130,27 @@ pub async fn serve(http: &HttpConfig, context: ApiContext) -> Result<ApiServer, 
     })
 }
 
+/// What one client may hold of the server.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Connections served at once (`http.max_connections`).
+    max_connections: usize,
+    /// How long a connection may take to send a request head, the TLS handshake
+    /// included (`http.header_read_timeout`).
+    header_read_timeout: Duration,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     context: Arc<ApiContext>,
+    limits: Limits,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
+    // Whether the last connection was turned away, so that a flood logs one warning
+    // when it starts and one line when it ends, not one per connection.
+    let mut saturated = false;
     loop {
         let accepted = tokio::select! {
             _ = stopped.changed() => break,
@@ -151,17 +166,36 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Finished connections are reaped one per loop turn above; reap them all before
+        // judging the count, so a burst that has ended does not turn anyone away.
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= limits.max_connections {
+            if !saturated {
+                saturated = true;
+                tracing::warn!(limit = limits.max_connections, %peer, "HTTP connection limit reached (http.max_connections): closing new connections until some end");
+            }
+            drop(stream);
+            continue;
+        }
+        if saturated {
+            saturated = false;
+            tracing::info!(
+                limit = limits.max_connections,
+                "HTTP connections below the limit again"
+            );
+        }
         let _ = stream.set_nodelay(true);
         let context = context.clone();
         let tls = tls.clone();
         let stopped = stopped.clone();
         connections.spawn(async move {
             match tls {
-                None => serve_connection(TokioIo::new(stream), context, stopped).await,
+                None => serve_connection(TokioIo::new(stream), context, limits, stopped).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let handshake = limits.header_read_timeout;
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            serve_connection(TokioIo::new(stream), context, stopped).await;
+                            serve_connection(TokioIo::new(stream), context, limits, stopped).await;
                         }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -181,8 +215,12 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection<I>(io: I, context: Arc<ApiContext>, mut stopped: watch::Receiver<bool>)
-where
+async fn serve_connection<I>(
+    io: I,
+    context: Arc<ApiContext>,
+    limits: Limits,
+    mut stopped: watch::Receiver<bool>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = service_fn(move |request| {
@@ -193,7 +231,7 @@ where
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(limits.header_read_timeout)
         .serve_connection(io, service);
     tokio::pin!(connection);
     tokio::select! {

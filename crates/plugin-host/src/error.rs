@@ -16,6 +16,22 @@ pub enum LoadError {
         /// Every path that was tried, in order.
         tried: Vec<PathBuf>,
     },
+    /// The library resolves to a file outside the directories plugins may come from;
+    /// it was not opened.
+    #[error(
+        "plugin library {requested:?} resolves to {}, which is outside the plugin directories \
+         ({}); move it into one of them or add its directory to the allowed ones",
+        resolved.display(),
+        list_paths(allowed)
+    )]
+    NotAllowed {
+        /// The path as configured.
+        requested: String,
+        /// The file it resolves to, symlinks followed.
+        resolved: PathBuf,
+        /// The directories plugins may come from.
+        allowed: Vec<PathBuf>,
+    },
     /// The dynamic loader refused the file.
     #[error("cannot load plugin library {}: {reason}", path.display())]
     Open {

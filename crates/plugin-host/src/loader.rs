@@ -22,10 +22,24 @@ const LIBRARY_EXTENSIONS: [&str; 3] = ["so", "dylib", "dll"];
 ///    directory of the running executable, then against any extra search directories.
 ///
 /// When nothing exists, the error lists every path tried.
+///
+/// A loader [confined](PluginLoader::confined_to) to some directories opens only files
+/// that resolve, symlinks followed, to a path inside one of them: a config names code
+/// the process will run, so where that code may come from is the host's decision, not
+/// the config's.
 #[derive(Debug)]
 pub struct PluginLoader {
     search_dirs: Vec<PathBuf>,
+    /// `None`: any file. `Some`: the directories as given, for messages, and
+    /// canonicalized (those that exist), for the check.
+    confined: Option<Confinement>,
     loaded: Mutex<HashMap<PathBuf, Plugin>>,
+}
+
+#[derive(Debug)]
+struct Confinement {
+    given: Vec<PathBuf>,
+    canonical: Vec<PathBuf>,
 }
 
 impl Default for PluginLoader {
@@ -40,8 +54,29 @@ impl PluginLoader {
     pub fn new() -> Self {
         PluginLoader {
             search_dirs: Vec::new(),
+            confined: None,
             loaded: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Loads only libraries inside `directories` (subdirectories included). A
+    /// directory that does not exist allows nothing but is still named in errors.
+    /// Relative directories are taken from the working directory.
+    pub fn confined_to(mut self, directories: impl IntoIterator<Item = PathBuf>) -> Self {
+        let given: Vec<PathBuf> = directories.into_iter().collect();
+        let canonical = given
+            .iter()
+            .filter_map(|dir| dir.canonicalize().ok())
+            .collect();
+        self.confined = Some(Confinement { given, canonical });
+        self
+    }
+
+    /// The directories this loader is confined to, as given; `None` when it is not.
+    pub fn allowed_directories(&self) -> Option<&[PathBuf]> {
+        self.confined
+            .as_ref()
+            .map(|confinement| confinement.given.as_slice())
     }
 
     /// Adds a directory to try after the working directory and the executable's.
@@ -90,11 +125,35 @@ impl PluginLoader {
             })
     }
 
-    /// Loads the library at `path` (resolved as above) and validates its descriptor.
-    /// Loading the same file again returns the same plugin.
-    pub fn load(&self, path: &str) -> Result<Plugin, LoadError> {
+    /// The file `path` would be loaded from, symlinks followed, without opening it:
+    /// [`LoadError::NotFound`] when nothing exists, [`LoadError::NotAllowed`] when it
+    /// lies outside the directories this loader is confined to.
+    pub fn check(&self, path: &str) -> Result<PathBuf, LoadError> {
         let resolved = self.resolve(path)?;
-        let canonical = resolved.canonicalize().unwrap_or(resolved);
+        let canonical = resolved.canonicalize().map_err(|error| LoadError::Open {
+            path: resolved.clone(),
+            reason: error.to_string(),
+        })?;
+        if let Some(confinement) = &self.confined
+            && !confinement
+                .canonical
+                .iter()
+                .any(|dir| canonical.starts_with(dir))
+        {
+            return Err(LoadError::NotAllowed {
+                requested: path.to_owned(),
+                resolved: canonical,
+                allowed: confinement.given.clone(),
+            });
+        }
+        Ok(canonical)
+    }
+
+    /// Loads the library at `path` (resolved and checked as [`PluginLoader::check`]
+    /// does) and validates its descriptor. Loading the same file again returns the
+    /// same plugin.
+    pub fn load(&self, path: &str) -> Result<Plugin, LoadError> {
+        let canonical = self.check(path)?;
         let mut loaded = self
             .loaded
             .lock()
@@ -229,5 +288,76 @@ mod tests {
         for path in tried {
             assert!(message.contains(&path.display().to_string()), "{message}");
         }
+    }
+
+    /// A fresh directory under the system's temp dir, with `inside/` and `outside/`.
+    fn sandbox(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "plugin-host-{name}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        std::fs::create_dir_all(dir.join("inside/nested")).unwrap();
+        std::fs::create_dir_all(dir.join("outside")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_confined_loader_refuses_files_outside_its_directories_without_opening_them() {
+        let dir = sandbox("confined");
+        // Not a library: opening it would fail with `Open`, so `NotAllowed` proves the
+        // file was never handed to the dynamic loader.
+        std::fs::write(dir.join("outside/libevil.so"), b"not a library").unwrap();
+        std::fs::write(dir.join("inside/nested/libgood.so"), b"not a library").unwrap();
+        let loader = PluginLoader::new().confined_to([dir.join("inside")]);
+        let outside = dir.join("outside/libevil.so");
+        let error = loader.load(outside.to_str().unwrap()).unwrap_err();
+        let LoadError::NotAllowed {
+            resolved, allowed, ..
+        } = &error
+        else {
+            panic!("expected NotAllowed, got {error}");
+        };
+        assert_eq!(resolved, &outside.canonicalize().unwrap());
+        assert_eq!(allowed, &[dir.join("inside")]);
+        let message = error.to_string();
+        assert!(
+            message.contains(&dir.join("inside").display().to_string()),
+            "{message}"
+        );
+        // A `..` that climbs out is resolved before the check.
+        let climbing = dir.join("inside/../outside/libevil.so");
+        assert!(matches!(
+            loader.check(climbing.to_str().unwrap()),
+            Err(LoadError::NotAllowed { .. })
+        ));
+        // Subdirectories of an allowed directory are inside it.
+        let good = dir.join("inside/nested/libgood.so");
+        assert_eq!(
+            loader.check(good.to_str().unwrap()).unwrap(),
+            good.canonicalize().unwrap()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_inside_an_allowed_directory_to_a_file_outside_is_refused() {
+        let dir = sandbox("symlink");
+        std::fs::write(dir.join("outside/libevil.so"), b"not a library").unwrap();
+        std::os::unix::fs::symlink(dir.join("outside/libevil.so"), dir.join("inside/libx.so"))
+            .unwrap();
+        let loader = PluginLoader::new().confined_to([dir.join("inside")]);
+        let error = loader
+            .load(dir.join("inside/libx").to_str().unwrap())
+            .unwrap_err();
+        assert!(matches!(error, LoadError::NotAllowed { .. }), "{error}");
+        // A directory that does not exist allows nothing.
+        let loader = PluginLoader::new().confined_to([dir.join("missing")]);
+        let error = loader
+            .check(dir.join("outside/libevil.so").to_str().unwrap())
+            .unwrap_err();
+        assert!(matches!(error, LoadError::NotAllowed { .. }), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

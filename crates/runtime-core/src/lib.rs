@@ -106,6 +106,15 @@ impl PluginRegistry {
             None => self.loader.load(path),
         }
     }
+
+    /// Whether `path` names a linked plugin or a library the loader would open (it
+    /// exists and lies inside the allowed directories), without opening it.
+    pub fn check(&self, path: &str) -> Result<(), plugin_host::LoadError> {
+        if self.linked.contains_key(path) {
+            return Ok(());
+        }
+        self.loader.check(path).map(drop)
+    }
 }
 
 /// What the runtime needs besides the configs.
@@ -184,6 +193,27 @@ impl From<RestartConfig> for RestartPolicy {
     }
 }
 
+/// The [`ControlError`] for a plugin that cannot be had: refused before opening (it
+/// does not exist, or is not allowed) or failed to load.
+fn plugin_error(kind: ConnectorKind, key: String, error: &plugin_host::LoadError) -> ControlError {
+    let message = error.to_string();
+    match error {
+        plugin_host::LoadError::NotFound { .. } => ControlError::PluginRefused {
+            kind,
+            key,
+            message,
+            not_allowed: false,
+        },
+        plugin_host::LoadError::NotAllowed { .. } => ControlError::PluginRefused {
+            kind,
+            key,
+            message,
+            not_allowed: true,
+        },
+        _ => ControlError::Plugin { kind, key, message },
+    }
+}
+
 /// Why a lifecycle request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
@@ -212,6 +242,21 @@ pub enum ControlError {
         key: String,
         /// The loader's error.
         message: String,
+    },
+    /// The connector's library does not exist, or lies outside the directories plugins
+    /// may come from; it was not opened.
+    #[error("{kind} {key:?}: {message}")]
+    PluginRefused {
+        /// Sink or source.
+        kind: ConnectorKind,
+        /// The key asked for.
+        key: String,
+        /// The loader's error: the path, what it resolved to and the allowed
+        /// directories.
+        message: String,
+        /// The file exists but lies outside the allowed directories (rather than not
+        /// existing at all).
+        not_allowed: bool,
     },
     /// The connector's config cannot run (a bad transform, say).
     #[error("{kind} {key:?} cannot run its config: {message}")]
@@ -380,6 +425,17 @@ impl Runtime {
         }
     }
 
+    /// Whether `config`'s plugin could be loaded: a linked plugin, or a library that
+    /// exists inside the allowed directories. Nothing is opened. Checked before a
+    /// config version is stored or activated, so that a refused library never becomes
+    /// the active config.
+    pub fn check_plugin(&self, config: &ConnectorConfig) -> Result<(), ControlError> {
+        self.inner
+            .plugins
+            .check(&config.common().path)
+            .map_err(|error| plugin_error(config.kind(), config.common().key.clone(), &error))
+    }
+
     /// Starts a stopped or failed connector; a running one is left alone (a paused one
     /// resumes).
     pub async fn start_connector(
@@ -468,11 +524,7 @@ impl Runtime {
             Err(error) => {
                 tracing::error!(connector = %key, %kind, %error, "cannot load the plugin");
                 status.fail(error.to_string());
-                return Err(ControlError::Plugin {
-                    kind,
-                    key,
-                    message: error.to_string(),
-                });
+                return Err(plugin_error(kind, key, &error));
             }
         };
         let chain = match TransformChain::new(kind, &config.common().transforms.0) {

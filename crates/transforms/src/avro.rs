@@ -40,12 +40,16 @@ impl AvroSchema {
         let json: Value =
             serde_json::from_str(text).map_err(|error| format!("not JSON: {error}"))?;
         let mut named = BTreeMap::new();
-        parse(&json, &mut named, &mut Vec::new()).map(AvroSchema)
+        parse(&json, &mut named, &mut Vec::new(), &mut 0).map(AvroSchema)
     }
 
     /// Decodes one datum; trailing bytes are an error.
     pub fn decode(&self, bytes: &[u8]) -> Result<Value, String> {
-        let mut reader = Reader { bytes, at: 0 };
+        let mut reader = Reader {
+            bytes,
+            at: 0,
+            items_left: (bytes.len() as u64).saturating_add(MAX_EMPTY_ITEMS),
+        };
         let value = decode(&self.0, &mut reader)?;
         if reader.at != bytes.len() {
             return Err(format!(
@@ -64,24 +68,63 @@ impl AvroSchema {
     }
 }
 
+/// Most nodes a schema may have once every use of a named type is expanded: named types
+/// used twice at every level would otherwise make a short schema expand beyond memory.
+const MAX_NODES: usize = 100_000;
+
+/// Counts `added` more nodes of the schema being parsed into `nodes`.
+fn grow(nodes: &mut usize, added: usize) -> Result<(), String> {
+    *nodes = nodes.saturating_add(added);
+    if *nodes > MAX_NODES {
+        return Err(format!(
+            "the schema has more than {MAX_NODES} types once its named types are expanded"
+        ));
+    }
+    Ok(())
+}
+
+/// The number of nodes in `node`.
+fn size(node: &Node) -> usize {
+    1 + match node {
+        Node::Record(fields) => fields.iter().map(|(_, field)| size(field)).sum(),
+        Node::Array(inner) | Node::Map(inner) => size(inner),
+        Node::Union(branches) => branches.iter().map(size).sum(),
+        _ => 0,
+    }
+}
+
+/// A named type's node, counted in `nodes`, or `None`.
+fn named_type(
+    named: &BTreeMap<String, Node>,
+    name: &str,
+    nodes: &mut usize,
+) -> Option<Result<Node, String>> {
+    let node = named.get(name)?;
+    Some(grow(nodes, size(node)).map(|()| node.clone()))
+}
+
+/// `nodes` counts the nodes made so far, named types expanded (see [`MAX_NODES`]).
 fn parse(
     json: &Value,
     named: &mut BTreeMap<String, Node>,
     defining: &mut Vec<String>,
+    nodes: &mut usize,
 ) -> Result<Node, String> {
+    grow(nodes, 1)?;
     match json {
         Value::String(name) => primitive(name)
-            .or_else(|| named.get(name).cloned())
-            .ok_or_else(|| {
-                if defining.contains(name) {
+            .map(Ok)
+            .or_else(|| named_type(named, name, nodes))
+            .unwrap_or_else(|| {
+                Err(if defining.contains(name) {
                     format!("recursive type {name:?} is not supported")
                 } else {
                     format!("unknown type {name:?}")
-                }
+                })
             }),
         Value::Array(branches) => branches
             .iter()
-            .map(|branch| parse(branch, named, defining))
+            .map(|branch| parse(branch, named, defining, nodes))
             .collect::<Result<_, _>>()
             .map(Node::Union),
         Value::Object(fields) => {
@@ -89,7 +132,7 @@ fn parse(
                 .get("type")
                 .ok_or_else(|| "a schema object needs `type`".to_owned())?;
             let Value::String(kind) = kind else {
-                return parse(kind, named, defining);
+                return parse(kind, named, defining, nodes);
             };
             let name = fields
                 .get("name")
@@ -112,7 +155,7 @@ fn parse(
                         let field_type = field
                             .get("type")
                             .ok_or_else(|| format!("field {field_name:?} needs `type`"))?;
-                        let node = parse(field_type, named, defining)
+                        let node = parse(field_type, named, defining, nodes)
                             .map_err(|error| format!("field {field_name:?}: {error}"))?;
                         record.push((field_name.to_owned(), node));
                     }
@@ -133,11 +176,13 @@ fn parse(
                     fields.get("items").ok_or("an array needs `items`")?,
                     named,
                     defining,
+                    nodes,
                 )?)),
                 "map" => Node::Map(Box::new(parse(
                     fields.get("values").ok_or("a map needs `values`")?,
                     named,
                     defining,
+                    nodes,
                 )?)),
                 "fixed" => Node::Fixed(
                     fields
@@ -147,8 +192,9 @@ fn parse(
                 ),
                 // `{"type": "long", "logicalType": ...}`: the underlying type.
                 other => primitive(other)
-                    .or_else(|| named.get(other).cloned())
-                    .ok_or_else(|| format!("unknown type {other:?}"))?,
+                    .map(Ok)
+                    .or_else(|| named_type(named, other, nodes))
+                    .unwrap_or_else(|| Err(format!("unknown type {other:?}")))?,
             };
             if let Some(name) = name {
                 named.insert(name, node.clone());
@@ -173,9 +219,18 @@ fn primitive(name: &str) -> Option<Node> {
     })
 }
 
+/// How many array items a datum may hold beyond its length in bytes: items of a type
+/// that takes no bytes (`null`, a record without fields, a `fixed` of size 0) cost
+/// nothing to claim, so a few bytes could otherwise claim billions of them.
+const MAX_EMPTY_ITEMS: u64 = 1 << 16;
+
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// Array and map items the rest of the datum may still claim: every item of a type
+    /// that takes bytes takes one at least, so no datum holds more than its length of
+    /// them, plus [`MAX_EMPTY_ITEMS`].
+    items_left: u64,
 }
 
 impl Reader<'_> {
@@ -298,7 +353,15 @@ fn blocks(
         if count < 0 {
             reader.long()?;
         }
-        for _ in 0..count.unsigned_abs() {
+        let count = count.unsigned_abs();
+        reader.items_left = reader.items_left.checked_sub(count).ok_or_else(|| {
+            format!(
+                "a block of {count} items at byte {}: more than a datum of {} bytes can hold",
+                reader.at,
+                reader.bytes.len()
+            )
+        })?;
+        for _ in 0..count {
             item(reader)?;
         }
     }

@@ -15,7 +15,7 @@ use super::report::{ConfigError, Problem};
 use super::schema::{Node, env_names};
 use super::{CONFIG_PATH_ENV, ENV_PREFIX};
 use crate::overrides::is_connector_override;
-use crate::secrets::{self, SecretPaths};
+use crate::secrets::Resolver;
 
 /// The environment as a layer: the values set, by key path, and who set them.
 #[derive(Default)]
@@ -33,11 +33,12 @@ fn is_foreign(name: &str) -> bool {
 }
 
 /// The layer of the variables in `env` under [`ENV_PREFIX`] (the config path and
-/// connector overrides aside), checked against `schema`; every problem at once.
+/// connector overrides aside), checked against `schema`, secrets resolved by
+/// `resolver`; every problem at once.
 pub(super) fn env_dict(
     env: impl IntoIterator<Item = (String, String)>,
     schema: &Node,
-    secrets: &mut SecretPaths,
+    resolver: &mut Resolver,
 ) -> Result<EnvLayer, ConfigError> {
     let mut known = BTreeMap::new();
     env_names(schema, "", &mut known);
@@ -71,7 +72,7 @@ pub(super) fn env_dict(
                 continue;
             }
         };
-        secrets::resolve(&mut value, path, &name, secrets, &mut problems);
+        resolver.resolve(&mut value, path, &name, &mut problems);
         insert_path(&mut layer.dict, path, value);
         layer.names.insert(path.clone(), name);
     }
@@ -103,15 +104,20 @@ fn insert_path(dict: &mut Dict, path: &str, value: Value) {
     }
 }
 
+/// A boolean from the environment: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
+pub(super) fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("expected a boolean (true or false), got {raw:?}")),
+    }
+}
+
 /// Parses an environment value by the type of its key.
 fn parse_env_value(raw: &str, node: &Node) -> Result<Value, String> {
     let trimmed = raw.trim();
     match node {
-        Node::Bool => match trimmed.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => Ok(Value::from(true)),
-            "false" | "0" | "no" | "off" => Ok(Value::from(false)),
-            _ => Err(format!("expected a boolean (true or false), got {raw:?}")),
-        },
+        Node::Bool => parse_bool(raw).map(Value::from),
         Node::Integer => trimmed
             .parse::<i64>()
             .map(Value::from)

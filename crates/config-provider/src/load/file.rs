@@ -1,6 +1,8 @@
 //! The file layer: the TOML config file, checked against the schema before anything
 //! is deserialised (every unknown key with the nearest valid one, types, durations),
-//! its secrets resolved, as a figment dictionary.
+//! its secrets resolved, as a figment dictionary. It is read ([`read_table`]) before
+//! it is checked and resolved ([`check_file`]), so that `secrets.require_private_files`
+//! is known before any secret file is opened.
 
 use std::path::Path;
 
@@ -10,15 +12,10 @@ use connector_sdk::duration::parse_duration;
 
 use super::report::{ConfigError, Problem};
 use super::schema::{Node, join};
-use crate::secrets::{self, SecretPaths};
+use crate::secrets::Resolver;
 
-/// Reads the config file at `path`, checked against `schema`, its secrets resolved
-/// (and recorded in `secrets`); every problem at once.
-pub(super) fn read_file(
-    path: &Path,
-    schema: &Node,
-    secrets: &mut SecretPaths,
-) -> Result<Dict, ConfigError> {
+/// Reads the config file at `path` as a TOML table, nothing checked yet.
+pub(super) fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
     let source = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|error| {
         ConfigError::one(
@@ -27,12 +24,23 @@ pub(super) fn read_file(
             format!("cannot read the config file: {error}"),
         )
     })?;
-    let table: toml::Table = toml::from_str(&text)
-        .map_err(|error| ConfigError::one(&source, None, format!("not valid TOML: {error}")))?;
+    toml::from_str(&text)
+        .map_err(|error| ConfigError::one(&source, None, format!("not valid TOML: {error}")))
+}
+
+/// The file layer: the table [`read_table`] read from `path`, checked against `schema`,
+/// its secrets resolved by `resolver`; every problem at once.
+pub(super) fn check_file(
+    path: &Path,
+    table: toml::Table,
+    schema: &Node,
+    resolver: &mut Resolver,
+) -> Result<Dict, ConfigError> {
+    let source = path.display().to_string();
     let mut problems = Vec::new();
     check_keys(&table, schema, "", &source, &mut problems);
     let mut value = toml_to_figment(toml::Value::Table(table));
-    secrets::resolve(&mut value, "", &source, secrets, &mut problems);
+    resolver.resolve(&mut value, "", &source, &mut problems);
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }

@@ -13,6 +13,10 @@
 //! schema), `provider_kind` (which connector provider is in force, and the keys only
 //! the other one reads) and `report` (problems, and the variable or file each one
 //! names).
+//!
+//! `secrets.require_private_files` is read from the file and the environment before
+//! either layer resolves a secret, since the config's own keys may be `${file:...}`
+//! references (the Dockerfile's `http.api_key`).
 
 mod env;
 mod file;
@@ -26,10 +30,10 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
 use crate::runtime::{ConnectorsConfig, HttpProviderConfig, LocalProviderConfig, RuntimeConfig};
-use crate::secrets::{self, SecretPaths};
+use crate::secrets::{self, REQUIRE_PRIVATE_FILES_KEY, Resolver, SecretPaths};
 
-use env::{EnvLayer, env_dict};
-use file::read_file;
+use env::{EnvLayer, env_dict, parse_bool};
+use file::{check_file, read_table};
 use provider_kind::{choose_provider, warn_connector_overrides};
 use report::{from_figment, variables_under};
 
@@ -57,7 +61,9 @@ pub struct LoadedConfig {
     /// Values that were accepted but have no effect, each named by the variable (or
     /// file) that set it: keys of the provider kind not in use (the README's
     /// `IGGY_CONNECTORS_CONNECTORS_REQUEST_HEADERS` under `config_type = "local"`), and
-    /// per-connector overrides under the http provider, which never applies them.
+    /// per-connector overrides under the http provider, which never applies them. And
+    /// `${file:...}` secrets whose file its group or other users may access (refused
+    /// instead with `secrets.require_private_files = true`), with the mode and the fix.
     /// [`load`] does not log them (the caller's logging is usually not set up yet):
     /// call [`LoadedConfig::log_warnings`] once it is, or print them.
     pub warnings: Vec<Problem>,
@@ -104,10 +110,23 @@ pub fn load_with_env(
 ) -> Result<LoadedConfig, ConfigError> {
     let schema = schema::schema();
     let mut problems = Vec::new();
-    let mut secret_paths = SecretPaths::new();
 
-    let mut file_layer = match file {
-        Some(path) => match read_file(path, &schema, &mut secret_paths) {
+    let table = match file.map(|path| (path, read_table(path))) {
+        Some((path, Ok(table))) => Some((path, table)),
+        Some((_, Err(error))) => {
+            problems.extend(error.problems);
+            None
+        }
+        None => None,
+    };
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    // Known before any secret is resolved: the config's own keys may be references.
+    let mut resolver = Resolver::new(require_private_files(
+        table.as_ref().map(|(_, table)| table),
+        &env,
+    ));
+    let mut file_layer = match table {
+        Some((path, table)) => match check_file(path, table, &schema, &mut resolver) {
             Ok(dict) => Some((path, dict)),
             Err(error) => {
                 problems.extend(error.problems);
@@ -116,8 +135,7 @@ pub fn load_with_env(
         },
         None => None,
     };
-    let env: Vec<(String, String)> = env.into_iter().collect();
-    let mut env_layer = match env_dict(env.iter().cloned(), &schema, &mut secret_paths) {
+    let mut env_layer = match env_dict(env.iter().cloned(), &schema, &mut resolver) {
         Ok(layer) => layer,
         Err(error) => {
             problems.extend(error.problems);
@@ -128,7 +146,11 @@ pub fn load_with_env(
         return Err(ConfigError { problems });
     }
 
-    let mut warnings = Vec::new();
+    let Resolver {
+        secrets: secret_paths,
+        mut warnings,
+        ..
+    } = resolver;
     let file_source = file.map(|path| path.display().to_string());
     let provider = choose_provider(
         file_layer.as_mut().map(|(_, dict)| dict),
@@ -230,6 +252,24 @@ pub fn load_with_env(
     }
 }
 
+/// `secrets.require_private_files`, read from the environment (which overrides the
+/// file) or else the file, before either layer is checked: a value of the wrong kind
+/// counts as unset here, and its layer reports it.
+fn require_private_files(file: Option<&toml::Table>, env: &[(String, String)]) -> bool {
+    let variable = variable_of(REQUIRE_PRIVATE_FILES_KEY);
+    let from_env = env
+        .iter()
+        .filter(|(name, _)| *name == variable)
+        .find_map(|(_, raw)| parse_bool(raw).ok());
+    let from_file = || {
+        let (table, key) = REQUIRE_PRIVATE_FILES_KEY.split_once('.')?;
+        file?.get(table)?.get(key)?.as_bool()
+    };
+    from_env
+        .or_else(from_file)
+        .unwrap_or(RuntimeConfig::default().secrets.require_private_files)
+}
+
 /// A figment provider over a ready dictionary.
 struct Layer {
     dict: Dict,
@@ -243,5 +283,35 @@ impl Provider for Layer {
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_private_files_flag_is_a_key_of_the_schema() {
+        let Node::Table(tables) = schema::schema() else {
+            panic!("the schema is a table");
+        };
+        let (table, key) = REQUIRE_PRIVATE_FILES_KEY.split_once('.').unwrap();
+        let Some(Node::Table(keys)) = tables.get(table) else {
+            panic!("no table {table}");
+        };
+        assert_eq!(keys.get(key), Some(&Node::Bool));
+    }
+
+    #[test]
+    fn the_private_files_flag_comes_from_the_environment_over_the_file() {
+        let file: toml::Table = toml::from_str("[secrets]\nrequire_private_files = true").unwrap();
+        let variable = variable_of(REQUIRE_PRIVATE_FILES_KEY);
+        let set = |value: &str| vec![(variable.clone(), value.to_owned())];
+        assert!(!require_private_files(None, &[]));
+        assert!(require_private_files(Some(&file), &[]));
+        assert!(!require_private_files(Some(&file), &set("off")));
+        assert!(require_private_files(None, &set("1")));
+        // A bad value is the environment layer's problem; the file's value stands.
+        assert!(require_private_files(Some(&file), &set("maybe")));
     }
 }

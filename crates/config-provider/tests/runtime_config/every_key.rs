@@ -68,6 +68,9 @@ address = "0.0.0.0:9999"
 api_key = "key-1"
 allow_unauthenticated = true
 read_only = true
+max_connections = 64
+header_read_timeout = "3s"
+request_timeout = "20s"
 
 [http.cors]
 enabled = true
@@ -116,6 +119,12 @@ enabled = false
 initial_backoff = "3s"
 max_backoff = "90s"
 max_restarts = 4
+
+[plugins]
+directories = ["/opt/connectors", "plugins"]
+
+[secrets]
+require_private_files = true
 "#;
 
 fn check_every_key(config: &RuntimeConfig) {
@@ -170,6 +179,14 @@ fn check_every_key(config: &RuntimeConfig) {
     assert_eq!(config.http.address, "0.0.0.0:9999");
     assert_eq!(config.http.api_key, "key-1");
     assert!(config.http.allow_unauthenticated && config.http.read_only);
+    assert_eq!(config.http.max_connections, 64);
+    assert_eq!(
+        config.http.header_read_timeout,
+        ConfigDuration::from_secs(3)
+    );
+    assert_eq!(config.http.request_timeout, ConfigDuration::from_secs(20));
+    assert_eq!(config.plugins.directories, ["/opt/connectors", "plugins"]);
+    assert!(config.secrets.require_private_files);
     let cors = &config.http.cors;
     assert!(cors.enabled && cors.allow_credentials && cors.allow_private_network);
     assert_eq!(cors.allowed_methods, ["GET"]);
@@ -312,6 +329,9 @@ fn every_key_round_trips_from_the_environment() {
         ("IGGY_CONNECTORS_HTTP_API_KEY", "key-1"),
         ("IGGY_CONNECTORS_HTTP_ALLOW_UNAUTHENTICATED", "true"),
         ("IGGY_CONNECTORS_HTTP_READ_ONLY", "true"),
+        ("IGGY_CONNECTORS_HTTP_MAX_CONNECTIONS", "64"),
+        ("IGGY_CONNECTORS_HTTP_HEADER_READ_TIMEOUT", "3s"),
+        ("IGGY_CONNECTORS_HTTP_REQUEST_TIMEOUT", "20s"),
         ("IGGY_CONNECTORS_HTTP_CORS_ENABLED", "TRUE"),
         ("IGGY_CONNECTORS_HTTP_CORS_ALLOWED_METHODS", "GET"),
         (
@@ -353,6 +373,11 @@ fn every_key_round_trips_from_the_environment() {
         ("IGGY_CONNECTORS_RUNTIME_RESTART_INITIAL_BACKOFF", "3s"),
         ("IGGY_CONNECTORS_RUNTIME_RESTART_MAX_BACKOFF", "90s"),
         ("IGGY_CONNECTORS_RUNTIME_RESTART_MAX_RESTARTS", "4"),
+        (
+            "IGGY_CONNECTORS_PLUGINS_DIRECTORIES",
+            "/opt/connectors,plugins",
+        ),
+        ("IGGY_CONNECTORS_SECRETS_REQUIRE_PRIVATE_FILES", "true"),
     ]);
     let tested: Vec<&str> = vars.iter().map(|(name, _)| name.as_str()).collect();
     for name in environment_variables() {

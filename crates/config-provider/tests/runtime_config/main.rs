@@ -8,6 +8,7 @@ mod every_key;
 mod loading;
 mod mistakes;
 mod problem_sources;
+mod properties;
 mod provider_kind;
 mod secrets;
 mod support;

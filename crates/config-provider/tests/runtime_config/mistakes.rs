@@ -139,3 +139,28 @@ fn an_open_api_off_loopback_is_refused_unless_a_key_or_the_risk_is_set() {
     let loopback = [("IGGY_CONNECTORS_HTTP_ADDRESS", "127.0.0.1:9000")];
     assert!(config_provider::load_with_env(None, env(&loopback)).is_ok());
 }
+
+/// Connection limits of zero would refuse every request: each is named.
+#[test]
+fn zero_connection_limits_are_refused() {
+    for (variable, value, key) in [
+        (
+            "IGGY_CONNECTORS_HTTP_MAX_CONNECTIONS",
+            "0",
+            "`http.max_connections`",
+        ),
+        (
+            "IGGY_CONNECTORS_HTTP_HEADER_READ_TIMEOUT",
+            "0s",
+            "`http.header_read_timeout`",
+        ),
+        (
+            "IGGY_CONNECTORS_HTTP_REQUEST_TIMEOUT",
+            "0ms",
+            "`http.request_timeout`",
+        ),
+    ] {
+        let text = error_text(None, env(&[(variable, value)]));
+        assert!(text.contains(&format!("{variable}: {key}")), "{text}");
+    }
+}

@@ -36,3 +36,10 @@ pub(crate) fn problem_lines(file: Option<&Path>, vars: Vec<(String, String)>) ->
         .map(ToString::to_string)
         .collect()
 }
+
+/// Sets the permission bits of `path` (on Unix), whatever the umask made them.
+#[cfg(unix)]
+pub(crate) fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}

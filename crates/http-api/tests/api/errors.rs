@@ -72,11 +72,28 @@ async fn bad_requests_get_json_errors() {
         check(api.get(path).await, StatusCode::BAD_REQUEST, "invalid_key");
     }
     // Malformed JSON and wrong types carry serde's message.
+    // A body must say it is JSON (a web page's text/plain POST needs no preflight).
+    for declared in [&[][..], &[("content-type", "text/plain")][..]] {
+        let undeclared = call(
+            api.address,
+            "PUT",
+            "/sinks/file/configs/active",
+            declared,
+            Some(b"{\"version\": 0}".to_vec()),
+        )
+        .await;
+        check(
+            undeclared,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        );
+    }
+    let json = [("content-type", "application/json; charset=utf-8")];
     let malformed = call(
         api.address,
         "PUT",
         "/sinks/file/configs/active",
-        &[],
+        &json,
         Some(b"{\"version\": ".to_vec()),
     )
     .await;
@@ -140,7 +157,7 @@ async fn bad_requests_get_json_errors() {
         api.address,
         "POST",
         "/sinks/file/configs",
-        &[],
+        &json,
         Some(vec![b' '; http_api::BODY_LIMIT + 1]),
     )
     .await;

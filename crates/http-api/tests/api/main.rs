@@ -5,9 +5,11 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod connections;
 mod cors;
 mod errors;
 mod openapi;
+mod properties;
 mod readiness;
 mod routes;
 mod support;

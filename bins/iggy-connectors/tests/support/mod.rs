@@ -1,0 +1,143 @@
+//! What the binary's end-to-end tests share: a child process that cannot outlive its
+//! test, its log lines, and plain HTTP requests to its API.
+
+// Each test file uses its own subset.
+#![allow(dead_code)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A child process that is killed if the test ends early (a failed assertion), so it
+/// cannot outlive the test and keep what the next run needs (a consumer group's
+/// partition on a real server, say).
+pub(crate) struct Reaped(Option<std::process::Child>);
+
+impl Reaped {
+    pub(crate) fn spawn(command: &mut Command) -> Reaped {
+        Reaped(Some(command.spawn().unwrap()))
+    }
+
+    /// The child, no longer killed on drop (to wait for it to exit by itself).
+    pub(crate) fn take(mut self) -> std::process::Child {
+        self.0
+            .take()
+            .expect("only `take` empties it, and it consumes the guard")
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .expect("only `take` empties it, and it consumes the guard")
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0
+            .as_mut()
+            .expect("only `take` empties it, and it consumes the guard")
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            // It may have exited already; either way it is gone after this.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The binary, to be run with the config file `config`.
+pub(crate) fn runtime_command(config: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"));
+    command.args(["--config", config.to_str().unwrap()]);
+    command
+}
+
+/// The lines a child writes to a pipe, as they come.
+pub(crate) fn lines_of(
+    pipe: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    received
+}
+
+/// Where the runtime whose log is `received` serves its API, from its log line.
+pub(crate) fn api_address(
+    received: &std::sync::mpsc::Receiver<String>,
+    deadline: Instant,
+) -> String {
+    loop {
+        let line = received
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the runtime logs where the API listens");
+        if line.contains("HTTP API listening")
+            && let Some(address) = line
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("address="))
+        {
+            return address.to_owned();
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns the status code and the body.
+pub(crate) fn http_get(address: &str, path: &str) -> (u16, String) {
+    http_request(address, "GET", path, &[], "")
+}
+
+/// One HTTP/1.1 request on a fresh connection (`host: localhost` unless `headers` name
+/// another); returns the status code and the body.
+pub(crate) fn http_request(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        head.push_str("host: localhost\r\n");
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    write!(stream, "{head}\r\n{body}").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
