@@ -13,6 +13,8 @@ use plugin_host::{BatchSource, MessageMeta, SinkBatch, SinkBatchBuilder};
 
 pub use iggy_test_server::{WAIT_LIMIT, eventually, eventually_showing, target, unique};
 
+pub mod services;
+
 // Linked so that cargo builds every plugin library before the tests run.
 use faulty_sink_plugin as _;
 use faulty_source_plugin as _;

@@ -6,17 +6,33 @@
 //! in-process and said to be so. Every other `IGGY_CONNECTORS_*` variable applies, e.g.
 //! `IGGY_CONNECTORS_HTTP_ADDRESS`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use config_provider::{ConnectorsConfig, LocalProviderConfig};
-use plugin_host::{Plugin, PluginLoader};
+use plugin_host::Plugin;
 use runtime_core::PluginRegistry;
 
 const IGGY_ADDRESS_ENV: &str = "IGGY_CONNECTORS_IGGY_ADDRESS";
 
+/// A directory of the demo's own under the temp dir: a fresh name nobody could have
+/// made first (with connector configs planted in it), private to this user.
+fn private_temp_dir() -> std::io::Result<PathBuf> {
+    use std::hash::{BuildHasher, Hasher};
+    // Seeded at random for each process: a name others cannot guess.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let dir = std::env::temp_dir().join(format!("iggy-connectors-demo-{}", hasher.finish()));
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    // `create`, not `create_dir_all`: a directory that exists already is an error.
+    builder.create(&dir)?;
+    Ok(dir)
+}
+
 fn connector_files(dir: &Path, output: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    std::fs::create_dir(dir)?;
     std::fs::write(
         dir.join("random.toml"),
         r#"# The demo's source: random JSON records into stream "demo", topic "events".
@@ -63,9 +79,11 @@ fsync = false
     )
 }
 
-/// The bundled connectors, linked in, under the names the demo's configs use.
-fn linked_plugins() -> Result<PluginRegistry, String> {
-    let mut plugins = PluginRegistry::new(PluginLoader::new());
+/// The bundled connectors, linked in, under the names the demo's configs use; any
+/// other `path` (a config posted to the demo's API) is loaded only from the plugin
+/// directories, as `run` does.
+fn linked_plugins(config: &config_provider::PluginsConfig) -> Result<PluginRegistry, String> {
+    let mut plugins = PluginRegistry::new(crate::plugin_loader(config));
     let linked = [
         ("random", iggy_connector_random_source::descriptor()),
         ("file", iggy_connector_file_sink::descriptor()),
@@ -88,7 +106,8 @@ async fn run() -> Result<(), String> {
     let mut config = config_provider::load(None)
         .map_err(|error| error.to_string())?
         .config;
-    let dir = std::env::temp_dir().join(format!("iggy-connectors-demo-{}", std::process::id()));
+    let dir = private_temp_dir()
+        .map_err(|error| format!("cannot make the demo's directory under the temp dir: {error}"))?;
     let output = dir.join("output.jsonl");
     connector_files(&dir.join("connectors"), &output).map_err(|error| {
         format!(
@@ -118,7 +137,7 @@ async fn run() -> Result<(), String> {
     config.state.path = dir.join("state").display().to_string();
     config.http.enabled = true;
     config.http.metrics.enabled = true;
-    let plugins = linked_plugins()?;
+    let plugins = linked_plugins(&config.plugins)?;
     let result = crate::serve(config, plugins, |api| {
         let api = api.map_or_else(
             || "off".to_owned(),

@@ -66,7 +66,11 @@ fn init_logging(format: config_provider::LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal() && !no_color)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr closed: a pipe whose reader went
+        // away) is lost; by default the subscriber would report that with `eprintln!`,
+        // which panics on the same closed stderr, in whatever task was logging.
+        .log_internal_errors(false);
     match format {
         config_provider::LogFormat::Json => builder.json().flatten_event(true).init(),
         config_provider::LogFormat::Text => builder.init(),
@@ -165,8 +169,8 @@ pub(crate) fn plugin_problem(error: &plugin_host::LoadError) -> String {
     }
 }
 
-/// The connectors of `configs` whose library lies outside the plugin directories: the
-/// runtime refuses to start rather than run some and leave a refused one to be found.
+/// The connectors of `configs` whose library lies outside the plugin directories (or
+/// that others may change): the runtime refuses to start rather than run some and leave a refused one to be found.
 fn refused_plugins(
     configs: &config_provider::ActiveConfigs,
     plugins: &runtime_core::PluginRegistry,
@@ -176,7 +180,10 @@ fn refused_plugins(
         .values()
         .chain(configs.sinks.values())
         .filter_map(|config| match plugins.check(&config.common().path) {
-            Err(error @ plugin_host::LoadError::NotAllowed { .. }) => Some(format!(
+            Err(
+                error @ (plugin_host::LoadError::NotAllowed { .. }
+                | plugin_host::LoadError::SharedWritable { .. }),
+            ) => Some(format!(
                 "{} {}: `path`: {}",
                 config.kind(),
                 config.common().key,

@@ -672,3 +672,37 @@ fn an_open_api_off_loopback_refuses_to_start() {
         "{stderr}"
     );
 }
+
+/// A runtime whose stderr goes away (the reader of its log pipe exited) keeps serving:
+/// a log line it cannot write is lost, not a panic in the task that logged it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_log_pipe_does_not_break_the_runtime() {
+    let target = TestTarget::from_env().await.unwrap();
+    let dir = temp_dir("binary-closed-log");
+    let stream = unique("closed-log");
+    let (config, _) = write_setup(&dir, &target.address, &stream, "interval = \"50ms\"", "").await;
+    let mut child = Reaped::spawn(
+        runtime_command(&config)
+            .env("NO_COLOR", "1")
+            .env("IGGY_CONNECTORS_HTTP_ENABLED", "true")
+            .env("IGGY_CONNECTORS_HTTP_ADDRESS", "127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let received = lines_of(child.stderr.take().unwrap());
+    let address = api_address(&received, Instant::now() + Duration::from_secs(60));
+    drop(received);
+    // Refused requests log a warning each: written to the closed pipe.
+    for _ in 0..3 {
+        let (status, body) = support::http_request(
+            &address,
+            "GET",
+            "/sinks",
+            &[("host", "rebound.evil.example")],
+            "",
+        );
+        assert_eq!(status, 403, "{body}");
+    }
+    let (status, _) = http_get(&address, "/health");
+    assert_eq!(status, 200);
+}

@@ -172,7 +172,9 @@ async fn the_api_refuses_a_library_elsewhere_and_requests_from_web_pages() {
         let mut child = Reaped::spawn(&mut command);
         let received = lines_of(child.stderr.take().unwrap());
         let address = api_address(&received, Instant::now() + Duration::from_secs(60));
-        (child, address)
+        // The receiver stays alive with the child: closing its stderr would make the
+        // runtime's next log line fail.
+        (child, address, received)
     };
     let body = format!(
         r#"{{"enabled": true, "name": "evil", "path": "{}", "streams": [{{"stream": "{stream}", "topics": ["t"], "schema": "json"}}]}}"#,
@@ -180,7 +182,7 @@ async fn the_api_refuses_a_library_elsewhere_and_requests_from_web_pages() {
     );
     let json = ("content-type", "application/json");
 
-    let (child, address) = start(&[]);
+    let (child, address, _log) = start(&[]);
     let (status, answer) = http_request(&address, "POST", "/sinks/file/configs", &[json], &body);
     assert_eq!(status, 400, "{answer}");
     let resolved = library.canonicalize().unwrap().display().to_string();
@@ -252,7 +254,7 @@ async fn the_api_refuses_a_library_elsewhere_and_requests_from_web_pages() {
     drop(child);
 
     let key = ("api-key", "k3y");
-    let (child, address) = start(&[
+    let (child, address, _log) = start(&[
         ("IGGY_CONNECTORS_HTTP_API_KEY", "k3y"),
         ("IGGY_CONNECTORS_HTTP_READ_ONLY", "true"),
     ]);

@@ -21,6 +21,7 @@ mod runtime;
 mod secrets;
 mod streams;
 mod suggest;
+pub use suggest::nearest;
 mod validate;
 
 pub use connector::{

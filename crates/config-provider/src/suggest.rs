@@ -2,10 +2,7 @@
 
 /// The candidate closest to `input` by edit distance, if it is close enough to be a
 /// plausible typo (at most a third of the input's length, and at least 1).
-pub(crate) fn nearest<'a>(
-    input: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn nearest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (input.chars().count() / 3).max(1);
     candidates
         .into_iter()

@@ -123,6 +123,20 @@ pub(crate) fn validate(loaded: &mut LoadedConfig, origins: &Origins) -> Result<(
             ),
         );
     }
+    if http.enabled
+        && http.cors.enabled
+        && http.api_key.is_empty()
+        && http.cors.allowed_origins.iter().any(|origin| origin == "*")
+    {
+        problem(
+            &["http.cors.allowed_origins", "http.cors.enabled"],
+            format!(
+                "allows every origin with no api key: any web page its users open could change configs through the API; list the origins that may ({}), or set {}",
+                key_and_variable("http.cors.allowed_origins"),
+                key_and_variable("http.api_key"),
+            ),
+        );
+    }
     if http.max_connections == 0 {
         problem(
             &["http.max_connections"],

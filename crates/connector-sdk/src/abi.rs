@@ -40,7 +40,7 @@
 use std::ffi::c_void;
 
 /// Version of this ABI. The host refuses a plugin that declares another one.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Prefix of the exported descriptor symbol; the crate name follows it.
 pub const DESCRIPTOR_SYMBOL_PREFIX: &str = "iggy_connector_descriptor_";
@@ -358,7 +358,23 @@ pub struct ConnectorDescriptor {
     /// A source: how many polled batches may be unsettled at once (at least 1), so the
     /// host can send one batch to Iggy while the source produces the next. 0 for a sink.
     pub max_unsettled_batches: u32,
+    /// The JSON Schema (UTF-8 JSON text) of the connector's `plugin_config`: fields,
+    /// types, defaults, docs, and `"x-secret": true` on secret fields. The text is the
+    /// plugin's and stays valid for the life of the process.
+    pub config_schema: ConfigSchemaFn,
+    /// Checks a `plugin_config` without any I/O (nothing is opened or connected).
+    pub validate_config: ValidateConfigFn,
 }
+
+/// Signature of [`ConnectorDescriptor::config_schema`].
+pub type ConfigSchemaFn = unsafe extern "C" fn() -> RawSlice;
+
+/// Signature of [`ConnectorDescriptor::validate_config`]: `config_json` (UTF-8 JSON) is
+/// borrowed for the call; `done` is called exactly once before it returns, with
+/// [`STATUS_OK`] and an empty message, or [`STATUS_INVALID_CONFIG`] and the problems as
+/// a JSON array of strings (or [`STATUS_PANIC`] and the panic message).
+pub type ValidateConfigFn =
+    unsafe extern "C" fn(config_json: RawSlice, done: DoneFn, ctx: *mut c_void);
 
 // SAFETY: a descriptor is immutable static data (pointers to static strings and static
 // function tables), so sharing it between threads is sound.

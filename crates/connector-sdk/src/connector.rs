@@ -2,6 +2,7 @@
 
 use std::future::Future;
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
 use crate::{BatchOutcome, Error, MessageBatch, ProducedBatch};
@@ -50,7 +51,7 @@ pub struct ConnectorContext {
 /// ```
 /// use connector_sdk::{ConnectorContext, Error, MessageBatch, Sink};
 ///
-/// #[derive(serde::Deserialize)]
+/// #[derive(serde::Deserialize, schemars::JsonSchema)]
 /// struct Config { prefix: String }
 ///
 /// struct PrintSink { prefix: String }
@@ -74,8 +75,19 @@ pub struct ConnectorContext {
 /// assert_eq!(descriptor().abi_version, connector_sdk::abi::ABI_VERSION);
 /// ```
 pub trait Sink: Sized + Send + 'static {
-    /// The connector's `plugin_config`, deserialised from JSON.
-    type Config: DeserializeOwned + Send + 'static;
+    /// The connector's `plugin_config`, deserialised from JSON. Its JSON Schema (from
+    /// `#[derive(schemars::JsonSchema)]`) is the config's reference: fields, types,
+    /// defaults and doc comments; mark a secret field `#[schemars(extend("x-secret" =
+    /// true))]`.
+    type Config: DeserializeOwned + JsonSchema + Send + 'static;
+
+    /// Problems with a config that deserialised, found without any I/O (a range whose
+    /// ends are swapped, say): `iggy-connectors validate` and the API report them
+    /// before anything is opened. None by default.
+    fn check_config(config: &Self::Config) -> Vec<String> {
+        let _ = config;
+        Vec::new()
+    }
 
     /// Opens the connector (connects, creates tables, ...).
     fn open(
@@ -116,7 +128,7 @@ pub trait Sink: Sized + Send + 'static {
 /// ```
 /// use connector_sdk::{BatchOutcome, ConnectorContext, Error, ProducedBatch, ProducedMessage, Source};
 ///
-/// #[derive(serde::Deserialize)]
+/// #[derive(serde::Deserialize, schemars::JsonSchema)]
 /// struct Config {}
 ///
 /// struct Counter { next: u64, staged: u64 }
@@ -153,8 +165,16 @@ pub trait Sink: Sized + Send + 'static {
 /// assert_eq!(descriptor().kind, connector_sdk::abi::KIND_SOURCE);
 /// ```
 pub trait Source: Sized + Send + 'static {
-    /// The connector's `plugin_config`, deserialised from JSON.
-    type Config: DeserializeOwned + Send + 'static;
+    /// The connector's `plugin_config`, deserialised from JSON, with its JSON Schema
+    /// (see [`Sink::Config`]).
+    type Config: DeserializeOwned + JsonSchema + Send + 'static;
+
+    /// Problems with a config that deserialised, found without any I/O (see
+    /// [`Sink::check_config`]). None by default.
+    fn check_config(config: &Self::Config) -> Vec<String> {
+        let _ = config;
+        Vec::new()
+    }
 
     /// How many polled batches may wait for their outcome at once (at least 1).
     const MAX_UNSETTLED_BATCHES: u32 = 1;

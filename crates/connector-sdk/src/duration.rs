@@ -68,9 +68,43 @@ pub fn deserialize<'de, D: serde::Deserializer<'de>>(
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
+/// A duration as the text [`parse_duration`] reads back: whole seconds as `"10s"`,
+/// else milliseconds (`"500ms"`), else microseconds.
+pub fn format_duration(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        format!("{}s", duration.as_secs())
+    } else if duration.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{}us", duration.as_micros())
+    }
+}
+
+/// Serde helper: `#[serde(serialize_with = "connector_sdk::duration::serialize")]`,
+/// for a config's defaults to read as they are written.
+pub fn serialize<S: serde::Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_duration(*duration))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formatted_durations_parse_back() {
+        for duration in [
+            Duration::from_secs(90),
+            Duration::from_millis(1500),
+            Duration::from_micros(250),
+            Duration::ZERO,
+        ] {
+            assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
+        }
+        assert_eq!(format_duration(Duration::from_secs(1)), "1s");
+    }
 
     #[test]
     fn accepts_the_documented_forms() {

@@ -18,10 +18,11 @@ use std::ffi::c_void;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use tokio::runtime::Runtime;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::Instrument;
@@ -911,11 +912,60 @@ pub unsafe extern "C" fn close(
     });
 }
 
+/// Entry point `config_schema`: the JSON Schema of `C`, made on the first call and kept
+/// in `cell` (a static of the exporting crate) for the life of the process.
+pub fn config_schema<C: schemars::JsonSchema>(cell: &'static OnceLock<String>) -> RawSlice {
+    let text = cell.get_or_init(|| {
+        // A panic must not cross the boundary; a schema that says nothing ("{}") is
+        // still a valid answer, and serialising JSON values cannot fail.
+        std::panic::catch_unwind(|| serde_json::to_string(&schemars::schema_for!(C)))
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| "{}".to_owned())
+    });
+    RawSlice::new(text.as_bytes())
+}
+
+/// Entry point `validate_config`: deserialises the config as `open` would, then asks
+/// `check` (the connector's `check_config`).
+///
+/// # Safety
+/// `config_json` must be valid for this call; `done` must be callable with `ctx`.
+pub unsafe fn validate_config<C: DeserializeOwned>(
+    config_json: RawSlice,
+    done: DoneFn,
+    ctx: *mut c_void,
+    check: fn(&C) -> Vec<String>,
+) {
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: valid for this call, per this function's contract.
+        let text = unsafe { config_json.as_str("plugin config") }?;
+        let config = parse_config::<C>(text).map_err(|error| error.to_string())?;
+        Ok::<Vec<String>, String>(check(&config))
+    }));
+    let (status, message) = match outcome {
+        Ok(Ok(problems)) if problems.is_empty() => (abi::STATUS_OK, String::new()),
+        Ok(Ok(problems)) => (
+            abi::STATUS_INVALID_CONFIG,
+            serde_json::to_string(&problems).unwrap_or_default(),
+        ),
+        Ok(Err(problem)) => (
+            abi::STATUS_INVALID_CONFIG,
+            serde_json::to_string(&[problem]).unwrap_or_default(),
+        ),
+        Err(payload) => (abi::STATUS_PANIC, panic_message(payload.as_ref())),
+    };
+    // SAFETY: the host's callback, called once, with a message valid for the call.
+    unsafe { done(ctx, status, RawSlice::new(message.as_bytes())) };
+}
+
 /// The descriptor of a sink plugin.
 pub const fn sink_descriptor(
     name: &'static str,
     version: &'static str,
     vtable: &'static SinkVTable,
+    config_schema: abi::ConfigSchemaFn,
+    validate_config: abi::ValidateConfigFn,
 ) -> ConnectorDescriptor {
     ConnectorDescriptor {
         abi_version: abi::ABI_VERSION,
@@ -926,6 +976,8 @@ pub const fn sink_descriptor(
         sink: vtable,
         source: std::ptr::null(),
         max_unsettled_batches: 0,
+        config_schema,
+        validate_config,
     }
 }
 
@@ -935,6 +987,8 @@ pub const fn source_descriptor(
     version: &'static str,
     vtable: &'static SourceVTable,
     max_unsettled_batches: u32,
+    config_schema: abi::ConfigSchemaFn,
+    validate_config: abi::ValidateConfigFn,
 ) -> ConnectorDescriptor {
     ConnectorDescriptor {
         abi_version: abi::ABI_VERSION,
@@ -949,6 +1003,8 @@ pub const fn source_descriptor(
         } else {
             max_unsettled_batches
         },
+        config_schema,
+        validate_config,
     }
 }
 
@@ -977,8 +1033,17 @@ macro_rules! export_sink {
                 consume: $crate::__export::sink_consume,
                 close: $crate::__export::close,
             };
-            static DESCRIPTOR: $crate::abi::ConnectorDescriptor =
-                $crate::__export::sink_descriptor($name, env!("CARGO_PKG_VERSION"), &VTABLE);
+            $crate::__export_config_entries!(
+                <$sink as $crate::Sink>::Config,
+                <$sink as $crate::Sink>::check_config
+            );
+            static DESCRIPTOR: $crate::abi::ConnectorDescriptor = $crate::__export::sink_descriptor(
+                $name,
+                env!("CARGO_PKG_VERSION"),
+                &VTABLE,
+                config_schema,
+                validate_config,
+            );
             &DESCRIPTOR
         }
 
@@ -1008,12 +1073,18 @@ macro_rules! export_source {
                 batch_result: $crate::__export::source_batch_result,
                 close: $crate::__export::close,
             };
+            $crate::__export_config_entries!(
+                <$source as $crate::Source>::Config,
+                <$source as $crate::Source>::check_config
+            );
             static DESCRIPTOR: $crate::abi::ConnectorDescriptor =
                 $crate::__export::source_descriptor(
                     $name,
                     env!("CARGO_PKG_VERSION"),
                     &VTABLE,
                     <$source as $crate::Source>::MAX_UNSETTLED_BATCHES,
+                    config_schema,
+                    validate_config,
                 );
             &DESCRIPTOR
         }
@@ -1024,6 +1095,28 @@ macro_rules! export_source {
 
 /// The exported C symbol, named after the calling crate so that several connectors can
 /// be linked into one binary. Must match [`abi::descriptor_symbol`].
+/// Defines the `config_schema` and `validate_config` entry points of a connector whose
+/// config type is `$config`, checked further by `$check`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_config_entries {
+    ($config:ty, $check:expr) => {
+        unsafe extern "C" fn config_schema() -> $crate::abi::RawSlice {
+            static SCHEMA: ::std::sync::OnceLock<::std::string::String> =
+                ::std::sync::OnceLock::new();
+            $crate::__export::config_schema::<$config>(&SCHEMA)
+        }
+        unsafe extern "C" fn validate_config(
+            config_json: $crate::abi::RawSlice,
+            done: $crate::abi::DoneFn,
+            ctx: *mut ::std::ffi::c_void,
+        ) {
+            // SAFETY: the host upholds the ABI contract that validate_config requires.
+            unsafe { $crate::__export::validate_config::<$config>(config_json, done, ctx, $check) }
+        }
+    };
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_descriptor_symbol {

@@ -359,6 +359,82 @@ impl OwnedHeader {
     }
 }
 
+/// The fields of one message to view as a [`Message`], borrowing its payload and headers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MessageFields<'a> {
+    pub(crate) id: u128,
+    pub(crate) offset: u64,
+    pub(crate) timestamp: u64,
+    pub(crate) origin_timestamp: u64,
+    pub(crate) checksum: u64,
+    pub(crate) payload: &'a [u8],
+    pub(crate) headers: &'a [OwnedHeader],
+}
+
+/// The ABI views of messages whose bytes the caller owns (the [`MessageView`]s, with
+/// the [`HeaderView`]s of every message in one array behind them): the safe way to get
+/// [`Message`]s in-process, as `testing` does.
+///
+/// The views point into the borrowed payloads and headers (alive for `'a`) and into the
+/// two arrays owned here, whose heap buffers never move: neither is changed after
+/// `new`.
+#[derive(Debug)]
+pub(crate) struct MessageViews<'a> {
+    messages: Vec<MessageView>,
+    _headers: Vec<HeaderView>,
+    _borrow: PhantomData<&'a [u8]>,
+}
+
+impl<'a> MessageViews<'a> {
+    /// Views of `messages`, in order.
+    pub(crate) fn new(messages: impl IntoIterator<Item = MessageFields<'a>>) -> Self {
+        let messages: Vec<MessageFields<'a>> = messages.into_iter().collect();
+        // Every header view is in place before any message view points into the array.
+        let headers: Vec<HeaderView> = messages
+            .iter()
+            .flat_map(|message| message.headers.iter().map(OwnedHeader::view))
+            .collect();
+        let mut first_header = 0;
+        let views = messages
+            .iter()
+            .map(|message| {
+                let count = message.headers.len();
+                let own = &headers[first_header..first_header + count];
+                first_header += count;
+                MessageView {
+                    id_low: message.id as u64,
+                    id_high: (message.id >> 64) as u64,
+                    offset: message.offset,
+                    timestamp: message.timestamp,
+                    origin_timestamp: message.origin_timestamp,
+                    checksum: message.checksum,
+                    payload: RawSlice::new(message.payload),
+                    headers: if own.is_empty() {
+                        std::ptr::null()
+                    } else {
+                        own.as_ptr()
+                    },
+                    headers_len: own.len(),
+                }
+            })
+            .collect();
+        MessageViews {
+            messages: views,
+            _headers: headers,
+            _borrow: PhantomData,
+        }
+    }
+
+    /// The messages, as a sink sees them.
+    pub(crate) fn messages(&self) -> &[Message<'_>] {
+        // SAFETY: every view was made in `new` from payloads and headers borrowed for
+        // 'a (which outlives this borrow of `self`), with header keys taken from
+        // `String`s (UTF-8), and points into `self._headers`, which is never changed
+        // or moved while `self` is borrowed.
+        unsafe { Message::slice_from_raw(self.messages.as_ptr(), self.messages.len()) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,19 +92,19 @@ impl From<ControlError> for ApiError {
             ControlError::NotRunning { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "not_running", error.to_string())
             }
-            ControlError::Plugin { .. } => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "plugin_error",
-                error.to_string(),
-            ),
-            ControlError::PluginRefused { not_allowed, .. } => ApiError::bad_request(
-                if *not_allowed {
-                    "plugin_not_allowed"
-                } else {
-                    "plugin_not_found"
-                },
-                error.to_string(),
-            ),
+            // The library the config names is no usable plugin: the config's fault.
+            ControlError::Plugin { .. } => ApiError::bad_request("plugin_error", error.to_string()),
+            ControlError::PluginRefused { not_allowed, .. } => {
+                tracing::warn!(%error, "refused a config's plugin library");
+                ApiError::bad_request(
+                    if *not_allowed {
+                        "plugin_not_allowed"
+                    } else {
+                        "plugin_not_found"
+                    },
+                    error.to_string(),
+                )
+            }
             ControlError::Config { .. } => {
                 ApiError::bad_request("invalid_configuration", error.to_string())
             }
@@ -197,9 +197,37 @@ pub(crate) async fn handle(
     }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    // Work that outlives its request holds a permit until it ends, so requests a
+    // client gave up on cannot pile up without bound.
+    let Ok(permit) = context.handlers.clone().try_acquire_owned() else {
+        tracing::warn!(%method, %path, "every request handler is busy (http.max_connections of them)");
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "every request handler is busy with earlier requests; try again later",
+        )
+        .into_response();
+        if cors.enabled {
+            crate::cors::decorate(cors, &request_headers, response.headers_mut());
+        }
+        return response;
+    };
+    let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let work = tokio::spawn({
         let context = context.clone();
-        async move { route(&context, request).await }
+        let abandoned = abandoned.clone();
+        let (method, path) = (method.clone(), path.clone());
+        async move {
+            let answer = route(&context, request).await;
+            drop(permit);
+            if abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+                let status = answer
+                    .as_ref()
+                    .map_or_else(|error| error.status, Response::status);
+                tracing::info!(%method, %path, status = status.as_u16(), "a request answered 503 (request_timeout) has finished its work");
+            }
+            answer
+        }
     });
     let limit = context.http.request_timeout.get();
     let answer = match tokio::time::timeout(limit, work).await {
@@ -213,6 +241,7 @@ pub(crate) async fn handle(
             ))
         }
         Err(_) => {
+            abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
             tracing::warn!(%method, %path, ?limit, "request not answered within http.request_timeout; its work goes on");
             Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -279,10 +308,9 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Answer {
         let host = request
             .headers()
             .get(hyper::header::HOST)
-            .map(|value| value.to_str().unwrap_or("(not text)"));
-        if let Some(host) = host
-            && !host_is_loopback(host)
-        {
+            .map_or("(none)", |value| value.to_str().unwrap_or("(not text)"));
+        if !host_is_loopback(host) {
+            tracing::warn!(%host, %path, "refused a request whose Host is not a loopback name (DNS rebinding?)");
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "host_not_allowed",
@@ -295,6 +323,7 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Answer {
     if request.method() != Method::GET
         && let Some(origin) = crate::cors::refused_origin(&context.http.cors, request.headers())
     {
+        tracing::warn!(%origin, %path, method = %request.method(), "refused a request from a web page of another origin");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "cross_origin_refused",
@@ -374,7 +403,7 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
             let (kind, key) = connector(&matched)?;
             match *request.method() {
                 Method::POST => {
-                    let body = read_json(request).await?;
+                    let body = read_json(request, context.http.header_read_timeout.get()).await?;
                     create_config(context, kind, &key, body).await
                 }
                 Method::DELETE => {
@@ -427,7 +456,7 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
         Endpoint::ActiveConfig => {
             let (kind, key) = connector(&matched)?;
             if request.method() == Method::PUT {
-                let body = read_json(request).await?;
+                let body = read_json(request, context.http.header_read_timeout.get()).await?;
                 let version = body.get("version").and_then(Value::as_u64).ok_or_else(|| {
                     ApiError::bad_request(
                         "invalid_body",
@@ -542,7 +571,11 @@ async fn running(
 /// a browser sends another site's `text/plain` POST without asking first, but not an
 /// `application/json` one, so this keeps web pages from changing configs through a
 /// loopback API.
-async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
+/// The body must arrive within `limit` (`http.header_read_timeout`), or 408.
+async fn read_json(
+    request: Request<Incoming>,
+    limit: std::time::Duration,
+) -> Result<Value, ApiError> {
     let declared = request
         .headers()
         .get(CONTENT_TYPE)
@@ -556,9 +589,16 @@ async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
             format!("expected a body with content-type: application/json, got {declared:?}"),
         ));
     }
-    let collected = Limited::new(request.into_body(), BODY_LIMIT)
-        .collect()
+    let reading = Limited::new(request.into_body(), BODY_LIMIT).collect();
+    let collected = tokio::time::timeout(limit, reading)
         .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body did not arrive within {limit:?} (http.header_read_timeout)"),
+            )
+        })?
         .map_err(|error| {
             if error.is::<http_body_util::LengthLimitError>() {
                 ApiError::new(

@@ -45,6 +45,8 @@ pub struct ApiContext {
     http: HttpConfig,
     started: Instant,
     started_at: SystemTime,
+    /// Request handlers running, at most `http.max_connections`.
+    handlers: Arc<tokio::sync::Semaphore>,
 }
 
 impl ApiContext {
@@ -53,9 +55,12 @@ impl ApiContext {
         ApiContext {
             runtime,
             provider,
-            http,
             started: Instant::now(),
             started_at: SystemTime::now(),
+            handlers: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(http.max_connections).unwrap_or(usize::MAX),
+            )),
+            http,
         }
     }
 }

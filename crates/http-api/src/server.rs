@@ -1,12 +1,16 @@
 //! The listener: TCP or TLS, HTTP/1.1 connections served by hyper, graceful shutdown.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use config_provider::HttpConfig;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -148,10 +152,33 @@ async fn accept_loop(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
-    // Whether the last connection was turned away, so that a flood logs one warning
-    // when it starts and one line when it ends, not one per connection.
+    // Whether the limit was reached, so that a flood logs one warning when it starts
+    // and one line when it ends, not one per connection.
     let mut saturated = false;
     loop {
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= limits.max_connections {
+            if !saturated {
+                saturated = true;
+                tracing::warn!(
+                    limit = limits.max_connections,
+                    "HTTP connection limit reached (http.max_connections): new connections wait until some end"
+                );
+            }
+            // New connections wait in the listen backlog (not dropped): each held one
+            // ends within the header read timeout unless it is being served.
+            tokio::select! {
+                _ = stopped.changed() => break,
+                _ = connections.join_next() => continue,
+            }
+        }
+        if saturated {
+            saturated = false;
+            tracing::info!(
+                limit = limits.max_connections,
+                "HTTP connections below the limit again"
+            );
+        }
         let accepted = tokio::select! {
             _ = stopped.changed() => break,
             accepted = listener.accept() => accepted,
@@ -166,36 +193,22 @@ async fn accept_loop(
                 continue;
             }
         };
-        // Finished connections are reaped one per loop turn above; reap them all before
-        // judging the count, so a burst that has ended does not turn anyone away.
-        while connections.try_join_next().is_some() {}
-        if connections.len() >= limits.max_connections {
-            if !saturated {
-                saturated = true;
-                tracing::warn!(limit = limits.max_connections, %peer, "HTTP connection limit reached (http.max_connections): closing new connections until some end");
-            }
-            drop(stream);
-            continue;
-        }
-        if saturated {
-            saturated = false;
-            tracing::info!(
-                limit = limits.max_connections,
-                "HTTP connections below the limit again"
-            );
-        }
         let _ = stream.set_nodelay(true);
         let context = context.clone();
         let tls = tls.clone();
         let stopped = stopped.clone();
         connections.spawn(async move {
             match tls {
-                None => serve_connection(TokioIo::new(stream), context, limits, stopped).await,
+                None => {
+                    let io = StalledWrites::new(stream, limits.header_read_timeout);
+                    serve_connection(TokioIo::new(io), context, limits, stopped).await;
+                }
                 Some(acceptor) => {
                     let handshake = limits.header_read_timeout;
                     match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            serve_connection(TokioIo::new(stream), context, limits, stopped).await;
+                            let io = StalledWrites::new(stream, limits.header_read_timeout);
+                            serve_connection(TokioIo::new(io), context, limits, stopped).await;
                         }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -244,5 +257,81 @@ async fn serve_connection<I>(
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
+    }
+}
+
+/// A connection whose writes fail once one has made no progress for `limit`: a client
+/// that sends requests but never reads the answers would otherwise hold its connection
+/// (and a place under the connection limit) for ever, since hyper's header timer only
+/// runs while it waits for a request.
+struct StalledWrites<I> {
+    io: I,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> StalledWrites<I> {
+    fn new(io: I, limit: Duration) -> Self {
+        StalledWrites {
+            io,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// After a write that could not proceed: an error once the stall outlasts the
+    /// limit, else pending (the timer wakes the task if nothing else does).
+    fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing for the header read timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for StalledWrites<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for StalledWrites<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
+            Poll::Pending => self.stalled(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Pending => self.stalled(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

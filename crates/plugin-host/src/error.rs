@@ -32,6 +32,23 @@ pub enum LoadError {
         /// The directories plugins may come from.
         allowed: Vec<PathBuf>,
     },
+    /// The library, or its directory, is writable by users other than its owner; it
+    /// was not opened.
+    #[error(
+        "plugin library {} is not loaded: {} has mode {mode:04o}, so users other than its owner \
+         can change it and put their code in it; remove their write access (chmod go-w {})",
+        library.display(),
+        path.display(),
+        path.display()
+    )]
+    SharedWritable {
+        /// The library file, symlinks followed.
+        library: PathBuf,
+        /// The file or directory that others may write.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The dynamic loader refused the file.
     #[error("cannot load plugin library {}: {reason}", path.display())]
     Open {

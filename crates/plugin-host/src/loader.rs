@@ -61,13 +61,19 @@ impl PluginLoader {
 
     /// Loads only libraries inside `directories` (subdirectories included). A
     /// directory that does not exist allows nothing but is still named in errors.
-    /// Relative directories are taken from the working directory.
+    /// Relative directories are taken from the working directory. The directories are
+    /// also searched for a relative `path`, after the others.
     pub fn confined_to(mut self, directories: impl IntoIterator<Item = PathBuf>) -> Self {
         let given: Vec<PathBuf> = directories.into_iter().collect();
         let canonical = given
             .iter()
             .filter_map(|dir| dir.canonicalize().ok())
             .collect();
+        for dir in &given {
+            if !self.search_dirs.contains(dir) {
+                self.search_dirs.push(dir.clone());
+            }
+        }
         self.confined = Some(Confinement { given, canonical });
         self
     }
@@ -128,25 +134,45 @@ impl PluginLoader {
     /// The file `path` would be loaded from, symlinks followed, without opening it:
     /// [`LoadError::NotFound`] when nothing exists, [`LoadError::NotAllowed`] when it
     /// lies outside the directories this loader is confined to.
+    ///
+    /// A confined loader takes the first candidate inside its directories, so a file
+    /// of the same name elsewhere (in the working directory, say) cannot shadow it, and
+    /// refuses a library that users other than its owner may change (the file or its
+    /// directory writable by group or others): any of them could put code there.
     pub fn check(&self, path: &str) -> Result<PathBuf, LoadError> {
         let resolved = self.resolve(path)?;
-        let canonical = resolved.canonicalize().map_err(|error| LoadError::Open {
-            path: resolved.clone(),
-            reason: error.to_string(),
-        })?;
-        if let Some(confinement) = &self.confined
-            && !confinement
+        let canonical = |candidate: &Path| {
+            candidate.canonicalize().map_err(|error| LoadError::Open {
+                path: candidate.to_path_buf(),
+                reason: error.to_string(),
+            })
+        };
+        let Some(confinement) = &self.confined else {
+            return canonical(&resolved);
+        };
+        let inside = |file: &Path| {
+            confinement
                 .canonical
                 .iter()
-                .any(|dir| canonical.starts_with(dir))
-        {
-            return Err(LoadError::NotAllowed {
-                requested: path.to_owned(),
-                resolved: canonical,
-                allowed: confinement.given.clone(),
-            });
+                .any(|dir| file.starts_with(dir))
+        };
+        let mut first_outside = None;
+        for candidate in self.candidates(path) {
+            if !candidate.is_file() {
+                continue;
+            }
+            let file = canonical(&candidate)?;
+            if inside(&file) {
+                refuse_shared_writes(&file)?;
+                return Ok(file);
+            }
+            first_outside.get_or_insert(file);
         }
-        Ok(canonical)
+        Err(LoadError::NotAllowed {
+            requested: path.to_owned(),
+            resolved: first_outside.unwrap_or(resolved),
+            allowed: confinement.given.clone(),
+        })
     }
 
     /// Loads the library at `path` (resolved and checked as [`PluginLoader::check`]
@@ -165,6 +191,36 @@ impl PluginLoader {
         loaded.insert(canonical, plugin.clone());
         Ok(plugin)
     }
+}
+
+/// Refuses a library that a user other than its owner could change: the file, or the
+/// directory holding it, writable by group or others.
+#[cfg(unix)]
+fn refuse_shared_writes(file: &Path) -> Result<(), LoadError> {
+    use std::os::unix::fs::PermissionsExt;
+    let directory = file.parent().unwrap_or(file);
+    for path in [file, directory] {
+        let mode = std::fs::metadata(path)
+            .map_err(|error| LoadError::Open {
+                path: path.to_path_buf(),
+                reason: error.to_string(),
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o022 != 0 {
+            return Err(LoadError::SharedWritable {
+                library: file.to_path_buf(),
+                path: path.to_path_buf(),
+                mode: mode & 0o7777,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn refuse_shared_writes(_file: &Path) -> Result<(), LoadError> {
+    Ok(())
 }
 
 /// Appends the platform's library extension unless the name already has one.

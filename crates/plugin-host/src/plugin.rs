@@ -44,6 +44,8 @@ struct PluginInner {
     version: String,
     sdk_version: String,
     origin: PluginOrigin,
+    config_schema: String,
+    validate_config: abi::ValidateConfigFn,
 }
 
 /// A connector plugin whose descriptor passed the ABI check. Cheap to clone.
@@ -139,6 +141,9 @@ impl Plugin {
         if name.is_empty() {
             return Err(invalid("the connector name is empty"));
         }
+        // SAFETY: a function of the validated descriptor; it returns static text of the
+        // plugin (valid for the life of the process).
+        let config_schema = text(unsafe { (descriptor.config_schema)() }, "config schema")?;
         Ok(Plugin {
             inner: Arc::new(PluginInner {
                 functions,
@@ -146,6 +151,8 @@ impl Plugin {
                 sdk_version: text(descriptor.sdk_version, "sdk version")?,
                 name,
                 origin,
+                config_schema,
+                validate_config: descriptor.validate_config,
             }),
         })
     }
@@ -179,6 +186,50 @@ impl Plugin {
     /// The connector-sdk version the plugin was built with.
     pub fn sdk_version(&self) -> &str {
         &self.inner.sdk_version
+    }
+
+    /// The JSON Schema of the connector's `plugin_config` (JSON text): fields, types,
+    /// defaults, docs, and `"x-secret": true` on secret fields.
+    pub fn config_schema(&self) -> &str {
+        &self.inner.config_schema
+    }
+
+    /// Asks the connector whether `config_json` is a `plugin_config` it would open
+    /// with, without opening anything: `Err` holds every problem it names (a config
+    /// that does not deserialise names the first).
+    pub fn validate_config(&self, config_json: &str) -> Result<(), Vec<String>> {
+        struct Answer(Option<(i32, String)>);
+        unsafe extern "C" fn done(ctx: *mut std::ffi::c_void, status: i32, message: RawSlice) {
+            // SAFETY: `ctx` is the `Answer` below, alive for the whole synchronous call.
+            let answer = unsafe { &mut *ctx.cast::<Answer>() };
+            // SAFETY: the message is valid for this call (the ABI's memory rules).
+            let text = unsafe { message.as_bytes() };
+            answer.0 = Some((status, String::from_utf8_lossy(text).into_owned()));
+        }
+        let mut answer = Answer(None);
+        // SAFETY: a function of the validated descriptor; the config and `answer`
+        // outlive the call, which reports through `done` before it returns.
+        unsafe {
+            (self.inner.validate_config)(
+                RawSlice::new(config_json.as_bytes()),
+                done,
+                (&mut answer as *mut Answer).cast(),
+            );
+        }
+        match answer.0 {
+            Some((abi::STATUS_OK, _)) => Ok(()),
+            Some((abi::STATUS_INVALID_CONFIG, message)) => {
+                Err(serde_json::from_str::<Vec<String>>(&message).unwrap_or_else(|_| vec![message]))
+            }
+            Some((status, message)) => Err(vec![format!(
+                "{} failed to check the config (status {status}): {message}",
+                self.inner.origin
+            )]),
+            None => Err(vec![format!(
+                "{} did not answer the config check",
+                self.inner.origin
+            )]),
+        }
     }
 
     /// Where the plugin's code lives.

@@ -18,6 +18,7 @@
 mod bus;
 mod control;
 mod metrics;
+mod plugin_config;
 mod resume;
 mod runner;
 mod shape;
@@ -42,6 +43,7 @@ pub use bus::{
     READ_AHEAD_CONSUMER, SEND_MARKER_HEADER,
 };
 pub use metrics::prometheus_text;
+pub use plugin_config::{ConfigDescription, ConfigField, check_plugin_config};
 pub use runner::RetryPolicy;
 pub use stall::StallPolicy;
 pub use state::{PendingSend, SavedState, StateStore};
@@ -204,7 +206,8 @@ fn plugin_error(kind: ConnectorKind, key: String, error: &plugin_host::LoadError
             message,
             not_allowed: false,
         },
-        plugin_host::LoadError::NotAllowed { .. } => ControlError::PluginRefused {
+        plugin_host::LoadError::NotAllowed { .. }
+        | plugin_host::LoadError::SharedWritable { .. } => ControlError::PluginRefused {
             kind,
             key,
             message,

@@ -4,9 +4,10 @@
 
 use connector_sdk::{ConnectorContext, Error, MessageBatch, Sink};
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Printed before each message's offset.
     prefix: String,
 }
 

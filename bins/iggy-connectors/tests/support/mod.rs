@@ -101,7 +101,9 @@ pub(crate) fn http_get(address: &str, path: &str) -> (u16, String) {
 }
 
 /// One HTTP/1.1 request on a fresh connection (`host: localhost` unless `headers` name
-/// another); returns the status code and the body.
+/// another); returns the status code and the body. The connection is kept alive and
+/// the answer read by its length: a server that answers before reading a body (a
+/// refusal) would reset a connection asked to close, losing the answer.
 pub(crate) fn http_request(
     address: &str,
     method: &str,
@@ -109,13 +111,13 @@ pub(crate) fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    use std::io::{Read, Write};
+    use std::io::{BufRead, BufReader, Read, Write};
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nconnection: close\r\ncontent-length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\ncontent-length: {}\r\n",
         body.len()
     );
     if !headers
@@ -128,16 +130,29 @@ pub(crate) fn http_request(
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     write!(stream, "{head}\r\n{body}").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status = status_line
         .split(' ')
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }

@@ -164,3 +164,25 @@ fn zero_connection_limits_are_refused() {
         assert!(text.contains(&format!("{variable}: {key}")), "{text}");
     }
 }
+
+/// CORS for every origin on an API with no key would let any web page drive it.
+#[test]
+fn cors_for_every_origin_needs_a_key() {
+    let open = [("IGGY_CONNECTORS_HTTP_CORS_ENABLED", "true")];
+    let text = error_text(None, env(&open));
+    assert!(
+        text.contains("allows every origin with no api key")
+            && text.contains("IGGY_CONNECTORS_HTTP_CORS_ALLOWED_ORIGINS"),
+        "{text}"
+    );
+    for fix in [
+        ("IGGY_CONNECTORS_HTTP_API_KEY", "k"),
+        (
+            "IGGY_CONNECTORS_HTTP_CORS_ALLOWED_ORIGINS",
+            "https://ui.example",
+        ),
+    ] {
+        let loaded = config_provider::load_with_env(None, env(&[open[0], fix]));
+        assert!(loaded.is_ok(), "{fix:?}: {:?}", loaded.err());
+    }
+}

@@ -18,7 +18,7 @@ use connector_sdk::{ConnectorContext, Error, MessageBatch, Sink};
 use serde::{Deserialize, Deserializer};
 
 /// Where to panic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// While deserialising the config (in the entry point itself).
@@ -32,7 +32,7 @@ pub enum Stage {
 }
 
 /// The test sink's config.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultySinkConfig {
     /// Where to panic.

@@ -12,7 +12,7 @@ use connector_sdk::{
 use serde::Deserialize;
 
 /// Where to panic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// In `open`.
@@ -26,7 +26,7 @@ pub enum Stage {
 }
 
 /// The test source's config.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultySourceConfig {
     /// Where to panic.

@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// How each message is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FileFormat {
     /// Metadata and payload as one JSON object per line.
@@ -35,7 +37,7 @@ pub enum FileFormat {
 }
 
 /// The sink's `plugin_config`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     /// The file to append to.
@@ -96,6 +98,17 @@ impl FileSink {
             serde_json::from_slice::<&RawValue>(bytes).ok()
         } else {
             None
+        };
+        // A JSON payload may span lines (pretty-printed); its line in the file must not.
+        // Line breaks in valid JSON only separate tokens (a string escapes them), so
+        // dropping them keeps the value as it was, numbers and key order included.
+        let one_line: Option<Box<RawValue>>;
+        let json = match json {
+            Some(raw) if raw.get().contains(['\n', '\r']) => {
+                one_line = RawValue::from_string(raw.get().replace(['\n', '\r'], "")).ok();
+                one_line.as_deref()
+            }
+            other => other,
         };
         let text = match json {
             Some(_) => None,

@@ -11,10 +11,10 @@
 use std::io::Write;
 
 use connector_sdk::{ConnectorContext, Error, MessageBatch, Sink};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The sink's `plugin_config`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutSinkConfig {
     /// Print each payload after its metadata.

@@ -21,19 +21,21 @@ use connector_sdk::bytes::{BufMut, BytesMut};
 use connector_sdk::{
     BatchOutcome, ConnectorContext, Error, ProducedBatch, ProducedMessage, Schema, Source,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The source's `plugin_config`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RandomSourceConfig {
-    /// Pause between batches.
+    /// Pause between batches (a duration: "500ms", "1s", "1m").
     #[serde(
         default = "default_interval",
-        deserialize_with = "connector_sdk::duration::deserialize"
+        deserialize_with = "connector_sdk::duration::deserialize",
+        serialize_with = "connector_sdk::duration::serialize"
     )]
+    #[schemars(with = "String")]
     pub interval: Duration,
-    /// Total messages to produce; `None` = no limit.
+    /// Total messages to produce, counted across restarts; unset: no limit.
     #[serde(default)]
     pub max_count: Option<u64>,
     /// Minimum and maximum messages per batch.
@@ -79,16 +81,24 @@ impl Source for RandomSource {
 
     const MAX_UNSETTLED_BATCHES: u32 = 16;
 
+    fn check_config(config: &RandomSourceConfig) -> Vec<String> {
+        let [min, max] = config.messages_range;
+        if min == 0 || min > max {
+            vec![format!(
+                "plugin_config.messages_range: expected [min, max] with 1 <= min <= max, got [{min}, {max}]"
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
     async fn open(
         config: RandomSourceConfig,
         context: ConnectorContext,
         state: Option<Vec<u8>>,
     ) -> Result<Self, Error> {
-        let [min, max] = config.messages_range;
-        if min == 0 || min > max {
-            return Err(Error::invalid_config(format!(
-                "plugin_config.messages_range: expected [min, max] with 1 <= min <= max, got [{min}, {max}]"
-            )));
+        if let Some(problem) = Self::check_config(&config).into_iter().next() {
+            return Err(Error::invalid_config(problem));
         }
         let produced = match state {
             None => 0,
