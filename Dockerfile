@@ -5,12 +5,9 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked \
-        -p iggy-connectors \
-        -p iggy_connector_stdout_sink \
-        -p iggy_connector_file_sink \
-        -p iggy_connector_null_sink \
-        -p iggy_connector_random_source
+# The binary and every bundled connector: the workspace packages named iggy_connector_*
+# are exactly the list in crates/connectors/bundled/Cargo.toml (tests/bundled.rs).
+RUN cargo build --release --locked -p iggy-connectors -p 'iggy_connector_*'
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --home-dir /var/lib/iggy-connectors iggy-connectors \

@@ -34,10 +34,7 @@ demo:
 validate CONFIG="configs/config.toml": plugins
     cargo run --release --bin iggy-connectors -- --config {{CONFIG}} validate
 
-# Print what each bundled plugin library is, after building them.
+# Print what each bundled plugin library is, after building them (every
+# libiggy_connector_* there: the bundled ones, crates/connectors/bundled/Cargo.toml).
 list-plugins: plugins
-    cargo run --release --bin iggy-connectors -- plugins \
-        target/release/libiggy_connector_random_source \
-        target/release/libiggy_connector_stdout_sink \
-        target/release/libiggy_connector_file_sink \
-        target/release/libiggy_connector_null_sink
+    cargo run --release --bin iggy-connectors -- plugins target/release/libiggy_connector_*.so

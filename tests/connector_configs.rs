@@ -30,7 +30,9 @@ fn read_config(file: &Path) -> (String, String, serde_json::Value) {
     (kind, crate_name, plugin_config)
 }
 
-async fn open_with(file: &Path, adjust: impl Fn(&mut serde_json::Value)) {
+/// Opens the connector `file` names with its `plugin_config` (changed by `adjust`);
+/// returns the connector's crate name.
+async fn open_with(file: &Path, adjust: impl Fn(&mut serde_json::Value)) -> String {
     let (kind, crate_name, mut plugin_config) = read_config(file);
     adjust(&mut plugin_config);
     let plugin = PluginLoader::new().load(&plugin_path(&crate_name)).unwrap();
@@ -57,6 +59,7 @@ async fn open_with(file: &Path, adjust: impl Fn(&mut serde_json::Value)) {
     if let Err(error) = result {
         panic!("{} does not open {crate_name}: {error}", file.display());
     }
+    crate_name
 }
 
 #[tokio::test]
@@ -66,7 +69,7 @@ async fn our_example_connector_configs_open_their_connectors() {
         "/../configs/connectors"
     ));
     let output = temp_dir("example-configs");
-    let mut opened = 0;
+    let mut opened = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let file = entry.unwrap().path();
         if file
@@ -74,16 +77,28 @@ async fn our_example_connector_configs_open_their_connectors() {
             .is_some_and(|extension| extension == "toml")
         {
             // Keep the file sink's output out of the source tree.
-            open_with(&file, |config| {
+            let crate_name = open_with(&file, |config| {
                 if config.get("path").is_some() {
                     config["path"] = output.join("out.jsonl").display().to_string().into();
                 }
             })
             .await;
-            opened += 1;
+            // The examples show the connectors a user gets.
+            assert!(
+                bundled_connectors::BUNDLED
+                    .iter()
+                    .any(|connector| connector.crate_name == crate_name),
+                "{} names {crate_name}, which is not a bundled connector",
+                file.display()
+            );
+            opened.push(crate_name);
         }
     }
-    assert_eq!(opened, 3);
+    assert!(
+        !opened.is_empty(),
+        "no example configs in {}",
+        dir.display()
+    );
 }
 
 #[tokio::test]

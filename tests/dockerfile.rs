@@ -1,13 +1,14 @@
 //! No container engine runs on our machines, so the Dockerfile is checked by what it
-//! relies on: the packages it builds exist and produce the files it copies, its
-//! environment variables are real config keys that load, the port it exposes is the
-//! one the API listens on, it runs as a non-root user, and its health check is a
-//! command of the binary it copies.
+//! relies on: the packages it builds exist, are the binary and exactly the bundled
+//! connectors (the list in crates/connectors/bundled), and produce the files it
+//! copies, its environment variables are real config keys that load, the port it
+//! exposes is the one the API listens on, it runs as a non-root user, and its health
+//! check is a command of the binary it copies.
 
 // In tests an unwrap is an assertion.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 fn repo() -> PathBuf {
@@ -47,60 +48,84 @@ fn instructions() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every package name in the workspace, with its manifest text.
-fn packages() -> BTreeMap<String, String> {
-    let mut packages = BTreeMap::new();
-    let root = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
-    let workspace: toml::Value = toml::from_str(&root).unwrap();
-    for member in workspace["workspace"]["members"].as_array().unwrap() {
-        let manifest =
-            std::fs::read_to_string(repo().join(member.as_str().unwrap()).join("Cargo.toml"))
-                .unwrap();
-        let parsed: toml::Value = toml::from_str(&manifest).unwrap();
-        packages.insert(
-            parsed["package"]["name"].as_str().unwrap().to_owned(),
-            manifest,
-        );
+/// Whether the package name `name` matches cargo's `-p` pattern `pattern` (the glob
+/// syntax cargo takes; `*` and `?` are all the Dockerfile may use).
+fn matches(pattern: &str, name: &str) -> bool {
+    assert!(
+        !pattern.contains(['[', ']']),
+        "this test reads only `*` and `?` in -p patterns, not {pattern:?}"
+    );
+    fn from(pattern: &[u8], name: &[u8]) -> bool {
+        match (pattern.first(), name.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => {
+                from(&pattern[1..], name) || (!name.is_empty() && from(pattern, &name[1..]))
+            }
+            (Some(b'?'), Some(_)) => from(&pattern[1..], &name[1..]),
+            (Some(p), Some(n)) if p == n => from(&pattern[1..], &name[1..]),
+            _ => false,
+        }
     }
-    packages
+    from(pattern.as_bytes(), name.as_bytes())
 }
 
 #[test]
-fn the_dockerfile_builds_and_copies_what_exists() {
+fn package_patterns_match_as_cargo_globs() {
+    assert!(matches("iggy_connector_*", "iggy_connector_file_sink"));
+    assert!(matches("iggy-connectors", "iggy-connectors"));
+    assert!(!matches("iggy_connector_*", "iggy-connectors"));
+    assert!(!matches("iggy_connector_*", "connector-template"));
+    assert!(matches("a?c*", "abcd"));
+}
+
+/// The image is the list: the build's `-p` patterns select the binary and exactly the
+/// bundled connectors (crates/connectors/bundled/Cargo.toml), each building a shared
+/// library, and the libraries are copied.
+#[test]
+fn the_dockerfile_builds_every_bundled_connector_and_copies_what_exists() {
     let instructions = instructions();
-    let packages = packages();
+    let packages = iggy_connectors_tests::workspace_packages();
     let build = instructions
         .iter()
         .find(|(keyword, rest)| keyword == "RUN" && rest.starts_with("cargo build"))
         .unwrap();
-    let built: Vec<&str> = build
+    let patterns: Vec<&str> = build
         .1
         .split_whitespace()
         .collect::<Vec<_>>()
         .windows(2)
         .filter(|pair| pair[0] == "-p")
-        .map(|pair| pair[1])
+        .map(|pair| pair[1].trim_matches(['\'', '"']))
         .collect();
-    assert!(built.contains(&"iggy-connectors"));
-    for package in &built {
-        let manifest = packages
-            .get(*package)
-            .unwrap_or_else(|| panic!("no package {package}"));
-        if package.starts_with("iggy_connector_") {
-            assert!(
-                manifest.contains("\"cdylib\""),
-                "{package} builds no shared library"
-            );
-        }
-    }
-    // Every bundled connector is in the image.
-    for package in packages
-        .keys()
-        .filter(|name| name.starts_with("iggy_connector_"))
-    {
+    assert!(patterns.contains(&"iggy-connectors"), "{patterns:?}");
+    for pattern in &patterns {
         assert!(
-            built.contains(&package.as_str()),
-            "{package} is not built into the image"
+            packages.keys().any(|name| matches(pattern, name)),
+            "-p {pattern} matches no workspace package"
+        );
+    }
+    let built: BTreeSet<&str> = packages
+        .keys()
+        .map(String::as_str)
+        .filter(|name| patterns.iter().any(|pattern| matches(pattern, name)))
+        .collect();
+    let mut expected: BTreeSet<&str> = bundled_connectors::BUNDLED
+        .iter()
+        .map(|connector| connector.crate_name)
+        .collect();
+    expected.insert("iggy-connectors");
+    assert_eq!(
+        built, expected,
+        "the Dockerfile's -p patterns select other packages than the binary and the bundled \
+         connectors"
+    );
+    for connector in bundled_connectors::BUNDLED {
+        assert!(
+            packages[connector.crate_name]
+                .crate_types()
+                .contains(&"cdylib"),
+            "{} builds no shared library",
+            connector.crate_name
         );
     }
     let copies: Vec<&String> = instructions
@@ -111,14 +136,24 @@ fn the_dockerfile_builds_and_copies_what_exists() {
     assert!(copies.iter().any(|copy| {
         copy.contains("target/release/iggy-connectors /usr/local/bin/iggy-connectors")
     }));
+    // The pattern cargo's output for every bundled connector matches.
+    let copied = copies
+        .iter()
+        .find_map(|copy| {
+            copy.split_whitespace()
+                .find_map(|part| part.strip_prefix("/src/target/release/"))
+                .filter(|file| file.starts_with("lib"))
+        })
+        .unwrap_or_else(|| panic!("no COPY of the connector libraries: {copies:?}"));
+    for connector in bundled_connectors::BUNDLED {
+        let file = format!("lib{}.so", connector.crate_name);
+        assert!(matches(copied, &file), "COPY {copied} misses {file}");
+    }
+    let binary = &packages["iggy-connectors"];
     assert!(
-        copies
+        binary.manifest["bin"].as_array().is_some_and(|bins| bins
             .iter()
-            .any(|copy| copy.contains("target/release/libiggy_connector_*.so"))
-    );
-    let binary = packages["iggy-connectors"].clone();
-    assert!(
-        binary.contains("name = \"iggy-connectors\""),
+            .any(|bin| bin["name"].as_str() == Some("iggy-connectors"))),
         "the binary is named iggy-connectors"
     );
 }

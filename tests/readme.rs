@@ -1,6 +1,8 @@
 //! The README's configuration reference ("### Every key") is generated from
 //! `configs/config.toml`, the commented reference config, which names exactly the keys
-//! the runtime reads.
+//! the runtime reads; its table of bundled connectors ("## Bundled connectors") from
+//! the bundled list (`bundled_connectors::BUNDLED`), each connector's package
+//! description and its config schema.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -17,6 +19,10 @@ struct Key {
     default: String,
     notes: String,
 }
+
+const BUNDLED_START: &str =
+    "<!-- bundled connectors: generated from crates/connectors/bundled -->\n";
+const BUNDLED_END: &str = "<!-- end of bundled connectors -->";
 
 fn workspace_file(path: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(path)
@@ -119,20 +125,87 @@ fn render(keys: &[Key]) -> String {
 
 #[test]
 fn the_readmes_configuration_reference_is_generated_from_the_reference_config() {
-    let expected = render(&config_keys());
+    check_generated(
+        START,
+        END,
+        &render(&config_keys()),
+        "README.md's configuration reference is not what configs/config.toml says",
+        "configs/config.toml",
+    );
+}
+
+/// The README's table of bundled connectors: one row per connector of the list, with
+/// its package description and its `plugin_config` keys (the reference pages in
+/// `docs/connectors/` hold the rest).
+#[test]
+fn the_readmes_bundled_connectors_are_the_list() {
+    let packages = iggy_connectors_tests::connector_crates();
+    let mut table =
+        String::from("| connector | kind | what it does | `plugin_config` |\n|---|---|---|---|\n");
+    for connector in bundled_connectors::BUNDLED {
+        let plugin = connector.plugin().expect("a bundled connector loads");
+        let (package, _) = packages
+            .iter()
+            .find(|(package, _)| package.name == connector.crate_name)
+            .unwrap_or_else(|| panic!("{} has no connector directory", connector.crate_name));
+        let config = runtime_core::ConfigDescription::from_schema(plugin.config_schema())
+            .expect("a bundled connector's schema reads");
+        let keys: Vec<String> = config
+            .fields()
+            .iter()
+            .map(|field| {
+                let mut notes = Vec::new();
+                match (&field.default, field.required) {
+                    (_, true) => notes.push("required".to_owned()),
+                    (Some(serde_json::Value::Null) | None, false) => {}
+                    (Some(value), false) => notes.push(format!("`{value}`")),
+                }
+                if field.secret {
+                    notes.push("secret".to_owned());
+                }
+                match notes.is_empty() {
+                    true => format!("`{}`", field.key),
+                    false => format!("`{}` ({})", field.key, notes.join(", ")),
+                }
+            })
+            .collect();
+        let keys = match keys.is_empty() {
+            true => "none".to_owned(),
+            false => keys.join(", "),
+        };
+        let name = plugin.name();
+        table += &format!(
+            "| [`{name}`](docs/connectors/{name}.md) | {} | {} | {} |\n",
+            plugin.kind(),
+            package.description().replace('|', "\\|"),
+            keys.replace('|', "\\|"),
+        );
+    }
+    check_generated(
+        BUNDLED_START,
+        BUNDLED_END,
+        &table,
+        "README.md's table of bundled connectors is not what the bundled list says",
+        "the bundled list",
+    );
+}
+
+/// Compares the README's text between `start` and `end` with `expected`; rewrites it
+/// with `UPDATE_README=1`, else fails showing the first line that differs.
+fn check_generated(start: &str, end: &str, expected: &str, problem: &str, source: &str) {
     let path = workspace_file("README.md");
     let readme = std::fs::read_to_string(&path).expect("README.md");
     let (before, rest) = readme
-        .split_once(START)
-        .expect("the README has the reference's start marker");
+        .split_once(start)
+        .unwrap_or_else(|| panic!("the README lacks the marker {start:?}"));
     let (shown, after) = rest
-        .split_once(END)
-        .expect("the README has the reference's end marker");
+        .split_once(end)
+        .unwrap_or_else(|| panic!("the README lacks the marker {end:?}"));
     if shown == expected {
         return;
     }
     if std::env::var_os("UPDATE_README").is_some_and(|value| value == "1") {
-        std::fs::write(&path, format!("{before}{START}{expected}{END}{after}")).expect("write");
+        std::fs::write(&path, format!("{before}{start}{expected}{end}{after}")).expect("write");
         return;
     }
     let (shown, expected): (Vec<&str>, Vec<&str>) =
@@ -141,8 +214,7 @@ fn the_readmes_configuration_reference_is_generated_from_the_reference_config() 
         .find(|&line| shown.get(line) != expected.get(line))
         .unwrap_or(0);
     panic!(
-        "README.md's configuration reference is not what configs/config.toml says; \
-         {REGENERATE}\nat line {} of the table:\n  README.md:           {}\n  configs/config.toml: {}",
+        "{problem}; {REGENERATE}\nat line {} of the table:\n  README.md: {}\n  {source}: {}",
         line + 1,
         shown.get(line).unwrap_or(&"(nothing)"),
         expected.get(line).unwrap_or(&"(nothing)"),

@@ -15,13 +15,11 @@ pub use iggy_test_server::{WAIT_LIMIT, eventually, eventually_showing, target, u
 
 pub mod services;
 
-// Linked so that cargo builds every plugin library before the tests run.
+// Linked so that cargo builds every plugin library before the tests run: the test
+// plugins, and the bundled connectors through their list.
+use bundled_connectors as _;
 use faulty_sink_plugin as _;
 use faulty_source_plugin as _;
-use iggy_connector_file_sink as _;
-use iggy_connector_null_sink as _;
-use iggy_connector_random_source as _;
-use iggy_connector_stdout_sink as _;
 use no_descriptor_plugin as _;
 use wrong_abi_plugin as _;
 
@@ -48,7 +46,8 @@ pub fn plugin_library(crate_name: &str) -> PathBuf {
         .unwrap_or_else(|| {
             panic!(
                 "{file} not found in {candidates:?}; `cargo test --workspace` builds it \
-                 (the tests crate depends on every plugin crate)"
+                 (the tests crate depends on every plugin crate, the bundled ones through \
+                 bundled-connectors)"
             )
         })
 }
@@ -217,4 +216,138 @@ pub async fn prepare_topic(address: &str, stream: &str, topic: &str) {
     if let Err(error) = create_topic(&client, stream, topic, 1).await {
         panic!("{error}");
     }
+}
+
+/// The workspace's root directory.
+pub fn workspace_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// A package of the workspace, read from its own `Cargo.toml`.
+#[derive(Debug, Clone)]
+pub struct Package {
+    /// `[package] name`.
+    pub name: String,
+    /// Its directory, relative to the workspace (`crates/connectors/sinks/file`).
+    pub dir: PathBuf,
+    /// Its manifest.
+    pub manifest: toml::Table,
+}
+
+impl Package {
+    /// `[package] description`, or empty.
+    pub fn description(&self) -> &str {
+        self.manifest["package"]
+            .get("description")
+            .and_then(toml::Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// `[lib] crate-type`, or empty.
+    pub fn crate_types(&self) -> Vec<&str> {
+        let types = self
+            .manifest
+            .get("lib")
+            .and_then(|lib| lib.get("crate-type"))
+            .and_then(toml::Value::as_array);
+        types
+            .map(|types| types.iter().filter_map(toml::Value::as_str).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Reads the package in `dir` (relative to the workspace).
+///
+/// # Panics
+/// If it has no readable `Cargo.toml` with a `[package] name` (cargo refuses such a
+/// workspace member too).
+pub fn package(dir: &std::path::Path) -> Package {
+    let path = workspace_dir().join(dir).join("Cargo.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let manifest: toml::Table =
+        toml::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let name = manifest
+        .get("package")
+        .and_then(|package| package.get("name"))
+        .and_then(toml::Value::as_str)
+        .unwrap_or_else(|| panic!("{} has no [package] name", path.display()))
+        .to_owned();
+    Package {
+        name,
+        dir: dir.to_owned(),
+        manifest,
+    }
+}
+
+/// The directories a `members` entry of the root `Cargo.toml` names: the entry itself,
+/// or for `dir/*` every directory in `dir` (as cargo expands it; the only glob the
+/// workspace uses), sorted.
+pub fn member_dirs(entry: &str) -> Vec<PathBuf> {
+    let Some(parent) = entry.strip_suffix("/*") else {
+        assert!(
+            !entry.contains(['*', '?', '[']),
+            "the tests read only `dir/*` globs in members, not {entry:?}"
+        );
+        return vec![PathBuf::from(entry)];
+    };
+    let listed = std::fs::read_dir(workspace_dir().join(parent))
+        .unwrap_or_else(|error| panic!("members entry {entry:?}: {error}"));
+    let mut dirs: Vec<PathBuf> = listed
+        .map(|entry| entry.expect("a readable directory entry").path())
+        .filter(|path| path.is_dir())
+        .map(|path| {
+            let name = path.file_name().expect("a directory has a name");
+            PathBuf::from(parent).join(name)
+        })
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Every member of the workspace, by package name.
+pub fn workspace_packages() -> std::collections::BTreeMap<String, Package> {
+    let root = std::fs::read_to_string(workspace_dir().join("Cargo.toml")).expect("Cargo.toml");
+    let root: toml::Table = toml::from_str(&root).expect("the root Cargo.toml is TOML");
+    let members = root["workspace"]["members"]
+        .as_array()
+        .expect("workspace.members is an array");
+    let mut packages = std::collections::BTreeMap::new();
+    for member in members {
+        let entry = member.as_str().expect("a members entry is a string");
+        for dir in member_dirs(entry) {
+            let package = package(&dir);
+            if let Some(other) = packages.insert(package.name.clone(), package) {
+                panic!("two members are named {}", other.name);
+            }
+        }
+    }
+    packages
+}
+
+/// The directories connector crates live in, each with the kind of its connectors.
+pub const CONNECTOR_DIRS: [(&str, connector_sdk::ConnectorKind); 2] = [
+    (
+        "crates/connectors/sinks",
+        connector_sdk::ConnectorKind::Sink,
+    ),
+    (
+        "crates/connectors/sources",
+        connector_sdk::ConnectorKind::Source,
+    ),
+];
+
+/// Every connector crate in the workspace (every package under [`CONNECTOR_DIRS`]),
+/// with the kind its directory says, sorted by name.
+pub fn connector_crates() -> Vec<(Package, connector_sdk::ConnectorKind)> {
+    let mut crates: Vec<_> = CONNECTOR_DIRS
+        .iter()
+        .flat_map(|&(parent, kind)| {
+            member_dirs(&format!("{parent}/*"))
+                .into_iter()
+                .map(move |dir| (package(&dir), kind))
+        })
+        .collect();
+    crates.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    crates
 }

@@ -18,6 +18,13 @@ Usage:
                                             (or $IGGY_CONNECTORS_IGGY_ADDRESS)
   iggy-connectors [--config PATH] validate  check the config, every connector config and
                                             plugin, without connecting to Iggy
+  iggy-connectors [--config PATH] connectors
+                                            list the bundled connectors and the libraries
+                                            the config's connectors name
+  iggy-connectors [--config PATH] connectors describe NAME
+                                            print the plugin_config reference of a
+                                            connector (a bundled name like `stdout`, a
+                                            configured connector's key, or a library path)
   iggy-connectors plugins PATH...           load plugin libraries and print what they are
   iggy-connectors [--config PATH] healthcheck
                                             exit 0 if the HTTP API of [http] address
@@ -34,8 +41,9 @@ Options:
   -V, --version       print the version and the connector ABI version
 
 Plugin paths are tried as given (absolute), else against the working directory, then
-the directory of this executable; the platform's library extension is added when the
-path has none.";
+the directory of this executable and the plugin directories; the platform's library
+extension is added when the path has none. Except for `plugins PATH...`, a library is
+opened only from the plugin directories ([plugins] directories).";
 
 /// Where the config path came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +72,8 @@ pub struct ConfigPath {
 pub enum Command {
     Run,
     Plugins(Vec<String>),
+    Connectors,
+    Describe(String),
     Transform { connector: PathBuf, input: PathBuf },
     Validate,
     Demo,
@@ -139,6 +149,15 @@ fn parse_with_env(
                     return Err("plugins needs at least one PATH".to_owned());
                 }
                 "plugins" => Command::Plugins(rest.to_vec()),
+                "connectors" => match rest {
+                    [] => Command::Connectors,
+                    [describe, name] if describe == "describe" => Command::Describe(name.clone()),
+                    _ => {
+                        return Err(format!(
+                            "connectors takes nothing or `describe NAME`, got {rest:?}"
+                        ));
+                    }
+                },
                 "transform" if rest.is_empty() => match (connector.take(), input.take()) {
                     (Some(connector), Some(input)) => Command::Transform { connector, input },
                     _ => return Err("transform needs --connector FILE and --input FILE".to_owned()),
@@ -190,6 +209,22 @@ mod tests {
         let invocation = parse_args(&["--config=c.toml"], None).unwrap();
         assert_eq!(invocation.config.unwrap().path, PathBuf::from("c.toml"));
         assert_eq!(parse_args(&[], Some("")).unwrap().config, None);
+    }
+
+    #[test]
+    fn the_connectors_command_lists_or_describes() {
+        assert_eq!(
+            parse_args(&["connectors"], None).unwrap().command,
+            Command::Connectors
+        );
+        assert_eq!(
+            parse_args(&["connectors", "describe", "stdout"], None)
+                .unwrap()
+                .command,
+            Command::Describe("stdout".into())
+        );
+        assert!(parse_args(&["connectors", "describe"], None).is_err());
+        assert!(parse_args(&["connectors", "list", "x"], None).is_err());
     }
 
     #[test]

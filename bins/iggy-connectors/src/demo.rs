@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use config_provider::{ConnectorsConfig, LocalProviderConfig};
-use plugin_host::Plugin;
-use runtime_core::PluginRegistry;
 
 const IGGY_ADDRESS_ENV: &str = "IGGY_CONNECTORS_IGGY_ADDRESS";
 
@@ -79,24 +77,6 @@ fsync = false
     )
 }
 
-/// The bundled connectors, linked in, under the names the demo's configs use; any
-/// other `path` (a config posted to the demo's API) is loaded only from the plugin
-/// directories, as `run` does.
-fn linked_plugins(config: &config_provider::PluginsConfig) -> Result<PluginRegistry, String> {
-    let mut plugins = PluginRegistry::new(crate::plugin_loader(config));
-    let linked = [
-        ("random", iggy_connector_random_source::descriptor()),
-        ("file", iggy_connector_file_sink::descriptor()),
-        ("stdout", iggy_connector_stdout_sink::descriptor()),
-        ("null", iggy_connector_null_sink::descriptor()),
-    ];
-    for (name, descriptor) in linked {
-        let plugin = Plugin::from_static(descriptor).map_err(|error| error.to_string())?;
-        plugins.register(name, plugin);
-    }
-    Ok(plugins)
-}
-
 pub(crate) fn demo() -> ExitCode {
     crate::init_logging(config_provider::LogFormat::Text);
     crate::block_on(run())
@@ -137,7 +117,7 @@ async fn run() -> Result<(), String> {
     config.state.path = dir.join("state").display().to_string();
     config.http.enabled = true;
     config.http.metrics.enabled = true;
-    let plugins = linked_plugins(&config.plugins)?;
+    let plugins = crate::plugin_registry(&config.plugins)?;
     let result = crate::serve(config, plugins, |api| {
         let api = api.map_or_else(
             || "off".to_owned(),
@@ -160,4 +140,35 @@ async fn run() -> Result<(), String> {
         output.display()
     );
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `path` of the demo's connector files is a bundled connector of its kind.
+    #[test]
+    fn the_demos_configs_name_linked_connectors() {
+        let dir =
+            std::env::temp_dir().join(format!("iggy-connectors-demo-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        connector_files(&dir.join("connectors"), &dir.join("out.jsonl")).unwrap();
+        let plugins = crate::plugin_registry(&config_provider::PluginsConfig::default()).unwrap();
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir.join("connectors")).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let config = config_provider::parse_connector_toml(&text).unwrap();
+            let plugin = plugins.resolve(&config.common().path).unwrap();
+            assert!(
+                plugin.path().is_none(),
+                "{} is not linked in",
+                config.common().path
+            );
+            assert_eq!(plugin.kind(), config.kind());
+            files += 1;
+        }
+        assert_eq!(files, 2, "the demo has a source and a sink");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -6,6 +6,7 @@
 //! SIGTERM; `plugins` inspects plugin libraries.
 
 mod cli;
+mod connectors;
 mod demo;
 mod health;
 mod transform;
@@ -42,6 +43,8 @@ fn main() -> ExitCode {
             init_logging(config_provider::LogFormat::Text);
             list_plugins(&paths)
         }
+        Command::Connectors => connectors::list(invocation.config.as_ref()),
+        Command::Describe(name) => connectors::describe(invocation.config.as_ref(), &name),
         Command::Transform { connector, input } => transform::run(&connector, &input),
         Command::Validate => validate::validate(invocation.config.as_ref()),
         Command::Demo => demo::demo(),
@@ -132,8 +135,27 @@ fn run(invocation: &Invocation) -> ExitCode {
     init_logging(loaded.config.logging.format);
     loaded.log_warnings();
     tracing::info!(file = ?loaded.file, config = %loaded.redacted(), "configuration is valid");
-    let plugins = runtime_core::PluginRegistry::new(plugin_loader(&loaded.config.plugins));
+    let plugins = match plugin_registry(&loaded.config.plugins) {
+        Ok(plugins) => plugins,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     block_on(serve(loaded.config, plugins, |_| {}))
+}
+
+/// Every bundled connector, linked in, under its descriptor's name (a config's `path`
+/// may be `stdout`, `file`, ...; the demo's configs are); any other `path` is a
+/// library, loaded only from the plugin directories.
+pub(crate) fn plugin_registry(
+    config: &config_provider::PluginsConfig,
+) -> Result<runtime_core::PluginRegistry, String> {
+    let mut plugins = runtime_core::PluginRegistry::new(plugin_loader(config));
+    for (name, plugin) in bundled_connectors::plugins().map_err(|error| error.to_string())? {
+        plugins.register(name, plugin);
+    }
+    Ok(plugins)
 }
 
 /// A loader confined to `[plugins] directories`: when that is empty, the directory of
@@ -199,6 +221,19 @@ fn refused_plugins(
     }
 }
 
+/// Runs `work` to its result on a tokio runtime of its own (for a command that needs
+/// one answer from async code, such as a provider's configs).
+pub(crate) fn block_on_value<T, E: std::fmt::Display>(
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the async runtime: {error}"))?
+        .block_on(work)
+        .map_err(|error| error.to_string())
+}
+
 /// Runs `work` on a multi-thread tokio runtime; an error is printed and exits 1.
 pub(crate) fn block_on(work: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
     let result = tokio::runtime::Builder::new_multi_thread()
@@ -255,25 +290,31 @@ impl ConnectorDir {
     }
 }
 
-/// Opens the provider of the connector configs; for a local one, also says which
-/// directory it reads.
+/// The provider of the connector configs, for a local one the directory it reads, and
+/// (`leniently`, for `validate`) the problems of the configs it left out; otherwise any
+/// problem is an error.
+pub(crate) type OpenedProvider = (
+    std::sync::Arc<dyn config_provider::ConfigProvider>,
+    Option<ConnectorDir>,
+    Vec<config_provider::Problem>,
+);
+
+/// Opens the provider of the connector configs (see [`OpenedProvider`]).
 pub(crate) fn open_provider(
     connectors: &config_provider::ConnectorsConfig,
     secrets: &config_provider::SecretsConfig,
-) -> Result<
-    (
-        std::sync::Arc<dyn config_provider::ConfigProvider>,
-        Option<ConnectorDir>,
-    ),
-    String,
-> {
+    leniently: bool,
+) -> Result<OpenedProvider, String> {
     use config_provider::ConnectorsConfig;
     match connectors {
         ConnectorsConfig::Local(local) => {
             let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-            let provider =
-                config_provider::LocalProvider::open_with_secrets(&local.config_dir, &env, secrets)
+            let (provider, problems) =
+                config_provider::LocalProvider::open_leniently(&local.config_dir, &env, secrets)
                     .map_err(|error| error.to_string())?;
+            if !leniently && !problems.is_empty() {
+                return Err(config_provider::ConfigError { problems }.to_string());
+            }
             let path = std::path::absolute(&local.config_dir)
                 .unwrap_or_else(|_| std::path::PathBuf::from(&local.config_dir));
             let dir = ConnectorDir {
@@ -282,11 +323,12 @@ pub(crate) fn open_provider(
                 unmatched: provider.unmatched_overrides().to_vec(),
                 secret_files: provider.secret_file_warnings().to_vec(),
             };
-            Ok((std::sync::Arc::new(provider), Some(dir)))
+            Ok((std::sync::Arc::new(provider), Some(dir), problems))
         }
         ConnectorsConfig::Http(http) => Ok((
             std::sync::Arc::new(config_provider::HttpProvider::new((**http).clone())),
             None,
+            Vec::new(),
         )),
     }
 }
@@ -300,7 +342,7 @@ pub(crate) async fn serve(
 ) -> Result<(), String> {
     let mut signals =
         Signals::new().map_err(|error| format!("cannot listen for signals: {error}"))?;
-    let (provider, dir) = open_provider(&config.connectors, &config.secrets)?;
+    let (provider, dir, _) = open_provider(&config.connectors, &config.secrets, false)?;
     let configs = provider
         .active_configs()
         .await

@@ -9,7 +9,8 @@ use plugin_host::PluginLoader;
 
 use crate::cli::ConfigPath;
 
-/// The problems of one connector config: plugin, kind, transforms, stream schemas.
+/// The problems of one connector config: plugin, kind, `plugin_config` (checked by the
+/// plugin's own description and check, nothing opened), transforms, stream schemas.
 fn check_connector(loader: &PluginLoader, config: &ConnectorConfig) -> Vec<String> {
     let mut problems = Vec::new();
     let path = &config.common().path;
@@ -20,7 +21,10 @@ fn check_connector(loader: &PluginLoader, config: &ConnectorConfig) -> Vec<Strin
             plugin.name(),
             config.kind()
         )),
-        Ok(_) => {}
+        Ok(plugin) => {
+            let plugin_config = runtime_core::typed_plugin_config(&plugin, config);
+            problems.extend(runtime_core::check_plugin_config(&plugin, &plugin_config));
+        }
         Err(error) => problems.push(format!("`path`: {}", crate::plugin_problem(&error))),
     }
     if let Err(error) =
@@ -46,18 +50,21 @@ async fn check(config: Option<&ConfigPath>) -> Result<String, Vec<String>> {
     }
     let loaded = config_provider::load(config.map(|config| config.path.as_path()))
         .map_err(|error| vec![error.to_string()])?;
-    let (provider, dir) = crate::open_provider(&loaded.config.connectors, &loaded.config.secrets)
-        .map_err(|error| vec![error])?;
+    // Leniently: a broken file is reported with what is wrong with the others.
+    let (provider, dir, unreadable) =
+        crate::open_provider(&loaded.config.connectors, &loaded.config.secrets, true)
+            .map_err(|error| vec![error])?;
     let configs = provider
         .active_configs()
         .await
         .map_err(|error| vec![format!("cannot read the connector configs: {error}")])?;
     let loader = crate::plugin_loader(&loaded.config.plugins);
     // A variable that matches no connector does nothing: a typo to fix before it ships.
-    let mut problems: Vec<String> = dir
-        .iter()
-        .flat_map(|dir| dir.unmatched.iter().map(ToString::to_string))
-        .collect();
+    let mut problems: Vec<String> = unreadable.iter().map(ToString::to_string).collect();
+    problems.extend(
+        dir.iter()
+            .flat_map(|dir| dir.unmatched.iter().map(ToString::to_string)),
+    );
     let all = configs.sources.values().chain(configs.sinks.values());
     for config in all.clone() {
         for problem in check_connector(&loader, config) {
@@ -76,7 +83,7 @@ async fn check(config: Option<&ConfigPath>) -> Result<String, Vec<String>> {
         .file
         .map_or_else(|| "defaults".to_owned(), |file| file.display().to_string());
     let mut summary = format!(
-        "configuration is valid: {file}, {} sources, {} sinks (plugins load, transforms build, stream schemas read)",
+        "configuration is valid: {file}, {} sources, {} sinks (plugins load and accept their plugin_config, transforms build, stream schemas read)",
         configs.sources.len(),
         configs.sinks.len()
     );

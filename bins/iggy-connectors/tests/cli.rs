@@ -238,7 +238,12 @@ fn validate_accepts_a_good_config_without_iggy() {
             ),
             (
                 "file.toml",
-                connector("sink", "file", &plugin_path("iggy_connector_file_sink"), ""),
+                connector(
+                    "sink",
+                    "file",
+                    &plugin_path("iggy_connector_file_sink"),
+                    "[plugin_config]\npath = \"out.jsonl\"\n",
+                ),
             ),
         ],
         // Nothing listens here: validate must not try to connect.
@@ -316,6 +321,62 @@ fn validate_reports_every_problem_at_once() {
         stderr.contains("sink bad (version 0): transforms.filter.field"),
         "{stderr}"
     );
+
+    // A file that does not parse does not hide the problems of the others, and a
+    // connector's plugin_config is checked against what its plugin describes (a
+    // misspelt key, a wrong type), by the plugin itself too (the random source's range),
+    // with nothing opened: this sink would write to a directory that does not exist.
+    let config = validate_setup(
+        "validate-plugin-config",
+        &[
+            ("broken.toml", "type = \"sink\"\nkey = [\n".to_owned()),
+            (
+                "stdout.toml",
+                connector(
+                    "sink",
+                    "out",
+                    &plugin_path("iggy_connector_stdout_sink"),
+                    "[plugin_config]\nprint_paylod = true\n",
+                ),
+            ),
+            (
+                "file.toml",
+                connector(
+                    "sink",
+                    "file",
+                    &plugin_path("iggy_connector_file_sink"),
+                    "[plugin_config]\npath = \"/no/such/dir/out.jsonl\"\nfsync = \"yes\"\n",
+                ),
+            ),
+            (
+                "random.toml",
+                connector(
+                    "source",
+                    "random",
+                    &plugin_path("iggy_connector_random_source"),
+                    "[plugin_config]\nmessages_range = [9, 2]\n",
+                ),
+            ),
+            (
+                "missing.toml",
+                connector("sink", "missing", "no/such/library", ""),
+            ),
+        ],
+        "[iggy]\naddress = \"127.0.0.1:1\"\n",
+    );
+    let output = run(&["validate", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    for expected in [
+        "broken.toml",
+        "sink out (version 0): plugin_config.print_paylod: unknown key; did you mean `print_payload`?",
+        "sink file (version 0): plugin_config.fsync: expected boolean, got a string",
+        "source random (version 0): plugin_config.messages_range: expected [min, max] with 1 <= min <= max, got [9, 2]",
+        "sink missing (version 0): `path`:",
+    ] {
+        assert!(stderr.contains(expected), "{expected} not in {stderr}");
+    }
+    assert!(stderr.contains("invalid: 5 problems"), "{stderr}");
 
     // Runtime config problems come with the file and key.
     let config = validate_setup("validate-typo", &[], "[iggy]\nadress = \"x\"\n");
@@ -442,7 +503,12 @@ fn validate_names_the_connector_directory_it_read() {
     std::fs::create_dir_all(&elsewhere).unwrap();
     std::fs::write(
         home.join("connectors/file.toml"),
-        connector("sink", "file", &plugin_path("iggy_connector_file_sink"), ""),
+        connector(
+            "sink",
+            "file",
+            &plugin_path("iggy_connector_file_sink"),
+            "[plugin_config]\npath = \"out.jsonl\"\n",
+        ),
     )
     .unwrap();
     let config = home.join("config.toml");
@@ -523,4 +589,67 @@ fn logs_are_plain_off_a_terminal_and_leave_out_the_clients_chatter() {
             "the iggy client's info lines: {stderr}"
         );
     }
+}
+
+/// `connectors` lists the bundled connectors and the configured ones with the plugin
+/// each loads; `connectors describe` prints a connector's plugin_config reference from
+/// its own description, for a bundled name, a configured key, or a library path.
+#[test]
+fn connectors_are_listed_and_described() {
+    let config = validate_setup(
+        "connectors-list",
+        &[(
+            "file.toml",
+            connector(
+                "sink",
+                "archive",
+                &plugin_path("iggy_connector_file_sink"),
+                "[plugin_config]\npath = \"out.jsonl\"\n",
+            ),
+        )],
+        "[iggy]\naddress = \"127.0.0.1:1\"\n",
+    );
+    let listed = run(&["connectors", "--config", config.to_str().unwrap()]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let stdout = text(&listed.stdout);
+    for expected in [
+        "  stdout\tsink",
+        "  file\tsink",
+        "  null\tsink",
+        "  random\tsource",
+    ] {
+        assert!(stdout.contains(expected), "{expected} not in {stdout}");
+    }
+    assert!(
+        stdout.contains("sink archive") && stdout.contains("file sink"),
+        "{stdout}"
+    );
+
+    let described = run(&["connectors", "describe", "random"]);
+    assert!(described.status.success(), "{}", text(&described.stderr));
+    let reference = text(&described.stdout);
+    assert!(reference.starts_with("# `random` source"), "{reference}");
+    assert!(
+        reference.contains("| `messages_range` | [integer; 2] | `[1,10]` |")
+            && reference.contains("| `interval` | string | `\"1s\"` |"),
+        "{reference}"
+    );
+    for name in ["archive", &plugin_path("iggy_connector_file_sink")] {
+        let described = run(&[
+            "connectors",
+            "--config",
+            config.to_str().unwrap(),
+            "describe",
+            name,
+        ]);
+        assert!(described.status.success(), "{}", text(&described.stderr));
+        assert!(
+            text(&described.stdout).contains("| `path` | string | required |"),
+            "{name}: {}",
+            text(&described.stdout)
+        );
+    }
+    let unknown = run(&["connectors", "describe", "nope"]);
+    assert!(!unknown.status.success());
+    assert!(text(&unknown.stderr).contains("\"nope\" is no bundled connector"));
 }

@@ -295,3 +295,40 @@ fn run_warns_that_a_provider_key_of_the_other_kind_is_ignored() {
         "{line}"
     );
 }
+
+/// A `plugin_config` entry from an environment variable takes its type from the
+/// plugin's description of its config: digits for a string field stay a string (a
+/// guess would make them a number, which the plugin refuses), and text that fits no
+/// boolean is named as the field's problem.
+#[test]
+fn plugin_config_variables_take_the_type_the_plugin_describes() {
+    let dir = temp_dir("env-typed-plugin-config");
+    let config = config_with_a_sink(&dir);
+    std::fs::write(
+        dir.join("connectors").join("file.toml"),
+        format!(
+            "type = \"sink\"\nkey = \"file\"\nenabled = true\nversion = 0\nname = \"F\"\npath = \"{}\"\n\
+             [[streams]]\nstream = \"s\"\ntopics = [\"t\"]\nschema = \"json\"\n\
+             [plugin_config]\npath = \"out.jsonl\"\n",
+            plugin_path("iggy_connector_file_sink")
+        ),
+    )
+    .unwrap();
+    let digits = [("IGGY_CONNECTORS_SINK_FILE_PLUGIN_CONFIG_PATH", "123456")];
+    let output = validate(Some(&config), &digits);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    let unsure = [("IGGY_CONNECTORS_SINK_FILE_PLUGIN_CONFIG_FSYNC", "maybe")];
+    let output = validate(Some(&config), &unsure);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .contains("sink file (version 0): plugin_config.fsync: expected boolean, got a string"),
+        "{stderr}"
+    );
+}

@@ -21,7 +21,7 @@ use support::{Reaped, api_address, http_get, http_request, lines_of, runtime_com
 fn library_elsewhere(dir: &Path) -> PathBuf {
     let elsewhere = dir.join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
-    let library = plugin_library("iggy_connector_null_sink");
+    let library = plugin_library("iggy_connector_file_sink");
     let copy = elsewhere.join(library.file_name().unwrap());
     std::fs::copy(&library, &copy).unwrap();
     copy

@@ -74,6 +74,12 @@ pub struct ConnectorCommon {
     /// Keys whose values came from `${env:...}` or `${file:...}` (for redaction).
     #[serde(skip)]
     pub secrets: SecretPaths,
+    /// `plugin_config` entries set by an environment variable
+    /// (`IGGY_CONNECTORS_SINK_<KEY>_PLUGIN_CONFIG_<ENTRY>`), as the variable's text, by
+    /// entry: `plugin_config` holds a guess at its type, which the plugin's own
+    /// description of its config corrects (`runtime_core::typed_plugin_config`).
+    #[serde(skip)]
+    pub plugin_config_env: std::collections::BTreeMap<String, String>,
 }
 
 /// A sink config.

@@ -85,6 +85,23 @@ impl LocalProvider {
         env: &BTreeMap<String, String>,
         secrets: &SecretsConfig,
     ) -> Result<Self, ConfigError> {
+        let (provider, problems) = Self::open_leniently(dir, env, secrets)?;
+        if problems.is_empty() {
+            Ok(provider)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// [`LocalProvider::open_with_secrets`] that keeps going: a provider of every
+    /// config that reads well, and the problems of the others, so that a checker
+    /// (`iggy-connectors validate`) can report a broken file and what is wrong with
+    /// the good ones at once. An error only when the directory cannot be read.
+    pub fn open_leniently(
+        dir: impl Into<PathBuf>,
+        env: &BTreeMap<String, String>,
+        secrets: &SecretsConfig,
+    ) -> Result<(Self, Vec<Problem>), ConfigError> {
         let require_private_files = secrets.require_private_files;
         let dir = dir.into();
         let mut store = Store::default();
@@ -97,13 +114,14 @@ impl LocalProvider {
                 tracing::info!(dir = %dir.display(), "no connector config directory: no connectors");
                 let (_, unmatched) = assign_overrides(env, &[]);
                 let unmatched = report_unmatched(&dir, unmatched, &[]);
-                return Ok(LocalProvider {
+                let provider = LocalProvider {
                     dir,
                     store: Mutex::new(store),
                     unmatched,
                     require_private_files,
                     open_secret_files: Vec::new(),
-                });
+                };
+                return Ok((provider, problems));
             }
             Err(error) => {
                 return Err(ConfigError::one(
@@ -199,20 +217,18 @@ impl LocalProvider {
             }
             Err(problem) => problems.push(problem),
         }
-        if !problems.is_empty() {
-            return Err(ConfigError { problems });
-        }
-        if store.versions.is_empty() {
+        if store.versions.is_empty() && problems.is_empty() {
             tracing::info!(dir = %dir.display(), "no connector configs found: no connectors");
         }
         let unmatched = report_unmatched(&dir, unmatched, &ids);
-        Ok(LocalProvider {
+        let provider = LocalProvider {
             dir,
             store: Mutex::new(store),
             unmatched,
             require_private_files,
             open_secret_files,
-        })
+        };
+        Ok((provider, problems))
     }
 
     /// The directory.
@@ -410,7 +426,13 @@ fn finish_config(
     if let Some((kind, key)) = &id {
         apply_env_overrides(&mut table, *kind, key, overrides).map_err(problem)?;
     }
-    from_toml_value(toml::Value::Table(table), require_private_files).map_err(problem)
+    let (mut config, open_files) =
+        from_toml_value(toml::Value::Table(table), require_private_files).map_err(problem)?;
+    if let Some((kind, key)) = &id {
+        config.common_mut().plugin_config_env =
+            crate::overrides::plugin_config_texts(*kind, key, overrides);
+    }
+    Ok((config, open_files))
 }
 
 fn read_active_versions(dir: &Path) -> Result<BTreeMap<Id, u64>, Problem> {

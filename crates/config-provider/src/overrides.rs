@@ -348,6 +348,29 @@ pub fn apply_env_overrides(
     Ok(applied)
 }
 
+/// The text of each `plugin_config` entry an environment variable sets for this
+/// connector, by entry name. Its value in the config was typed by a guess
+/// (`..._PASSWORD=123456` reads as a number); the plugin's description of its config
+/// knows the type, and a runner types the text with it.
+pub(crate) fn plugin_config_texts(
+    kind: ConnectorKind,
+    key: &str,
+    env: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let prefix = override_prefix(kind, key);
+    let fields = fields(kind);
+    env.range(prefix.clone()..)
+        .map_while(|(name, raw)| Some((name.strip_prefix(&prefix)?, raw)))
+        .filter_map(|(field, raw)| match fields.target(field, &prefix) {
+            Ok(Target::OpenEntry {
+                table: "plugin_config",
+                entry,
+            }) => Some((entry, raw.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Sets the key at `path` in `table`, making the tables on the way.
 fn insert(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
     let Some((last, parents)) = path.split_last() else {

@@ -333,8 +333,12 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Answer {
             ),
         ));
     }
-    // Every route but GET changes a config or a connector's state.
-    if context.http.read_only && request.method() != hyper::Method::GET {
+    // Every route but GET changes a config or a connector's state, except checking a
+    // plugin config, which changes nothing.
+    if context.http.read_only
+        && request.method() != hyper::Method::GET
+        && matched.endpoint != Endpoint::ValidatePluginConfig
+    {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "read_only",
@@ -381,6 +385,25 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
             runtime.prometheus(),
         )),
         Endpoint::OpenApi => Ok(body_response(StatusCode::OK, "application/json", OPENAPI)),
+        Endpoint::Plugins => {
+            let list = runtime.plugins().iter().map(plugin_info).collect();
+            ok(&Value::Array(list))
+        }
+        Endpoint::ValidatePluginConfig => {
+            let name = matched.key.clone().unwrap_or_default();
+            let plugin = runtime.plugin(&name).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "plugin_not_found",
+                    format!("no plugin called {name:?} is known (GET /plugins lists them)"),
+                )
+            })?;
+            let config = read_json(request, context.http.header_read_timeout.get()).await?;
+            let problems = runtime_core::check_plugin_config(&plugin, &config);
+            ok(
+                &json!({ "plugin": plugin.name(), "valid": problems.is_empty(), "problems": problems }),
+            )
+        }
         Endpoint::List => {
             let kind = matched.kind.unwrap_or(ConnectorKind::Sink);
             let mut list = Vec::new();
@@ -647,6 +670,26 @@ async fn create_config(
     let stored = context.provider.create(kind, key, config).await?;
     tracing::info!(connector = %key, %kind, version = stored.common().version, "config version created through the API");
     ok(&with_active(&stored, false))
+}
+
+/// A plugin as `GET /plugins` shows it: what it is, and its config's description.
+fn plugin_info(plugin: &runtime_core::Plugin) -> Value {
+    let config = match runtime_core::ConfigDescription::of(plugin) {
+        Ok(description) => json!({
+            "doc": description.doc(),
+            "fields": description.fields_json(),
+            "schema": description.schema(),
+        }),
+        Err(problem) => json!({ "error": problem }),
+    };
+    json!({
+        "name": plugin.name(),
+        "kind": plugin.kind().as_str(),
+        "version": plugin.version(),
+        "sdk_version": plugin.sdk_version(),
+        "origin": plugin.origin().to_string(),
+        "config": config,
+    })
 }
 
 /// A config as the API shows it: redacted, with `active`.

@@ -12,6 +12,8 @@ pub(crate) enum Endpoint {
     Stats,
     Metrics,
     OpenApi,
+    Plugins,
+    ValidatePluginConfig,
     List,
     Details,
     Configs,
@@ -27,7 +29,8 @@ pub(crate) enum Endpoint {
 }
 
 /// A route: its path template and methods. In templates, `{kind}` stands for `sinks`
-/// and `sources` alike; `{key}` and `{version}` are path parameters.
+/// and `sources` alike; `{key}`, `{name}` (a plugin's) and `{version}` are path
+/// parameters.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteSpec {
     /// The path template, e.g. `/{kind}/{key}/configs`.
@@ -51,13 +54,19 @@ const fn route(
 
 /// Every route, in matching order (literal segments before parameters). The metrics
 /// route answers at `[http.metrics] endpoint` (default `/metrics`), when enabled.
-pub const ROUTES: [RouteSpec; 18] = [
+pub const ROUTES: [RouteSpec; 20] = [
     route("/", &["GET"], Endpoint::Root),
     route("/health", &["GET"], Endpoint::Health),
     route("/ready", &["GET"], Endpoint::Ready),
     route("/stats", &["GET"], Endpoint::Stats),
     route("/metrics", &["GET"], Endpoint::Metrics),
     route("/openapi.json", &["GET"], Endpoint::OpenApi),
+    route("/plugins", &["GET"], Endpoint::Plugins),
+    route(
+        "/plugins/{name}/validate",
+        &["POST"],
+        Endpoint::ValidatePluginConfig,
+    ),
     route("/{kind}", &["GET"], Endpoint::List),
     route("/{kind}/{key}", &["GET"], Endpoint::Details),
     route(
@@ -139,7 +148,7 @@ pub(crate) fn match_path(path: &str, metrics: Option<&str>) -> Option<Matched> {
                         _ => continue 'routes,
                     });
                 }
-                "{key}" if !segment.is_empty() => matched.key = Some(segment.clone()),
+                "{key}" | "{name}" if !segment.is_empty() => matched.key = Some(segment.clone()),
                 "{version}" if !segment.is_empty() => matched.version = Some(segment.clone()),
                 literal if literal == segment => {}
                 _ => continue 'routes,

@@ -175,6 +175,16 @@ impl PluginLoader {
         })
     }
 
+    /// The plugins loaded so far, in no particular order.
+    pub fn loaded(&self) -> Vec<Plugin> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Loads the library at `path` (resolved and checked as [`PluginLoader::check`]
     /// does) and validates its descriptor. Loading the same file again returns the
     /// same plugin.

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use config_provider::{ActiveConfigs, ConnectorConfig, RestartConfig, RuntimeBehaviour};
 use connector_sdk::ConnectorKind;
-use plugin_host::{Plugin, PluginLoader};
+use plugin_host::PluginLoader;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use transforms::TransformChain;
@@ -43,7 +43,9 @@ pub use bus::{
     READ_AHEAD_CONSUMER, SEND_MARKER_HEADER,
 };
 pub use metrics::prometheus_text;
-pub use plugin_config::{ConfigDescription, ConfigField, check_plugin_config};
+pub use plugin_config::{ConfigDescription, ConfigField, check_plugin_config, typed_plugin_config};
+/// A loaded or linked connector plugin, as `Runtime::plugins` lists them.
+pub use plugin_host::Plugin;
 pub use runner::RetryPolicy;
 pub use stall::StallPolicy;
 pub use state::{PendingSend, SavedState, StateStore};
@@ -107,6 +109,16 @@ impl PluginRegistry {
             Some(plugin) => Ok(plugin.clone()),
             None => self.loader.load(path),
         }
+    }
+
+    /// Every plugin known: the linked ones and the libraries loaded so far, one per
+    /// connector name (a linked one first), by name.
+    pub fn known(&self) -> Vec<Plugin> {
+        let mut known: BTreeMap<String, Plugin> = BTreeMap::new();
+        for plugin in self.linked.values().cloned().chain(self.loader.loaded()) {
+            known.entry(plugin.name().to_owned()).or_insert(plugin);
+        }
+        known.into_values().collect()
     }
 
     /// Whether `path` names a linked plugin or a library the loader would open (it
@@ -426,6 +438,19 @@ impl Runtime {
             entry.status.set_state(ConnectorState::Stopped);
             Ok(())
         }
+    }
+
+    /// Every plugin the runtime knows (see [`PluginRegistry::known`]): what `GET
+    /// /plugins` lists.
+    pub fn plugins(&self) -> Vec<Plugin> {
+        self.inner.plugins.known()
+    }
+
+    /// The known plugin whose connector is called `name` (`stdout`, ...).
+    pub fn plugin(&self, name: &str) -> Option<Plugin> {
+        self.plugins()
+            .into_iter()
+            .find(|plugin| plugin.name() == name)
     }
 
     /// Whether `config`'s plugin could be loaded: a linked plugin, or a library that

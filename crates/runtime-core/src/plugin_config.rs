@@ -76,6 +76,39 @@ impl ConfigDescription {
         )
     }
 
+    /// `text` as the top-level field `entry` takes it, when its type is one a text
+    /// spells (string, boolean, integer, number) and the text fits.
+    fn type_text(&self, entry: &str, text: &str) -> Option<Value> {
+        let property = self.schema.get("properties")?.get(entry)?;
+        let property = resolve(&self.schema, property);
+        let kinds: Vec<&str> = types(property)
+            .into_iter()
+            .filter(|kind| *kind != "null")
+            .collect();
+        match kinds.as_slice() {
+            ["string"] => Some(Value::String(text.to_owned())),
+            ["boolean"] => match text.trim().to_ascii_lowercase().as_str() {
+                "true" => Some(Value::Bool(true)),
+                "false" => Some(Value::Bool(false)),
+                _ => None,
+            },
+            ["integer"] => {
+                let text = text.trim();
+                text.parse::<i64>()
+                    .map(Value::from)
+                    .or_else(|_| text.parse::<u64>().map(Value::from))
+                    .ok()
+            }
+            ["number"] => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number),
+            _ => None,
+        }
+    }
+
     /// The JSON Schema itself.
     pub fn schema(&self) -> &Value {
         &self.schema
@@ -127,6 +160,30 @@ impl ConfigDescription {
         }
         out
     }
+}
+
+/// `config`'s `plugin_config`, with each entry an environment variable set typed as
+/// the plugin describes that entry: the variable's text as a string for a string field
+/// (`..._PASSWORD=123456` stays `"123456"`), parsed for a boolean, integer or number
+/// field. Text that does not parse as its field's type, and entries of any other type,
+/// keep the provider's guess (the plugin's own check then names a misfit).
+pub fn typed_plugin_config(plugin: &Plugin, config: &config_provider::ConnectorConfig) -> Value {
+    let mut value = config.plugin_config();
+    let texts = &config.common().plugin_config_env;
+    if texts.is_empty() {
+        return value;
+    }
+    let Ok(description) = ConfigDescription::of(plugin) else {
+        return value;
+    };
+    if let Value::Object(fields) = &mut value {
+        for (entry, text) in texts {
+            if let Some(typed) = description.type_text(entry, text) {
+                fields.insert(entry.clone(), typed);
+            }
+        }
+    }
+    value
 }
 
 /// Every problem of `config` for `plugin`: the schema's first, and when it shows none,
@@ -544,6 +601,21 @@ mod tests {
             markdown.contains(r#"| `format` | "json" \| "payload" | `"json"` |"#),
             "{markdown}"
         );
+    }
+
+    #[test]
+    fn a_variables_text_takes_its_fields_type() {
+        let description = description();
+        assert_eq!(
+            description.type_text("password", "123456"),
+            Some(json!("123456"))
+        );
+        assert_eq!(description.type_text("limit", " 12 "), Some(json!(12)));
+        assert_eq!(description.type_text("limit", "twelve"), None);
+        assert_eq!(description.type_text("path", "0777"), Some(json!("0777")));
+        // Not a type a text spells: the provider's guess stands.
+        assert_eq!(description.type_text("range", "[1, 2]"), None);
+        assert_eq!(description.type_text("nope", "1"), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod connections;
 mod cors;
 mod errors;
 mod openapi;
+mod plugins;
 mod properties;
 mod readiness;
 mod routes;

@@ -150,7 +150,7 @@ impl ConnectorRun<'_> {
             status.fail(format!("cannot create the source state files: {error}"));
             return;
         }
-        let plugin_config = self.config.plugin_config().to_string();
+        let plugin_config = crate::typed_plugin_config(self.plugin, self.config).to_string();
         let opened = self
             .plugin
             .open_source(
@@ -196,7 +196,7 @@ impl ConnectorRun<'_> {
         control: Control,
     ) {
         let key = self.key();
-        let plugin_config = self.config.plugin_config().to_string();
+        let plugin_config = crate::typed_plugin_config(self.plugin, self.config).to_string();
         let opened = self
             .plugin
             .open_sink(key, &plugin_config, OpenOptions::default())
