@@ -30,12 +30,15 @@ fn read_config(file: &Path) -> (String, String, serde_json::Value) {
     (kind, crate_name, plugin_config)
 }
 
-/// Opens the connector `file` names with its `plugin_config` (changed by `adjust`);
-/// returns the connector's crate name.
+/// Checks offline and opens the connector `file` names with its `plugin_config`
+/// (changed by `adjust`); returns the connector's crate name.
 async fn open_with(file: &Path, adjust: impl Fn(&mut serde_json::Value)) -> String {
     let (kind, crate_name, mut plugin_config) = read_config(file);
     adjust(&mut plugin_config);
     let plugin = PluginLoader::new().load(&plugin_path(&crate_name)).unwrap();
+    // What opens must also pass the offline check `validate` and the API run.
+    let problems = runtime_core::check_plugin_config(&plugin, &plugin_config);
+    assert!(problems.is_empty(), "{}: {problems:?}", file.display());
     let config = plugin_config.to_string();
     let result = match kind.as_str() {
         "sink" => match plugin

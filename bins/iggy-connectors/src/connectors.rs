@@ -66,11 +66,17 @@ pub(crate) fn list(config: Option<&ConfigPath>) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!("configured:");
-    let loader = crate::plugin_loader(&runtime.plugins);
+    let plugins = match crate::plugin_registry(&runtime.plugins) {
+        Ok(plugins) => plugins,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut failed = false;
     for config in &configs {
         let common = config.common();
-        let plugin = match loader.load(&common.path) {
+        let plugin = match plugins.resolve(&common.path) {
             Ok(plugin) => format!("{} {} {}", plugin.name(), plugin.kind(), plugin.version()),
             Err(error) => {
                 failed = true;
@@ -98,12 +104,12 @@ fn find(config: Option<&ConfigPath>, name: &str) -> Result<Plugin, String> {
         return Ok(plugin);
     }
     let (runtime, configs) = configured(config)?;
-    let loader = crate::plugin_loader(&runtime.plugins);
+    let plugins = crate::plugin_registry(&runtime.plugins)?;
     let path = configs
         .iter()
         .find(|config| config.common().key == name)
         .map_or(name, |config| config.common().path.as_str());
-    loader.load(path).map_err(|error| {
+    plugins.resolve(path).map_err(|error| {
         format!(
             "{name:?} is no bundled connector, no configured connector's key, and as a library: {}",
             crate::plugin_problem(&error)

@@ -5,16 +5,16 @@
 use std::process::ExitCode;
 
 use config_provider::ConnectorConfig;
-use plugin_host::PluginLoader;
+use runtime_core::PluginRegistry;
 
 use crate::cli::ConfigPath;
 
 /// The problems of one connector config: plugin, kind, `plugin_config` (checked by the
 /// plugin's own description and check, nothing opened), transforms, stream schemas.
-fn check_connector(loader: &PluginLoader, config: &ConnectorConfig) -> Vec<String> {
+fn check_connector(plugins: &PluginRegistry, config: &ConnectorConfig) -> Vec<String> {
     let mut problems = Vec::new();
     let path = &config.common().path;
-    match loader.load(path) {
+    match plugins.resolve(path) {
         Ok(plugin) if plugin.kind() != config.kind() => problems.push(format!(
             "`path`: {path} is a {} plugin ({}), but this is a {} config",
             plugin.kind(),
@@ -58,7 +58,7 @@ async fn check(config: Option<&ConfigPath>) -> Result<String, Vec<String>> {
         .active_configs()
         .await
         .map_err(|error| vec![format!("cannot read the connector configs: {error}")])?;
-    let loader = crate::plugin_loader(&loaded.config.plugins);
+    let plugins = crate::plugin_registry(&loaded.config.plugins).map_err(|error| vec![error])?;
     // A variable that matches no connector does nothing: a typo to fix before it ships.
     let mut problems: Vec<String> = unreadable.iter().map(ToString::to_string).collect();
     problems.extend(
@@ -67,7 +67,7 @@ async fn check(config: Option<&ConfigPath>) -> Result<String, Vec<String>> {
     );
     let all = configs.sources.values().chain(configs.sinks.values());
     for config in all.clone() {
-        for problem in check_connector(&loader, config) {
+        for problem in check_connector(&plugins, config) {
             problems.push(format!(
                 "{} {} (version {}): {problem}",
                 config.kind(),

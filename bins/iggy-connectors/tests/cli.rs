@@ -653,3 +653,43 @@ fn connectors_are_listed_and_described() {
     assert!(!unknown.status.success());
     assert!(text(&unknown.stderr).contains("\"nope\" is no bundled connector"));
 }
+
+/// A config may name a bundled connector by its name (`path = "stdout"`), as the
+/// demo's do: `validate` and `connectors` take it as `run` does.
+#[test]
+fn bundled_connectors_are_named_by_their_names() {
+    let config = validate_setup(
+        "validate-bundled-names",
+        &[
+            ("out.toml", connector("sink", "out", "stdout", "")),
+            (
+                "random.toml",
+                connector(
+                    "source",
+                    "gen",
+                    "random",
+                    "[plugin_config]\ninterval = \"1s\"\n",
+                ),
+            ),
+        ],
+        "[iggy]\naddress = \"127.0.0.1:1\"\n",
+    );
+    let output = run(&["validate", "--config", config.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let listed = run(&["connectors", "--config", config.to_str().unwrap()]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(
+        text(&listed.stdout).contains("sink out\tstdout\tstdout sink"),
+        "{}",
+        text(&listed.stdout)
+    );
+    let described = run(&[
+        "connectors",
+        "--config",
+        config.to_str().unwrap(),
+        "describe",
+        "gen",
+    ]);
+    assert!(described.status.success(), "{}", text(&described.stderr));
+    assert!(text(&described.stdout).starts_with("# `random` source"));
+}

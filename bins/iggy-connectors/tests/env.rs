@@ -332,3 +332,34 @@ fn plugin_config_variables_take_the_type_the_plugin_describes() {
         "{stderr}"
     );
 }
+
+/// A `plugin_config` variable holding a `${env:...}` reference is typed as what the
+/// reference resolves to, never as the reference's own text.
+#[test]
+fn a_plugin_config_variables_reference_is_typed_as_what_it_resolves_to() {
+    let dir = temp_dir("env-typed-reference");
+    let config = config_with_a_sink(&dir);
+    std::fs::write(
+        dir.join("connectors").join("random.toml"),
+        format!(
+            "type = \"source\"\nkey = \"random\"\nenabled = true\nversion = 0\nname = \"R\"\npath = \"{}\"\n\
+             [[streams]]\nstream = \"s\"\ntopic = \"t\"\nschema = \"json\"\n",
+            plugin_path("iggy_connector_random_source")
+        ),
+    )
+    .unwrap();
+    let vars = [
+        (
+            "IGGY_CONNECTORS_SOURCE_RANDOM_PLUGIN_CONFIG_PAYLOAD_SIZE",
+            "${env:TEST_RANDOM_PAYLOAD_SIZE}",
+        ),
+        ("TEST_RANDOM_PAYLOAD_SIZE", "64"),
+    ];
+    let output = validate(Some(&config), &vars);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}

@@ -43,7 +43,7 @@ pub use runtime::{
     RuntimeConfig, STANDARD_PLUGIN_DIRECTORY, SecretsConfig, StateConfig, TelemetryConfig,
     TelemetryExport, UrlTemplates,
 };
-pub use secrets::{REDACTED, SecretPaths, is_secret_field};
+pub use secrets::{REDACTED, SecretPaths, is_secret_field, redact_path};
 pub use streams::{SinkStream, SourceStream};
 /// The payload part of a `[[streams]]` entry ([`SinkStream::payload`],
 /// [`SourceStream::payload`]), re-exported so that code building configs needs no

@@ -333,7 +333,10 @@ pub fn apply_env_overrides(
                 insert(entry, path, value(*kind)?).map_err(in_name)?;
             }
             Target::OpenEntry { table: open, entry } => {
-                let value = value(ValueKind::Guess)?;
+                // A text the guess cannot read (`[::1]:5432`, a regex) is a string: the
+                // plugin's description types it later (`typed_plugin_config`).
+                let value = parse_override(raw, ValueKind::Guess)
+                    .unwrap_or_else(|_| toml::Value::String(raw.clone()));
                 let open_table = table
                     .entry(open)
                     .or_insert_with(|| toml::Value::Table(toml::Table::new()));

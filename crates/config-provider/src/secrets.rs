@@ -298,7 +298,7 @@ pub(crate) fn resolve_toml(
 
 /// Replaces the value at `path` (dot path, `*` for every key, `[i]` ignored) with
 /// [`REDACTED`], if it is there and not empty.
-pub(crate) fn redact_path(value: &mut serde_json::Value, path: &str) {
+pub fn redact_path(value: &mut serde_json::Value, path: &str) {
     let path = path.split('[').next().unwrap_or(path);
     let mut parts = path.splitn(2, '.');
     let Some(head) = parts.next() else {

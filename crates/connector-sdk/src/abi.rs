@@ -24,7 +24,10 @@
 //! the plugin starts the work on its own executor and reports the outcome later through
 //! the completion function the host passed, with the host's opaque `ctx` pointer. The
 //! completion is called exactly once per call, possibly before the call returns, and
-//! from any thread. The host therefore never blocks a thread on a plugin.
+//! from any thread. The host therefore never blocks a thread on a plugin. The two
+//! exceptions are no operations on an instance: [`ConnectorDescriptor::config_schema`]
+//! returns static text, and [`ConnectorDescriptor::validate_config`] deserialises and
+//! checks a config without I/O and answers before it returns.
 //!
 //! # Memory
 //!

@@ -1093,8 +1093,6 @@ macro_rules! export_source {
     };
 }
 
-/// The exported C symbol, named after the calling crate so that several connectors can
-/// be linked into one binary. Must match [`abi::descriptor_symbol`].
 /// Defines the `config_schema` and `validate_config` entry points of a connector whose
 /// config type is `$config`, checked further by `$check`.
 #[doc(hidden)]
@@ -1117,6 +1115,8 @@ macro_rules! __export_config_entries {
     };
 }
 
+/// The exported C symbol, named after the calling crate so that several connectors can
+/// be linked into one binary. Must match [`abi::descriptor_symbol`].
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_descriptor_symbol {

@@ -696,8 +696,11 @@ impl<S: Sink> SinkHarness<S> {
         })
     }
 
-    /// The problems `iggy-connectors validate` reports for this `plugin_config`: the
-    /// [`parse_config`] error, else those of [`Sink::check_config`]. Empty when valid.
+    /// The plugin's own verdict on this `plugin_config`, as its `validate_config` entry
+    /// point gives it: the [`parse_config`] error, else those of
+    /// [`Sink::check_config`]. Empty when valid. (`iggy-connectors validate` asks the
+    /// same, and words a refusal from the config's schema when it can: every problem,
+    /// misspelt keys with the nearest known one.)
     ///
     /// ```
     /// # use connector_sdk::{ConnectorContext, Error, MessageBatch, Sink};
@@ -977,8 +980,8 @@ impl<S: Source> SourceHarness<S> {
         })
     }
 
-    /// The problems `iggy-connectors validate` reports for this `plugin_config`: the
-    /// [`parse_config`] error, else those of [`Source::check_config`]. Empty when
+    /// The plugin's own verdict on this `plugin_config` (see [`SinkHarness::validate`]):
+    /// the [`parse_config`] error, else those of [`Source::check_config`]. Empty when
     /// valid.
     ///
     /// ```

@@ -399,7 +399,20 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
                 )
             })?;
             let config = read_json(request, context.http.header_read_timeout.get()).await?;
-            let problems = runtime_core::check_plugin_config(&plugin, &config);
+            // Plugin code (its deserialisation and check) runs on a blocking thread, not
+            // on the workers the pipelines share.
+            let checked = plugin.clone();
+            let problems = tokio::task::spawn_blocking(move || {
+                runtime_core::check_plugin_config(&checked, &config)
+            })
+            .await
+            .map_err(|error| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    format!("the plugin's config check failed: {error}"),
+                )
+            })?;
             ok(
                 &json!({ "plugin": plugin.name(), "valid": problems.is_empty(), "problems": problems }),
             )
@@ -418,7 +431,7 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
             let (kind, key) = connector(&matched)?;
             let (config, status) = running(context, kind, &key).await?;
             let mut details = info(&config, &status);
-            details["streams"] = config.redacted()["streams"].take();
+            details["streams"] = runtime.redacted(&config)["streams"].take();
             details["metrics"] = metrics(&status);
             ok(&details)
         }
@@ -460,7 +473,9 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
                     let versions = context.provider.versions(kind, &key).await?;
                     let list = versions
                         .iter()
-                        .map(|config| with_active(config, running == Some(config.common().version)))
+                        .map(|config| {
+                            with_active(runtime, config, running == Some(config.common().version))
+                        })
                         .collect();
                     ok(&Value::Array(list))
                 }
@@ -474,7 +489,7 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
                 .config(kind, &key)
                 .await
                 .map(|config| config.common().version);
-            ok(&with_active(&config, running == Some(version)))
+            ok(&with_active(runtime, &config, running == Some(version)))
         }
         Endpoint::ActiveConfig => {
             let (kind, key) = connector(&matched)?;
@@ -494,7 +509,7 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
                 return no_content();
             }
             let (config, _) = running(context, kind, &key).await?;
-            ok(&with_active(&config, true))
+            ok(&with_active(runtime, &config, true))
         }
         Endpoint::PluginConfig => {
             let (kind, key) = connector(&matched)?;
@@ -508,7 +523,7 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
                 })?,
                 None => plugin_config_format(&config),
             };
-            let redacted = config.redacted();
+            let redacted = runtime.redacted(&config);
             let Some(plugin) = redacted.get("plugin_config") else {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
@@ -669,7 +684,7 @@ async fn create_config(
     context.runtime.check_plugin(&config)?;
     let stored = context.provider.create(kind, key, config).await?;
     tracing::info!(connector = %key, %kind, version = stored.common().version, "config version created through the API");
-    ok(&with_active(&stored, false))
+    ok(&with_active(&context.runtime, &stored, false))
 }
 
 /// A plugin as `GET /plugins` shows it: what it is, and its config's description.
@@ -693,8 +708,8 @@ fn plugin_info(plugin: &runtime_core::Plugin) -> Value {
 }
 
 /// A config as the API shows it: redacted, with `active`.
-fn with_active(config: &ConnectorConfig, active: bool) -> Value {
-    let mut value = config.redacted();
+fn with_active(runtime: &runtime_core::Runtime, config: &ConnectorConfig, active: bool) -> Value {
+    let mut value = runtime.redacted(config);
     if let Some(fields) = value.as_object_mut() {
         fields.remove("type");
         fields.insert("active".to_owned(), Value::Bool(active));

@@ -175,6 +175,17 @@ impl PluginLoader {
         })
     }
 
+    /// The plugin already loaded from the file `path` resolves to, without opening
+    /// anything.
+    pub fn loaded_at(&self, path: &str) -> Option<Plugin> {
+        let canonical = self.check(path).ok()?;
+        self.loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&canonical)
+            .cloned()
+    }
+
     /// The plugins loaded so far, in no particular order.
     pub fn loaded(&self) -> Vec<Plugin> {
         self.loaded

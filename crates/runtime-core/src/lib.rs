@@ -121,6 +121,14 @@ impl PluginRegistry {
         known.into_values().collect()
     }
 
+    /// The plugin `path` names if it is linked or already loaded; nothing is opened.
+    pub fn known_at(&self, path: &str) -> Option<Plugin> {
+        self.linked
+            .get(path)
+            .cloned()
+            .or_else(|| self.loader.loaded_at(path))
+    }
+
     /// Whether `path` names a linked plugin or a library the loader would open (it
     /// exists and lies inside the allowed directories), without opening it.
     pub fn check(&self, path: &str) -> Result<(), plugin_host::LoadError> {
@@ -444,6 +452,26 @@ impl Runtime {
     /// /plugins` lists.
     pub fn plugins(&self) -> Vec<Plugin> {
         self.inner.plugins.known()
+    }
+
+    /// `config` as the API shows it ([`ConnectorConfig::redacted`]), with the
+    /// `plugin_config` fields its plugin marks secret redacted too, when that plugin is
+    /// linked or loaded.
+    pub fn redacted(&self, config: &ConnectorConfig) -> serde_json::Value {
+        let mut value = config.redacted();
+        let description = self
+            .inner
+            .plugins
+            .known_at(&config.common().path)
+            .and_then(|plugin| ConfigDescription::of(&plugin).ok());
+        if let (Some(description), Some(plugin_config)) =
+            (description, value.get_mut("plugin_config"))
+        {
+            for field in description.fields().iter().filter(|field| field.secret) {
+                config_provider::redact_path(plugin_config, &field.key);
+            }
+        }
+        value
     }
 
     /// The known plugin whose connector is called `name` (`stdout`, ...).

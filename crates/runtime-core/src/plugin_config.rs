@@ -42,7 +42,7 @@ impl ConfigDescription {
         let schema: Value = serde_json::from_str(text)
             .map_err(|error| format!("the plugin's config schema is not JSON: {error}"))?;
         let mut fields = Vec::new();
-        collect_fields(&schema, &schema, "", &mut fields);
+        collect_fields(&schema, &schema, "", &mut fields, 0);
         Ok(ConfigDescription { schema, fields })
     }
 
@@ -127,7 +127,7 @@ impl ConfigDescription {
     /// `plugin_config.<path>`.
     pub fn check(&self, config: &Value) -> Vec<String> {
         let mut problems = Vec::new();
-        check_value(&self.schema, &self.schema, config, "", &mut problems);
+        check_value(&self.schema, &self.schema, config, "", &mut problems, 0);
         problems
     }
 
@@ -176,9 +176,20 @@ pub fn typed_plugin_config(plugin: &Plugin, config: &config_provider::ConnectorC
     let Ok(description) = ConfigDescription::of(plugin) else {
         return value;
     };
+    let secrets = &config.common().secrets;
     if let Value::Object(fields) = &mut value {
         for (entry, text) in texts {
-            if let Some(typed) = description.type_text(entry, text) {
+            // A variable holding `${env:...}` or `${file:...}` was resolved: type what
+            // it resolved to, never the reference.
+            let text = if secrets.contains(&format!("plugin_config.{entry}")) {
+                match fields.get(entry).and_then(Value::as_str) {
+                    Some(resolved) => resolved.to_owned(),
+                    None => continue,
+                }
+            } else {
+                text.clone()
+            };
+            if let Some(typed) = description.type_text(entry, &text) {
                 fields.insert(entry.clone(), typed);
             }
         }
@@ -186,20 +197,25 @@ pub fn typed_plugin_config(plugin: &Plugin, config: &config_provider::ConnectorC
     value
 }
 
-/// Every problem of `config` for `plugin`: the schema's first, and when it shows none,
-/// the plugin's own check (what `open` would refuse before any I/O).
+/// Every problem of `config` for `plugin`. The plugin's own check (its deserialisation
+/// and `check_config`: what `open` would refuse before any I/O) decides whether there
+/// are any, so a schema the walk reads too strictly never refuses a config the plugin
+/// takes; when it refuses, the schema's findings say what is wrong, all at once and
+/// with the nearest known key for a misspelt one, and the plugin's own words stand in
+/// when the schema shows nothing.
 pub fn check_plugin_config(plugin: &Plugin, config: &Value) -> Vec<String> {
-    let mut problems = match ConfigDescription::of(plugin) {
-        Ok(description) => description.check(config),
-        Err(problem) => vec![problem],
+    let Err(refused) = plugin.validate_config(&config.to_string()) else {
+        return Vec::new();
     };
-    if problems.is_empty()
-        && let Err(found) = plugin.validate_config(&config.to_string())
-    {
-        problems = found;
-    }
-    problems
+    let found = ConfigDescription::of(plugin)
+        .map(|description| description.check(config))
+        .unwrap_or_default();
+    if found.is_empty() { refused } else { found }
 }
+
+/// How deep the walks follow a schema: a recursive config type (a list of itself)
+/// would otherwise have them recurse for ever.
+const MAX_DEPTH: usize = 32;
 
 /// Follows a `$ref` to `#/$defs/<name>` (or `#/definitions/<name>`).
 fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
@@ -243,6 +259,14 @@ fn types(schema: &Value) -> Vec<&str> {
 
 /// The type of `schema` as a user reads it.
 fn describe(root: &Value, schema: &Value) -> String {
+    describe_within(root, schema, 0)
+}
+
+fn describe_within(root: &Value, schema: &Value, depth: usize) -> String {
+    if depth > MAX_DEPTH {
+        return "...".to_owned();
+    }
+    let describe = |root: &Value, schema: &Value| describe_within(root, schema, depth + 1);
     let schema = resolve(root, schema);
     if let Some(constant) = schema.get("const") {
         return constant.to_string();
@@ -294,7 +318,32 @@ fn describe(root: &Value, schema: &Value) -> String {
     }
 }
 
-fn collect_fields(root: &Value, schema: &Value, prefix: &str, fields: &mut Vec<ConfigField>) {
+/// The one branch of an `anyOf`/`oneOf` that is not `null` (an `Option<T>`), else the
+/// schema itself.
+fn non_null<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
+    let schema = resolve(root, schema);
+    let Some(branches) = branches(schema) else {
+        return schema;
+    };
+    let mut others = branches
+        .iter()
+        .filter(|branch| types(resolve(root, branch)) != ["null"]);
+    match (others.next(), others.next()) {
+        (Some(only), None) => resolve(root, only),
+        _ => schema,
+    }
+}
+
+fn collect_fields(
+    root: &Value,
+    schema: &Value,
+    prefix: &str,
+    fields: &mut Vec<ConfigField>,
+    depth: usize,
+) {
+    if depth > MAX_DEPTH {
+        return;
+    }
     let schema = resolve(root, schema);
     let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
         return;
@@ -310,7 +359,7 @@ fn collect_fields(root: &Value, schema: &Value, prefix: &str, fields: &mut Vec<C
         } else {
             format!("{prefix}.{name}")
         };
-        let target = resolve(root, property);
+        let target = non_null(root, property);
         let nested = target.get("properties").is_some_and(Value::is_object);
         let doc = property
             .get("description")
@@ -332,7 +381,7 @@ fn collect_fields(root: &Value, schema: &Value, prefix: &str, fields: &mut Vec<C
             doc,
         });
         if nested {
-            collect_fields(root, target, &key, fields);
+            collect_fields(root, target, &key, fields, depth + 1);
         }
     }
 }
@@ -376,7 +425,11 @@ fn check_value(
     value: &Value,
     path: &str,
     problems: &mut Vec<String>,
+    depth: usize,
 ) {
+    if depth > MAX_DEPTH {
+        return;
+    }
     let schema = resolve(root, schema);
     if let Some(constant) = schema.get("const")
         && constant != value
@@ -397,7 +450,7 @@ fn check_value(
     if let Some(branches) = branches(schema) {
         let fits = branches.iter().any(|branch| {
             let mut found = Vec::new();
-            check_value(root, branch, value, path, &mut found);
+            check_value(root, branch, value, path, &mut found, depth + 1);
             found.is_empty()
         });
         if !fits {
@@ -459,11 +512,12 @@ fn check_value(
                         item,
                         &format!("{path}[{index}]"),
                         problems,
+                        depth + 1,
                     );
                 }
             }
         }
-        Value::Object(fields) => check_object(root, schema, fields, path, problems),
+        Value::Object(fields) => check_object(root, schema, fields, path, problems, depth),
         _ => {}
     }
 }
@@ -474,6 +528,7 @@ fn check_object(
     fields: &Map<String, Value>,
     path: &str,
     problems: &mut Vec<String>,
+    depth: usize,
 ) {
     let empty = Map::new();
     let properties = schema
@@ -501,7 +556,9 @@ fn check_object(
     let closed = schema.get("additionalProperties") == Some(&Value::Bool(false));
     for (name, value) in fields {
         match properties.get(name) {
-            Some(property) => check_value(root, property, value, &join(name), problems),
+            Some(property) => {
+                check_value(root, property, value, &join(name), problems, depth + 1);
+            }
             None if closed => {
                 let known = properties.keys().map(String::as_str);
                 let hint = match config_provider::nearest(name, known) {
@@ -518,7 +575,7 @@ fn check_object(
                 if let Some(values) = schema.get("additionalProperties")
                     && values.is_object()
                 {
-                    check_value(root, values, value, &join(name), problems);
+                    check_value(root, values, value, &join(name), problems, depth + 1);
                 }
             }
         }
@@ -601,6 +658,49 @@ mod tests {
             markdown.contains(r#"| `format` | "json" \| "payload" | `"json"` |"#),
             "{markdown}"
         );
+    }
+
+    #[test]
+    fn a_recursive_config_type_is_walked_to_a_depth_not_for_ever() {
+        let schema = json!({
+            "type": "object",
+            "properties": { "tree": { "$ref": "#/$defs/Tree" } },
+            "$defs": { "Tree": { "anyOf": [
+                { "type": "array", "items": { "$ref": "#/$defs/Tree" } },
+                { "type": "string" }
+            ]}}
+        });
+        let description = ConfigDescription::from_schema(&schema.to_string()).unwrap();
+        assert!(
+            description.fields()[0].kind.contains("..."),
+            "{:?}",
+            description.fields()
+        );
+        let mut deep = json!("leaf");
+        for _ in 0..200 {
+            deep = json!([deep]);
+        }
+        // Deeper than the walk goes: no stack overflow, and no verdict past the depth.
+        let _ = description.check(&json!({ "tree": deep }));
+        assert!(!description.check(&json!({ "tree": 5 })).is_empty());
+    }
+
+    #[test]
+    fn an_optional_table_is_described_field_by_field() {
+        let schema = json!({
+            "type": "object",
+            "properties": { "tls": { "anyOf": [{ "$ref": "#/$defs/Tls" }, { "type": "null" }] } },
+            "$defs": { "Tls": { "type": "object", "properties": {
+                "ca_file": { "type": "string", "description": "The CA." }
+            }}}
+        });
+        let description = ConfigDescription::from_schema(&schema.to_string()).unwrap();
+        let keys: Vec<&str> = description
+            .fields()
+            .iter()
+            .map(|field| field.key.as_str())
+            .collect();
+        assert_eq!(keys, ["tls", "tls.ca_file"]);
     }
 
     #[test]

@@ -90,7 +90,8 @@ async fn an_oversized_payload_is_a_permanent_error_naming_its_offset() {
     assert!(error.message().starts_with("offset 1:"), "{error}");
 }
 
-/// What `iggy-connectors validate` says, without opening anything.
+/// The plugin's own verdict on a config (what decides `iggy-connectors validate`),
+/// without opening anything.
 #[test]
 fn configs_are_checked_offline() {
     assert!(SinkHarness::<TemplateSink>::validate(json!({ "directory": "/d" })).is_empty());

@@ -366,3 +366,36 @@ async fn each_connector_has_its_own_connections_and_closes_them() {
     settles_at(shared, "after the stops").await;
     runtime.shutdown(Duration::from_secs(10)).await;
 }
+
+/// A `plugin_config` field the plugin's description marks secret is redacted where the
+/// runtime shows a config, though its name is no secret's.
+#[tokio::test]
+async fn fields_the_plugin_marks_secret_are_redacted() {
+    let target = target().await;
+    let dir = temp_dir("e2e-x-secret");
+    let stream = unique("e2e-x-secret");
+    let sink = crate::support::config(&format!(
+        "type = \"sink\"\nkey = \"marked\"\nenabled = true\nversion = 0\nname = \"M\"\npath = \"{}\"\n\
+         [[streams]]\nstream = \"{stream}\"\ntopics = [\"t\"]\nschema = \"json\"\n\
+         [plugin_config]\ndsn = \"postgres://app:hunter2@db/app\"\nlog_marker = \"shown\"\n",
+        plugin_path("faulty_sink_plugin")
+    ));
+    iggy_connectors_tests::prepare_topic(&target.address, &stream, "t").await;
+    let context = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(
+        active(vec![sink.clone()]),
+        PluginRegistry::new(PluginLoader::new()),
+        context,
+    )
+    .await;
+    let shown = runtime.redacted(&sink);
+    assert_eq!(
+        shown["plugin_config"]["dsn"],
+        config_provider::REDACTED,
+        "{shown}"
+    );
+    assert_eq!(shown["plugin_config"]["log_marker"], "shown", "{shown}");
+    // What the connector runs with is the secret itself.
+    assert_eq!(sink.plugin_config()["dsn"], "postgres://app:hunter2@db/app");
+    runtime.shutdown(Duration::from_secs(10)).await;
+}

@@ -11,6 +11,7 @@
 //! - `fail_every`: a retryable error from every Nth `consume` call (0: never), for a
 //!   sink that fails now and then.
 //! - `record_to`: append each accepted message's payload to this file, one per line.
+//! - `dsn`: unused; marked secret in the schema though not named like a secret.
 
 use std::time::Duration;
 
@@ -56,6 +57,11 @@ pub struct FaultySinkConfig {
     /// Where accepted payloads are appended, one per line.
     #[serde(default)]
     pub record_to: Option<std::path::PathBuf>,
+    /// Unused: a field the schema marks secret though its name is no secret's, to test
+    /// that the runtime redacts by the plugin's description.
+    #[serde(default)]
+    #[schemars(extend("x-secret" = true))]
+    pub dsn: Option<String>,
 }
 
 fn panic_if_config<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Stage>, D::Error> {
