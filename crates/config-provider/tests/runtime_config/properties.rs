@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
 use config_provider::{
@@ -33,36 +32,16 @@ const CASES: u32 = 64;
 /// loaded machine: generous).
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// The config of every property here: `PROPTEST_CASES` or [`CASES`] (proptest lets an
-/// explicit count win over the variable, so it is read here), and no regression files
-/// written into the source tree (a failure found becomes a plain `#[test]`).
+#[path = "../../../../tests/support/property.rs"]
+#[allow(dead_code)]
+mod property;
+
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(CASES);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    property::config(CASES)
 }
 
-/// Runs `work` on its own thread and returns what it returns; a panic there is a panic
-/// here (so proptest shrinks it), and no answer within [`DEADLINE`] is a hang.
 fn within<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
-    let (sender, receiver) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let _ = sender.send(work());
-    });
-    match receiver.recv_timeout(DEADLINE) {
-        Ok(value) => value,
-        Err(RecvTimeoutError::Timeout) => panic!("{what}: no answer within {DEADLINE:?}"),
-        Err(RecvTimeoutError::Disconnected) => match thread.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => panic!("{what}: the thread ended without an answer"),
-        },
-    }
+    property::within(what, DEADLINE, work)
 }
 
 /// An empty directory under the temporary directory, the same for every case of a

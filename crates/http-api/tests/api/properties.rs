@@ -34,6 +34,14 @@ use crate::support::{call, fixture};
 /// Cases in CI (each a few requests); `PROPTEST_CASES` sets another number.
 const CASES: u32 = 32;
 
+#[path = "../../../../tests/support/property.rs"]
+#[allow(dead_code)]
+mod property;
+
+fn config() -> ProptestConfig {
+    property::config(CASES)
+}
+
 /// Longest a request may take to be answered: a lifecycle request waits for the batch
 /// in flight (the fixture's stop timeout is 10 s), the rest take milliseconds.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -41,21 +49,6 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// An api key some requests send (the API under test has none, so it is ignored).
 const KEY: &str = "proptest-key";
 const ALLOWED_ORIGIN: &str = "http://allowed.example";
-
-/// `PROPTEST_CASES` or [`CASES`] (proptest lets an explicit count win over the
-/// variable, so it is read here), and no regression files written into the source
-/// tree (a failure found becomes a plain `#[test]`).
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(CASES);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 // ---- a raw HTTP/1.1 client --------------------------------------------------------------
 
