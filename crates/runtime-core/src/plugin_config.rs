@@ -51,7 +51,8 @@ impl ConfigDescription {
         ConfigDescription::from_schema(plugin.config_schema())
     }
 
-    /// Every key, nested ones under their dot path, in key order.
+    /// Every key, nested ones under their dot path, in the order the config type
+    /// declares them.
     pub fn fields(&self) -> &[ConfigField] {
         &self.fields
     }
@@ -638,17 +639,17 @@ mod tests {
         assert_eq!(
             fields,
             [
+                ("path", "string", true, false),
                 ("format", "\"json\" | \"payload\"", false, false),
+                ("range", "[integer; 2]", false, false),
                 ("limit", "integer", false, false),
                 ("password", "string", false, true),
-                ("path", "string", true, false),
-                ("range", "[integer; 2]", false, false),
                 ("tls", "table", false, false),
                 ("tls.ca_file", "string", false, true),
             ]
         );
-        assert_eq!(description.fields()[3].doc, "Where to write.");
-        assert_eq!(description.fields()[4].default, Some(json!([1, 10])));
+        assert_eq!(description.fields()[0].doc, "Where to write.");
+        assert_eq!(description.fields()[2].default, Some(json!([1, 10])));
         let markdown = description.markdown("test", "sink");
         assert!(
             markdown.contains("| `path` | string | required |  | Where to write. |"),

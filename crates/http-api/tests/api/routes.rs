@@ -244,3 +244,66 @@ fn toml_to_json(text: &str) -> Value {
     let value: toml::Value = toml::from_str(text).unwrap();
     serde_json::to_value(value).unwrap()
 }
+
+/// Transforms run in the order a config lists them, whichever way it arrives: a config
+/// version POSTed as JSON keeps the order of its `transforms` object (here not the
+/// alphabetical one), and the API shows it back in that order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posted_configs_transforms_keep_their_order() {
+    let api = fixture(with_key).await;
+    let active = api.get("/sinks/file/configs/active").await.json();
+    let stream = active["streams"][0]["stream"].as_str().unwrap().to_owned();
+    let output = api.dir.join("ordered.jsonl");
+    let body = format!(
+        r#"{{"enabled": true, "name": "Ordered", "path": "{path}",
+            "streams": [{{"stream": "{stream}", "topics": ["t"], "schema": "json"}}],
+            "transforms": {{
+                "update_fields": {{"enabled": true, "fields": [{{"key": "seq", "value": 0}}]}},
+                "delete_fields": {{"enabled": true, "fields": ["text"]}}
+            }},
+            "plugin_config": {{"path": "{output}"}}}}"#,
+        path = iggy_connectors_tests::plugin_path("iggy_connector_file_sink"),
+        output = output.display(),
+    );
+    let created = crate::support::call(
+        api.address,
+        "POST",
+        "/sinks/file/configs",
+        &[
+            ("api-key", "s3cr3t-key"),
+            ("content-type", "application/json"),
+        ],
+        Some(body.into_bytes()),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text());
+    let text = created.text();
+    let (update, delete) = (
+        text.find("update_fields").unwrap(),
+        text.find("delete_fields").unwrap(),
+    );
+    assert!(update < delete, "the order was lost: {text}");
+    let version = created.json()["version"].as_u64().unwrap();
+    let activated = api
+        .send(
+            "PUT",
+            "/sinks/file/configs/active",
+            json!({ "version": version }),
+        )
+        .await;
+    assert_eq!(
+        activated.status,
+        StatusCode::NO_CONTENT,
+        "{}",
+        activated.text()
+    );
+    let chain = api.get("/sinks/file/transforms").await.json();
+    let types: Vec<&str> = chain
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["update_fields", "delete_fields"]);
+    api.stop().await;
+}
