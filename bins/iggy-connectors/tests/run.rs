@@ -11,7 +11,7 @@ use iggy_connectors_tests::{plugin_path, prepare_topic, temp_dir, unique};
 
 mod support;
 use iggy_test_server::TestTarget;
-use support::{Reaped, api_address, http_get, lines_of, runtime_command};
+use support::{Reaped, Served, api_address, http_get, lines_of, runtime_command};
 
 /// Writes a runtime config and two connectors (random source -> file sink on `stream`)
 /// under `dir`, and makes the topic ahead where a real server needs it
@@ -227,17 +227,12 @@ async fn serves_the_http_api_while_running() {
         "poll_interval = \"5ms\"",
     )
     .await;
-    let mut child = Reaped::spawn(
-        runtime_command(&config)
-            .env("NO_COLOR", "1")
-            .env("IGGY_CONNECTORS_HTTP_ENABLED", "true")
-            .env("IGGY_CONNECTORS_HTTP_ADDRESS", "127.0.0.1:0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
-    let received = lines_of(child.stderr.take().unwrap());
+    let Served {
+        child,
+        address,
+        log: _log,
+    } = support::serve_api(&config, &[]);
     let deadline = Instant::now() + Duration::from_secs(60);
-    let address = api_address(&received, deadline);
     let ready = loop {
         let (status, body) = http_get(&address, "/ready");
         if status == 200 {
@@ -681,17 +676,12 @@ async fn a_closed_log_pipe_does_not_break_the_runtime() {
     let dir = temp_dir("binary-closed-log");
     let stream = unique("closed-log");
     let (config, _) = write_setup(&dir, &target.address, &stream, "interval = \"50ms\"", "").await;
-    let mut child = Reaped::spawn(
-        runtime_command(&config)
-            .env("NO_COLOR", "1")
-            .env("IGGY_CONNECTORS_HTTP_ENABLED", "true")
-            .env("IGGY_CONNECTORS_HTTP_ADDRESS", "127.0.0.1:0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
-    let received = lines_of(child.stderr.take().unwrap());
-    let address = api_address(&received, Instant::now() + Duration::from_secs(60));
-    drop(received);
+    let Served {
+        child: _runtime,
+        address,
+        log,
+    } = support::serve_api(&config, &[]);
+    drop(log);
     // Refused requests log a warning each: written to the closed pipe.
     for _ in 0..3 {
         let (status, body) = support::http_request(

@@ -9,12 +9,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use iggy_connectors_tests::{plugin_library, plugin_path, prepare_topic, temp_dir, unique};
 use iggy_test_server::TestTarget;
-use support::{Reaped, api_address, http_get, http_request, lines_of, runtime_command};
+use support::{Served, http_get, http_request, runtime_command, serve_api};
 
 /// A real connector library copied to `dir/elsewhere`, outside every plugin
 /// directory; a loader that opened it would load it fine.
@@ -160,29 +159,17 @@ async fn the_api_refuses_a_library_elsewhere_and_requests_from_web_pages() {
     .unwrap();
     prepare_topic(&target.address, &stream, "t").await;
     let config = runtime_toml(&dir, &target.address);
-    let start = |vars: &[(&str, &str)]| {
-        let mut command = runtime_command(&config);
-        command
-            .env("NO_COLOR", "1")
-            .env("IGGY_CONNECTORS_HTTP_ENABLED", "true")
-            .env("IGGY_CONNECTORS_HTTP_ADDRESS", "127.0.0.1:0")
-            .envs(vars.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = Reaped::spawn(&mut command);
-        let received = lines_of(child.stderr.take().unwrap());
-        let address = api_address(&received, Instant::now() + Duration::from_secs(60));
-        // The receiver stays alive with the child: closing its stderr would make the
-        // runtime's next log line fail.
-        (child, address, received)
-    };
     let body = format!(
         r#"{{"enabled": true, "name": "evil", "path": "{}", "streams": [{{"stream": "{stream}", "topics": ["t"], "schema": "json"}}]}}"#,
         library.display()
     );
     let json = ("content-type", "application/json");
 
-    let (child, address, _log) = start(&[]);
+    let Served {
+        child,
+        address,
+        log: _log,
+    } = serve_api(&config, &[]);
     let (status, answer) = http_request(&address, "POST", "/sinks/file/configs", &[json], &body);
     assert_eq!(status, 400, "{answer}");
     let resolved = library.canonicalize().unwrap().display().to_string();
@@ -254,10 +241,17 @@ async fn the_api_refuses_a_library_elsewhere_and_requests_from_web_pages() {
     drop(child);
 
     let key = ("api-key", "k3y");
-    let (child, address, _log) = start(&[
-        ("IGGY_CONNECTORS_HTTP_API_KEY", "k3y"),
-        ("IGGY_CONNECTORS_HTTP_READ_ONLY", "true"),
-    ]);
+    let Served {
+        child,
+        address,
+        log: _log,
+    } = serve_api(
+        &config,
+        &[
+            ("IGGY_CONNECTORS_HTTP_API_KEY", "k3y"),
+            ("IGGY_CONNECTORS_HTTP_READ_ONLY", "true"),
+        ],
+    );
     let (status, answer) = http_request(
         &address,
         "POST",
@@ -319,19 +313,18 @@ async fn a_slow_request_is_answered_503_while_its_work_goes_on() {
     .unwrap();
     prepare_topic(&target.address, &stream, "t").await;
     let config = runtime_toml(&dir, &target.address);
-    let mut command = runtime_command(&config);
-    command
-        .env("NO_COLOR", "1")
-        .env("IGGY_CONNECTORS_HTTP_ENABLED", "true")
-        .env("IGGY_CONNECTORS_HTTP_ADDRESS", "127.0.0.1:0")
-        .env("IGGY_CONNECTORS_HTTP_REQUEST_TIMEOUT", "1s")
-        .env("IGGY_CONNECTORS_RUNTIME_SHUTDOWN_TIMEOUT", "4s")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = Reaped::spawn(&mut command);
-    let received = lines_of(child.stderr.take().unwrap());
+    let Served {
+        child,
+        address,
+        log: received,
+    } = serve_api(
+        &config,
+        &[
+            ("IGGY_CONNECTORS_HTTP_REQUEST_TIMEOUT", "1s"),
+            ("IGGY_CONNECTORS_RUNTIME_SHUTDOWN_TIMEOUT", "4s"),
+        ],
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
-    let address = api_address(&received, deadline);
     // The sink is inside a consume that lasts a minute.
     loop {
         let line = received

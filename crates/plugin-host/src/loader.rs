@@ -140,7 +140,18 @@ impl PluginLoader {
     /// refuses a library that users other than its owner may change (the file or its
     /// directory writable by group or others): any of them could put code there.
     pub fn check(&self, path: &str) -> Result<PathBuf, LoadError> {
-        let resolved = self.resolve(path)?;
+        let tried = self.candidates(path);
+        let existing: Vec<PathBuf> = tried
+            .iter()
+            .filter(|candidate| candidate.is_file())
+            .cloned()
+            .collect();
+        let Some(first) = existing.first() else {
+            return Err(LoadError::NotFound {
+                requested: path.to_owned(),
+                tried,
+            });
+        };
         let canonical = |candidate: &Path| {
             candidate.canonicalize().map_err(|error| LoadError::Open {
                 path: candidate.to_path_buf(),
@@ -148,21 +159,16 @@ impl PluginLoader {
             })
         };
         let Some(confinement) = &self.confined else {
-            return canonical(&resolved);
+            return canonical(first);
         };
-        let inside = |file: &Path| {
-            confinement
+        let mut first_outside = None;
+        for candidate in &existing {
+            let file = canonical(candidate)?;
+            if confinement
                 .canonical
                 .iter()
                 .any(|dir| file.starts_with(dir))
-        };
-        let mut first_outside = None;
-        for candidate in self.candidates(path) {
-            if !candidate.is_file() {
-                continue;
-            }
-            let file = canonical(&candidate)?;
-            if inside(&file) {
+            {
                 refuse_shared_writes(&file)?;
                 return Ok(file);
             }
@@ -170,7 +176,7 @@ impl PluginLoader {
         }
         Err(LoadError::NotAllowed {
             requested: path.to_owned(),
-            resolved: first_outside.unwrap_or(resolved),
+            resolved: first_outside.unwrap_or_default(),
             allowed: confinement.given.clone(),
         })
     }

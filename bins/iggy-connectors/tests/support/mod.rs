@@ -4,7 +4,7 @@
 // Each test file uses its own subset.
 #![allow(dead_code)]
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A child process that is killed if the test ends early (a failed assertion), so it
@@ -155,4 +155,36 @@ pub(crate) fn http_request(
     let mut body = vec![0; length];
     reader.read_exact(&mut body).unwrap();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A runtime serving its API on a port the OS picks.
+pub(crate) struct Served {
+    /// The runtime, killed when this is dropped.
+    pub(crate) child: Reaped,
+    /// Where the API listens (`127.0.0.1:port`).
+    pub(crate) address: String,
+    /// Its log lines from the one naming the address on. Kept alive with the child:
+    /// closing its stderr would make its next log line fail.
+    pub(crate) log: std::sync::mpsc::Receiver<String>,
+}
+
+/// Runs the binary with `config` and `vars`, its API on `127.0.0.1:0`, and waits (up to
+/// a minute) for the log line that says where the API listens.
+pub(crate) fn serve_api(config: &std::path::Path, vars: &[(&str, &str)]) -> Served {
+    let mut command = runtime_command(config);
+    command
+        .env("NO_COLOR", "1")
+        .env("IGGY_CONNECTORS_HTTP_ENABLED", "true")
+        .env("IGGY_CONNECTORS_HTTP_ADDRESS", "127.0.0.1:0")
+        .envs(vars.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = Reaped::spawn(&mut command);
+    let log = lines_of(child.stderr.take().expect("stderr is piped"));
+    let address = api_address(&log, Instant::now() + Duration::from_secs(60));
+    Served {
+        child,
+        address,
+        log,
+    }
 }

@@ -102,15 +102,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_list_is_sorted_and_named_like_connectors() {
-        let names: Vec<&str> = BUNDLED.iter().map(|c| c.crate_name).collect();
-        let mut sorted = names.clone();
-        sorted.sort_unstable();
-        assert_eq!(names, sorted);
-        assert!(names.iter().all(|name| name.starts_with("iggy_connector_")));
-    }
-
     #[cfg(target_os = "linux")]
     #[test]
     fn library_file_names_are_the_platforms() {
