@@ -729,6 +729,7 @@ fn info(config: &ConnectorConfig, status: &ConnectorStatus) -> Value {
         "version": status.version,
         "status": status.state.as_str(),
         "restarts": status.restarts,
+        "starts": status.starts,
         "seconds_in_state": status.seconds_in_state,
         "messages_per_second": status.metrics.messages_per_second,
     });

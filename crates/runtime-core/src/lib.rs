@@ -674,7 +674,7 @@ async fn supervise(
         .map_or(context.retry, RetryPolicy::from);
     let mut in_a_row = 0u32;
     loop {
-        status.set_state(ConnectorState::Starting);
+        status.starting();
         let started = tokio::time::Instant::now();
         let run = runner::ConnectorRun {
             config: &config,

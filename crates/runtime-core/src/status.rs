@@ -138,6 +138,9 @@ pub struct ConnectorStatus {
     pub last_error: Option<String>,
     /// Times the connector was restarted after failing.
     pub restarts: u32,
+    /// Times a run of the connector began (opening its plugin instance): one per start,
+    /// manual restart, config activation and restart after a failure.
+    pub starts: u32,
     /// Seconds in the current state.
     pub seconds_in_state: u64,
     /// Its counters.
@@ -156,6 +159,7 @@ impl ConnectorStatus {
             state: ConnectorState::Starting,
             last_error: None,
             restarts: 0,
+            starts: 0,
             seconds_in_state: 0,
             metrics: ConnectorMetrics::default(),
             transforms: Vec::new(),
@@ -263,6 +267,14 @@ impl StatusCell {
             if status.state != ConnectorState::Failed {
                 status.state = state;
             }
+        });
+    }
+
+    /// A run of the connector begins.
+    pub(crate) fn starting(&self) {
+        self.update(|status, _| {
+            status.state = ConnectorState::Starting;
+            status.starts += 1;
         });
     }
 
