@@ -46,7 +46,7 @@ pub(crate) fn list(config: Option<&ConfigPath>) -> ExitCode {
     let bundled = match bundled() {
         Ok(bundled) => bundled,
         Err(error) => {
-            eprintln!("error: {error}");
+            report!("error: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -57,7 +57,7 @@ pub(crate) fn list(config: Option<&ConfigPath>) -> ExitCode {
     let (runtime, configs) = match configured(config) {
         Ok(configured) => configured,
         Err(error) => {
-            eprintln!("error: {error}");
+            report!("error: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -69,7 +69,7 @@ pub(crate) fn list(config: Option<&ConfigPath>) -> ExitCode {
     let plugins = match crate::plugin_registry(&runtime.plugins) {
         Ok(plugins) => plugins,
         Err(error) => {
-            eprintln!("error: {error}");
+            report!("error: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -129,7 +129,7 @@ pub(crate) fn describe(config: Option<&ConfigPath>, name: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("error: {error}");
+            report!("error: {error}");
             ExitCode::FAILURE
         }
     }

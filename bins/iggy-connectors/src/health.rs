@@ -27,13 +27,13 @@ pub(crate) fn healthcheck(config: Option<&ConfigPath>) -> ExitCode {
     let loaded = match config_provider::load(config.map(|config| config.path.as_path())) {
         Ok(loaded) => loaded,
         Err(error) => {
-            eprintln!("error: {error}");
+            report!("error: {error}");
             return ExitCode::FAILURE;
         }
     };
     let http = &loaded.config.http;
     if !http.enabled {
-        eprintln!("unhealthy: [http] enabled = false, nothing to ask");
+        report!("unhealthy: [http] enabled = false, nothing to ask");
         return ExitCode::FAILURE;
     }
     let address = http
@@ -48,14 +48,14 @@ pub(crate) fn healthcheck(config: Option<&ConfigPath>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(response) => {
-            eprintln!(
+            report!(
                 "unhealthy: {scheme}://{address}/health answered {}",
                 response.lines().next().unwrap_or("nothing")
             );
             ExitCode::FAILURE
         }
         Err(error) => {
-            eprintln!("unhealthy: {scheme}://{address}/health: {error}");
+            report!("unhealthy: {scheme}://{address}/health: {error}");
             ExitCode::FAILURE
         }
     }

@@ -5,6 +5,15 @@
 //! the configured provider, connects to Iggy and runs the connectors until SIGINT or
 //! SIGTERM; `plugins` inspects plugin libraries.
 
+/// `eprintln!` with secrets scrubbed ([`config_provider::scrub_secrets`]): what the
+/// binary prints to stderr is errors, and an error may quote a config value that came
+/// from `${env:...}` or `${file:...}`.
+macro_rules! report {
+    ($($arg:tt)*) => {
+        eprintln!("{}", config_provider::scrub_secrets(&format!($($arg)*)))
+    };
+}
+
 mod cli;
 mod connectors;
 mod demo;
@@ -22,7 +31,7 @@ fn main() -> ExitCode {
     let invocation = match cli::parse(std::env::args_os().skip(1)) {
         Ok(invocation) => invocation,
         Err(error) => {
-            eprintln!("error: {error}\n\n{}", cli::USAGE);
+            report!("error: {error}\n\n{}", cli::USAGE);
             return ExitCode::from(2);
         }
     };
@@ -69,7 +78,8 @@ fn init_logging(format: config_provider::LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal() && !no_color)
-        .with_writer(std::io::stderr)
+        // Scrubbed: a plugin's log line or an error may quote a secret config value.
+        .with_writer(|| config_provider::ScrubbingWriter::new(std::io::stderr()))
         // A log line that cannot be written (stderr closed: a pipe whose reader went
         // away) is lost; by default the subscriber would report that with `eprintln!`,
         // which panics on the same closed stderr, in whatever task was logging.
@@ -97,7 +107,7 @@ fn list_plugins(paths: &[String]) -> ExitCode {
             ),
             Err(error) => {
                 failed = true;
-                eprintln!("error: {error}");
+                report!("error: {error}");
             }
         }
     }
@@ -114,7 +124,7 @@ fn run(invocation: &Invocation) -> ExitCode {
     if let Some(config) = &invocation.config
         && !config.path.is_file()
     {
-        eprintln!(
+        report!(
             "error: config file {} (from {}) does not exist",
             config.path.display(),
             config.origin
@@ -128,7 +138,7 @@ fn run(invocation: &Invocation) -> ExitCode {
     let loaded = match config_provider::load(file) {
         Ok(loaded) => loaded,
         Err(error) => {
-            eprintln!("error: {error}");
+            report!("error: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -138,7 +148,7 @@ fn run(invocation: &Invocation) -> ExitCode {
     let plugins = match plugin_registry(&loaded.config.plugins) {
         Ok(plugins) => plugins,
         Err(error) => {
-            eprintln!("error: {error}");
+            report!("error: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -244,7 +254,7 @@ pub(crate) fn block_on(work: impl std::future::Future<Output = Result<(), String
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            report!("error: {error}");
             ExitCode::FAILURE
         }
     }

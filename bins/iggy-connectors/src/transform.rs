@@ -23,7 +23,7 @@ use transforms::{Codec, Payload, StreamPayload, TransformChain};
 pub(crate) fn run(connector: &Path, input: &Path) -> ExitCode {
     match dry_run(connector, input) {
         Ok(tally) => {
-            eprintln!("{tally}");
+            report!("{tally}");
             if tally.failed > 0 {
                 ExitCode::FAILURE
             } else {
@@ -31,7 +31,7 @@ pub(crate) fn run(connector: &Path, input: &Path) -> ExitCode {
             }
         }
         Err(error) => {
-            eprintln!("error: {error}");
+            report!("error: {error}");
             ExitCode::FAILURE
         }
     }
@@ -141,7 +141,7 @@ fn dry_run(connector: &Path, input: &Path) -> Result<Tally, String> {
             Ok(sample) => sample,
             Err(error) => {
                 tally.failed += 1;
-                eprintln!("line {number}: cannot decode: {error}");
+                report!("line {number}: cannot decode: {error}");
                 continue;
             }
         };
@@ -166,7 +166,7 @@ fn dry_run(connector: &Path, input: &Path) -> Result<Tally, String> {
             }
             Err(error) => {
                 tally.failed += 1;
-                eprintln!("line {number}: {error}");
+                report!("line {number}: {error}");
             }
         }
     }

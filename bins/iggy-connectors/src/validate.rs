@@ -118,7 +118,7 @@ pub(crate) fn validate(config: Option<&ConfigPath>) -> ExitCode {
             }
             report
         })?;
-        println!("{summary}");
+        println!("{}", config_provider::scrub_secrets(&summary));
         Ok(())
     })
 }

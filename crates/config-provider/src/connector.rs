@@ -338,6 +338,16 @@ impl ConnectorConfig {
         value
     }
 
+    /// Remembers the values of the `plugin_config` fields whose names say they are
+    /// secret ([`crate::is_secret_field`]) for [`crate::scrub_secrets`], so that an error
+    /// quoting one (a plugin's, say) shows `******`. Values from references were
+    /// remembered when they were resolved.
+    pub fn remember_secrets(&self) {
+        if let Some(plugin) = &self.common().plugin_config {
+            crate::secrets::remember_secret_fields(plugin);
+        }
+    }
+
     /// The plugin config, `{}` when the file has none (never `null`): what the plugin
     /// is opened with.
     pub fn plugin_config(&self) -> serde_json::Value {
@@ -458,6 +468,7 @@ pub(crate) fn from_toml_value(
     }?;
     config.validate()?;
     config.common_mut().secrets = secrets;
+    config.remember_secrets();
     Ok((config, open_files))
 }
 

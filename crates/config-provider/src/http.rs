@@ -345,6 +345,7 @@ fn typed(
         ))
     })?;
     config.validate().map_err(ProviderError::Remote)?;
+    config.remember_secrets();
     Ok(config)
 }
 

@@ -43,7 +43,10 @@ pub use runtime::{
     RuntimeConfig, STANDARD_PLUGIN_DIRECTORY, SecretsConfig, StateConfig, TelemetryConfig,
     TelemetryExport, UrlTemplates,
 };
-pub use secrets::{REDACTED, SecretPaths, is_secret_field, redact_path};
+pub use secrets::{
+    MIN_SCRUBBED_CHARS, REDACTED, ScrubbingWriter, SecretPaths, is_secret_field, redact_path,
+    remember_secret, scrub_secrets, visit_path,
+};
 pub use streams::{SinkStream, SourceStream};
 /// The payload part of a `[[streams]]` entry ([`SinkStream::payload`],
 /// [`SourceStream::payload`]), re-exported so that code building configs needs no

@@ -80,6 +80,132 @@ impl fmt::Display for OpenSecretFile {
     }
 }
 
+/// Secrets shorter than this are not scrubbed from text. References are used for plain
+/// values too (`format = "${env:FORMAT}"`), and replacing every `json` or `text` in
+/// every message would garble the logs and the API's errors, to hide what is no
+/// secret or one an attacker could guess.
+pub const MIN_SCRUBBED_CHARS: usize = 6;
+
+/// The secret values this process has resolved or read from secret fields, in each
+/// form a message may quote them in (as written, escaped as Rust's `{:?}` and JSON
+/// escape them), longest first, so that [`scrub_secrets`] can take them out of any
+/// text: an error a plugin or a parser wrote about a value does not know the value
+/// was secret. Process-wide because logs, API answers and printed errors all need it
+/// and a value once resolved may be quoted by any of them; it only grows, as a
+/// replaced secret may still be quoted by a message about the old config.
+static KNOWN_SECRETS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Remembers `value` as a secret, so that [`scrub_secrets`] replaces it from now on.
+/// Values shorter than [`MIN_SCRUBBED_CHARS`] characters are ignored.
+pub fn remember_secret(value: &str) {
+    if value.chars().count() < MIN_SCRUBBED_CHARS {
+        return;
+    }
+    let forms = [
+        value.to_owned(),
+        value.escape_debug().to_string(),
+        serde_json::to_string(value)
+            .map(|quoted| quoted[1..quoted.len() - 1].to_owned())
+            .unwrap_or_default(),
+    ];
+    let mut known = KNOWN_SECRETS
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let before = known.len();
+    for form in forms {
+        if !form.is_empty() && !known.contains(&form) {
+            known.push(form);
+        }
+    }
+    if known.len() != before {
+        // Longest first: a secret that contains another is replaced whole.
+        known.sort_by_key(|form| std::cmp::Reverse(form.len()));
+    }
+}
+
+/// `text` with every secret [`remember_secret`] was given replaced by [`REDACTED`]:
+/// for errors, log lines and anything else built from config values.
+pub fn scrub_secrets(text: &str) -> std::borrow::Cow<'_, str> {
+    let known = KNOWN_SECRETS
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut text = std::borrow::Cow::Borrowed(text);
+    for secret in known.iter() {
+        if text.contains(secret.as_str()) {
+            text = std::borrow::Cow::Owned(text.replace(secret.as_str(), REDACTED));
+        }
+    }
+    text
+}
+
+/// A writer that scrubs secrets ([`scrub_secrets`]) from what passes through it: the
+/// runtime's log writer, so that no log line quotes a secret, whoever wrote it (a
+/// plugin's log included). Each `write` is scrubbed whole, and a log line is written
+/// in one `write_all`; bytes that are not UTF-8 pass unchanged.
+///
+/// ```
+/// use std::io::Write;
+///
+/// config_provider::remember_secret("hunter2-topsecret");
+/// let mut out = config_provider::ScrubbingWriter::new(Vec::new());
+/// out.write_all(b"invalid duration \"hunter2-topsecret\"\n").unwrap();
+/// assert_eq!(out.into_inner(), b"invalid duration \"******\"\n");
+/// ```
+#[derive(Debug)]
+pub struct ScrubbingWriter<W> {
+    inner: W,
+}
+
+impl<W> ScrubbingWriter<W> {
+    /// Scrubs what is written to `inner`.
+    pub fn new(inner: W) -> Self {
+        ScrubbingWriter { inner }
+    }
+
+    /// The writer written to.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for ScrubbingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match std::str::from_utf8(buf) {
+            Ok(text) => {
+                self.inner.write_all(scrub_secrets(text).as_bytes())?;
+                Ok(buf.len())
+            }
+            Err(_) => self.inner.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Remembers the values of secret-named fields ([`is_secret_field`]) inside `value`,
+/// at any depth.
+pub(crate) fn remember_secret_fields(value: &serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (name, field) in fields {
+                match field {
+                    serde_json::Value::String(text) if is_secret_field(name) => {
+                        remember_secret(text);
+                    }
+                    serde_json::Value::Number(number) if is_secret_field(name) => {
+                        remember_secret(&number.to_string());
+                    }
+                    _ => remember_secret_fields(field),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(remember_secret_fields),
+        _ => {}
+    }
+}
+
 /// A reference resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Resolved {
@@ -93,7 +219,20 @@ pub(crate) struct Resolved {
 /// Resolves a `${env:NAME}` or `${file:/path}` reference, the value of `key`; `None`
 /// for a plain value. A secret file its group or other users may access is an error
 /// when `require_private_files`, and is returned in [`Resolved::open_file`] otherwise.
+/// The value is remembered for [`scrub_secrets`].
 pub(crate) fn resolve_reference(
+    text: &str,
+    key: &str,
+    require_private_files: bool,
+) -> Option<Result<Resolved, String>> {
+    let resolved = read_reference(text, key, require_private_files);
+    if let Some(Ok(resolved)) = &resolved {
+        remember_secret(&resolved.value);
+    }
+    resolved
+}
+
+fn read_reference(
     text: &str,
     key: &str,
     require_private_files: bool,
@@ -299,6 +438,21 @@ pub(crate) fn resolve_toml(
 /// Replaces the value at `path` (dot path, `*` for every key, `[i]` ignored) with
 /// [`REDACTED`], if it is there and not empty.
 pub fn redact_path(value: &mut serde_json::Value, path: &str) {
+    visit_path(value, path, &mut |child| {
+        let empty = child.as_str().is_some_and(str::is_empty);
+        if !empty && !child.is_null() {
+            *child = serde_json::Value::String(REDACTED.to_owned());
+        }
+    });
+}
+
+/// Calls `visit` with each value at `path` (dot path, `*` for every key, `[i]`
+/// ignored), if there is one.
+pub fn visit_path(
+    value: &mut serde_json::Value,
+    path: &str,
+    visit: &mut dyn FnMut(&mut serde_json::Value),
+) {
     let path = path.split('[').next().unwrap_or(path);
     let mut parts = path.splitn(2, '.');
     let Some(head) = parts.next() else {
@@ -318,14 +472,32 @@ pub fn redact_path(value: &mut serde_json::Value, path: &str) {
             continue;
         };
         match rest {
-            Some(rest) => redact_path(child, rest),
-            None => {
-                let empty = child.as_str().is_some_and(str::is_empty);
-                if !empty && !child.is_null() {
-                    *child = serde_json::Value::String(REDACTED.to_owned());
-                }
-            }
+            Some(rest) => visit_path(child, rest, visit),
+            None => visit(child),
         }
+    }
+}
+
+/// Remembers ([`remember_secret`]) the values at the keys that are always secret
+/// ([`ALWAYS_SECRET`]) in `config` (a runtime config as JSON), except where they equal
+/// the value in `defaults`: the default password `iggy` is no secret, and scrubbing
+/// it would garble every message that names Iggy.
+pub(crate) fn remember_always_secret(
+    config: &mut serde_json::Value,
+    defaults: &mut serde_json::Value,
+) {
+    for path in ALWAYS_SECRET {
+        let mut default_values = Vec::new();
+        visit_path(defaults, path, &mut |value| {
+            default_values.push(value.clone());
+        });
+        visit_path(config, path, &mut |value| {
+            if let Some(text) = value.as_str()
+                && !default_values.contains(value)
+            {
+                remember_secret(text);
+            }
+        });
     }
 }
 
@@ -386,6 +558,55 @@ mod tests {
         assert_eq!(value["iggy"]["token"], "", "empty values stay empty");
         assert_eq!(value["connectors"]["request_headers"]["api-key"], REDACTED);
         assert_eq!(value["connectors"]["request_headers"]["x"], REDACTED);
+    }
+
+    #[test]
+    fn remembered_secrets_are_scrubbed_as_written_and_as_quoted() {
+        remember_secret("scrub-\"quoted\"-secret");
+        remember_secret("scrub-secret");
+        remember_secret("scrub-secret-longer");
+        remember_secret("json");
+        assert_eq!(
+            scrub_secrets("a scrub-secret-longer and a scrub-secret"),
+            "a ****** and a ******",
+            "the longer secret is replaced whole"
+        );
+        assert_eq!(
+            scrub_secrets(r#"{:?} gives "scrub-\"quoted\"-secret", raw scrub-"quoted"-secret"#),
+            r#"{:?} gives "******", raw ******"#
+        );
+        assert_eq!(scrub_secrets("json"), "json", "too short to scrub");
+        assert!(matches!(
+            scrub_secrets("nothing secret"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn resolved_references_and_secret_fields_are_remembered() {
+        let dir = std::env::temp_dir().join(format!("scrub-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret");
+        std::fs::write(&file, "resolved-scrub-value\n").unwrap();
+        let resolved = resolve_reference(&format!("${{file:{}}}", file.display()), "k", false);
+        assert!(matches!(resolved, Some(Ok(_))));
+        assert_eq!(scrub_secrets("got resolved-scrub-value"), "got ******");
+        remember_secret_fields(&serde_json::json!({
+            "nested": [{ "api_token": "field-scrub-value", "plain": "plain-value" }]
+        }));
+        assert_eq!(
+            scrub_secrets("field-scrub-value plain-value"),
+            "****** plain-value"
+        );
+        let mut config = serde_json::json!({ "iggy": { "password": "iggy" }, "http": { "api_key": "key-scrub-value" } });
+        let mut defaults =
+            serde_json::json!({ "iggy": { "password": "iggy" }, "http": { "api_key": "" } });
+        remember_always_secret(&mut config, &mut defaults);
+        assert_eq!(
+            scrub_secrets("iggy key-scrub-value"),
+            "iggy ******",
+            "a default is no secret"
+        );
     }
 
     #[test]

@@ -50,10 +50,14 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, reason)
     }
 
+    /// The error as JSON. The reason is scrubbed of secrets
+    /// ([`config_provider::scrub_secrets`]): it may quote a config value that came from
+    /// `${env:...}` or `${file:...}` (a connector's `last_error` is scrubbed when it is
+    /// recorded; configs are redacted field by field).
     fn into_response(self) -> Response<Full<Bytes>> {
         json_response(
             self.status,
-            &json!({ "code": self.code, "reason": self.reason }),
+            &json!({ "code": self.code, "reason": config_provider::scrub_secrets(&self.reason) }),
         )
     }
 }
@@ -107,6 +111,9 @@ impl From<ControlError> for ApiError {
             }
             ControlError::Config { .. } => {
                 ApiError::bad_request("invalid_configuration", error.to_string())
+            }
+            ControlError::ActivationFailed { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "activation_failed", error.to_string())
             }
             ControlError::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -333,6 +340,25 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Answer {
             ),
         ));
     }
+    // A web page may send a "simple" request (a form's POST, a text/plain body) to any
+    // address without asking first, a bodiless POST .../stop among them; a JSON
+    // content type or an api-key header it can send only after a CORS preflight,
+    // which `[http.cors]` decides. So a request that changes something must carry one.
+    if request.method() != Method::GET
+        && request.method() != Method::HEAD
+        && !says_json(request.headers())
+        && !request.headers().contains_key("api-key")
+    {
+        tracing::warn!(%path, method = %request.method(), "refused a changing request that is neither JSON nor carries an api-key header");
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "{} {path}: a request that changes something must say content-type: application/json (its body may be empty) or carry an api-key header",
+                request.method()
+            ),
+        ));
+    }
     // Every route but GET changes a config or a connector's state, except checking a
     // plugin config, which changes nothing.
     if context.http.read_only
@@ -413,6 +439,11 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
                     format!("the plugin's config check failed: {error}"),
                 )
             })?;
+            // The plugin's words may quote a value that is some connector's secret.
+            let problems: Vec<String> = problems
+                .iter()
+                .map(|problem| config_provider::scrub_secrets(problem).into_owned())
+                .collect();
             ok(
                 &json!({ "plugin": plugin.name(), "valid": problems.is_empty(), "problems": problems }),
             )
@@ -503,8 +534,17 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
                 })?;
                 let config = context.provider.version(kind, &key, version).await?;
                 runtime.check_plugin(&config)?;
-                context.provider.set_active(kind, &key, version).await?;
+                let previous = runtime.config(kind, &key).await;
+                // Recorded as active only once it started: a version that cannot is
+                // rolled back by the runtime, and the provider keeps the one that runs.
                 runtime.apply_config(config).await?;
+                if let Err(error) = context.provider.set_active(kind, &key, version).await {
+                    tracing::error!(connector = %key, %kind, version, %error, "cannot record the activated version; the previous one is back");
+                    if let Some(previous) = previous {
+                        let _ = runtime.apply_config(previous).await;
+                    }
+                    return Err(error.into());
+                }
                 tracing::info!(connector = %key, %kind, version, "activated through the API");
                 return no_content();
             }
@@ -605,6 +645,15 @@ async fn running(
     }
 }
 
+/// Whether the request says its body is `application/json` (parameters allowed).
+fn says_json(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|declared| declared.split(';').next())
+        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// Reads a JSON body of at most [`BODY_LIMIT`] bytes. The body must say it is JSON:
 /// a browser sends another site's `text/plain` POST without asking first, but not an
 /// `application/json` one, so this keeps web pages from changing configs through a
@@ -614,13 +663,12 @@ async fn read_json(
     request: Request<Incoming>,
     limit: std::time::Duration,
 ) -> Result<Value, ApiError> {
-    let declared = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
-    let media_type = declared.split(';').next().unwrap_or_default().trim();
-    if !media_type.eq_ignore_ascii_case("application/json") {
+    if !says_json(request.headers()) {
+        let declared = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

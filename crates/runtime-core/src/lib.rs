@@ -291,10 +291,34 @@ pub enum ControlError {
         /// What is wrong, with the key in the config.
         message: String,
     },
+    /// A new config version of a known connector did not start (its plugin could not
+    /// open, say); the previous version is back, running again if it ran.
+    #[error(
+        "{kind} {key:?}: version {version} did not start: {message}; version {previous} is back{}",
+        if *previous_runs { " and runs again" } else { " (stopped, as it was)" }
+    )]
+    ActivationFailed {
+        /// Sink or source.
+        kind: ConnectorKind,
+        /// The connector.
+        key: String,
+        /// The version that did not start.
+        version: u64,
+        /// Why: its run's error.
+        message: String,
+        /// The version the connector has again.
+        previous: u64,
+        /// Whether the previous version ran, and so runs again.
+        previous_runs: bool,
+    },
     /// The runtime is shutting down.
     #[error("the runtime is shutting down")]
     ShuttingDown,
 }
+
+/// How long activating a config version waits for the new version's run to open its
+/// plugin and reach Iggy before keeping it (see [`Runtime::apply_config`]).
+pub const ACTIVATION_WAIT: Duration = Duration::from_secs(30);
 
 /// One connector: its config, status and (while started) its supervisor task.
 #[derive(Debug)]
@@ -417,35 +441,88 @@ impl Runtime {
     /// Runs `config` for its connector: a new key is added, a known one is stopped
     /// (batches in flight finish) and started again with the new config, if enabled.
     /// This is how another config version is activated.
+    ///
+    /// A known connector whose new config cannot start, or whose run fails before it
+    /// runs (its plugin cannot open, Iggy refuses its topics), gets its previous config
+    /// back, running again if it ran, and the error says so
+    /// ([`ControlError::ActivationFailed`]); a new config still starting after
+    /// [`ACTIVATION_WAIT`] is kept. A new key's failure shows in its status.
     pub async fn apply_config(&self, config: ConnectorConfig) -> Result<(), ControlError> {
+        self.remember_plugin_secrets(&config);
         let kind = config.kind();
         let key = config.common().key.clone();
-        let entry = {
+        let (entry, known) = {
             let mut entries = self.entries();
-            entries
-                .entry((kind, key.clone()))
-                .or_insert_with(|| Entry {
-                    status: StatusCell::new(kind, &key, config.common().version)
-                        .stalled_after(self.inner.context.stall.report_after),
-                    slot: Arc::new(tokio::sync::Mutex::new(Slot {
-                        config: config.clone(),
-                        desired: watch::channel(Desired::Stop).0,
-                        task: None,
-                    })),
-                })
-                .clone()
+            match entries.get(&(kind, key.clone())) {
+                Some(entry) => (entry.clone(), true),
+                None => {
+                    let entry = Entry {
+                        status: StatusCell::new(kind, &key, config.common().version)
+                            .stalled_after(self.inner.context.stall.report_after),
+                        slot: Arc::new(tokio::sync::Mutex::new(Slot {
+                            config: config.clone(),
+                            desired: watch::channel(Desired::Stop).0,
+                            task: None,
+                        })),
+                    };
+                    entries.insert((kind, key.clone()), entry.clone());
+                    (entry, false)
+                }
+            }
         };
         let mut slot = entry.slot.lock().await;
+        let was_running = slot.task.as_ref().is_some_and(|task| !task.is_finished());
         self.stop_slot(&mut slot, &entry.status).await;
-        slot.config = config;
+        let previous = std::mem::replace(&mut slot.config, config);
         entry.status.set_version(slot.config.common().version);
-        if slot.config.common().enabled {
-            self.start_slot(&mut slot, &entry.status)
-        } else {
+        if !slot.config.common().enabled {
             tracing::info!(connector = %key, %kind, "disabled");
             entry.status.set_state(ConnectorState::Stopped);
-            Ok(())
+            return Ok(());
         }
+        let started = self.start_slot(&mut slot, &entry.status);
+        if !known {
+            return started;
+        }
+        let error = match started {
+            Ok(()) => {
+                let state = entry
+                    .status
+                    .wait_for_state(|state| state != ConnectorState::Starting, ACTIVATION_WAIT)
+                    .await;
+                if !matches!(state, ConnectorState::Failed | ConnectorState::Restarting) {
+                    return Ok(());
+                }
+                ControlError::ActivationFailed {
+                    kind,
+                    key: key.clone(),
+                    version: slot.config.common().version,
+                    message: entry.status.snapshot().last_error.unwrap_or_default(),
+                    previous: previous.common().version,
+                    previous_runs: was_running,
+                }
+            }
+            Err(error) => error,
+        };
+        tracing::error!(
+            connector = %key,
+            %kind,
+            version = slot.config.common().version,
+            previous = previous.common().version,
+            restarted = was_running,
+            %error,
+            "the new config version did not start; the previous one is back"
+        );
+        self.stop_slot(&mut slot, &entry.status).await;
+        slot.config = previous;
+        entry.status.set_version(slot.config.common().version);
+        if was_running {
+            // It ran a moment ago: a failure now shows in its status, as it would have.
+            let _ = self.start_slot(&mut slot, &entry.status);
+        } else {
+            entry.status.set_state(ConnectorState::Stopped);
+        }
+        Err(error)
     }
 
     /// Every plugin the runtime knows (see [`PluginRegistry::known`]): what `GET
@@ -459,19 +536,43 @@ impl Runtime {
     /// linked or loaded.
     pub fn redacted(&self, config: &ConnectorConfig) -> serde_json::Value {
         let mut value = config.redacted();
-        let description = self
-            .inner
-            .plugins
-            .known_at(&config.common().path)
-            .and_then(|plugin| ConfigDescription::of(&plugin).ok());
-        if let (Some(description), Some(plugin_config)) =
-            (description, value.get_mut("plugin_config"))
-        {
-            for field in description.fields().iter().filter(|field| field.secret) {
-                config_provider::redact_path(plugin_config, &field.key);
+        if let Some(plugin_config) = value.get_mut("plugin_config") {
+            for key in self.secret_plugin_fields(config) {
+                config_provider::redact_path(plugin_config, &key);
             }
         }
         value
+    }
+
+    /// The keys of the `plugin_config` fields that `config`'s plugin marks secret,
+    /// whatever their names; none when the plugin is neither linked nor loaded.
+    fn secret_plugin_fields(&self, config: &ConnectorConfig) -> Vec<String> {
+        self.inner
+            .plugins
+            .known_at(&config.common().path)
+            .and_then(|plugin| ConfigDescription::of(&plugin).ok())
+            .map(|description| {
+                description
+                    .fields()
+                    .iter()
+                    .filter(|field| field.secret)
+                    .map(|field| field.key.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Remembers, for [`config_provider::scrub_secrets`], the values of the
+    /// `plugin_config` fields that `config`'s plugin marks secret.
+    fn remember_plugin_secrets(&self, config: &ConnectorConfig) {
+        let mut plugin_config = config.plugin_config();
+        for key in self.secret_plugin_fields(config) {
+            config_provider::visit_path(&mut plugin_config, &key, &mut |value| {
+                if let Some(text) = value.as_str() {
+                    config_provider::remember_secret(text);
+                }
+            });
+        }
     }
 
     /// The known plugin whose connector is called `name` (`stdout`, ...).

@@ -211,10 +211,22 @@ struct Live {
     stuck_since: Option<Instant>,
 }
 
+/// `error` with the secrets it quotes replaced (see [`config_provider::scrub_secrets`]):
+/// an error about a config value does not know the value was secret, and the status
+/// is what the API shows.
+fn scrubbed(error: String) -> String {
+    match config_provider::scrub_secrets(&error) {
+        std::borrow::Cow::Borrowed(_) => error,
+        std::borrow::Cow::Owned(scrubbed) => scrubbed,
+    }
+}
+
 /// The live status a runner updates and the runtime reads.
 #[derive(Debug, Clone)]
 pub(crate) struct StatusCell {
     inner: Arc<Mutex<Live>>,
+    /// Woken on every change of state, for [`StatusCell::wait_for_state`].
+    state_changed: Arc<tokio::sync::Notify>,
     created: Instant,
     /// When a stuck connector is reported [`ConnectorState::Stalled`].
     stall_after: Option<Duration>,
@@ -232,6 +244,7 @@ impl StatusCell {
                 lags: Vec::new(),
                 stuck_since: None,
             })),
+            state_changed: Arc::new(tokio::sync::Notify::new()),
             created: now,
             stall_after: None,
         }
@@ -254,6 +267,35 @@ impl StatusCell {
         change(&mut live.status, &mut live.rate);
         if live.status.state != before {
             live.since = Instant::now();
+            self.state_changed.notify_waiters();
+        }
+    }
+
+    /// Waits until the connector's state (as recorded, before any `stalled`) is one
+    /// that `done` accepts, at most `within`; returns the state it saw last.
+    pub(crate) async fn wait_for_state(
+        &self,
+        done: impl Fn(ConnectorState) -> bool,
+        within: Duration,
+    ) -> ConnectorState {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // Registered before the state is read, so a change in between wakes it.
+            let changed = self.state_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let state = self
+                .inner
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .status
+                .state;
+            if done(state) {
+                return state;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return state;
+            }
         }
     }
 
@@ -286,7 +328,7 @@ impl StatusCell {
         self.update(|status, _| {
             status.state = ConnectorState::Failed;
             status.metrics.errors += 1;
-            status.last_error = Some(error);
+            status.last_error = Some(scrubbed(error));
         });
     }
 
@@ -301,7 +343,7 @@ impl StatusCell {
         self.update(|status, _| {
             status.metrics.retries += 1;
             status.metrics.errors += 1;
-            status.last_error = Some(error);
+            status.last_error = Some(scrubbed(error));
         });
     }
 
@@ -333,7 +375,7 @@ impl StatusCell {
         self.update(|status, _| {
             status.metrics.skipped += 1;
             status.metrics.errors += 1;
-            status.last_error = Some(error);
+            status.last_error = Some(scrubbed(error));
         });
     }
 
@@ -341,7 +383,7 @@ impl StatusCell {
         self.update(|status, _| {
             status.metrics.dead_letters += 1;
             status.metrics.errors += 1;
-            status.last_error = Some(error);
+            status.last_error = Some(scrubbed(error));
         });
     }
 

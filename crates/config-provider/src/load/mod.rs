@@ -242,6 +242,10 @@ pub fn load_with_env(
         secrets: secret_paths,
         warnings,
     };
+    secrets::remember_always_secret(
+        &mut serde_json::to_value(&loaded.config).unwrap_or_default(),
+        &mut serde_json::to_value(RuntimeConfig::default()).unwrap_or_default(),
+    );
     if let Err(error) = crate::validate::validate(&mut loaded, &origins) {
         problems.extend(error.problems);
     }

@@ -4,6 +4,7 @@
 // In tests an unwrap is an assertion.
 #![allow(clippy::unwrap_used)]
 
+mod activation;
 mod auth;
 mod connections;
 mod cors;

@@ -202,20 +202,28 @@ async fn every_route_answers() {
         assert!(!text.contains("format.secret"), "{path}: {text}");
     }
 
-    // Lifecycle of one connector; the other keeps running.
-    for (action, state) in [
-        ("pause", "paused"),
-        ("resume", "running"),
-        ("stop", "stopped"),
-        ("start", "running"),
-        ("restart", "running"),
+    // Lifecycle of one connector; the other keeps running. A start or restart is one
+    // more run of the connector (`starts`), the others none.
+    for (action, state, runs) in [
+        ("pause", "paused", 0),
+        ("resume", "running", 0),
+        ("stop", "stopped", 0),
+        ("start", "running", 1),
+        ("restart", "running", 1),
     ] {
+        let starts = |value: &Value| value["starts"].as_u64().unwrap();
+        let before = starts(&api.get("/sinks/file").await.json());
         let reply = api
             .send("POST", &format!("/sinks/file/{action}"), json!(null))
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{action}: {}", reply.text());
-        api.eventually_json("/sinks/file", action, |value| value["status"] == state)
+        // The new run counts itself as it begins, after the reply.
+        let after = api
+            .eventually_json("/sinks/file", action, |value| {
+                value["status"] == state && starts(value) >= before + runs
+            })
             .await;
+        assert_eq!(starts(&after), before + runs, "{action}: {after}");
         assert_eq!(
             api.get("/sources/random").await.json()["status"],
             "running",
@@ -240,7 +248,8 @@ async fn every_route_answers() {
     api.stop().await;
 }
 
-fn toml_to_json(text: &str) -> Value {
+/// A connector config file's text as the JSON the API takes.
+pub(crate) fn toml_to_json(text: &str) -> Value {
     let value: toml::Value = toml::from_str(text).unwrap();
     serde_json::to_value(value).unwrap()
 }

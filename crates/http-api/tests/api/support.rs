@@ -21,7 +21,7 @@ use runtime_core::{
 use serde_json::Value;
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
-const KEY: &str = "s3cr3t-key";
+pub(crate) const KEY: &str = "s3cr3t-key";
 
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
