@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use connector_sdk::Schema;
 use connector_sdk::abi::ABI_VERSION;
-use iggy_connectors_tests::{json_batch, plugin_library, plugin_path, temp_dir};
+use iggy_connectors_tests::{eventually, json_batch, plugin_library, plugin_path, temp_dir};
 use plugin_host::{
     BatchSource, CallErrorKind, ConnectorKind, LoadError, MessageMeta, OpenOptions, Plugin,
     PluginLoader, PluginOrigin, SinkBatchBuilder, SinkInstance, SourceInstance,
@@ -310,7 +310,7 @@ async fn several_batches_may_be_unsettled_and_are_settled_in_order() {
     let plugin = load("iggy_connector_random_source");
     let limit = plugin.max_unsettled_batches();
     assert!(limit > 1, "the random source pipelines its batches");
-    assert_eq!(load("faulty_source_plugin").max_unsettled_batches(), 1);
+    assert_eq!(load("faulty_source_plugin").max_unsettled_batches(), 2);
     let config = json!({ "interval": "0ms", "messages_range": [2, 2], "max_count": 100 });
     let source = open_source(&plugin, "pipelined", config, None).await;
     let first_seq = |batch: &plugin_host::SourceBatch<'_>| batch_payloads(batch)[0]["seq"].clone();
@@ -451,25 +451,41 @@ async fn scattered_payloads_are_copied_out() {
     source.close(CLOSE).await.unwrap();
 }
 
+/// A settle made while a poll waits inside the plugin is served at once: the driver
+/// abandons the poll (polls are cancel-safe), settles, and polls again. The poll here
+/// can only end after the settle, so a driver that served calls strictly in turn would
+/// never answer either.
 #[tokio::test]
 async fn a_waiting_poll_does_not_hold_up_settling_earlier_batches() {
-    let plugin = load("iggy_connector_random_source");
-    let config = json!({ "interval": "0ms", "messages_range": [5, 5], "max_count": 5 });
-    let source = Arc::new(open_source(&plugin, "waiting", config, None).await);
-    let batch = source.poll().await.unwrap();
-    // Nothing more to produce: this poll waits until the source is closed.
-    let waiting = {
-        let source = source.clone();
-        tokio::spawn(async move { source.poll().await.map(|batch| batch.messages().len()) })
-    };
-    tokio::time::timeout(Duration::from_secs(10), batch.accept())
+    let dir = temp_dir("waiting-poll");
+    let marker = dir.join("waiting");
+    let plugin = load("faulty_source_plugin");
+    let config = json!({ "wait_until_settled": true, "waiting_marker": marker });
+    let source = open_source(&plugin, "waiting", config, None).await;
+    let first = source.poll().await.unwrap();
+    assert_eq!(batch_payloads(&first)[0]["batch"], 1);
+    let mut waiting = Box::pin(source.poll());
+    // Driven until the plugin says the poll waits in it, so the settle below is made
+    // after the poll reached the plugin, not queued ahead of it.
+    tokio::select! {
+        biased;
+        _ = &mut waiting => panic!("the poll answered while its predecessor was unsettled"),
+        () = eventually("the second poll waits inside the plugin", || marker.exists()) => {}
+    }
+    tokio::time::timeout(Duration::from_secs(10), first.accept())
         .await
         .expect("the accept overtakes the waiting poll")
         .unwrap();
-    assert!(!waiting.is_finished(), "the poll still waits for data");
-    waiting.abort();
-    let _ = waiting.await;
-    let source = Arc::into_inner(source).expect("the only handle");
+    // Polled again after the settle, the source saw the accept before making batch 2.
+    let next = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the abandoned poll starts again after the settle")
+        .unwrap();
+    assert_eq!(
+        batch_payloads(&next),
+        [json!({ "batch": 2, "accepted": 1, "rejected": 0 })]
+    );
+    next.accept().await.unwrap();
     source.close(CLOSE).await.unwrap();
 }
 

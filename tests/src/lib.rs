@@ -107,24 +107,10 @@ pub fn logs() {
         .try_init();
 }
 
-/// Upstream's config files, in the steering repository's shared fixtures. A checkout
-/// without them skips this test, except in CI, where they must be present.
-pub fn upstream_connectors_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/upstream-configs/connectors"
-    ));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "upstream config fixtures missing at {}",
-        dir.display()
-    );
-    eprintln!("skipped: no upstream fixtures at {}", dir.display());
-    None
-}
+// Shared with config-provider's tests, which cannot depend on this crate.
+#[path = "../support/fixtures.rs"]
+mod fixtures;
+pub use fixtures::upstream_connectors_dir;
 
 /// A client of `address`, connected and signed in as iggy/iggy (the user every test
 /// and benchmark runs as, on our server or a real one).

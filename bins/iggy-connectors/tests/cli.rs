@@ -114,9 +114,7 @@ fn run_validates_the_config_first() {
 /// config (add_fields with static and computed values, then delete_fields).
 #[test]
 fn transform_runs_a_connector_chain_over_sample_messages() {
-    let Some(dir) = iggy_connectors_tests::upstream_connectors_dir() else {
-        return;
-    };
+    let dir = iggy_connectors_tests::upstream_connectors_dir();
     let samples = iggy_connectors_tests::temp_dir("cli-transform").join("in.jsonl");
     std::fs::write(
         &samples,

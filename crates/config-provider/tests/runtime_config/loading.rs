@@ -39,28 +39,12 @@ fn the_environment_wins_over_the_file_and_keeps_string_types() {
     assert_eq!(local.config_dir, "b");
 }
 
-fn fixtures() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/upstream-configs"
-    ));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "fixtures missing at {}",
-        dir.display()
-    );
-    eprintln!("skipped: no upstream fixtures at {}", dir.display());
-    None
-}
+#[path = "../../../../tests/support/fixtures.rs"]
+mod fixtures;
 
 #[test]
 fn upstream_runtime_configs_load_unchanged() {
-    let Some(dir) = fixtures() else {
-        return;
-    };
+    let dir = fixtures::upstream_configs_dir();
     let example = load_with_env(Some(&dir.join("config.toml")), no_env()).unwrap();
     let ConnectorsConfig::Local(local) = &example.config.connectors else {
         panic!("expected local");

@@ -5,6 +5,14 @@
 //! `on_batch_result` received so far. `plugin_config`:
 //! - `panic_in`: `"open"`, `"poll"`, `"batch_result"` or `"close"`.
 //! - `fail_poll_times`: return a retryable error from the first N polls.
+//! - `wait_until_settled`: a poll made while an earlier batch is unsettled waits until
+//!   it is settled, which only the host's settle can bring about: the driver must
+//!   abandon the waiting poll to serve the settle, then poll again.
+//! - `waiting_marker`: a file created when such a poll starts waiting, so that a test
+//!   knows the poll is inside the plugin before it settles.
+//!
+//! Two batches may be unsettled at once (`MAX_UNSETTLED_BATCHES`): with one, the host
+//! could not poll before settling, and a poll could never wait on a settle.
 
 use connector_sdk::{
     BatchOutcome, ConnectorContext, Error, ProducedBatch, ProducedMessage, Schema, Source,
@@ -35,6 +43,12 @@ pub struct FaultySourceConfig {
     /// How many polls fail before they succeed.
     #[serde(default)]
     pub fail_poll_times: u32,
+    /// Whether a poll waits while an earlier batch is unsettled.
+    #[serde(default)]
+    pub wait_until_settled: bool,
+    /// Created when a poll starts waiting for a settle.
+    #[serde(default)]
+    pub waiting_marker: Option<std::path::PathBuf>,
 }
 
 /// The misbehaving source.
@@ -49,6 +63,7 @@ pub struct FaultySource {
 
 impl Source for FaultySource {
     type Config = FaultySourceConfig;
+    const MAX_UNSETTLED_BATCHES: u32 = 2;
 
     async fn open(
         config: FaultySourceConfig,
@@ -74,6 +89,16 @@ impl Source for FaultySource {
         if self.failures_left > 0 {
             self.failures_left -= 1;
             return Err(Error::retryable("planned poll failure"));
+        }
+        if self.config.wait_until_settled && self.polls > self.accepted + self.rejected {
+            if let Some(marker) = &self.config.waiting_marker {
+                std::fs::write(marker, b"waiting").map_err(|error| {
+                    Error::permanent(format!("cannot create {}: {error}", marker.display()))
+                })?;
+            }
+            // Nothing is changed before this point, so the poll stays cancel-safe: the
+            // driver drops it to serve the settle and polls again.
+            std::future::pending::<()>().await;
         }
         self.polls += 1;
         let payload = serde_json::json!({
