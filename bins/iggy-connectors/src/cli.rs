@@ -12,7 +12,11 @@ pub const USAGE: &str = "\
 iggy-connectors: moves data between Apache Iggy and the outside world
 
 Usage:
-  iggy-connectors [--config PATH] [run]     run the connectors of a config
+  iggy-connectors [--config PATH] [--strict] [run]
+                                            run the connectors of a config (a connector
+                                            whose config cannot run is listed as `error`
+                                            and the others run; --strict refuses to
+                                            start instead, as [connectors] strict = true)
   iggy-connectors demo                      run the bundled connectors end to end, with the
                                             HTTP API, against an in-memory Iggy server
                                             (or $IGGY_CONNECTORS_IGGY_ADDRESS)
@@ -86,6 +90,8 @@ pub enum Command {
 pub struct Invocation {
     pub command: Command,
     pub config: Option<ConfigPath>,
+    /// `--strict`: refuse to run when any connector config cannot run.
+    pub strict: bool,
 }
 
 /// Parses the arguments (without the program name).
@@ -103,6 +109,7 @@ fn parse_with_env(
     let mut input = None;
     let mut command = None;
     let mut operands: Vec<String> = Vec::new();
+    let mut strict = false;
     while let Some(arg) = args.next() {
         let arg = arg
             .into_string()
@@ -122,6 +129,7 @@ fn parse_with_env(
                 let path = args.next().ok_or_else(|| format!("{arg} needs a FILE"))?;
                 input = Some(PathBuf::from(path));
             }
+            "--strict" => strict = true,
             "-" => operands.push(arg),
             _ if arg.starts_with("--config=") => {
                 config = Some(PathBuf::from(&arg["--config=".len()..]));
@@ -170,6 +178,9 @@ fn parse_with_env(
     if connector.is_some() || input.is_some() {
         return Err("--connector and --input go with the transform command".to_owned());
     }
+    if strict && command != Command::Run {
+        return Err("--strict goes with the run command".to_owned());
+    }
     let config = match config {
         Some(path) => Some(ConfigPath {
             path,
@@ -182,7 +193,11 @@ fn parse_with_env(
                 origin: ConfigOrigin::Environment,
             }),
     };
-    Ok(Invocation { command, config })
+    Ok(Invocation {
+        command,
+        config,
+        strict,
+    })
 }
 
 #[cfg(test)]
@@ -209,6 +224,14 @@ mod tests {
         let invocation = parse_args(&["--config=c.toml"], None).unwrap();
         assert_eq!(invocation.config.unwrap().path, PathBuf::from("c.toml"));
         assert_eq!(parse_args(&[], Some("")).unwrap().config, None);
+    }
+
+    #[test]
+    fn strict_goes_with_run() {
+        assert!(parse_args(&["--strict"], None).unwrap().strict);
+        assert!(parse_args(&["run", "--strict"], None).unwrap().strict);
+        assert!(!parse_args(&["run"], None).unwrap().strict);
+        assert!(parse_args(&["validate", "--strict"], None).is_err());
     }
 
     #[test]

@@ -113,6 +113,8 @@ async fn run() -> Result<(), String> {
     };
     config.connectors = ConnectorsConfig::Local(LocalProviderConfig {
         config_dir: dir.join("connectors").display().to_string(),
+        // The demo writes its own configs: one that cannot run is a bug to see at once.
+        strict: true,
     });
     config.state.path = dir.join("state").display().to_string();
     config.http.enabled = true;

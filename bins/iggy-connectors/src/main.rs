@@ -119,7 +119,7 @@ fn list_plugins(paths: &[String]) -> ExitCode {
 }
 
 /// Runs the connectors of the config until SIGINT or SIGTERM (a second signal exits at
-/// once).
+/// once); `--strict` refuses to start when a connector config cannot run.
 fn run(invocation: &Invocation) -> ExitCode {
     if let Some(config) = &invocation.config
         && !config.path.is_file()
@@ -152,7 +152,11 @@ fn run(invocation: &Invocation) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    block_on(serve(loaded.config, plugins, |_| {}))
+    let mut config = loaded.config;
+    if invocation.strict {
+        config.connectors.set_strict(true);
+    }
+    block_on(serve(config, plugins, |_| {}))
 }
 
 /// Every bundled connector, linked in, under its descriptor's name (a config's `path`
@@ -201,33 +205,37 @@ pub(crate) fn plugin_problem(error: &plugin_host::LoadError) -> String {
     }
 }
 
-/// The connectors of `configs` whose library lies outside the plugin directories (or
-/// that others may change): the runtime refuses to start rather than run some and leave a refused one to be found.
-fn refused_plugins(
+/// Under `[connectors] strict`: the connectors of `configs` that could not start, each
+/// with why (its library cannot be had, outside the plugin directories included, or
+/// its transforms cannot be built), so that the runtime refuses to start rather than
+/// run the others.
+fn unrunnable(
     configs: &config_provider::ActiveConfigs,
     plugins: &runtime_core::PluginRegistry,
 ) -> Result<(), String> {
-    let refused: Vec<String> = configs
-        .sources
-        .values()
-        .chain(configs.sinks.values())
-        .filter_map(|config| match plugins.check(&config.common().path) {
-            Err(
-                error @ (plugin_host::LoadError::NotAllowed { .. }
-                | plugin_host::LoadError::SharedWritable { .. }),
-            ) => Some(format!(
-                "{} {}: `path`: {}",
-                config.kind(),
-                config.common().key,
-                plugin_problem(&error)
-            )),
-            _ => None,
-        })
+    let mut problems: Vec<String> = configs
+        .broken
+        .iter()
+        .map(|broken| broken.problem.to_string())
         .collect();
-    if refused.is_empty() {
+    for config in configs.sources.values().chain(configs.sinks.values()) {
+        let name = format!("{} {}", config.kind(), config.common().key);
+        if let Err(error) = plugins.check(&config.common().path) {
+            problems.push(format!("{name}: `path`: {}", plugin_problem(&error)));
+        }
+        if let Err(error) =
+            transforms::TransformChain::new(config.kind(), &config.common().transforms.0)
+        {
+            problems.push(format!("{name}: {error}"));
+        }
+    }
+    if problems.is_empty() {
         Ok(())
     } else {
-        Err(format!("refusing to start: {}", refused.join("; ")))
+        Err(format!(
+            "refusing to start ([connectors] strict): {}",
+            problems.join("; ")
+        ))
     }
 }
 
@@ -352,14 +360,23 @@ pub(crate) async fn serve(
 ) -> Result<(), String> {
     let mut signals =
         Signals::new().map_err(|error| format!("cannot listen for signals: {error}"))?;
-    let (provider, dir, _) = open_provider(&config.connectors, &config.secrets, false)?;
+    // One connector's config that cannot run is that connector's problem (it is listed
+    // as `error`), unless [connectors] strict asks to refuse to start instead.
+    let strict = config.connectors.strict();
+    let (provider, dir, problems) = open_provider(&config.connectors, &config.secrets, !strict)?;
+    for problem in &problems {
+        tracing::warn!(source = %problem.source, key = problem.key.as_deref().unwrap_or_default(), "{problem}");
+    }
     let configs = provider
         .active_configs()
         .await
         .map_err(|error| format!("cannot read the connector configs: {error}"))?;
-    refused_plugins(&configs, &plugins)?;
+    if strict {
+        unrunnable(&configs, &plugins)?;
+    }
     if let Some(dir) = dir {
-        let count = configs.sources.len() + configs.sinks.len();
+        // A broken file is a connector file too: the directory is not empty.
+        let count = configs.sources.len() + configs.sinks.len() + configs.broken.len();
         match dir.trouble(count) {
             Some(trouble) => tracing::warn!(dir = %dir.path.display(), "{trouble}"),
             None => {
@@ -423,6 +440,20 @@ pub(crate) async fn serve(
             "connector"
         );
     }
+    let not_started: Vec<String> = running
+        .statuses()
+        .iter()
+        .filter(|status| status.state == runtime_core::ConnectorState::Error)
+        .map(|status| format!("{} {}", status.kind, status.key))
+        .chain(running.kindless_configs().iter().cloned())
+        .collect();
+    if !not_started.is_empty() {
+        tracing::warn!(
+            connectors = ?not_started,
+            "{} connector(s) did not start (state error, see their last_error); the others run",
+            not_started.len()
+        );
+    }
     if running.statuses().is_empty() {
         tracing::info!("no connectors configured");
     }
@@ -471,8 +502,16 @@ async fn log_summaries(running: runtime_core::Runtime, interval: std::time::Dura
                 errors = metrics.errors,
                 lag = metrics.lag,
                 group_resets = metrics.group_resets,
+                error = if status.state == runtime_core::ConnectorState::Error {
+                    status.last_error.as_deref().unwrap_or_default()
+                } else {
+                    ""
+                },
                 "summary"
             );
+        }
+        for problem in running.kindless_configs() {
+            tracing::warn!(error = %problem, "summary: a connector config that names no kind does not run");
         }
     }
 }

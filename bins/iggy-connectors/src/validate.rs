@@ -94,7 +94,7 @@ async fn check(config: Option<&ConfigPath>) -> Result<String, Vec<String>> {
         for warning in &dir.secret_files {
             summary.push_str(&format!("\n  warning: {warning}"));
         }
-        match dir.trouble(configs.sources.len() + configs.sinks.len()) {
+        match dir.trouble(configs.sources.len() + configs.sinks.len() + configs.broken.len()) {
             Some(trouble) => summary.push_str(&format!("\n  warning: {trouble}")),
             None => summary.push_str(&format!(
                 "\n  connector configs read from {}",

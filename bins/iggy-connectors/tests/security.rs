@@ -68,9 +68,9 @@ fn has_mapped(pid: u32, library: &Path) -> bool {
 }
 
 /// A connector config file naming a library outside the plugin directories: `validate`
-/// names the path and the directories, and `run` refuses to start (before reaching
-/// Iggy) instead of running the rest; pointing `plugins.directories` at the library's
-/// directory lets it through.
+/// names the path and the directories, and `run --strict` refuses to start (before
+/// reaching Iggy) instead of running the rest; pointing `plugins.directories` at the
+/// library's directory lets it through.
 #[test]
 fn a_config_file_naming_a_library_elsewhere_is_refused_by_validate_and_at_start_up() {
     let dir = temp_dir("security-start-up");
@@ -101,6 +101,7 @@ fn a_config_file_naming_a_library_elsewhere_is_refused_by_validate_and_at_start_
     );
 
     let run = runtime_command(&config)
+        .args(["--strict", "run"])
         .env("NO_COLOR", "1")
         .env("IGGY_CONNECTORS_HTTP_ENABLED", "false")
         .output()
@@ -131,6 +132,38 @@ fn a_config_file_naming_a_library_elsewhere_is_refused_by_validate_and_at_start_
         String::from_utf8_lossy(&allowed.stdout),
         String::from_utf8_lossy(&allowed.stderr)
     );
+}
+
+/// Without `--strict` the same file makes its connector `error`, naming the library
+/// and the directories, while the runtime serves; the library is never opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_strict_a_library_elsewhere_is_a_connector_in_error_never_opened() {
+    let target = TestTarget::from_env().await.unwrap();
+    let dir = temp_dir("security-lenient");
+    let library = library_elsewhere(&dir);
+    let connectors = dir.join("connectors");
+    std::fs::create_dir_all(&connectors).unwrap();
+    std::fs::write(
+        connectors.join("evil.toml"),
+        sink_toml("evil", library.to_str().unwrap(), "s", &dir.join("out")),
+    )
+    .unwrap();
+    let config = runtime_toml(&dir, &target.address);
+    let Served {
+        child,
+        address,
+        log: _log,
+    } = serve_api(&config, &[]);
+    let resolved = library.canonicalize().unwrap().display().to_string();
+    let (status, sink) = http_get(&address, "/sinks/evil");
+    assert_eq!(status, 200, "{sink}");
+    assert!(
+        sink.contains("\"status\":\"error\"") && sink.contains(&resolved),
+        "{sink}"
+    );
+    let (status, _) = http_get(&address, "/ready");
+    assert_eq!(status, 503);
+    assert!(!has_mapped(child.id(), &library), "the library was opened");
 }
 
 /// The API with the default settings (loopback, no key): a new config version naming a

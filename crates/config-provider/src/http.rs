@@ -28,8 +28,9 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{self, pki_types::ServerName};
 
 use crate::connector::{ConnectorConfig, SinkConfig, SourceConfig};
+use crate::load::Problem;
 use crate::provider::{
-    ActiveConfigs, ActiveVersions, ConfigProvider, ProviderError, check_request,
+    ActiveConfigs, ActiveVersions, BrokenConfig, ConfigProvider, ProviderError, check_request,
 };
 use crate::runtime::HttpProviderConfig;
 
@@ -372,16 +373,42 @@ impl ConfigProvider for HttpProvider {
             .fetch(Method::GET, &url, None, false)
             .await?
             .ok_or_else(|| ProviderError::Remote(format!("GET {url}: no answer")))?;
+        // One config the service sends that cannot be used is that connector's
+        // problem alone: it is listed as broken and the others run.
         let mut configs = ActiveConfigs::default();
-        for (key, value) in active.sinks {
-            configs
-                .sinks
-                .insert(key, typed(ConnectorKind::Sink, value)?);
-        }
-        for (key, value) in active.sources {
-            configs
-                .sources
-                .insert(key, typed(ConnectorKind::Source, value)?);
+        let kinds = [
+            (ConnectorKind::Sink, active.sinks),
+            (ConnectorKind::Source, active.sources),
+        ];
+        for (kind, active) in kinds {
+            for (key, value) in active {
+                match typed(kind, value.clone()) {
+                    Ok(config) => {
+                        let map = match kind {
+                            ConnectorKind::Sink => &mut configs.sinks,
+                            ConnectorKind::Source => &mut configs.sources,
+                        };
+                        map.insert(key, config);
+                    }
+                    Err(error) => {
+                        let mut fields = value;
+                        if let Some(object) = fields.as_object_mut() {
+                            object.insert("type".to_owned(), kind.as_str().into());
+                            object.insert("key".to_owned(), key.clone().into());
+                        }
+                        let problem = Problem {
+                            source: url.clone(),
+                            key: Some(format!("{}s.{key}", kind.as_str())),
+                            message: error.to_string(),
+                        };
+                        configs.broken.push(BrokenConfig::from_fields(
+                            Some(&fields),
+                            &key,
+                            problem,
+                        ));
+                    }
+                }
+            }
         }
         Ok(configs)
     }

@@ -35,7 +35,7 @@ pub use load::{
 };
 pub use local::{ACTIVE_VERSIONS_FILE, LocalProvider};
 pub use overrides::apply_env_overrides;
-pub use provider::{ActiveConfigs, ActiveVersions, ConfigProvider, ProviderError};
+pub use provider::{ActiveConfigs, ActiveVersions, BrokenConfig, ConfigProvider, ProviderError};
 pub use runtime::{
     ConfigDuration, ConnectorRetry, ConnectorsConfig, CorsConfig, HttpConfig, HttpProviderConfig,
     HttpTlsConfig, IggyConfig, IggyTlsConfig, LocalProviderConfig, LogFormat, LoggingConfig,

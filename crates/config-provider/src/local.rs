@@ -30,7 +30,7 @@ use crate::load::{ConfigError, Problem};
 use crate::overrides::{
     apply_env_overrides, is_connector_override, is_override_field, kind_prefix, override_prefix,
 };
-use crate::provider::{ActiveConfigs, ConfigProvider, ProviderError, check_request};
+use crate::provider::{ActiveConfigs, BrokenConfig, ConfigProvider, ProviderError, check_request};
 use crate::runtime::SecretsConfig;
 use crate::secrets::OpenSecretFile;
 
@@ -43,6 +43,11 @@ type Id = (ConnectorKind, String);
 struct Store {
     versions: BTreeMap<Id, BTreeMap<u64, (ConnectorConfig, PathBuf)>>,
     active: BTreeMap<Id, u64>,
+    /// Active versions `.active_versions.toml` names that no readable file defines
+    /// (kept, and written back, until another version is activated).
+    unresolved_active: BTreeMap<Id, (u64, Problem)>,
+    /// The files that could not be read into a config.
+    broken: Vec<BrokenConfig>,
 }
 
 /// Connector configs from a directory.
@@ -194,7 +199,17 @@ impl LocalProvider {
                     }
                     versions.insert(version, (config, file));
                 }
-                Err(problem) => problems.push(problem),
+                Err(problem) => {
+                    let fallback = file
+                        .file_name()
+                        .map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+                    store.broken.push(BrokenConfig::from_fields(
+                        raw_fields(&file).as_ref(),
+                        &fallback,
+                        problem.clone(),
+                    ));
+                    problems.push(problem);
+                }
             }
         }
         match read_active_versions(&dir) {
@@ -207,11 +222,17 @@ impl LocalProvider {
                     if exists {
                         store.active.insert((kind, key), version);
                     } else {
-                        problems.push(Problem {
+                        let problem = Problem {
                             source: dir.join(ACTIVE_VERSIONS_FILE).display().to_string(),
                             key: Some(format!("{}s.{key}", kind.as_str())),
-                            message: format!("version {version} is active, but no file defines it"),
-                        });
+                            message: format!(
+                                "version {version} is active, but no readable file defines it"
+                            ),
+                        };
+                        store
+                            .unresolved_active
+                            .insert((kind, key), (version, problem.clone()));
+                        problems.push(problem);
                     }
                 }
             }
@@ -364,6 +385,14 @@ fn nearest_override(name: &str, kind: ConnectorKind, keys: &[&str]) -> Option<St
         let index = normalised.iter().position(|candidate| candidate == near)?;
         Some(format!("{}{field}", override_prefix(kind, keys[index])))
     })
+}
+
+/// The fields of a config file that is valid TOML, as JSON, for listing a broken
+/// config by what can be read of it.
+fn raw_fields(file: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    serde_json::to_value(table).ok()
 }
 
 fn is_config_file(path: &Path) -> bool {
@@ -525,6 +554,55 @@ fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
 }
 
 impl Store {
+    /// The connectors whose active config cannot be used: a broken file that is (or
+    /// may be) the version that would run, and an active version no readable file
+    /// defines. A broken file older than the version that runs is only a problem of
+    /// that file, reported when the provider was opened.
+    fn broken_in_force(&self) -> Vec<BrokenConfig> {
+        let mut in_force: Vec<BrokenConfig> = Vec::new();
+        for broken in &self.broken {
+            let Some(kind) = broken.kind else {
+                in_force.push(broken.clone());
+                continue;
+            };
+            let id = (kind, broken.key.clone());
+            let runs = match self.unresolved_active.get(&id) {
+                Some((wanted, _)) => broken.version == Some(*wanted),
+                None if self.active.contains_key(&id) => false,
+                None => match (
+                    self.versions.get(&id).and_then(|v| v.keys().next_back()),
+                    broken.version,
+                ) {
+                    (Some(highest), Some(version)) => version > *highest,
+                    // Nothing else to run, or no telling which version it was.
+                    _ => true,
+                },
+            };
+            let listed = in_force
+                .iter()
+                .any(|other| other.kind == broken.kind && other.key == broken.key);
+            if runs && !listed {
+                in_force.push(broken.clone());
+            }
+        }
+        for ((kind, key), (version, problem)) in &self.unresolved_active {
+            let listed = in_force
+                .iter()
+                .any(|other| other.kind == Some(*kind) && &other.key == key);
+            if !listed {
+                in_force.push(BrokenConfig {
+                    kind: Some(*kind),
+                    key: key.clone(),
+                    version: Some(*version),
+                    name: String::new(),
+                    path: String::new(),
+                    problem: problem.clone(),
+                });
+            }
+        }
+        in_force
+    }
+
     fn active_version(&self, id: &Id) -> Option<u64> {
         self.active
             .get(id)
@@ -550,7 +628,11 @@ impl Store {
     fn active_file(&self) -> String {
         let mut sinks = toml::Table::new();
         let mut sources = toml::Table::new();
-        for ((kind, key), version) in &self.active {
+        let unresolved = self
+            .unresolved_active
+            .iter()
+            .map(|(id, (version, _))| (id, version));
+        for ((kind, key), version) in self.active.iter().chain(unresolved) {
             let table = match kind {
                 ConnectorKind::Sink => &mut sinks,
                 ConnectorKind::Source => &mut sources,
@@ -580,8 +662,18 @@ async fn blocking<T: Send + 'static>(
 impl ConfigProvider for LocalProvider {
     async fn active_configs(&self) -> Result<ActiveConfigs, ProviderError> {
         let store = self.store.lock().await;
-        let mut active = ActiveConfigs::default();
+        let mut active = ActiveConfigs {
+            broken: store.broken_in_force(),
+            ..ActiveConfigs::default()
+        };
         for (id, versions) in &store.versions {
+            let broken = active
+                .broken
+                .iter()
+                .any(|broken| broken.kind == Some(id.0) && broken.key == id.1);
+            if broken {
+                continue;
+            }
             let Some(config) = store
                 .active_version(id)
                 .and_then(|version| versions.get(&version))
@@ -658,10 +750,20 @@ impl ConfigProvider for LocalProvider {
         check_request(kind, key, Some(&config))?;
         let mut store = self.store.lock().await;
         let id = (kind, key.to_owned());
+        // Above every version a file has, a broken one included: its file stays, and
+        // two files of one version would make the directory unreadable.
+        let broken = store
+            .broken
+            .iter()
+            .filter(|broken| broken.kind == Some(kind) && broken.key == key)
+            .filter_map(|broken| broken.version);
         let version = store
             .versions
             .get(&id)
-            .and_then(|versions| versions.keys().next_back())
+            .and_then(|versions| versions.keys().next_back().copied())
+            .into_iter()
+            .chain(broken)
+            .max()
             .map_or(0, |last| last + 1);
         let common = config.common_mut();
         common.key = key.to_owned();
@@ -708,6 +810,7 @@ impl ConfigProvider for LocalProvider {
             });
         }
         let previous = store.active.insert((kind, key.to_owned()), version);
+        let unresolved = store.unresolved_active.remove(&(kind, key.to_owned()));
         let text = store.active_file();
         let path = self.dir.join(ACTIVE_VERSIONS_FILE);
         if let Err(error) = blocking(move || write_atomically(&path, text.as_bytes())).await {
@@ -716,6 +819,11 @@ impl ConfigProvider for LocalProvider {
                 Some(previous) => store.active.insert((kind, key.to_owned()), previous),
                 None => store.active.remove(&(kind, key.to_owned())),
             };
+            if let Some(unresolved) = unresolved {
+                store
+                    .unresolved_active
+                    .insert((kind, key.to_owned()), unresolved);
+            }
             return Err(error);
         }
         Ok(())

@@ -7,6 +7,7 @@ use connector_sdk::ConnectorKind;
 use serde::{Deserialize, Serialize};
 
 use crate::connector::ConnectorConfig;
+use crate::load::Problem;
 
 /// The active config of every connector, by kind and key.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -17,6 +18,90 @@ pub struct ActiveConfigs {
     /// Sources by key.
     #[serde(default)]
     pub sources: BTreeMap<String, ConnectorConfig>,
+    /// The connectors whose active config cannot be used, with what is wrong: the
+    /// runtime lists them with state `error` (none of them is in `sinks` or
+    /// `sources`).
+    #[serde(skip)]
+    pub broken: Vec<BrokenConfig>,
+}
+
+/// A connector config that cannot be used, with what could be read of it, so that
+/// its connector can be listed (state `error`, the problem as its `last_error`) while
+/// the others run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokenConfig {
+    /// Sink or source, when the config says which (a config that does not is listed
+    /// by no kind: `/ready` and the log name it).
+    pub kind: Option<ConnectorKind>,
+    /// The connector's key as written, or, when none can be read, the config's file
+    /// name (or what the provider knows it by).
+    pub key: String,
+    /// Its version, when it could be read.
+    pub version: Option<u64>,
+    /// Its display name, as written (empty when unreadable).
+    pub name: String,
+    /// Its plugin, as written (empty when unreadable).
+    pub path: String,
+    /// What is wrong, naming the file (or URL) and key: the words `validate` uses.
+    pub problem: Problem,
+}
+
+impl BrokenConfig {
+    /// What could be read of `table` (a connector config's raw fields), broken by
+    /// `problem`; `fallback_key` when no key can be read.
+    pub(crate) fn from_fields(
+        fields: Option<&serde_json::Value>,
+        fallback_key: &str,
+        problem: Problem,
+    ) -> Self {
+        let text = |name: &str| {
+            fields
+                .and_then(|fields| fields.get(name))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        BrokenConfig {
+            kind: match text("type").as_deref() {
+                Some("sink") => Some(ConnectorKind::Sink),
+                Some("source") => Some(ConnectorKind::Source),
+                _ => None,
+            },
+            key: text("key")
+                .filter(|key| !key.is_empty())
+                .unwrap_or_else(|| fallback_key.to_owned()),
+            version: fields
+                .and_then(|fields| fields.get("version"))
+                .and_then(serde_json::Value::as_u64),
+            name: text("name").unwrap_or_default(),
+            path: text("path").unwrap_or_default(),
+            problem,
+        }
+    }
+
+    /// A config that lists the connector (kind, key, name, path, version) and runs
+    /// nothing: no streams, no plugin config. `None` when the kind is unknown.
+    pub fn placeholder(&self) -> Option<ConnectorConfig> {
+        let common = crate::connector::ConnectorCommon {
+            key: self.key.clone(),
+            enabled: true,
+            version: self.version.unwrap_or_default(),
+            name: self.name.clone(),
+            path: self.path.clone(),
+            ..Default::default()
+        };
+        Some(match self.kind? {
+            ConnectorKind::Sink => ConnectorConfig::Sink(crate::connector::SinkConfig {
+                common,
+                streams: Vec::new(),
+            }),
+            ConnectorKind::Source => ConnectorConfig::Source(crate::connector::SourceConfig {
+                common,
+                streams: Vec::new(),
+                max_unsaved_sends: 1,
+                verified_resume: true,
+            }),
+        })
+    }
 }
 
 /// The active version of every connector, by kind and key.

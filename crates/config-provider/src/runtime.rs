@@ -258,6 +258,9 @@ impl Default for ConnectorsConfig {
 pub struct LocalProviderConfig {
     /// The directory; empty or missing means no connectors.
     pub config_dir: String,
+    /// Refuse to start when any connector config cannot be used (see
+    /// [`ConnectorsConfig::strict`]).
+    pub strict: bool,
 }
 
 /// `[connectors]` with `config_type = "http"`.
@@ -266,6 +269,10 @@ pub struct LocalProviderConfig {
 pub struct HttpProviderConfig {
     /// Base URL of the configuration API (required).
     pub base_url: String,
+    /// Refuse to start when any connector config cannot be used (see
+    /// [`ConnectorsConfig::strict`]).
+    #[serde(default)]
+    pub strict: bool,
     /// Timeout of each request.
     #[serde(default = "default_timeout")]
     pub timeout: ConfigDuration,
@@ -582,6 +589,7 @@ impl RuntimeConfig {
     pub(crate) fn every_key() -> Vec<toml::Value> {
         let http = HttpProviderConfig {
             base_url: String::new(),
+            strict: false,
             timeout: default_timeout(),
             request_headers: BTreeMap::new(),
             retry: RetryConfig::default(),
@@ -604,6 +612,25 @@ impl RuntimeConfig {
 }
 
 impl ConnectorsConfig {
+    /// Whether a connector config that cannot be used (unreadable, invalid, its plugin
+    /// or transforms cannot be had) stops start-up, as `validate` fails on it. By
+    /// default (`false`) the runtime starts anyway: such a connector is listed with
+    /// state `error` and the others run.
+    pub fn strict(&self) -> bool {
+        match self {
+            ConnectorsConfig::Local(local) => local.strict,
+            ConnectorsConfig::Http(http) => http.strict,
+        }
+    }
+
+    /// Sets [`ConnectorsConfig::strict`] (the `--strict` option).
+    pub fn set_strict(&mut self, strict: bool) {
+        match self {
+            ConnectorsConfig::Local(local) => local.strict = strict,
+            ConnectorsConfig::Http(http) => http.strict = strict,
+        }
+    }
+
     /// Each provider kind (`"local"`, `"http"`) with the `[connectors]` keys it reads,
     /// `config_type` included. Derived from [`RuntimeConfig::every_key`], so a key added
     /// to a provider's struct is known here without a second list to keep in step.
@@ -659,11 +686,16 @@ mod tests {
         };
         assert_eq!(
             keys("local"),
-            BTreeSet::from(["config_type".to_owned(), "config_dir".to_owned()])
+            BTreeSet::from([
+                "config_type".to_owned(),
+                "config_dir".to_owned(),
+                "strict".to_owned()
+            ])
         );
         let http = keys("http");
         for key in [
             "config_type",
+            "strict",
             "base_url",
             "timeout",
             "request_headers",

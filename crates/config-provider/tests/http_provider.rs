@@ -138,6 +138,7 @@ impl MockService {
 fn config(base_url: String) -> HttpProviderConfig {
     HttpProviderConfig {
         base_url,
+        strict: false,
         timeout: ConfigDuration::from_secs(5),
         request_headers: BTreeMap::new(),
         retry: RetryConfig {

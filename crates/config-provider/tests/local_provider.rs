@@ -55,28 +55,12 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-fn fixtures() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/upstream-configs/connectors"
-    ));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "fixtures missing at {}",
-        dir.display()
-    );
-    eprintln!("skipped: no upstream fixtures at {}", dir.display());
-    None
-}
+#[path = "../../../tests/support/fixtures.rs"]
+mod fixtures;
 
 #[tokio::test]
 async fn upstream_connector_configs_load_unchanged() {
-    let Some(fixtures) = fixtures() else {
-        return;
-    };
+    let fixtures = fixtures::upstream_connectors_dir();
     let mut loaded = 0;
     for entry in std::fs::read_dir(&fixtures).unwrap() {
         let path = entry.unwrap().path();
@@ -243,7 +227,7 @@ async fn duplicate_versions_and_missing_active_versions_are_errors() {
         .unwrap_err()
         .to_string();
     assert!(
-        error.contains("version 4 is active, but no file defines it"),
+        error.contains("version 4 is active, but no readable file defines it"),
         "{error}"
     );
 }
@@ -691,4 +675,106 @@ async fn secret_files_others_can_read_are_refused_when_the_provider_requires_pri
         "{message}"
     );
     assert!(!dir.join("sink_stdout_1.toml").exists());
+}
+
+/// A file that cannot be read makes its connector broken when it is, or may be, the
+/// version that would run; an older broken version leaves the newest readable one
+/// running; an active version no readable file defines is broken too; a file with no
+/// readable kind is listed by its file name; a new version goes above the broken one.
+#[tokio::test]
+async fn a_broken_file_breaks_only_the_connector_it_would_run() {
+    let broken_v1 = SINK.replace("version = 0", "version = 1").replace(
+        "schema = \"json\"",
+        "schema = \"json\"\npoll_interval = \"soon\"",
+    );
+    assert_ne!(broken_v1, SINK, "the fixture changed");
+    let broken_keys =
+        |active: &config_provider::ActiveConfigs| -> Vec<(Option<ConnectorKind>, String)> {
+            active
+                .broken
+                .iter()
+                .map(|broken| (broken.kind, broken.key.clone()))
+                .collect()
+        };
+
+    // The broken file is the newest version: the connector is broken, not run.
+    let dir = temp_dir("broken-newest");
+    write(&dir, "v0.toml", SINK);
+    write(&dir, "v1.toml", &broken_v1);
+    let (provider, problems) =
+        LocalProvider::open_leniently(&dir, &no_env(), &Default::default()).unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let active = provider.active_configs().await.unwrap();
+    assert!(active.sinks.is_empty(), "{active:?}");
+    assert_eq!(
+        broken_keys(&active),
+        [(Some(ConnectorKind::Sink), "stdout".to_owned())]
+    );
+    let broken = &active.broken[0];
+    assert_eq!(broken.version, Some(1));
+    assert!(
+        broken.problem.to_string().contains("v1.toml")
+            && broken.problem.to_string().contains("poll_interval"),
+        "{}",
+        broken.problem
+    );
+    let placeholder = broken.placeholder().unwrap();
+    assert_eq!(
+        (placeholder.kind(), placeholder.common().key.as_str()),
+        (ConnectorKind::Sink, "stdout")
+    );
+    // A new version goes above the broken file's; activated, it runs.
+    let created = provider
+        .create(
+            ConnectorKind::Sink,
+            "stdout",
+            parse_connector_toml(SINK).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.common().version, 2);
+    provider
+        .set_active(ConnectorKind::Sink, "stdout", 2)
+        .await
+        .unwrap();
+    let active = provider.active_configs().await.unwrap();
+    assert_eq!(active.sinks["stdout"].common().version, 2);
+    assert!(active.broken.is_empty(), "{:?}", active.broken);
+
+    // Active version 0 named explicitly: the broken version 1 is only its file's problem.
+    let dir = temp_dir("broken-not-active");
+    write(&dir, "v0.toml", SINK);
+    write(&dir, "v1.toml", &broken_v1);
+    write(&dir, ACTIVE_VERSIONS_FILE, "[sinks]\nstdout = 0\n");
+    let (provider, _) =
+        LocalProvider::open_leniently(&dir, &no_env(), &Default::default()).unwrap();
+    let active = provider.active_configs().await.unwrap();
+    assert_eq!(active.sinks["stdout"].common().version, 0);
+    assert!(active.broken.is_empty(), "{:?}", active.broken);
+
+    // An active version that no readable file defines; and a file with no kind.
+    let dir = temp_dir("broken-missing-active");
+    write(&dir, "v0.toml", SINK);
+    write(&dir, ACTIVE_VERSIONS_FILE, "[sinks]\nstdout = 7\n");
+    write(&dir, "garbage.toml", "key = [1\n");
+    let (provider, problems) =
+        LocalProvider::open_leniently(&dir, &no_env(), &Default::default()).unwrap();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    let active = provider.active_configs().await.unwrap();
+    assert!(active.sinks.is_empty(), "{active:?}");
+    let mut keys = broken_keys(&active);
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            (None, "garbage.toml".to_owned()),
+            (Some(ConnectorKind::Sink), "stdout".to_owned())
+        ]
+    );
+    assert!(
+        active
+            .broken
+            .iter()
+            .any(|broken| broken.placeholder().is_none())
+    );
 }

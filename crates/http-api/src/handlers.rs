@@ -835,6 +835,13 @@ async fn ready(context: &ApiContext) -> Answer {
                 "{} {} is stalled: {} unread messages and nothing delivered for {} s",
                 status.kind, status.key, status.metrics.lag, status.seconds_in_state
             ));
+        } else if status.state == ConnectorState::Error {
+            reasons.push(format!(
+                "{} {} did not start: {}",
+                status.kind,
+                status.key,
+                status.last_error.as_deref().unwrap_or_default()
+            ));
         } else if enabled && status.state != ConnectorState::Running {
             let error = status
                 .last_error
@@ -846,6 +853,9 @@ async fn ready(context: &ApiContext) -> Answer {
                 status.kind, status.key, status.state
             ));
         }
+    }
+    for problem in runtime.kindless_configs() {
+        reasons.push(format!("a connector config does not run: {problem}"));
     }
     let status = if reasons.is_empty() {
         StatusCode::OK

@@ -326,6 +326,10 @@ struct Slot {
     config: ConnectorConfig,
     desired: watch::Sender<Desired>,
     task: Option<JoinHandle<()>>,
+    /// Why the connector's config could not be used: `config` is then only a
+    /// placeholder ([`config_provider::BrokenConfig::placeholder`]) that lists it, and
+    /// only a new config runs it.
+    unusable: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -340,6 +344,8 @@ struct Inner {
     context: RuntimeContext,
     plugins: PluginRegistry,
     connectors: Mutex<BTreeMap<(ConnectorKind, String), Entry>>,
+    /// Connector configs that cannot be used and do not even say their kind.
+    kindless: Vec<String>,
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
@@ -351,21 +357,34 @@ pub struct Runtime {
 
 impl Runtime {
     /// Starts every enabled connector of `configs` (disabled ones are listed as
-    /// `stopped` and can be started later). A connector whose plugin cannot be loaded
-    /// is reported `failed` with the reason; the others run.
+    /// `stopped` and can be started later). A connector that cannot run as configured
+    /// (its config is one of `configs.broken`, or its plugin cannot be loaded) is
+    /// listed with state `error` and the reason; the others run.
     pub async fn start(
         configs: ActiveConfigs,
         plugins: PluginRegistry,
         context: RuntimeContext,
     ) -> Runtime {
+        let mut kindless = Vec::new();
+        let mut unusable = Vec::new();
+        for broken in configs.broken {
+            match broken.placeholder() {
+                Some(placeholder) => unusable.push((placeholder, broken.problem.to_string())),
+                None => kindless.push(broken.problem.to_string()),
+            }
+        }
         let runtime = Runtime {
             inner: Arc::new(Inner {
                 context,
                 plugins,
                 connectors: Mutex::new(BTreeMap::new()),
+                kindless,
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
             }),
         };
+        for (placeholder, problem) in unusable {
+            runtime.list_unusable(placeholder, problem);
+        }
         for config in configs
             .sources
             .into_values()
@@ -375,6 +394,32 @@ impl Runtime {
             let _ = runtime.apply_config(config).await;
         }
         runtime
+    }
+
+    /// Lists a connector whose config cannot be used, by `placeholder`, with state
+    /// `error` and `problem` as its last error.
+    fn list_unusable(&self, placeholder: ConnectorConfig, problem: String) {
+        let (kind, key) = (placeholder.kind(), placeholder.common().key.clone());
+        tracing::error!(connector = %key, %kind, error = %problem, "the connector's config cannot be used; it does not run");
+        let status = StatusCell::new(kind, &key, placeholder.common().version);
+        status.config_error(problem.clone());
+        let entry = Entry {
+            status,
+            slot: Arc::new(tokio::sync::Mutex::new(Slot {
+                config: placeholder,
+                desired: watch::channel(Desired::Stop).0,
+                task: None,
+                unusable: Some(problem),
+            })),
+        };
+        self.entries().insert((kind, key), entry);
+    }
+
+    /// The problems of the connector configs that cannot be used and do not say
+    /// whether they are a sink or a source, so are listed as neither (`/ready` and the
+    /// log name them).
+    pub fn kindless_configs(&self) -> &[String] {
+        &self.inner.kindless
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<(ConnectorKind, String), Entry>> {
@@ -463,6 +508,7 @@ impl Runtime {
                             config: config.clone(),
                             desired: watch::channel(Desired::Stop).0,
                             task: None,
+                            unusable: None,
                         })),
                     };
                     entries.insert((kind, key.clone()), entry.clone());
@@ -471,6 +517,8 @@ impl Runtime {
             }
         };
         let mut slot = entry.slot.lock().await;
+        // A connector listed by a placeholder has no version to go back to.
+        let known = known && slot.unusable.take().is_none();
         let was_running = slot.task.as_ref().is_some_and(|task| !task.is_finished());
         self.stop_slot(&mut slot, &entry.status).await;
         let previous = std::mem::replace(&mut slot.config, config);
@@ -490,7 +538,10 @@ impl Runtime {
                     .status
                     .wait_for_state(|state| state != ConnectorState::Starting, ACTIVATION_WAIT)
                     .await;
-                if !matches!(state, ConnectorState::Failed | ConnectorState::Restarting) {
+                if !matches!(
+                    state,
+                    ConnectorState::Failed | ConnectorState::Restarting | ConnectorState::Error
+                ) {
                     return Ok(());
                 }
                 ControlError::ActivationFailed {
@@ -676,11 +727,20 @@ impl Runtime {
         }
         let config = slot.config.clone();
         let (kind, key) = (config.kind(), config.common().key.clone());
+        if let Some(problem) = &slot.unusable {
+            return Err(ControlError::Config {
+                kind,
+                key,
+                message: format!(
+                    "its config cannot be used ({problem}); give it a new config version"
+                ),
+            });
+        }
         let plugin = match self.inner.plugins.resolve(&config.common().path) {
             Ok(plugin) => plugin,
             Err(error) => {
                 tracing::error!(connector = %key, %kind, %error, "cannot load the plugin");
-                status.fail(error.to_string());
+                status.config_error(error.to_string());
                 return Err(plugin_error(kind, key, &error));
             }
         };
@@ -688,7 +748,7 @@ impl Runtime {
             Ok(chain) => chain,
             Err(message) => {
                 tracing::error!(connector = %key, %kind, error = %message, "invalid transforms");
-                status.fail(message.clone());
+                status.config_error(message.clone());
                 return Err(ControlError::Config { kind, key, message });
             }
         };

@@ -21,6 +21,10 @@ pub enum ConnectorState {
     Failed,
     /// Failed, and waiting to be started again.
     Restarting,
+    /// Cannot run as configured: its config cannot be read, or its plugin, transforms,
+    /// stream schemas or state files cannot be had; see `last_error`. Not restarted:
+    /// a new config version (or starting it, once what it needs is fixed) runs it.
+    Error,
     /// Running, but a sink with unread messages that has delivered nothing for the
     /// runtime's `stall_timeout` (see `StallPolicy`); it goes back to `running` with
     /// its next delivery.
@@ -29,7 +33,7 @@ pub enum ConnectorState {
 
 impl ConnectorState {
     /// Every state, in lifecycle order.
-    pub const ALL: [ConnectorState; 7] = [
+    pub const ALL: [ConnectorState; 8] = [
         ConnectorState::Starting,
         ConnectorState::Running,
         ConnectorState::Paused,
@@ -37,6 +41,7 @@ impl ConnectorState {
         ConnectorState::Failed,
         ConnectorState::Restarting,
         ConnectorState::Stalled,
+        ConnectorState::Error,
     ];
 
     /// The state's lower-case name, as the API and metrics show it.
@@ -49,6 +54,7 @@ impl ConnectorState {
             ConnectorState::Failed => "failed",
             ConnectorState::Restarting => "restarting",
             ConnectorState::Stalled => "stalled",
+            ConnectorState::Error => "error",
         }
     }
 }
@@ -303,12 +309,22 @@ impl StatusCell {
         self.update(|status, _| status.state = state);
     }
 
-    /// Moves to `state` unless the connector failed (a failure outlives a stop).
+    /// Moves to `state` unless the connector failed or cannot run (which outlive a
+    /// stop).
     pub(crate) fn settle(&self, state: ConnectorState) {
         self.update(|status, _| {
-            if status.state != ConnectorState::Failed {
+            if !matches!(status.state, ConnectorState::Failed | ConnectorState::Error) {
                 status.state = state;
             }
+        });
+    }
+
+    /// The connector cannot run as configured ([`ConnectorState::Error`]).
+    pub(crate) fn config_error(&self, error: String) {
+        self.update(|status, _| {
+            status.state = ConnectorState::Error;
+            status.metrics.errors += 1;
+            status.last_error = Some(scrubbed(error));
         });
     }
 

@@ -30,6 +30,7 @@ path = "/var/lib/state"
 config_type = "http"
 base_url = "https://configs.example/api"
 timeout = "1m 30s"
+strict = true
 
 [connectors.request_headers]
 api-key = "abc"
@@ -140,6 +141,8 @@ fn check_every_key(config: &RuntimeConfig) {
         panic!("expected the http provider: {:?}", config.connectors);
     };
     assert_eq!(http.base_url, "https://configs.example/api");
+    assert!(http.strict);
+    assert!(config.connectors.strict());
     assert_eq!(http.timeout, ConfigDuration::from_secs(90));
     assert_eq!(
         http.request_headers,
@@ -254,6 +257,7 @@ fn every_key_round_trips_from_the_environment() {
             "https://configs.example/api",
         ),
         ("IGGY_CONNECTORS_CONNECTORS_TIMEOUT", "1m 30s"),
+        ("IGGY_CONNECTORS_CONNECTORS_STRICT", "true"),
         (
             "IGGY_CONNECTORS_CONNECTORS_REQUEST_HEADERS",
             r#"{ api-key = "abc", x-tenant = "t1" }"#,

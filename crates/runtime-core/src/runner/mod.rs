@@ -77,7 +77,7 @@ impl ConnectorRun<'_> {
         let codecs = match connector_codecs(self.config) {
             Ok(codecs) => codecs,
             Err(error) => {
-                self.status.fail(error);
+                self.status.config_error(error);
                 return;
             }
         };
@@ -147,7 +147,7 @@ impl ConnectorRun<'_> {
             }
         };
         if let Err(error) = context.state.prepare(key).await {
-            status.fail(format!("cannot create the source state files: {error}"));
+            status.config_error(format!("cannot create the source state files: {error}"));
             return;
         }
         let plugin_config = crate::typed_plugin_config(self.plugin, self.config).to_string();

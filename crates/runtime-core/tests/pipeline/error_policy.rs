@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use config_provider::ConnectorConfig;
 use connector_sdk::ConnectorKind;
+use iggy::prelude::{Identifier, TopicClient};
 use iggy_connectors_tests::{eventually, plugin_path, target, temp_dir, unique};
 use iggy_test_server::OffsetOwner;
 use runtime_core::{ConnectorState, Destination, Runtime};
 
 use crate::support::{
-    active, bus, config, context, eventually_in, failed_with, file_sink, plugins_for_test,
-    random_source, read_topic,
+    active, bus, client_with_topic, config, context, eventually_in, failed_with, file_sink,
+    group_offset, plugins_for_test, produce_to_partition, random_source, read_topic,
 };
 
 /// A faulty sink `key` on topic `t` of `stream` that fails permanently on any batch
@@ -120,6 +121,58 @@ async fn failing_messages_go_to_the_dead_letter_topic_with_their_error() {
         })
         .await;
     }
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// A dead letter Iggy does not store (its topic was deleted after the sink made it) is
+/// no dead letter: the sink fails on the message instead of passing over it, and its
+/// group's offset stays before it, so the message is read again once the sink runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_iggy_does_not_store_leaves_the_offset_before_the_message() {
+    let target = target().await;
+    let dir = temp_dir("e2e-dead-letter-lost");
+    let stream = unique("e2e-dead-letter-lost");
+    let client = client_with_topic(&target, &stream, 1).await;
+    let sink = poisoned_sink("poisoned", &stream, &["\"seq\":3}"], "dead_letter");
+    let context = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(active(vec![sink]), plugins_for_test(), context).await;
+    let status = || runtime.status(ConnectorKind::Sink, "poisoned").unwrap();
+    // Running: it made the dead letter topic (first) and joined its group.
+    eventually_in(&runtime, "the sink running", || {
+        status().state == ConnectorState::Running
+    })
+    .await;
+    client
+        .delete_topic(
+            &Identifier::named(&stream).unwrap(),
+            &Identifier::named("dead").unwrap(),
+        )
+        .await
+        .unwrap();
+    produce_to_partition(&client, &stream, 0, 10).await;
+    eventually_in(&runtime, "the sink failed, or went on", || {
+        let status = status();
+        status.state == ConnectorState::Failed || status.metrics.messages_out > 0
+    })
+    .await;
+    let failed = status();
+    assert_eq!(failed.state, ConnectorState::Failed, "{failed:?}");
+    assert!(
+        failed
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("could not go to the dead letter topic"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        (failed.metrics.dead_letters, failed.metrics.messages_out),
+        (0, 0),
+        "{failed:?}"
+    );
+    let group = "iggy-connect-sink-poisoned";
+    let stored = group_offset(&client, &stream, "t", group, 0).await;
+    assert!(stored.is_none_or(|offset| offset < 3), "{stored:?}");
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 

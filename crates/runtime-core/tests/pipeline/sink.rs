@@ -1,19 +1,23 @@
 //! The sink side, end to end: a random source's messages delivered to a file sink, a
-//! sink retrying a failing plugin, reading a backlog ahead over partitions, and a
-//! partition moving between two sinks of one group.
+//! sink retrying a failing plugin, a sink of two topics, reading a backlog ahead over
+//! partitions, a partition moving between two sinks of one group, and the lag of a
+//! backlog on one partition.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use config_provider::ConnectorConfig;
 use connector_sdk::ConnectorKind;
 use iggy_connectors_tests::{WAIT_LIMIT, eventually, plugin_path, target, temp_dir, unique};
 use iggy_test_server::OffsetOwner;
 use plugin_host::PluginLoader;
-use runtime_core::{ConnectorState, PluginRegistry, Runtime, StateStore};
+use runtime_core::{
+    BusErrorKind, ConnectorState, PluginRegistry, Runtime, StallPolicy, StateStore,
+};
 
 use crate::support::{
-    active, client_with_topic, config, context, eventually_in, failed_with, file_sink,
-    newest_state, plugins_for_test, produce_to_partition, random_source,
+    RecordingBus, active, client_with_topic, config, context, eventually_in, failed_with,
+    file_sink, newest_state, plugins_for_test, produce, produce_to_partition, random_source,
+    wait_for_group_offset,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,17 +41,20 @@ async fn random_source_to_file_sink_delivers_every_message() {
             .map(|text| text.lines().map(str::to_owned).collect::<Vec<_>>())
             .unwrap_or_default()
     };
+    let seqs = || {
+        lines()
+            .iter()
+            .map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).unwrap();
+                value["payload"]["seq"].as_u64().unwrap()
+            })
+            .collect::<Vec<u64>>()
+    };
     eventually("300 messages in the file", || lines().len() >= 300).await;
-    let seqs: BTreeSet<u64> = lines()
-        .iter()
-        .map(|line| {
-            let value: serde_json::Value = serde_json::from_str(line).unwrap();
-            value["payload"]["seq"].as_u64().unwrap()
-        })
-        .collect();
+    // One partition: the file holds each message once, in order (a duplicate shows).
     assert_eq!(
-        seqs,
-        (0..300).collect::<BTreeSet<u64>>(),
+        seqs(),
+        (0..300).collect::<Vec<u64>>(),
         "every message, once each"
     );
     for status in runtime.statuses() {
@@ -79,6 +86,11 @@ async fn random_source_to_file_sink_delivers_every_message() {
         assert_eq!(server.stored_offset(&stream, "t", &owner, 0), Some(299));
     }
     runtime.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(
+        seqs(),
+        (0..300).collect::<Vec<u64>>(),
+        "nothing came again later"
+    );
     // Stopped, it saves the state as confirmed: nothing left to look for.
     let saved = StateStore::new(dir.join("state"))
         .read_saved("random")
@@ -152,39 +164,55 @@ fail_consume_times = {failures}
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
-/// Waits until group `group` has stored `expected` as its offset on `partition` of
-/// `stream`/t, calling `meanwhile` on every look (for what must hold while waiting).
-async fn wait_for_group_offset(
-    client: &iggy::prelude::IggyClient,
-    stream: &str,
-    group: &str,
-    partition: u32,
-    expected: u64,
-    mut meanwhile: impl FnMut(),
-) {
-    use iggy::prelude::*;
-    let (stream_id, topic_id, group) = (
-        Identifier::named(stream).unwrap(),
-        Identifier::named("t").unwrap(),
-        Consumer::group(Identifier::named(group).unwrap()),
-    );
-    let deadline = Instant::now() + WAIT_LIMIT;
-    loop {
-        let stored = client
-            .get_consumer_offset(&group, &stream_id, &topic_id, Some(partition))
-            .await
-            .unwrap()
-            .map(|offset| offset.stored_offset);
-        if stored == Some(expected) {
-            return;
-        }
-        meanwhile();
-        assert!(
-            Instant::now() < deadline,
-            "partition {partition}: stored offset {stored:?}, {expected} expected"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// A sink of two topics of a stream: each topic's messages are delivered once, in
+/// order, and each topic's group stores its own offset, at that topic's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_of_two_topics_delivers_both_and_stores_each_ones_offset() {
+    let target = target().await;
+    let dir = temp_dir("e2e-two-topics");
+    let stream = unique("e2e-two-topics");
+    let client = client_with_topic(&target, &stream, 1).await;
+    iggy_connectors_tests::create_topic(&client, &stream, "u", 1)
+        .await
+        .unwrap();
+    // Different lengths, so that an offset stored on the wrong topic shows.
+    let lengths = [("t", 30), ("u", 20)];
+    for (topic, count) in lengths {
+        produce(&client, &stream, topic, 0, count).await;
     }
+    let output = dir.join("out.jsonl");
+    let mut sink = file_sink("file", &stream, &output, 7);
+    if let ConnectorConfig::Sink(sink) = &mut sink {
+        sink.streams[0].topics = vec!["t".to_owned(), "u".to_owned()];
+    }
+    let context = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(active(vec![sink]), plugins_for_test(), context).await;
+    for (topic, count) in lengths {
+        wait_for_group_offset(
+            &client,
+            (&stream, topic),
+            "iggy-connect-sink-file",
+            0,
+            count - 1,
+            || {},
+        )
+        .await;
+    }
+    runtime.shutdown(Duration::from_secs(10)).await;
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    for (topic, count) in lengths {
+        let delivered: Vec<u64> = lines
+            .iter()
+            .filter(|line| line["topic"] == topic)
+            .map(|line| line["payload"]["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(delivered, (0..count).collect::<Vec<_>>(), "topic {topic}");
+    }
+    assert_eq!(lines.len(), 50);
 }
 
 /// A backlog over three partitions, read in batches of 50: the sink reads each
@@ -219,7 +247,15 @@ async fn a_sink_reading_ahead_delivers_a_backlog_over_partitions_once_in_order()
     eventually("every message in the file", || lines().len() >= total).await;
     for partition in 0..PARTITIONS {
         let group = "iggy-connect-sink-file";
-        wait_for_group_offset(&client, &stream, group, partition, PER_PARTITION - 1, || {}).await;
+        wait_for_group_offset(
+            &client,
+            (&stream, "t"),
+            group,
+            partition,
+            PER_PARTITION - 1,
+            || {},
+        )
+        .await;
     }
     let mut seen: Vec<Vec<u64>> = vec![Vec::new(); PARTITIONS as usize];
     for line in lines() {
@@ -261,27 +297,29 @@ async fn a_sink_reading_ahead_delivers_a_backlog_over_partitions_once_in_order()
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
-/// Two runtimes run the same sink, so their sinks share a consumer group: the second
-/// joins while the first is busy with partition 1 (the only one with messages), the
-/// partition moves to it, and the first's store of its batch in hand is refused. That
-/// is a rebalance, not a failure: both stay running, and the group's offset reaches
-/// the end (the moved batch may be delivered twice, nothing is lost).
+/// Two runtimes run the same sink, so their sinks share a consumer group. The first
+/// holds a batch of partition 1 (the only one with messages: its offset store waits)
+/// when the second joins; the partition moves to the second, which delivers it, and a
+/// store of the first's is refused (the partition is no longer its own). That is a
+/// rebalance, not a failure: both stay running, no group is reset, and the group's
+/// offset reaches the end (a batch may be delivered twice, nothing is lost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_moving_to_another_member_fails_neither_sink() {
     const MESSAGES: u64 = 300;
     let target = target().await;
     let dir = temp_dir("e2e-rebalance");
     let stream = unique("e2e-rebalance");
+    let group = "iggy-connect-sink-shared";
     let client = client_with_topic(&target, &stream, 2).await;
     produce_to_partition(&client, &stream, 1, MESSAGES).await;
-    let slow_sink = || {
+    let sink = || {
         config(&format!(
             r#"
 type = "sink"
-key = "slow"
+key = "shared"
 enabled = true
 version = 0
-name = "Slow"
+name = "Shared"
 path = "{path}"
 [[streams]]
 stream = "{stream}"
@@ -290,52 +328,199 @@ schema = "json"
 batch_length = 10
 poll_interval = "2ms"
 [plugin_config]
-consume_delay_ms = 3
 "#,
             path = plugin_path("faulty_sink_plugin"),
         ))
     };
-    let first = Runtime::start(
-        active(vec![slow_sink()]),
-        plugins_for_test(),
-        context(&target, &dir.join("first")).await,
-    )
-    .await;
-    let delivered = |runtime: &Runtime| {
-        runtime
-            .status(ConnectorKind::Sink, "slow")
-            .map_or(0, |status| status.metrics.messages_out)
-    };
-    eventually_in(&first, "the first sink delivering", || {
-        delivered(&first) >= 20
-    })
-    .await;
+    let mut first_context = context(&target, &dir.join("first")).await;
+    let first_bus = RecordingBus::around(&mut first_context);
+    first_bus.hold_stores();
+    let first = Runtime::start(active(vec![sink()]), plugins_for_test(), first_context).await;
+    let holding = || first_bus.stores_held() == 1;
+    eventually_in(&first, "the first sink holding a batch", holding).await;
     let second = Runtime::start(
-        active(vec![slow_sink()]),
+        active(vec![sink()]),
         plugins_for_test(),
         context(&target, &dir.join("second")).await,
     )
     .await;
+    // The second joined.
+    group_shares(&client, &stream, group, |shares| shares.len() == 2).await;
+    // Ours moves the partition at once; a real server (cooperative) only once its owner
+    // stored the offset of the batch it polled, and a moment later. So the first's
+    // stores go one at a time until one is refused.
+    let refused = loop {
+        eventually_in(&first, "the first sink holding its next batch", holding).await;
+        let answered = first_bus.stores().len();
+        first_bus.let_store_through();
+        eventually_in(&first, "the store answered", || {
+            first_bus.stores().len() > answered
+        })
+        .await;
+        let store = first_bus.stores()[answered];
+        if store.outcome.is_err() {
+            break store;
+        }
+    };
+    first_bus.release_stores();
+    assert_eq!(
+        (refused.partition, refused.outcome),
+        (1, Err(BusErrorKind::NotOwned)),
+        "{:?}",
+        first_bus.stores()
+    );
+    let delivered = |runtime: &Runtime| {
+        runtime
+            .status(ConnectorKind::Sink, "shared")
+            .map_or(0, |status| status.metrics.messages_out)
+    };
+    eventually_in(&second, "the second sink delivering partition 1", || {
+        delivered(&second) > 0
+    })
+    .await;
     let neither_failed = || {
         for runtime in [&first, &second] {
-            let status = runtime.status(ConnectorKind::Sink, "slow").unwrap();
+            let status = runtime.status(ConnectorKind::Sink, "shared").unwrap();
             assert_ne!(status.state, ConnectorState::Failed, "{status:?}");
         }
     };
     wait_for_group_offset(
         &client,
-        &stream,
-        "iggy-connect-sink-slow",
+        (&stream, "t"),
+        group,
         1,
         MESSAGES - 1,
         neither_failed,
     )
     .await;
     for runtime in [&first, &second] {
-        let status = runtime.status(ConnectorKind::Sink, "slow").unwrap();
+        let status = runtime.status(ConnectorKind::Sink, "shared").unwrap();
         assert_eq!(status.state, ConnectorState::Running, "{status:?}");
+        assert_eq!(status.metrics.group_resets, 0, "{status:?}");
     }
     assert!(delivered(&first) + delivered(&second) >= MESSAGES);
     second.shutdown(Duration::from_secs(10)).await;
     first.shutdown(Duration::from_secs(10)).await;
+}
+
+/// Waits until the members of group `group` of `stream`/t share its partitions as
+/// `shared` wants, and gives each member's partitions.
+async fn group_shares(
+    client: &iggy::prelude::IggyClient,
+    stream: &str,
+    group: &str,
+    shared: impl Fn(&[Vec<u32>]) -> bool,
+) -> Vec<Vec<u32>> {
+    use iggy::prelude::*;
+    let deadline = Instant::now() + WAIT_LIMIT;
+    loop {
+        let shares: Vec<Vec<u32>> = client
+            .get_consumer_group(
+                &Identifier::named(stream).unwrap(),
+                &Identifier::named("t").unwrap(),
+                &Identifier::named(group).unwrap(),
+            )
+            .await
+            .unwrap()
+            .map_or_else(Vec::new, |details| {
+                details
+                    .members
+                    .into_iter()
+                    .map(|member| member.partitions)
+                    .collect()
+            });
+        if shared(&shares) {
+            return shares;
+        }
+        assert!(Instant::now() < deadline, "group {group}: {shares:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A sink's lag is what its group has not read, over every partition of its topic.
+/// Another member of the group, which never reads, holds a partition with a backlog:
+/// that backlog is the sink's lag, exactly, and stays so while the sink polls its own
+/// partitions, read to their end (their polls come back empty, and say nothing of the
+/// group's lag).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_on_one_partition_is_the_sinks_lag() {
+    use iggy::prelude::*;
+    const PARTITIONS: u32 = 3;
+    const BACKLOG: u64 = 7;
+    let target = target().await;
+    let dir = temp_dir("e2e-lag");
+    let stream = unique("e2e-lag");
+    let group = "iggy-connect-sink-file";
+    let id = |name: &str| Identifier::named(name).unwrap();
+    let client = client_with_topic(&target, &stream, PARTITIONS).await;
+    let mut context = context(&target, &dir.join("state")).await;
+    // The backlog stands still on purpose: no stall to reset the group over.
+    context.stall = StallPolicy::new(Duration::from_secs(3600));
+    let recording = RecordingBus::around(&mut context);
+    let sink = file_sink("file", &stream, &dir.join("out.jsonl"), 10);
+    let runtime = Runtime::start(active(vec![sink]), plugins_for_test(), context).await;
+    let status = || runtime.status(ConnectorKind::Sink, "file").unwrap();
+    eventually_in(&runtime, "the sink running", || {
+        status().state == ConnectorState::Running
+    })
+    .await;
+    let idle = iggy_connectors_tests::iggy_client(&target.address)
+        .await
+        .unwrap();
+    idle.join_consumer_group(&id(&stream), &id("t"), &id(group))
+        .await
+        .unwrap();
+    let shares = group_shares(&client, &stream, group, |shares| {
+        shares.len() == 2 && shares.iter().all(|partitions| !partitions.is_empty())
+    })
+    .await;
+    // The idle member's partition: the one its poll comes back from (empty yet).
+    let held = idle
+        .poll_messages(
+            &id(&stream),
+            &id("t"),
+            None,
+            &Consumer::group(id(group)),
+            &PollingStrategy::next(),
+            1,
+            false,
+        )
+        .await
+        .unwrap()
+        .partition_id;
+    let own = shares
+        .into_iter()
+        .find(|partitions| !partitions.contains(&held))
+        .unwrap();
+    for partition in &own {
+        produce_to_partition(&client, &stream, *partition, 5).await;
+    }
+    let read = 5 * own.len() as u64;
+    eventually_in(&runtime, "the sink read its own partitions", || {
+        status().metrics.messages_out == read
+    })
+    .await;
+    produce_to_partition(&client, &stream, held, BACKLOG).await;
+    eventually_in(&runtime, "the backlog as the lag", || {
+        status().metrics.lag == BACKLOG
+    })
+    .await;
+    // Looked at after each of the sink's next polls: once the second of two is back,
+    // the sink is done with the first.
+    for _ in 0..5 {
+        let polled = recording.polls().len();
+        eventually_in(&runtime, "two more polls", || {
+            recording.polls().len() >= polled + 2
+        })
+        .await;
+        assert_eq!(status().metrics.lag, BACKLOG, "{:?}", status());
+    }
+    let polls = recording.polls();
+    assert!(
+        polls
+            .iter()
+            .all(|poll| poll.partition != held || poll.messages == 0),
+        "the sink read the idle member's partition (held {held}): {polls:?}"
+    );
+    runtime.shutdown(Duration::from_secs(10)).await;
 }

@@ -1,6 +1,6 @@
 //! The source side: refused sends produced again, sends cut by `batch_length`,
-//! `linger_time` and `max_send_bytes`, source transforms, and encoding to the stream's
-//! Avro or Protobuf schema.
+//! `linger_time` and `max_send_bytes`, a source with two streams, source transforms,
+//! and encoding to the stream's Avro or Protobuf schema.
 
 use std::time::Duration;
 
@@ -8,11 +8,11 @@ use config_provider::ConnectorConfig;
 use connector_sdk::ConnectorKind;
 use iggy_connectors_tests::{eventually, target, temp_dir, unique};
 use iggy_test_server::TestTarget;
-use runtime_core::{ConnectorState, Runtime, StateStore};
+use runtime_core::{ConnectorState, Runtime, SavedState, StateStore};
 
 use crate::support::{
-    RecordingBus, active, config, context, eventually_in, failed_with, file_sink, plugins_for_test,
-    produced, random_source, read_topic, seqs, stored_seqs,
+    RecordingBus, active, config, context, eventually_in, file_sink, in_state_with,
+    plugins_for_test, position, produced, random_source, read_topic, seqs, stored_seqs,
 };
 
 /// Iggy refuses a source's sends: the batch is rejected (the source rewinds), produced
@@ -163,39 +163,113 @@ async fn large_source_batches_are_sent_in_stream_sized_chunks() {
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
-/// A source of one-message batches with `linger_time`: batches in flight go out
-/// together, up to `batch_length` per send, and every message arrives once, in order.
+/// A source of one-message batches, one every 20 ms, with `linger_time`: each send waits
+/// for the batches that follow until it holds `batch_length` messages, and every message
+/// arrives once, in order.
 #[tokio::test]
 async fn small_source_batches_linger_and_go_out_together() {
     let target = target().await;
     let dir = temp_dir("e2e-linger");
     let stream = unique("e2e-linger");
-    let mut source = random_source(&stream, 40);
+    let mut source = random_source(&stream, 39);
     if let ConnectorConfig::Source(source) = &mut source {
         source.streams[0].batch_length = 3;
-        source.streams[0].linger_time = config_provider::ConfigDuration::from_millis(200);
+        // Far longer than the next two batches take: a send that holds fewer than three
+        // messages did not wait for them.
+        source.streams[0].linger_time = config_provider::ConfigDuration::from_secs(30);
+        // With verified resume a full send also takes the batches that are ready (cut
+        // into sends of three and a rest): sends would be short for another reason.
+        source.verified_resume = false;
         source.common.plugin_config = Some(serde_json::json!({
-            "interval": "0ms", "max_count": 40, "messages_range": [1, 1], "payload_size": 10
+            "interval": "20ms", "max_count": 39, "messages_range": [1, 1], "payload_size": 10
         }));
     }
     let mut context = context(&target, &dir.join("state")).await;
     let recording = RecordingBus::around(&mut context);
     let runtime = Runtime::start(active(vec![source]), plugins_for_test(), context).await;
-    produced(&runtime, 40).await;
+    produced(&runtime, 39).await;
     runtime.shutdown(Duration::from_secs(10)).await;
     let sends: Vec<usize> = recording.sends().iter().map(|(count, _)| *count).collect();
-    assert_eq!(sends.iter().sum::<usize>(), 40, "{sends:?}");
-    assert!(
-        sends.iter().all(|count| *count <= 3),
-        "batch_length caps a send: {sends:?}"
-    );
-    assert!(
-        sends.len() <= 20,
-        "one-message batches were merged: {sends:?}"
+    assert_eq!(
+        sends, [3; 13],
+        "each send lingered until it held batch_length messages"
     );
     assert_eq!(
-        json_seqs(&target, &stream, 40).await,
-        (0..40).collect::<Vec<_>>()
+        json_seqs(&target, &stream, 39).await,
+        (0..39).collect::<Vec<_>>()
+    );
+}
+
+/// A source with two `[[streams]]`: every message is stored on both, once each, in
+/// order. Each batch's record is saved once, before its first send, naming its sends to
+/// both streams, and only the send to the last stream carries the state the batch
+/// leads to: a crash after the first stream stored it makes the source produce it
+/// again, never leaves it out of the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_with_two_streams_stores_every_message_on_both() {
+    let target = target().await;
+    let dir = temp_dir("e2e-two-streams");
+    let (first, second) = (unique("e2e-two-streams-a"), unique("e2e-two-streams-b"));
+    let mut source = random_source(&first, 100);
+    if let ConnectorConfig::Source(source) = &mut source {
+        let mut other = source.streams[0].clone();
+        other.stream = second.clone();
+        source.streams.push(other);
+    }
+    let state = dir.join("state");
+    let mut context = context(&target, &state).await;
+    let recording = RecordingBus::watching(&mut context, Some(state.clone()));
+    let runtime = Runtime::start(active(vec![source]), plugins_for_test(), context).await;
+    produced(&runtime, 100).await;
+    runtime.shutdown(Duration::from_secs(10)).await;
+    for stream in [&first, &second] {
+        assert_eq!(
+            json_seqs(&target, stream, 100).await,
+            (0..100).collect::<Vec<_>>(),
+            "{stream}"
+        );
+        if let Some(server) = &target.server {
+            assert_eq!(server.messages(stream, "t").unwrap().len(), 100, "{stream}");
+        }
+    }
+    // Each send went once the record naming it was saved; sends alternate between the
+    // streams, a batch's first stream first.
+    let saved = recording.saved_at_send();
+    let named = |(record, marker): &(SavedState, Option<u128>)| {
+        record
+            .pending
+            .iter()
+            .find(|send| Some(send.marker) == *marker)
+            .cloned()
+            .unwrap_or_else(|| panic!("a send not saved as pending: {record:?}"))
+    };
+    let mut states = Vec::new();
+    for pair in saved.chunks(2) {
+        let [to_first, to_second] = pair else {
+            panic!("a send to one stream only: {saved:?}");
+        };
+        let (sent_first, sent_second) = (named(to_first), named(to_second));
+        assert_eq!((&sent_first.stream, &sent_second.stream), (&first, &second));
+        assert!(
+            to_first
+                .0
+                .pending
+                .iter()
+                .any(|send| send.marker == sent_second.marker),
+            "saved once before the batch's first send, with both: {to_first:?}"
+        );
+        assert_eq!(
+            sent_first.state, None,
+            "the first stream's send moves no state"
+        );
+        states.push(position(sent_second.state.as_deref()));
+    }
+    assert!(states.is_sorted(), "{states:?}");
+    assert_eq!(states.last(), Some(&100), "{states:?}");
+    let last = StateStore::new(&state).read_saved("random").await.unwrap();
+    assert_eq!(
+        (last.state, last.pending.len()),
+        (Some(100u64.to_le_bytes().to_vec()), 0)
     );
 }
 
@@ -469,17 +543,19 @@ async fn a_json_source_produces_protobuf_with_the_stream_message_type() {
     let second = context(&target, &dir.join("state-2")).await;
     let runtime =
         Runtime::start(active(vec![proto("demo.Nope")]), plugins_for_test(), second).await;
-    failed_with(
+    in_state_with(
         &runtime,
         ConnectorKind::Source,
         "random",
+        ConnectorState::Error,
         "no message type \"demo.Nope\"",
     )
     .await;
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
-/// A stream declared Avro without an Avro schema cannot run: the source fails saying so.
+/// A stream declared Avro without an Avro schema cannot run: the source is `error`,
+/// saying so.
 #[tokio::test]
 async fn an_avro_stream_without_a_schema_fails_clearly() {
     let target = target().await;
@@ -492,10 +568,11 @@ async fn an_avro_stream_without_a_schema_fails_clearly() {
     }
     let context = context(&target, &dir.join("state")).await;
     let runtime = Runtime::start(active(vec![source]), plugins_for_test(), context).await;
-    failed_with(
+    in_state_with(
         &runtime,
         ConnectorKind::Source,
         "random",
+        ConnectorState::Error,
         "avro_schema_path",
     )
     .await;

@@ -136,10 +136,21 @@ pub async fn failed_with(
     key: &str,
     cause: &str,
 ) -> runtime_core::ConnectorStatus {
-    eventually_in(runtime, &format!("{kind} {key} failed"), || {
+    in_state_with(runtime, kind, key, ConnectorState::Failed, cause).await
+}
+
+/// Waits until a connector is in `state`, and checks that its error mentions `cause`.
+pub async fn in_state_with(
+    runtime: &Runtime,
+    kind: ConnectorKind,
+    key: &str,
+    state: ConnectorState,
+    cause: &str,
+) -> runtime_core::ConnectorStatus {
+    eventually_in(runtime, &format!("{kind} {key} {state}"), || {
         runtime
             .status(kind, key)
-            .is_some_and(|status| status.state == ConnectorState::Failed)
+            .is_some_and(|status| status.state == state)
     })
     .await;
     let status = runtime.status(kind, key).unwrap();
@@ -152,6 +163,26 @@ pub async fn failed_with(
         "{status:?}"
     );
     status
+}
+
+/// Restarts a connector by hand and checks that it ran again, once: running, with one
+/// more run counted in its `starts`.
+pub async fn restart_once(runtime: &Runtime, kind: ConnectorKind, key: &str) {
+    let before = runtime.status(kind, key).unwrap().starts;
+    runtime.restart_connector(kind, key).await.unwrap();
+    // The new run counts itself as it begins, after `restart_connector` returned.
+    eventually_in(runtime, &format!("{kind} {key} running again"), || {
+        runtime
+            .status(kind, key)
+            .is_some_and(|status| status.starts > before && status.state == ConnectorState::Running)
+    })
+    .await;
+    let status = runtime.status(kind, key).unwrap();
+    assert_eq!(
+        status.starts,
+        before + 1,
+        "one restart, one run: {status:?}"
+    );
 }
 
 /// [`eventually`](iggy_connectors_tests::eventually), showing the runtime's statuses
@@ -240,6 +271,17 @@ pub async fn produce_to_partition(
     partition: u32,
     count: u64,
 ) {
+    produce(client, stream, "t", partition, count).await;
+}
+
+/// [`produce_to_partition`] to any topic of `stream`.
+pub async fn produce(
+    client: &iggy::prelude::IggyClient,
+    stream: &str,
+    topic: &str,
+    partition: u32,
+    count: u64,
+) {
     use iggy::prelude::*;
     let mut messages: Vec<IggyMessage> = (0..count)
         .map(|seq| {
@@ -253,12 +295,67 @@ pub async fn produce_to_partition(
     client
         .send_messages(
             &Identifier::named(stream).unwrap(),
-            &Identifier::named("t").unwrap(),
+            &Identifier::named(topic).unwrap(),
             &Partitioning::partition_id(partition),
             &mut messages,
         )
         .await
         .unwrap();
+}
+
+/// The offset group `group` stored on `partition` of `stream`/`topic` (any client may
+/// read it, on our server or a real one); `None` too while there is no such group.
+pub async fn group_offset(
+    client: &iggy::prelude::IggyClient,
+    stream: &str,
+    topic: &str,
+    group: &str,
+    partition: u32,
+) -> Option<u64> {
+    use iggy::prelude::*;
+    let read = client
+        .get_consumer_offset(
+            &Consumer::group(Identifier::named(group).unwrap()),
+            &Identifier::named(stream).unwrap(),
+            &Identifier::named(topic).unwrap(),
+            Some(partition),
+        )
+        .await;
+    match read {
+        Ok(offset) => offset.map(|offset| offset.stored_offset),
+        Err(
+            IggyError::ConsumerGroupIdNotFound(..)
+            | IggyError::ConsumerGroupNameNotFound(..)
+            | IggyError::ResourceNotFound(_),
+        ) => None,
+        Err(error) => panic!("reading group {group}'s offset on {stream}/{topic}: {error}"),
+    }
+}
+
+/// Waits until group `group` has stored `expected` as its offset on `partition` of
+/// `stream`/`topic`, calling `meanwhile` on every look (for what must hold while
+/// waiting).
+pub async fn wait_for_group_offset(
+    client: &iggy::prelude::IggyClient,
+    (stream, topic): (&str, &str),
+    group: &str,
+    partition: u32,
+    expected: u64,
+    mut meanwhile: impl FnMut(),
+) {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    loop {
+        let stored = group_offset(client, stream, topic, group, partition).await;
+        if stored == Some(expected) {
+            return;
+        }
+        meanwhile();
+        assert!(
+            Instant::now() < deadline,
+            "{stream}/{topic} partition {partition}: stored offset {stored:?}, {expected} expected"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The `seq` field of each value.
