@@ -346,6 +346,8 @@ struct Inner {
     connectors: Mutex<BTreeMap<(ConnectorKind, String), Entry>>,
     /// Connector configs that cannot be used and do not even say their kind.
     kindless: Vec<String>,
+    /// The last [`ConnectorStatus::id`] given.
+    last_id: std::sync::atomic::AtomicU32,
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
@@ -379,6 +381,7 @@ impl Runtime {
                 plugins,
                 connectors: Mutex::new(BTreeMap::new()),
                 kindless,
+                last_id: std::sync::atomic::AtomicU32::new(0),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
             }),
         };
@@ -401,7 +404,8 @@ impl Runtime {
     fn list_unusable(&self, placeholder: ConnectorConfig, problem: String) {
         let (kind, key) = (placeholder.kind(), placeholder.common().key.clone());
         tracing::error!(connector = %key, %kind, error = %problem, "the connector's config cannot be used; it does not run");
-        let status = StatusCell::new(kind, &key, placeholder.common().version);
+        let status =
+            StatusCell::new(kind, &key, placeholder.common().version).with_id(self.next_id());
         status.config_error(problem.clone());
         let entry = Entry {
             status,
@@ -420,6 +424,15 @@ impl Runtime {
     /// log name them).
     pub fn kindless_configs(&self) -> &[String] {
         &self.inner.kindless
+    }
+
+    /// The next [`ConnectorStatus::id`]: 1, 2, ... in the order connectors are first
+    /// known.
+    fn next_id(&self) -> u32 {
+        self.inner
+            .last_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<(ConnectorKind, String), Entry>> {
@@ -503,6 +516,7 @@ impl Runtime {
                 None => {
                     let entry = Entry {
                         status: StatusCell::new(kind, &key, config.common().version)
+                            .with_id(self.next_id())
                             .stalled_after(self.inner.context.stall.report_after),
                         slot: Arc::new(tokio::sync::Mutex::new(Slot {
                             config: config.clone(),

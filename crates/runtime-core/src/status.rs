@@ -59,6 +59,23 @@ impl ConnectorState {
     }
 }
 
+impl ConnectorState {
+    /// The state in upstream's coarser words (its `ConnectorStatus`: `starting`,
+    /// `running`, `stopping`, `stopped`, `error`), which its API clients and dashboards
+    /// expect in the `status` field: a stalled sink still runs, a paused connector is
+    /// stopped until resumed, and failed, restarting and error are all `error`.
+    pub fn upstream_status(self) -> &'static str {
+        match self {
+            ConnectorState::Starting => "starting",
+            ConnectorState::Running | ConnectorState::Stalled => "running",
+            ConnectorState::Paused | ConnectorState::Stopped => "stopped",
+            ConnectorState::Failed | ConnectorState::Restarting | ConnectorState::Error => {
+                "error"
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for ConnectorState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -142,6 +159,11 @@ pub struct ConnectorStatus {
     pub state: ConnectorState,
     /// The error that made it fail (or the last one retried).
     pub last_error: Option<String>,
+    /// When `last_error` happened.
+    pub last_error_at: Option<std::time::SystemTime>,
+    /// A number the runtime gives the connector when it first knows it, unique in
+    /// this process (upstream's API calls it `id`).
+    pub id: u32,
     /// Times the connector was restarted after failing.
     pub restarts: u32,
     /// Times a run of the connector began (opening its plugin instance): one per start,
@@ -164,6 +186,8 @@ impl ConnectorStatus {
             version,
             state: ConnectorState::Starting,
             last_error: None,
+            last_error_at: None,
+            id: 0,
             restarts: 0,
             starts: 0,
             seconds_in_state: 0,
@@ -256,6 +280,12 @@ impl StatusCell {
         }
     }
 
+    /// Numbers the connector (see [`ConnectorStatus::id`]).
+    pub(crate) fn with_id(self, id: u32) -> Self {
+        self.update(|status, _| status.id = id);
+        self
+    }
+
     /// Reports the connector [`ConnectorState::Stalled`] once it has had lag and
     /// delivered nothing for `after`.
     pub(crate) fn stalled_after(mut self, after: Duration) -> Self {
@@ -325,6 +355,7 @@ impl StatusCell {
             status.state = ConnectorState::Error;
             status.metrics.errors += 1;
             status.last_error = Some(scrubbed(error));
+            status.last_error_at = Some(std::time::SystemTime::now());
         });
     }
 
@@ -345,6 +376,7 @@ impl StatusCell {
             status.state = ConnectorState::Failed;
             status.metrics.errors += 1;
             status.last_error = Some(scrubbed(error));
+            status.last_error_at = Some(std::time::SystemTime::now());
         });
     }
 
@@ -360,6 +392,7 @@ impl StatusCell {
             status.metrics.retries += 1;
             status.metrics.errors += 1;
             status.last_error = Some(scrubbed(error));
+            status.last_error_at = Some(std::time::SystemTime::now());
         });
     }
 
@@ -392,6 +425,7 @@ impl StatusCell {
             status.metrics.skipped += 1;
             status.metrics.errors += 1;
             status.last_error = Some(scrubbed(error));
+            status.last_error_at = Some(std::time::SystemTime::now());
         });
     }
 
@@ -400,6 +434,7 @@ impl StatusCell {
             status.metrics.dead_letters += 1;
             status.metrics.errors += 1;
             status.last_error = Some(scrubbed(error));
+            status.last_error_at = Some(std::time::SystemTime::now());
         });
     }
 
