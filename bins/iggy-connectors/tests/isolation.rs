@@ -218,7 +218,7 @@ async fn a_sink_with_an_invalid_duration_does_not_stop_its_sibling() {
     );
     assert_eq!(status, 204, "{answer}");
     let fixed = wait_for_status(address, "sink", "stdout_invalid", "running");
-    assert_eq!(fixed["version"], 1, "{fixed}");
+    assert_eq!(fixed["config_version"], 1, "{fixed}");
     let (status, ready) = get_json(address, "/ready");
     assert_eq!(status, 200, "{ready}");
     assert!(dir.join("connectors").join("stdout_invalid.toml").exists());

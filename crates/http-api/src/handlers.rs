@@ -453,7 +453,7 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
             let mut list = Vec::new();
             for status in runtime.statuses().into_iter().filter(|s| s.kind == kind) {
                 if let Some(config) = runtime.config(kind, &status.key).await {
-                    list.push(info(&config, &status));
+                    list.push(info(runtime, &config, &status));
                 }
             }
             ok(&Value::Array(list))
@@ -461,7 +461,7 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
         Endpoint::Details => {
             let (kind, key) = connector(&matched)?;
             let (config, status) = running(context, kind, &key).await?;
-            let mut details = info(&config, &status);
+            let mut details = info(runtime, &config, &status);
             details["streams"] = runtime.redacted(&config)["streams"].take();
             details["metrics"] = metrics(&status);
             ok(&details)
@@ -609,7 +609,7 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
             }
             tracing::info!(connector = %key, %kind, action = ?matched.endpoint, "lifecycle request through the API");
             let (config, status) = running(context, kind, &key).await?;
-            ok(&info(&config, &status))
+            ok(&info(runtime, &config, &status))
         }
     }
 }
@@ -765,29 +765,64 @@ fn with_active(runtime: &runtime_core::Runtime, config: &ConnectorConfig, active
     value
 }
 
-/// The summary of one connector.
-fn info(config: &ConnectorConfig, status: &ConnectorStatus) -> Value {
+/// The summary of one connector: upstream's `SinkInfoResponse`/`SourceInfoResponse`
+/// fields with their meanings (`id`, `status` in upstream's five words, `last_error`
+/// with `message` and `timestamp`, `plugin_config_format`), upstream's `version` (the
+/// plugin's, with `version_semver`), and ours beside them (`state`, the finer state;
+/// `config_version`; restarts, starts, time in state, throughput).
+fn info(
+    runtime: &runtime_core::Runtime,
+    config: &ConnectorConfig,
+    status: &ConnectorStatus,
+) -> Value {
     let common = config.common();
     let format = common.plugin_config_format;
+    let plugin_version = runtime.plugin_for(config).map_or_else(
+        || "unknown".to_owned(),
+        |plugin| plugin.version().to_owned(),
+    );
     let mut value = json!({
+        "id": status.id,
         "key": status.key,
         "name": common.name,
         "path": common.path,
         "enabled": common.enabled,
-        "version": status.version,
-        "status": status.state.as_str(),
+        "status": status.state.upstream_status(),
+        "state": status.state.as_str(),
+        "version": plugin_version,
+        "config_version": status.version,
         "restarts": status.restarts,
         "starts": status.starts,
         "seconds_in_state": status.seconds_in_state,
         "messages_per_second": status.metrics.messages_per_second,
     });
+    if let Some(semver) = semver_number(&plugin_version) {
+        value["version_semver"] = json!(semver);
+    }
     if let Some(error) = &status.last_error {
-        value["last_error"] = json!({ "message": error });
+        let at = status
+            .last_error_at
+            .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |since| since.as_micros() as u64);
+        value["last_error"] = json!({ "message": error, "timestamp": at });
     }
     if let Some(format) = format {
         value["plugin_config_format"] = serde_json::to_value(format).unwrap_or_default();
     }
     value
+}
+
+/// A `major.minor.patch` version as upstream's number: 1.2.3 is 1002003.
+fn semver_number(version: &str) -> Option<u32> {
+    let core = version.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|part| part.parse::<u32>().ok());
+    let (major, minor, patch) = (parts.next()??, parts.next()??, parts.next()??);
+    if parts.next().is_some() || minor > 999 || patch > 999 {
+        return None;
+    }
+    major
+        .checked_mul(1_000_000)?
+        .checked_add(minor * 1000 + patch)
 }
 
 fn metrics(status: &ConnectorStatus) -> Value {
@@ -868,37 +903,50 @@ async fn ready(context: &ApiContext) -> Answer {
     ))
 }
 
-/// Resident memory of this process, from `/proc` (Linux).
-fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
-
-/// `GET /stats`: the runtime and every connector in figures.
+/// `GET /stats`: the runtime and every connector in figures, as upstream's
+/// `ConnectorRuntimeStats` and `ConnectorStats` have them (and ours beside them).
 async fn stats(context: &ApiContext) -> Answer {
     let runtime = &context.runtime;
     let statuses = runtime.statuses();
     let count = |kind: ConnectorKind, running: bool| {
         statuses
             .iter()
-            .filter(|s| s.kind == kind && (!running || s.state == ConnectorState::Running))
-            .count()
+            .filter(|s| s.kind == kind && (!running || s.state.upstream_status() == "running"))
+            .count() as u32
     };
     let mut connectors = Vec::new();
     for status in &statuses {
         let Some(config) = runtime.config(status.kind, &status.key).await else {
             continue;
         };
-        let mut entry = info(&config, status);
+        let mut entry = info(runtime, &config, status);
+        let m = &status.metrics;
         entry["connector_type"] = json!(status.kind.as_str());
+        match status.kind {
+            ConnectorKind::Source => {
+                entry["messages_produced"] = json!(m.messages_in);
+                entry["messages_sent"] = json!(m.messages_out);
+            }
+            ConnectorKind::Sink => {
+                entry["messages_consumed"] = json!(m.messages_in);
+                entry["messages_processed"] = json!(m.messages_out);
+            }
+        }
+        entry["messages_filtered"] = json!(m.filtered);
+        entry["errors"] = json!(m.errors);
         entry["metrics"] = metrics(status);
         connectors.push(entry);
     }
-    ok(&json!({
-        "connectors_runtime_version": env!("CARGO_PKG_VERSION"),
+    let system = context.system.read();
+    let version = env!("CARGO_PKG_VERSION");
+    let mut body = json!({
+        "connectors_runtime_version": version,
         "process_id": std::process::id(),
-        "memory_usage": resident_bytes(),
+        "cpu_usage": system.cpu_usage,
+        "total_cpu_usage": system.total_cpu_usage,
+        "memory_usage": system.memory_usage,
+        "total_memory": system.total_memory,
+        "available_memory": system.available_memory,
         "run_time": context.started.elapsed().as_micros() as u64,
         "start_time": context.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or_default(),
         "iggy_connected": runtime.iggy_connected(),
@@ -907,12 +955,26 @@ async fn stats(context: &ApiContext) -> Answer {
         "sinks_total": count(ConnectorKind::Sink, false),
         "sinks_running": count(ConnectorKind::Sink, true),
         "connectors": connectors,
-    }))
+    });
+    if let Some(semver) = semver_number(version) {
+        body["connectors_runtime_version_semver"] = json!(semver);
+    }
+    ok(&body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_become_upstreams_numbers() {
+        assert_eq!(semver_number("1.2.3"), Some(1_002_003));
+        assert_eq!(semver_number("0.1.0"), Some(1000));
+        assert_eq!(semver_number("0.4.0-edge.1"), Some(4000));
+        for bad in ["1.2", "1.2.3.4", "x.y.z", "1.1000.0", "unknown", ""] {
+            assert_eq!(semver_number(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn only_loopback_hosts_count_as_loopback() {

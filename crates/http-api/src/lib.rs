@@ -22,6 +22,7 @@ mod handlers;
 mod render;
 mod routes;
 mod server;
+mod system;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -47,6 +48,8 @@ pub struct ApiContext {
     started_at: SystemTime,
     /// Request handlers running, at most `http.max_connections`.
     handlers: Arc<tokio::sync::Semaphore>,
+    /// CPU and memory for `/stats`.
+    system: system::SystemMonitor,
 }
 
 impl ApiContext {
@@ -61,6 +64,7 @@ impl ApiContext {
                 usize::try_from(http.max_connections).unwrap_or(usize::MAX),
             )),
             http,
+            system: system::SystemMonitor::default(),
         }
     }
 }

@@ -51,6 +51,7 @@ pub use stall::StallPolicy;
 pub use state::{PendingSend, SavedState, StateStore};
 pub use status::{
     ConnectorMetrics, ConnectorState, ConnectorStatus, LATENCY_BUCKETS, LatencyHistogram,
+    STAGE_BUCKETS, Stage, StageHistogram, StageHistograms,
 };
 pub use transforms::TransformCounts;
 
@@ -612,9 +613,7 @@ impl Runtime {
     /// The keys of the `plugin_config` fields that `config`'s plugin marks secret,
     /// whatever their names; none when the plugin is neither linked nor loaded.
     fn secret_plugin_fields(&self, config: &ConnectorConfig) -> Vec<String> {
-        self.inner
-            .plugins
-            .known_at(&config.common().path)
+        self.plugin_for(config)
             .and_then(|plugin| ConfigDescription::of(&plugin).ok())
             .map(|description| {
                 description
@@ -638,6 +637,12 @@ impl Runtime {
                 }
             });
         }
+    }
+
+    /// The plugin `config` names, when it is linked in or was loaded (its name and
+    /// version, say); `None` before its library was first opened, or when it cannot be.
+    pub fn plugin_for(&self, config: &ConnectorConfig) -> Option<Plugin> {
+        self.inner.plugins.known_at(&config.common().path)
     }
 
     /// The known plugin whose connector is called `name` (`stdout`, ...).

@@ -1,8 +1,16 @@
 //! Prometheus text exposition of connector statuses (format 0.0.4), for the HTTP API.
+//!
+//! Two sets of families side by side: ours (`iggy_connectors_*`, labels `kind` and
+//! `key`), and upstream's (Apache Iggy's connectors runtime: runtime gauges,
+//! `iggy_connector_*` counters and the stage histogram, labels `connector_key` and
+//! `connector_type`), so that dashboards built on either find their series. Both are
+//! rendered from the same statuses: no second set of counters to keep in step.
 
 use std::fmt::Write as _;
 
-use crate::status::{ConnectorState, ConnectorStatus, LATENCY_BUCKETS};
+use connector_sdk::ConnectorKind;
+
+use crate::status::{ConnectorState, ConnectorStatus, LATENCY_BUCKETS, STAGE_BUCKETS, Stage};
 
 /// Escapes a label value: backslash, double quote and newline.
 fn label(value: &str) -> String {
@@ -119,6 +127,62 @@ const FAMILIES: [Family; 14] = [
     ),
 ];
 
+/// One of upstream's per-connector counters: its name (with the `_total` its samples
+/// carry), help, the kind of connector it has series for (`None`: both) and value.
+struct UpstreamCounter {
+    name: &'static str,
+    help: &'static str,
+    only: Option<ConnectorKind>,
+    value: fn(&ConnectorStatus) -> u64,
+}
+
+/// Upstream's per-connector counters, each from the figure of ours that counts the same
+/// messages.
+const UPSTREAM_COUNTERS: [UpstreamCounter; 6] = [
+    UpstreamCounter {
+        name: "iggy_connector_messages_produced_total",
+        help: "Messages received from the source plugin's poll.",
+        only: Some(ConnectorKind::Source),
+        value: |s| s.metrics.messages_in,
+    },
+    UpstreamCounter {
+        name: "iggy_connector_messages_sent_total",
+        help: "Messages a source sent to Iggy (stored).",
+        only: Some(ConnectorKind::Source),
+        value: |s| s.metrics.messages_out,
+    },
+    UpstreamCounter {
+        name: "iggy_connector_messages_consumed_total",
+        help: "Messages a sink consumed from Iggy.",
+        only: Some(ConnectorKind::Sink),
+        value: |s| s.metrics.messages_in,
+    },
+    UpstreamCounter {
+        name: "iggy_connector_messages_processed_total",
+        help: "Messages a sink's plugin accepted.",
+        only: Some(ConnectorKind::Sink),
+        value: |s| s.metrics.messages_out,
+    },
+    UpstreamCounter {
+        name: "iggy_connector_messages_filtered_total",
+        help: "Messages a transform filtered out.",
+        only: None,
+        value: |s| s.metrics.filtered,
+    },
+    UpstreamCounter {
+        name: "iggy_connector_errors_total",
+        help: "Errors seen, retried or not.",
+        only: None,
+        value: |s| s.metrics.errors,
+    },
+];
+
+/// Whether a connector counts as running in upstream's gauges: its state in upstream's
+/// words (so a stalled sink runs, a paused one does not).
+fn upstream_running(status: &ConnectorStatus) -> bool {
+    status.state.upstream_status() == "running"
+}
+
 /// Renders statuses as Prometheus text.
 ///
 /// ```
@@ -130,15 +194,24 @@ const FAMILIES: [Family; 14] = [
 /// ```
 pub fn prometheus_text(statuses: &[ConnectorStatus]) -> String {
     let mut out = String::new();
+    render_ours(&mut out, statuses);
+    render_upstream(&mut out, statuses);
+    out
+}
+
+/// Writes a family's `# HELP` and `# TYPE` lines.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Our families (`iggy_connectors_*`, labels `kind` and `key`).
+fn render_ours(out: &mut String, statuses: &[ConnectorStatus]) {
     let labels = |status: &ConnectorStatus| {
         format!("kind=\"{}\",key=\"{}\"", status.kind, label(&status.key))
     };
-    let header = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-    };
     for family in &FAMILIES {
-        header(&mut out, family.name, family.kind, family.help);
+        header(out, family.name, family.kind, family.help);
         for status in statuses {
             let _ = writeln!(
                 out,
@@ -150,7 +223,7 @@ pub fn prometheus_text(statuses: &[ConnectorStatus]) -> String {
         }
     }
     header(
-        &mut out,
+        out,
         "iggy_connectors_state",
         "gauge",
         "1 for the state a connector is in, else 0.",
@@ -166,7 +239,7 @@ pub fn prometheus_text(statuses: &[ConnectorStatus]) -> String {
         }
     }
     header(
-        &mut out,
+        out,
         "iggy_connectors_transform_messages_total",
         "counter",
         "Messages per transform and outcome (in, out, dropped, failed).",
@@ -190,7 +263,7 @@ pub fn prometheus_text(statuses: &[ConnectorStatus]) -> String {
     }
     let name = "iggy_connectors_batch_latency_seconds";
     header(
-        &mut out,
+        out,
         name,
         "histogram",
         "Time from receiving a batch to delivering it.",
@@ -211,7 +284,93 @@ pub fn prometheus_text(statuses: &[ConnectorStatus]) -> String {
         let _ = writeln!(out, "{name}_sum{{{labels}}} {}", histogram.sum_seconds);
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", histogram.count);
     }
-    out
+}
+
+/// Upstream's families: the runtime gauges (no labels), the per-connector counters and
+/// the stage histogram (labels `connector_key`, `connector_type`).
+fn render_upstream(out: &mut String, statuses: &[ConnectorStatus]) {
+    let count = |kind: ConnectorKind, running: bool| {
+        statuses
+            .iter()
+            .filter(|status| status.kind == kind && (!running || upstream_running(status)))
+            .count()
+    };
+    for (name, help, kind, running) in [
+        (
+            "iggy_connectors_sources_total",
+            "Source connectors configured.",
+            ConnectorKind::Source,
+            false,
+        ),
+        (
+            "iggy_connectors_sources_running",
+            "Source connectors running.",
+            ConnectorKind::Source,
+            true,
+        ),
+        (
+            "iggy_connectors_sinks_total",
+            "Sink connectors configured.",
+            ConnectorKind::Sink,
+            false,
+        ),
+        (
+            "iggy_connectors_sinks_running",
+            "Sink connectors running.",
+            ConnectorKind::Sink,
+            true,
+        ),
+    ] {
+        header(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {}", count(kind, running));
+    }
+    let labels = |status: &ConnectorStatus| {
+        format!(
+            "connector_key=\"{}\",connector_type=\"{}\"",
+            label(&status.key),
+            status.kind
+        )
+    };
+    for counter in &UPSTREAM_COUNTERS {
+        header(out, counter.name, "counter", counter.help);
+        for status in statuses {
+            if counter.only.is_none_or(|kind| kind == status.kind) {
+                let _ = writeln!(
+                    out,
+                    "{}{{{}}} {}",
+                    counter.name,
+                    labels(status),
+                    (counter.value)(status)
+                );
+            }
+        }
+    }
+    let name = "iggy_connector_stage_duration_seconds";
+    header(
+        out,
+        name,
+        "histogram",
+        "How long a batch spent in each stage of the pipeline, seconds.",
+    );
+    for status in statuses {
+        let connector = labels(status);
+        for &stage in Stage::of(status.kind) {
+            let histogram = status.metrics.stages.get(stage);
+            let labels = format!("{connector},stage=\"{stage}\"");
+            let mut cumulative = 0;
+            for (bound, count) in STAGE_BUCKETS.iter().zip(histogram.buckets) {
+                cumulative += count;
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"+Inf\"}} {}",
+                histogram.count
+            );
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", histogram.sum_seconds);
+            let _ = writeln!(out, "{name}_count{{{labels}}} {}", histogram.count);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -248,10 +407,12 @@ mod tests {
             status("a", ConnectorState::Running),
             status("b", ConnectorState::Failed),
         ]);
+        // Ours: upstream's families (tested below) have other labels.
         let families = text
             .lines()
             .filter_map(|line| line.strip_prefix("# TYPE "))
             .map(|line| line.split(' ').next().unwrap().to_owned())
+            .filter(|family| !UPSTREAM_FAMILIES.contains(&family.as_str()))
             .collect::<Vec<_>>();
         assert_eq!(families.len(), FAMILIES.len() + 3);
         for family in &families {
@@ -278,10 +439,14 @@ mod tests {
         assert!(text.contains(&format!("{bucket},le=\"0.005\"}} 1\n")));
         assert!(text.contains(&format!("{bucket},le=\"10\"}} 1\n")));
         assert!(text.contains(&format!("{bucket},le=\"+Inf\"}} 2\n")));
-        // Every sample line is `name{labels} value`.
+        // Every sample line is `name{labels} value`, or `name value` for upstream's
+        // runtime gauges.
         for line in text.lines().filter(|line| !line.starts_with('#')) {
             let (series, value) = line.rsplit_once(' ').unwrap();
-            assert!(series.ends_with('}'), "{line}");
+            assert!(
+                series.ends_with('}') || UPSTREAM_FAMILIES[..4].contains(&series),
+                "{line}"
+            );
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
     }
@@ -291,6 +456,365 @@ mod tests {
         let text = prometheus_text(&[status("a", ConnectorState::Running)]);
         let series = "iggy_connectors_transform_messages_total{kind=\"source\",key=\"a\",transform=\"filter\",outcome=\"dropped\"} 1\n";
         assert!(text.contains(series), "{text}");
+    }
+
+    /// Upstream's family names, spelled out (not taken from the code under test): a
+    /// rename fails the tests. The four runtime gauges first.
+    const UPSTREAM_FAMILIES: [&str; 11] = [
+        "iggy_connectors_sources_total",
+        "iggy_connectors_sources_running",
+        "iggy_connectors_sinks_total",
+        "iggy_connectors_sinks_running",
+        "iggy_connector_messages_produced_total",
+        "iggy_connector_messages_sent_total",
+        "iggy_connector_messages_consumed_total",
+        "iggy_connector_messages_processed_total",
+        "iggy_connector_messages_filtered_total",
+        "iggy_connector_errors_total",
+        "iggy_connector_stage_duration_seconds",
+    ];
+
+    /// One sample line: its name, its labels in order, and its value.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Sample {
+        name: String,
+        labels: Vec<(String, String)>,
+        value: f64,
+    }
+
+    /// Rendered text, parsed: each family's `# TYPE`, the families with a `# HELP`, and
+    /// every sample. Panics on a line that is neither a comment nor a sample.
+    struct Parsed {
+        types: std::collections::BTreeMap<String, String>,
+        helped: std::collections::BTreeSet<String>,
+        samples: Vec<Sample>,
+    }
+
+    impl Parsed {
+        fn of(text: &str) -> Self {
+            let mut parsed = Parsed {
+                types: Default::default(),
+                helped: Default::default(),
+                samples: Vec::new(),
+            };
+            for line in text.lines() {
+                if let Some(rest) = line.strip_prefix("# TYPE ") {
+                    let (name, kind) = rest.split_once(' ').unwrap();
+                    let earlier = parsed.types.insert(name.to_owned(), kind.to_owned());
+                    assert!(earlier.is_none(), "{name} typed twice");
+                } else if let Some(rest) = line.strip_prefix("# HELP ") {
+                    parsed
+                        .helped
+                        .insert(rest.split_once(' ').unwrap().0.to_owned());
+                } else {
+                    parsed.samples.push(sample(line));
+                }
+            }
+            parsed
+        }
+
+        /// The samples named `name`.
+        fn named(&self, name: &str) -> Vec<&Sample> {
+            self.samples.iter().filter(|s| s.name == name).collect()
+        }
+    }
+
+    /// Parses `name value` or `name{key="value",...} value` (values escaped as
+    /// [`label`] escapes them).
+    fn sample(line: &str) -> Sample {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
+        let Some((name, rest)) = series.split_once('{') else {
+            return Sample {
+                name: series.to_owned(),
+                labels: Vec::new(),
+                value,
+            };
+        };
+        let mut labels = Vec::new();
+        let mut chars = rest.strip_suffix('}').unwrap().chars().peekable();
+        while chars.peek().is_some() {
+            let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+            assert_eq!(chars.next(), Some('"'), "{line}");
+            let mut value = String::new();
+            loop {
+                match chars.next().unwrap() {
+                    '"' => break,
+                    '\\' => match chars.next().unwrap() {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    other => value.push(other),
+                }
+            }
+            labels.push((key, value));
+            if chars.peek() == Some(&',') {
+                chars.next();
+            }
+        }
+        Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        }
+    }
+
+    /// `pairs` as owned label pairs.
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    fn of_kind(kind: ConnectorKind, key: &str, state: ConnectorState) -> ConnectorStatus {
+        let mut status = ConnectorStatus::new(kind, key, 1);
+        status.state = state;
+        status
+    }
+
+    #[test]
+    fn upstream_runtime_gauges_count_connectors_running_in_upstreams_words() {
+        use ConnectorKind::{Sink, Source};
+        use ConnectorState::*;
+        let statuses = [
+            of_kind(Source, "running", Running),
+            of_kind(Source, "stalled", Stalled),
+            of_kind(Source, "paused", Paused),
+            of_kind(Source, "failed", Failed),
+            of_kind(Source, "starting", Starting),
+            of_kind(Sink, "running", Running),
+            of_kind(Sink, "error", Error),
+        ];
+        let parsed = Parsed::of(&prometheus_text(&statuses));
+        for (name, value) in [
+            ("iggy_connectors_sources_total", 5.0),
+            ("iggy_connectors_sources_running", 2.0),
+            ("iggy_connectors_sinks_total", 2.0),
+            ("iggy_connectors_sinks_running", 1.0),
+        ] {
+            assert_eq!(
+                parsed.types.get(name).map(String::as_str),
+                Some("gauge"),
+                "{name}"
+            );
+            assert!(parsed.helped.contains(name), "{name}");
+            let expected = Sample {
+                name: name.to_owned(),
+                labels: Vec::new(),
+                value,
+            };
+            assert_eq!(parsed.named(name), [&expected], "{name}");
+        }
+        // With no connectors, the gauges still say 0.
+        let parsed = Parsed::of(&prometheus_text(&[]));
+        assert_eq!(parsed.named("iggy_connectors_sinks_running")[0].value, 0.0);
+    }
+
+    #[test]
+    fn upstream_counters_have_their_labels_and_only_their_kinds_series() {
+        let mut source = of_kind(ConnectorKind::Source, "src", ConnectorState::Running);
+        source.metrics.messages_in = 11;
+        source.metrics.messages_out = 7;
+        source.metrics.filtered = 2;
+        source.metrics.errors = 3;
+        let mut sink = of_kind(ConnectorKind::Sink, "snk \"1\"", ConnectorState::Running);
+        sink.metrics.messages_in = 13;
+        sink.metrics.messages_out = 5;
+        sink.metrics.filtered = 4;
+        sink.metrics.errors = 1;
+        let parsed = Parsed::of(&prometheus_text(&[source, sink]));
+        let src = [("connector_key", "src"), ("connector_type", "source")];
+        let snk = [("connector_key", "snk \"1\""), ("connector_type", "sink")];
+        // Each counter with its series: (labels, value).
+        type Series<'a> = &'a [(&'a [(&'a str, &'a str)], f64)];
+        let expected: [(&str, Series<'_>); 6] = [
+            ("iggy_connector_messages_produced_total", &[(&src, 11.0)]),
+            ("iggy_connector_messages_sent_total", &[(&src, 7.0)]),
+            ("iggy_connector_messages_consumed_total", &[(&snk, 13.0)]),
+            ("iggy_connector_messages_processed_total", &[(&snk, 5.0)]),
+            (
+                "iggy_connector_messages_filtered_total",
+                &[(&src, 2.0), (&snk, 4.0)],
+            ),
+            ("iggy_connector_errors_total", &[(&src, 3.0), (&snk, 1.0)]),
+        ];
+        assert_eq!(
+            expected.map(|(name, _)| name),
+            UPSTREAM_FAMILIES[4..10],
+            "every counter checked"
+        );
+        for (name, series) in expected {
+            assert_eq!(
+                parsed.types.get(name).map(String::as_str),
+                Some("counter"),
+                "{name}"
+            );
+            assert!(parsed.helped.contains(name), "{name}");
+            let want = series
+                .iter()
+                .map(|(pairs, value)| Sample {
+                    name: name.to_owned(),
+                    labels: labels(pairs),
+                    value: *value,
+                })
+                .collect::<Vec<_>>();
+            assert_eq!(
+                parsed.named(name),
+                want.iter().collect::<Vec<_>>(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_stage_histogram_has_each_kinds_stages_in_upstreams_buckets() {
+        use crate::status::{BatchStages, StatusCell};
+        let name = "iggy_connector_stage_duration_seconds";
+        // Upstream's bounds, as rendered: a dashboard may select `le` by its text.
+        let bounds = [
+            "0.00005", "0.0001", "0.00025", "0.0005", "0.001", "0.005", "0.01", "0.05", "0.1",
+            "0.25", "0.5", "1", "5", "+Inf",
+        ];
+        let source = StatusCell::new(ConnectorKind::Source, "src", 1);
+        let mut stages = BatchStages::default();
+        stages.set(Stage::Decode, Duration::from_micros(30));
+        stages.set(Stage::Prepare, Duration::from_millis(2));
+        stages.set(Stage::IggySend, Duration::from_millis(60));
+        stages.set(Stage::StateSave, Duration::from_micros(100));
+        source.delivered(10, 100, Duration::from_secs(20), &stages);
+        // A batch no state write covered: no `state_save`; `total` counts every batch.
+        let mut stages = BatchStages::default();
+        stages.set(Stage::Decode, Duration::from_micros(50));
+        source.delivered(10, 100, Duration::from_millis(3), &stages);
+        let sink = StatusCell::new(ConnectorKind::Sink, "snk", 1);
+        let mut stages = BatchStages::default();
+        stages.set(Stage::Ffi, Duration::from_millis(7));
+        sink.delivered(1, 1, Duration::from_millis(8), &stages);
+        let parsed = Parsed::of(&prometheus_text(&[source.snapshot(), sink.snapshot()]));
+        assert_eq!(
+            parsed.types.get(name).map(String::as_str),
+            Some("histogram")
+        );
+        assert!(parsed.helped.contains(name));
+
+        // (key, type, stage, count, sum, cumulative count per bound)
+        type Expected = (
+            &'static str,
+            &'static str,
+            &'static str,
+            f64,
+            f64,
+            [f64; 14],
+        );
+        let expected: [Expected; 9] = [
+            ("src", "source", "decode", 2.0, 80e-6, [2.0; 14]),
+            (
+                "src",
+                "source",
+                "prepare",
+                1.0,
+                2e-3,
+                [
+                    0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+                ],
+            ),
+            (
+                "src",
+                "source",
+                "iggy_send",
+                1.0,
+                60e-3,
+                [
+                    0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+                ],
+            ),
+            (
+                "src",
+                "source",
+                "state_save",
+                1.0,
+                100e-6,
+                [
+                    0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+                ],
+            ),
+            (
+                "src",
+                "source",
+                "total",
+                2.0,
+                20.003,
+                [
+                    0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0,
+                ],
+            ),
+            ("snk", "sink", "decode", 0.0, 0.0, [0.0; 14]),
+            ("snk", "sink", "prepare", 0.0, 0.0, [0.0; 14]),
+            (
+                "snk",
+                "sink",
+                "ffi",
+                1.0,
+                7e-3,
+                [
+                    0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+                ],
+            ),
+            (
+                "snk",
+                "sink",
+                "total",
+                1.0,
+                8e-3,
+                [
+                    0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+                ],
+            ),
+        ];
+        let series = |suffix: &str| parsed.named(&format!("{name}_{suffix}"));
+        // Nothing beyond the expected series: a sink has no `iggy_send`, a source no `ffi`.
+        assert_eq!(series("bucket").len(), expected.len() * bounds.len());
+        assert_eq!(series("sum").len(), expected.len());
+        assert_eq!(series("count").len(), expected.len());
+        for (key, kind, stage, count, sum, cumulative) in expected {
+            let stage_labels = [
+                ("connector_key", key),
+                ("connector_type", kind),
+                ("stage", stage),
+            ];
+            let own = |sample: &&&Sample| sample.labels[..] == labels(&stage_labels)[..];
+            let counted = series("count")
+                .into_iter()
+                .filter(|s| own(&s))
+                .collect::<Vec<_>>();
+            assert_eq!(counted.len(), 1, "{key} {stage}");
+            assert_eq!(counted[0].value, count, "{key} {stage}");
+            let summed = series("sum")
+                .into_iter()
+                .filter(|s| own(&s))
+                .collect::<Vec<_>>();
+            assert_eq!(summed.len(), 1, "{key} {stage}");
+            assert!(
+                (summed[0].value - sum).abs() < 1e-9,
+                "{key} {stage}: {summed:?}"
+            );
+            let buckets = series("bucket")
+                .into_iter()
+                .filter(|s| s.labels[..3] == labels(&stage_labels)[..])
+                .collect::<Vec<_>>();
+            let le = buckets
+                .iter()
+                .map(|s| {
+                    assert_eq!(s.labels.len(), 4, "{s:?}");
+                    assert_eq!(s.labels[3].0, "le", "{s:?}");
+                    s.labels[3].1.as_str()
+                })
+                .collect::<Vec<_>>();
+            assert_eq!(le, bounds, "{key} {stage}");
+            let counts = buckets.iter().map(|s| s.value).collect::<Vec<_>>();
+            assert_eq!(counts, cumulative, "{key} {stage}");
+        }
     }
 
     #[test]

@@ -69,9 +69,7 @@ impl ConnectorState {
             ConnectorState::Starting => "starting",
             ConnectorState::Running | ConnectorState::Stalled => "running",
             ConnectorState::Paused | ConnectorState::Stopped => "stopped",
-            ConnectorState::Failed | ConnectorState::Restarting | ConnectorState::Error => {
-                "error"
-            }
+            ConnectorState::Failed | ConnectorState::Restarting | ConnectorState::Error => "error",
         }
     }
 }
@@ -103,13 +101,191 @@ impl LatencyHistogram {
     /// Records one batch.
     pub fn observe(&mut self, latency: Duration) {
         let seconds = latency.as_secs_f64();
-        let bucket = LATENCY_BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[bucket] += 1;
+        self.buckets[bucket(&LATENCY_BUCKETS, seconds)] += 1;
         self.count += 1;
         self.sum_seconds += seconds;
+    }
+}
+
+/// A stage of a batch's way through a pipeline, as upstream's runtime names them in
+/// the `stage` label of `iggy_connector_stage_duration_seconds`, so that its dashboards
+/// find them. Each is timed once per batch, between the boundaries the pipelines
+/// already mark (`runner/sink.rs`, `runner/source/`), never per message; where our
+/// pipeline does not split work the way upstream's does, the stage takes the nearest
+/// boundary, as said on each.
+///
+/// A stage several batches go through together (a source's send carrying several of
+/// its batches, one state write covering them) counts its whole duration for each of
+/// them: the histograms say how long a batch waited on the stage, not how busy the
+/// stage was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Sink: from the batch read from Iggy to its messages shaped for the plugin:
+    /// `transforms::shape` (payload decode, the transform chain and encode, one pass
+    /// per message, so decode and transforms cannot be timed apart without a clock per
+    /// message; nothing runs when there is nothing to shape) and the error policy for
+    /// the messages that failed there.
+    ///
+    /// Source: the plugin's batch made into messages (ids, headers and the payloads
+    /// it lends). Decoding the payloads with the plugin's schema is part of shaping,
+    /// so it counts in [`Stage::Prepare`].
+    Decode,
+    /// Sink: building the batch the plugin gets (its messages' metadata, headers and
+    /// payloads laid out for the ABI). The transforms ran in [`Stage::Decode`].
+    ///
+    /// Source: shaping (decode, transforms, encode for each stream) and making the
+    /// sends ready for Iggy: merging batches, cutting them into sends, encoding the
+    /// requests (creating a routed topic on first use).
+    Prepare,
+    /// Sink only: the plugin's `consume` call(s) for the batch, retries included (and,
+    /// after a message-level failure, the calls message by message). Not observed for a
+    /// batch with nothing left to hand over.
+    Ffi,
+    /// Source only: the error policy for messages that failed to shape (dead letters
+    /// are sends too), then the sends to Iggy that carry the batch.
+    IggySend,
+    /// Source only: persisting the state that covers the batch: with `verified_resume`
+    /// the pending record saved before its sends go, otherwise the state written after
+    /// Iggy stored them (one write for the batches ready together). Not observed for a
+    /// batch no write covered (a source that keeps no state).
+    StateSave,
+    /// Both: one batch end to end, the poll excluded: from the batch received (from
+    /// the plugin, or read from Iggy) to its delivery (a source's batch accepted by the
+    /// plugin after it was stored and its state saved; a sink's batch accepted and its
+    /// offset stored). The same span as `batch_latency`, so its count is the batches
+    /// delivered.
+    Total,
+}
+
+impl Stage {
+    /// Every stage, in the order of [`StageHistograms`].
+    pub const ALL: [Stage; 6] = [
+        Stage::Decode,
+        Stage::Prepare,
+        Stage::Ffi,
+        Stage::IggySend,
+        Stage::StateSave,
+        Stage::Total,
+    ];
+
+    /// The stages of a source's batches.
+    pub const SOURCE: [Stage; 5] = [
+        Stage::Decode,
+        Stage::Prepare,
+        Stage::IggySend,
+        Stage::StateSave,
+        Stage::Total,
+    ];
+
+    /// The stages of a sink's batches.
+    pub const SINK: [Stage; 4] = [Stage::Decode, Stage::Prepare, Stage::Ffi, Stage::Total];
+
+    /// The stages a connector of `kind` times.
+    pub fn of(kind: ConnectorKind) -> &'static [Stage] {
+        match kind {
+            ConnectorKind::Source => &Stage::SOURCE,
+            ConnectorKind::Sink => &Stage::SINK,
+        }
+    }
+
+    /// The stage's name, as upstream's `stage` label spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Prepare => "prepare",
+            Stage::Ffi => "ffi",
+            Stage::IggySend => "iggy_send",
+            Stage::StateSave => "state_save",
+            Stage::Total => "total",
+        }
+    }
+
+    /// Its place in [`Stage::ALL`].
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Upper bounds (seconds) of the stage histograms' buckets: upstream's, so that a
+/// dashboard's quantiles read the same buckets.
+pub const STAGE_BUCKETS: [f64; 13] = [
+    50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 5e-3, 10e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1.0, 5.0,
+];
+
+/// The first of `bounds` that holds `seconds`, or `bounds.len()` when none does.
+fn bucket(bounds: &[f64], seconds: f64) -> usize {
+    bounds
+        .iter()
+        .position(|bound| seconds <= *bound)
+        .unwrap_or(bounds.len())
+}
+
+/// A histogram of how long batches spent in one [`Stage`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StageHistogram {
+    /// Batches per bucket of [`STAGE_BUCKETS`] (not cumulative); the last entry counts
+    /// the batches slower than every bound.
+    pub buckets: [u64; STAGE_BUCKETS.len() + 1],
+    /// Batches observed.
+    pub count: u64,
+    /// Sum of their durations, seconds.
+    pub sum_seconds: f64,
+}
+
+impl StageHistogram {
+    /// Records one batch.
+    pub fn observe(&mut self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        self.buckets[bucket(&STAGE_BUCKETS, seconds)] += 1;
+        self.count += 1;
+        self.sum_seconds += seconds;
+    }
+}
+
+/// One [`StageHistogram`] per [`Stage`]; those of stages a connector's kind does not
+/// have (see [`Stage::of`]) stay empty.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StageHistograms([StageHistogram; Stage::ALL.len()]);
+
+impl StageHistograms {
+    /// The histogram of `stage`.
+    pub fn get(&self, stage: Stage) -> &StageHistogram {
+        &self.0[stage.index()]
+    }
+
+    /// Records one delivered batch: each stage it went through, and `total`.
+    fn observe(&mut self, stages: &BatchStages, total: Duration) {
+        for (histogram, duration) in self.0.iter_mut().zip(stages.0) {
+            if let Some(duration) = duration {
+                histogram.observe(duration);
+            }
+        }
+        self.0[Stage::Total.index()].observe(total);
+    }
+}
+
+/// How long one batch spent in each [`Stage`] it went through, as the pipeline
+/// measured it at its stage boundaries (`None`: the batch did not go through it).
+/// [`Stage::Total`] is the batch's latency, given to [`StatusCell::delivered`] beside.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct BatchStages([Option<Duration>; Stage::ALL.len()]);
+
+impl BatchStages {
+    /// Sets how long the batch spent in `stage`.
+    pub(crate) fn set(&mut self, stage: Stage, duration: Duration) {
+        self.0[stage.index()] = Some(duration);
+    }
+
+    /// Adds to the batch's time in `stage` (a stage timed in two parts).
+    pub(crate) fn add(&mut self, stage: Stage, duration: Duration) {
+        let slot = &mut self.0[stage.index()];
+        *slot = Some(slot.unwrap_or_default() + duration);
     }
 }
 
@@ -144,6 +320,9 @@ pub struct ConnectorMetrics {
     pub messages_per_second: f64,
     /// Batch latencies.
     pub batch_latency: LatencyHistogram,
+    /// How long batches spent in each stage of the pipeline, in upstream's stages (its
+    /// `iggy_connector_stage_duration_seconds`).
+    pub stages: StageHistograms,
 }
 
 /// A snapshot of one connector's status.
@@ -403,14 +582,23 @@ impl StatusCell {
         });
     }
 
-    /// A batch delivered: `messages` of `bytes`, `latency` after it was received.
-    pub(crate) fn delivered(&self, messages: usize, bytes: usize, latency: Duration) {
+    /// A batch delivered: `messages` of `bytes`, `latency` after it was received, with
+    /// the time it spent in each stage (`latency` is its [`Stage::Total`]). One call, one
+    /// lock, per batch: the stage timings ride along rather than take a lock of their own.
+    pub(crate) fn delivered(
+        &self,
+        messages: usize,
+        bytes: usize,
+        latency: Duration,
+        stages: &BatchStages,
+    ) {
         let second = self.created.elapsed().as_secs();
         self.with_live(|live| {
             let metrics = &mut live.status.metrics;
             metrics.messages_out += messages as u64;
             metrics.bytes_out += bytes as u64;
             metrics.batch_latency.observe(latency);
+            metrics.stages.observe(stages, latency);
             live.rate.add(second, messages as u64);
             // A batch done is progress, even one the transforms or the error policy
             // emptied.
@@ -534,6 +722,37 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_counts_in_the_stages_it_went_through_and_always_in_total() {
+        for (index, stage) in Stage::ALL.into_iter().enumerate() {
+            assert_eq!(stage.index(), index, "{stage}");
+        }
+        let mut stages = BatchStages::default();
+        stages.set(Stage::Decode, Duration::from_millis(1));
+        // A stage timed in two parts (a source's prepare: poller, then builder).
+        stages.add(Stage::Prepare, Duration::from_millis(1));
+        stages.add(Stage::Prepare, Duration::from_millis(2));
+        let mut histograms = StageHistograms::default();
+        histograms.observe(&stages, Duration::from_millis(10));
+        let seen = |stage| {
+            let histogram: &StageHistogram = histograms.get(stage);
+            (
+                histogram.count,
+                (histogram.sum_seconds * 1e6).round() as u64,
+            )
+        };
+        assert_eq!(seen(Stage::Decode), (1, 1000));
+        assert_eq!(seen(Stage::Prepare), (1, 3000));
+        assert_eq!(seen(Stage::Ffi), (0, 0), "not gone through: not observed");
+        assert_eq!(seen(Stage::Total), (1, 10_000));
+        // 5 ms is in the bucket bounded by 5 ms (bounds are inclusive).
+        let mut histogram = StageHistogram::default();
+        histogram.observe(Duration::from_millis(5));
+        histogram.observe(Duration::from_secs(6));
+        assert_eq!(histogram.buckets[5], 1);
+        assert_eq!(histogram.buckets[STAGE_BUCKETS.len()], 1);
+    }
+
+    #[test]
     fn rate_averages_complete_seconds_only() {
         let mut window = RateWindow::default();
         for second in 0..10 {
@@ -570,7 +789,7 @@ mod tests {
         cell.set_state(ConnectorState::Running);
         cell.set_lag(0, 7);
         assert_eq!(cell.snapshot().state, ConnectorState::Running, "not yet");
-        cell.delivered(1, 1, Duration::ZERO);
+        cell.delivered(1, 1, Duration::ZERO, &BatchStages::default());
         assert_eq!(cell.snapshot().state, ConnectorState::Running);
         cell.set_state(ConnectorState::Paused);
         assert_eq!(

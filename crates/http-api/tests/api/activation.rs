@@ -83,7 +83,7 @@ async fn a_version_that_cannot_open_is_rolled_back_and_the_old_one_runs_on() {
     assert_eq!(flags, [(0, true), (1, false)]);
     let back = api
         .eventually_json("/sinks/file", "version 0 runs again", |value| {
-            value["version"] == 0 && value["status"] == "running"
+            value["config_version"] == 0 && value["status"] == "running"
         })
         .await;
     assert_eq!(back["starts"].as_u64().unwrap(), starts + 2, "{back}");
@@ -123,7 +123,7 @@ async fn a_stopped_connector_keeps_its_version_when_the_new_one_cannot_start() {
     );
     let sink = api.get("/sinks/file").await.json();
     assert_eq!(
-        (sink["version"].as_u64(), sink["status"].as_str()),
+        (sink["config_version"].as_u64(), sink["status"].as_str()),
         (Some(0), Some("stopped")),
         "{sink}"
     );

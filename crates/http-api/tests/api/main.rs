@@ -7,6 +7,7 @@
 mod activation;
 mod auth;
 mod connections;
+mod compat;
 mod cors;
 mod errors;
 mod openapi;

@@ -6,7 +6,7 @@ use hyper::StatusCode;
 use iggy_connectors_tests::unique;
 use iggy_test_server::TestTarget;
 use runtime_core::StallPolicy;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{fixture_on, with_key};
 
@@ -63,7 +63,11 @@ async fn a_stalled_sink_makes_the_runtime_unready_until_it_recovers_by_itself() 
         StatusCode::SERVICE_UNAVAILABLE
     );
     let stalled = fixture.get("/sinks/file").await.json();
-    assert_eq!(stalled["status"], "stalled", "{stalled}");
+    assert_eq!(
+        (&stalled["state"], &stalled["status"]),
+        (&json!("stalled"), &json!("running")),
+        "a stalled sink is running to upstream's clients: {stalled}"
+    );
     assert_eq!(delivered(&stalled), 0, "{stalled}");
     assert!(
         stalled["metrics"]["lag"].as_u64().unwrap_or(0) > 0,

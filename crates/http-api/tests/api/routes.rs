@@ -124,7 +124,7 @@ async fn every_route_answers() {
         1
     );
     api.eventually_json("/sinks/file", "version 1 runs", |value| {
-        value["version"] == 1 && value["status"] == "running"
+        value["config_version"] == 1 && value["status"] == "running"
     })
     .await;
     let deadline = Instant::now() + DEADLINE;
@@ -220,7 +220,7 @@ async fn every_route_answers() {
         // The new run counts itself as it begins, after the reply.
         let after = api
             .eventually_json("/sinks/file", action, |value| {
-                value["status"] == state && starts(value) >= before + runs
+                value["state"] == state && starts(value) >= before + runs
             })
             .await;
         assert_eq!(starts(&after), before + runs, "{action}: {after}");

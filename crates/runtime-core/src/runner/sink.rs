@@ -25,7 +25,7 @@ use crate::bus::{BusError, BusErrorKind, Destination, MessageBus, OutgoingMessag
 use crate::control::{Control, Desired};
 use crate::shape;
 use crate::stall::{GroupWatch, Measures, StallPolicy};
-use crate::status::{ConnectorState, StatusCell};
+use crate::status::{BatchStages, ConnectorState, Stage, StatusCell};
 
 /// Runs every (stream, topic) of a sink, each in its own task; when one fails, the
 /// others stop too, so the connector restarts as a whole.
@@ -286,7 +286,12 @@ impl SinkPipeline {
             } else {
                 polled.messages
             };
-            times.transform = received.elapsed();
+            // Stage boundaries (see `Stage`): received, shaped, built (`sending`), handed
+            // over (`committing`), delivered.
+            let shaped = Instant::now();
+            times.transform = shaped - received;
+            let mut stages = BatchStages::default();
+            stages.set(Stage::Decode, times.transform);
             let source = BatchSource {
                 stream: from.stream.clone(),
                 topic: from.topic.clone(),
@@ -311,6 +316,7 @@ impl SinkPipeline {
             let batch = Arc::new(builder.build());
             // A batch in flight is finished even when a stop is asked for meanwhile.
             let sending = Instant::now();
+            stages.set(Stage::Prepare, sending - shaped);
             let (delivered, delivered_bytes) = if batch.is_empty() {
                 (0, 0)
             } else {
@@ -321,6 +327,9 @@ impl SinkPipeline {
             };
             let committing = Instant::now();
             times.send = committing - sending;
+            if !batch.is_empty() {
+                stages.set(Stage::Ffi, times.send);
+            }
             let stored = retry
                 .run_when(
                     status,
@@ -354,7 +363,7 @@ impl SinkPipeline {
                     return;
                 }
             }
-            status.delivered(delivered, delivered_bytes, received.elapsed());
+            status.delivered(delivered, delivered_bytes, received.elapsed(), &stages);
             times.commit = committing.elapsed();
             self.report.batch(
                 &self.config.common.key,

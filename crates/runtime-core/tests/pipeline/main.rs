@@ -7,6 +7,7 @@
 //! - `resume`: the state saved around each send and where a restart resumes;
 //! - `lifecycle`: connectors failing, restarting, paused, stopped, reconfigured alone;
 //! - `error_policy`: messages a sink cannot handle (dead letter, skip, fail);
+//! - `metrics`: upstream's stage histogram as a real run fills it;
 //! - `server_faults`: dropped connections, server restarts, group resets;
 //! - `support`: what they share (context, buses, configs, reading topics back).
 
@@ -15,6 +16,7 @@
 
 mod error_policy;
 mod lifecycle;
+mod metrics;
 mod resume;
 mod server_faults;
 mod sink;

@@ -4,13 +4,14 @@
 //! as pending before the unit goes on.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
 use super::{Failed, Halt, Held, Prepared, RoundState, SourcePipeline, newest_state};
 use crate::bus::{Destination, OutgoingMessage, PreparedSend};
+use crate::status::Stage;
 
 /// Makes batches into sends.
 pub(super) struct Builder<'r> {
@@ -76,12 +77,14 @@ impl<'r> Builder<'r> {
     /// Makes the batches taken into one unit of sends.
     async fn build<'s>(&mut self, mut taken: Vec<Held<'s, 'r>>) -> Unit<'s, 'r> {
         let pipeline = self.pipeline;
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let usable = taken
             .iter()
             .take_while(|(in_flight, _)| in_flight.prepared.is_ok())
             .count();
         let mut marked = None;
+        // How long the pending state took to write (its own stage, not preparing).
+        let mut saved_in = None;
         let (failed, sends, halt_after) = if self.round.is_halted() {
             (Vec::new(), Ok(Vec::new()), None)
         } else {
@@ -113,21 +116,29 @@ impl<'r> Builder<'r> {
             // Saved while the previous send is in flight: this one may go only once a
             // restart would know to look for it.
             let saving = record.filter(|_| sends.is_ok());
-            if let Some(record) = saving
-                && let Err(error) = pipeline
+            if let Some(record) = saving {
+                let writing = Instant::now();
+                let written = pipeline
                     .state
                     .write_saved(&pipeline.config.common.key, record)
-                    .await
-            {
-                sends = Err(Halt::Retry(format!(
-                    "cannot persist the source state: {error}"
-                )));
+                    .await;
+                saved_in = Some(writing.elapsed());
+                if let Err(error) = written {
+                    sends = Err(Halt::Retry(format!(
+                        "cannot persist the source state: {error}"
+                    )));
+                }
             }
             (merged.failed, sends, halt_after)
         };
         let built = started.elapsed();
+        let preparing = built.saturating_sub(saved_in.unwrap_or_default());
         for (in_flight, _) in &mut taken {
             in_flight.times.transform += built;
+            in_flight.stages.add(Stage::Prepare, preparing);
+            if let Some(saved_in) = saved_in {
+                in_flight.stages.set(Stage::StateSave, saved_in);
+            }
         }
         Unit {
             taken,

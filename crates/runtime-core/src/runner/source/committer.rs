@@ -8,6 +8,7 @@ use plugin_host::SourceInstance;
 use tokio::sync::mpsc;
 
 use super::{Halt, Held, InFlight, RoundState, SourcePipeline};
+use crate::status::Stage;
 
 /// Commits what Iggy stored.
 pub(super) struct Committer<'r, 's> {
@@ -65,16 +66,22 @@ impl<'r, 's> Committer<'r, 's> {
                     .rev()
                     .find_map(|(in_flight, _)| in_flight.batch.state()),
             };
-            if let Some(state) = state
-                && let Err(error) = pipeline
+            // How long the write took, when one covers the stored batches.
+            let mut saved_in = None;
+            if let Some(state) = state {
+                match pipeline
                     .state
                     .write(&pipeline.config.common.key, state.to_vec())
                     .await
-            {
-                round.halt(Halt::Retry(format!(
-                    "cannot persist the source state: {error}"
-                )));
-                stored = 0;
+                {
+                    Ok(()) => saved_in = Some(started.elapsed()),
+                    Err(error) => {
+                        round.halt(Halt::Retry(format!(
+                            "cannot persist the source state: {error}"
+                        )));
+                        stored = 0;
+                    }
+                }
             }
             // Written (or failed, which halts the round): the sends may go on.
             for (in_flight, _) in &mut ready {
@@ -90,21 +97,25 @@ impl<'r, 's> Committer<'r, 's> {
                     prepared,
                     received,
                     times,
+                    mut stages,
                     ..
                 } = in_flight;
                 // Rejecting rewinds the source (to the first of those rejected).
                 let accept = index < stored && !refused;
+                if let (true, Some(saved_in)) = (accept, saved_in) {
+                    stages.set(Stage::StateSave, saved_in);
+                }
                 settling.push((batch, accept));
                 // Only the counts are kept: payloads a halt left unsent are lent from
                 // the plugin, and the settle waits until they are dropped.
                 let counts = prepared
                     .ok()
                     .map(|prepared| (prepared.count, prepared.bytes));
-                outcomes.push((accept, counts, received, times, permit));
+                outcomes.push((accept, counts, received, times, stages, permit));
             }
             let answers = self.source.settle_all(settling).await;
             let committed = started.elapsed();
-            for ((accept, counts, received, mut times, permit), answer) in
+            for ((accept, counts, received, mut times, stages, permit), answer) in
                 outcomes.into_iter().zip(answers)
             {
                 // A reject's answer changes nothing: the round ends and the source is
@@ -114,7 +125,12 @@ impl<'r, 's> Committer<'r, 's> {
                         Ok(()) => {
                             accepted = true;
                             if let Some((count, bytes)) = counts {
-                                pipeline.status.delivered(count, bytes, received.elapsed());
+                                pipeline.status.delivered(
+                                    count,
+                                    bytes,
+                                    received.elapsed(),
+                                    &stages,
+                                );
                                 times.commit = committed;
                                 pipeline.report.batch(
                                     &pipeline.config.common.key,

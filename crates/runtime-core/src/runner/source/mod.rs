@@ -44,7 +44,7 @@ use crate::bus::{Destination, MessageBus, OutgoingMessage};
 use crate::control::Control;
 use crate::resume::Ledger;
 use crate::state::StateStore;
-use crate::status::{ConnectorState, StatusCell};
+use crate::status::{BatchStages, ConnectorState, StatusCell};
 
 use builder::Builder;
 use committer::Committer;
@@ -133,6 +133,8 @@ struct InFlight<'s> {
     received: Instant,
     /// How long each stage took for it so far.
     times: StageTimes,
+    /// The same in upstream's stages (see `Stage`), for the status.
+    stages: BatchStages,
     /// Whether Iggy stored it (set by the sender).
     stored: bool,
     /// For the last batch of a send Iggy stored: the send's place among those allowed

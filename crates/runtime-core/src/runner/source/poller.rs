@@ -14,6 +14,7 @@ use crate::bus::{Destination, OutgoingMessage};
 use crate::control::Control;
 use crate::runner::outgoing_batch;
 use crate::runner::report::StageTimes;
+use crate::status::{BatchStages, Stage};
 
 /// Polls the plugin and shapes what it produced.
 pub(super) struct Poller<'r, 's> {
@@ -63,6 +64,8 @@ impl<'r, 's> Poller<'r, 's> {
             };
             let received = Instant::now();
             let messages = outgoing_batch(&batch);
+            // Stage boundaries (see `Stage`): received, decoded, shaped.
+            let decoded = Instant::now();
             let bytes: usize = messages.iter().map(|message| message.payload.len()).sum();
             status.received(messages.len(), bytes);
             let prepared = match batch.schema() {
@@ -75,16 +78,21 @@ impl<'r, 's> Poller<'r, 's> {
                     "the batch declares no usable schema: {error}"
                 ))),
             };
+            let shaped = Instant::now();
             let times = StageTimes {
                 poll: received - started,
-                transform: received.elapsed(),
+                transform: shaped - received,
                 ..StageTimes::default()
             };
+            let mut stages = BatchStages::default();
+            stages.set(Stage::Decode, decoded - received);
+            stages.set(Stage::Prepare, shaped - decoded);
             let in_flight = InFlight {
                 batch,
                 prepared,
                 received,
                 times,
+                stages,
                 stored: false,
                 unsaved: None,
             };

@@ -10,6 +10,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::builder::{Sends, Unit};
 use super::{Failed, Halt, Held, RoundState, SourcePipeline, newest_state};
 use crate::runner::error_policy::{ErrorHandling, Origin};
+use crate::status::Stage;
 
 /// Produces sends to Iggy.
 pub(super) struct Sender<'r> {
@@ -70,6 +71,7 @@ impl<'r> Sender<'r> {
                         for (in_flight, _) in &mut taken[..usable] {
                             in_flight.stored = true;
                             in_flight.times.send = sent;
+                            in_flight.stages.set(Stage::IggySend, sent);
                         }
                         if let Some((last, _)) = taken[..usable].last_mut() {
                             last.unsaved = unsaved;
