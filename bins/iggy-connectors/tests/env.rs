@@ -11,6 +11,8 @@ use std::process::{Command, Output, Stdio};
 
 use iggy_connectors_tests::{plugin_path, temp_dir};
 
+mod support;
+
 /// The binary with none of the test process's own `IGGY_CONNECTORS_*` variables (a
 /// developer's shell may have some), `vars` set, and a fresh working directory, so that
 /// nothing but what a test sets is configured.
@@ -83,17 +85,7 @@ fn config_with_a_sink(dir: &Path) -> PathBuf {
         ),
     )
     .unwrap();
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[iggy]\naddress = \"127.0.0.1:1\"\n[http]\nenabled = false\n[state]\npath = \"{}\"\n[connectors]\nconfig_dir = \"{}\"\n",
-            dir.join("state").display(),
-            connectors.display()
-        ),
-    )
-    .unwrap();
-    config
+    support::runtime_config(dir, "127.0.0.1:1", "[http]\nenabled = false\n")
 }
 
 /// Runs `run` and returns the first line of its log that contains `needle` (then stops

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use iggy_connectors_tests::{plugin_path, prepare_topic, temp_dir, unique};
 use iggy_test_server::TestTarget;
 use serde_json::Value;
-use support::{Served, http_get, http_request, runtime_command, serve_api};
+use support::{
+    Served, http_get, http_request, printed, runtime_command, runtime_config, serve_api,
+};
 
 /// A sink config for `key` on `stream`, with `poll_interval` and `path`.
 fn sink(key: &str, stream: &str, poll_interval: &str, path: &str) -> String {
@@ -46,21 +48,10 @@ fn random() -> String {
 
 /// A runtime config under `dir` reading `files` (name, text) as its connectors.
 fn setup(dir: &Path, iggy: &str, files: &[(&str, String)]) -> PathBuf {
-    let connectors = dir.join("connectors");
-    std::fs::create_dir_all(&connectors).unwrap();
+    let config = runtime_config(dir, iggy, "");
     for (name, text) in files {
-        std::fs::write(connectors.join(name), text).unwrap();
+        std::fs::write(dir.join("connectors").join(name), text).unwrap();
     }
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[iggy]\naddress = \"{iggy}\"\n[state]\npath = \"{}\"\n[connectors]\nconfig_dir = \"{}\"\n",
-            dir.join("state").display(),
-            connectors.display()
-        ),
-    )
-    .unwrap();
     config
 }
 
@@ -439,8 +430,7 @@ fn strict_refuses_to_start_and_validate_fails() {
         runtime_command(&config).arg("validate").output().unwrap(),
     ];
     for output in runs {
-        let printed = String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr);
+        let printed = printed(&output);
         assert!(!output.status.success(), "{printed}");
         assert!(
             printed.contains("stdout_invalid.toml")

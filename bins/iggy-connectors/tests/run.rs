@@ -62,16 +62,7 @@ async fn write_setup_with(
         ),
     )
     .unwrap();
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[iggy]\naddress = \"{iggy}\"\n[state]\npath = \"{}\"\n[connectors]\nconfig_dir = \"{}\"\n[http]\nenabled = false\n",
-            dir.join("state").display(),
-            connectors.display()
-        ),
-    )
-    .unwrap();
+    let config = support::runtime_config(dir, iggy, "[http]\nenabled = false\n");
     prepare_topic(iggy, stream, "t").await;
     (config, output)
 }

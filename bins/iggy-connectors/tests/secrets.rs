@@ -11,12 +11,14 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use iggy_connectors_tests::{plugin_path, prepare_topic, temp_dir, unique};
 use iggy_test_server::TestTarget;
-use support::{Served, http_get, http_request, runtime_command, serve_api};
+use support::{
+    Served, http_get, http_request, printed, runtime_command, runtime_config, serve_api,
+};
 
 /// What the tests' secret variable holds: unique, so that no other text contains it.
 fn secret() -> String {
@@ -34,22 +36,6 @@ fn assert_scrubbed(secret: &str, what: &str, text: &str) {
         text.contains("******") || text.contains(&format!("${{env:{VARIABLE}}}")),
         "{what} redacts nothing: {text}"
     );
-}
-
-/// A runtime config under `dir` reading connectors from `dir/connectors`, plus `extra`.
-fn runtime_toml(dir: &Path, iggy: &str, extra: &str) -> PathBuf {
-    std::fs::create_dir_all(dir.join("connectors")).unwrap();
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[iggy]\naddress = \"{iggy}\"\n[state]\npath = \"{}\"\n[connectors]\nconfig_dir = \"{}\"\n{extra}",
-            dir.join("state").display(),
-            dir.join("connectors").display()
-        ),
-    )
-    .unwrap();
-    config
 }
 
 /// A random source on `stream` whose `interval` is the secret: its plugin's `open`
@@ -103,7 +89,7 @@ async fn errors_about_secret_values_show_them_redacted_in_the_api_and_the_log() 
     let dir = temp_dir("secrets-run");
     let stream = unique("secrets");
     prepare_topic(&target.address, &stream, "t").await;
-    let config = runtime_toml(&dir, &target.address, "");
+    let config = runtime_config(&dir, &target.address, "");
     let connectors = dir.join("connectors");
     std::fs::write(
         connectors.join("random.toml"),
@@ -172,7 +158,7 @@ fn validate_and_start_up_do_not_quote_secret_values() {
     // Runtime config: a duration that is the secret. Nothing listens at the address:
     // the refusal comes first.
     let dir = temp_dir("secrets-runtime-config");
-    let config = runtime_toml(
+    let config = runtime_config(
         &dir,
         "127.0.0.1:1",
         &format!("[http]\nenabled = false\nheader_read_timeout = \"${{env:{VARIABLE}}}\"\n"),
@@ -183,8 +169,7 @@ fn validate_and_start_up_do_not_quote_secret_values() {
             .env(VARIABLE, &secret)
             .output()
             .unwrap();
-        let printed = String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr);
+        let printed = printed(&output);
         assert!(!output.status.success(), "{args:?}: {printed}");
         assert!(printed.contains("header_read_timeout"), "{printed}");
         assert_scrubbed(&secret, &format!("{args:?}"), &printed);
@@ -192,7 +177,7 @@ fn validate_and_start_up_do_not_quote_secret_values() {
 
     // Connector configs: a stream setting, a plugin setting and a transform setting.
     let dir = temp_dir("secrets-connector-config");
-    let config = runtime_toml(&dir, "127.0.0.1:1", "[http]\nenabled = false\n");
+    let config = runtime_config(&dir, "127.0.0.1:1", "[http]\nenabled = false\n");
     let connectors = dir.join("connectors");
     std::fs::write(
         connectors.join("random.toml"),
@@ -219,8 +204,7 @@ fn validate_and_start_up_do_not_quote_secret_values() {
         .env(VARIABLE, &secret)
         .output()
         .unwrap();
-    let printed = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
+    let printed = printed(&output);
     assert!(!output.status.success(), "{printed}");
     for key in ["interval", "condition", "batch_length"] {
         assert!(printed.contains(key), "{key}: {printed}");
@@ -280,8 +264,7 @@ fn an_http_provider_answer_quoting_a_secret_header_is_scrubbed() {
     .unwrap();
     for args in [&["validate"][..], &[][..]] {
         let output = runtime_command(&config).args(args).output().unwrap();
-        let printed = String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr);
+        let printed = printed(&output);
         assert!(!output.status.success(), "{args:?}: {printed}");
         assert!(printed.contains("is not valid"), "{args:?}: {printed}");
         assert_scrubbed(&secret, &format!("{args:?}"), &printed);

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use iggy_connectors_tests::{plugin_library, plugin_path, prepare_topic, temp_dir, unique};
 use iggy_test_server::TestTarget;
-use support::{Served, http_get, http_request, runtime_command, serve_api};
+use support::{
+    Served, http_get, http_request, printed, runtime_command, runtime_config, serve_api,
+};
 
 /// A real connector library copied to `dir/elsewhere`, outside every plugin
 /// directory; a loader that opened it would load it fine.
@@ -45,19 +47,18 @@ fn sink_toml(key: &str, path: &str, stream: &str, output: &Path) -> String {
     )
 }
 
-/// A runtime config under `dir` with its connectors in `dir/connectors`.
-fn runtime_toml(dir: &Path, iggy: &str) -> PathBuf {
-    let config = dir.join("config.toml");
+/// A runtime config under `dir` (Iggy at `iggy`) whose one connector, the sink
+/// `evil`, names a library outside the plugin directories; returns the config and
+/// that library.
+fn evil_setup(dir: &Path, iggy: &str) -> (PathBuf, PathBuf) {
+    let library = library_elsewhere(dir);
+    let config = runtime_config(dir, iggy, "");
     std::fs::write(
-        &config,
-        format!(
-            "[iggy]\naddress = \"{iggy}\"\n[state]\npath = \"{}\"\n[connectors]\nconfig_dir = \"{}\"\n",
-            dir.join("state").display(),
-            dir.join("connectors").display()
-        ),
+        dir.join("connectors").join("evil.toml"),
+        sink_toml("evil", library.to_str().unwrap(), "s", &dir.join("out")),
     )
     .unwrap();
-    config
+    (config, library)
 }
 
 /// Whether the process `pid` has `library` mapped (it was opened).
@@ -74,22 +75,13 @@ fn has_mapped(pid: u32, library: &Path) -> bool {
 #[test]
 fn a_config_file_naming_a_library_elsewhere_is_refused_by_validate_and_at_start_up() {
     let dir = temp_dir("security-start-up");
-    let library = library_elsewhere(&dir);
-    let connectors = dir.join("connectors");
-    std::fs::create_dir_all(&connectors).unwrap();
-    std::fs::write(
-        connectors.join("evil.toml"),
-        sink_toml("evil", library.to_str().unwrap(), "s", &dir.join("out")),
-    )
-    .unwrap();
     // Nothing listens there: a refusal must come before connecting.
-    let config = runtime_toml(&dir, "127.0.0.1:1");
+    let (config, library) = evil_setup(&dir, "127.0.0.1:1");
     let allowed = binary_dir().display().to_string();
     let resolved = library.canonicalize().unwrap().display().to_string();
 
     let validated = runtime_command(&config).arg("validate").output().unwrap();
-    let report = String::from_utf8_lossy(&validated.stdout).into_owned()
-        + &String::from_utf8_lossy(&validated.stderr);
+    let report = printed(&validated);
     assert!(!validated.status.success(), "{report}");
     assert!(
         report.contains("sink evil")
@@ -140,15 +132,7 @@ fn a_config_file_naming_a_library_elsewhere_is_refused_by_validate_and_at_start_
 async fn without_strict_a_library_elsewhere_is_a_connector_in_error_never_opened() {
     let target = TestTarget::from_env().await.unwrap();
     let dir = temp_dir("security-lenient");
-    let library = library_elsewhere(&dir);
-    let connectors = dir.join("connectors");
-    std::fs::create_dir_all(&connectors).unwrap();
-    std::fs::write(
-        connectors.join("evil.toml"),
-        sink_toml("evil", library.to_str().unwrap(), "s", &dir.join("out")),
-    )
-    .unwrap();
-    let config = runtime_toml(&dir, &target.address);
+    let (config, library) = evil_setup(&dir, &target.address);
     let Served {
         child,
         address,
@@ -191,7 +175,7 @@ async fn the_api_refuses_a_library_elsewhere_and_requests_from_web_pages() {
     )
     .unwrap();
     prepare_topic(&target.address, &stream, "t").await;
-    let config = runtime_toml(&dir, &target.address);
+    let config = runtime_config(&dir, &target.address, "");
     let body = format!(
         r#"{{"enabled": true, "name": "evil", "path": "{}", "streams": [{{"stream": "{stream}", "topics": ["t"], "schema": "json"}}]}}"#,
         library.display()
@@ -345,7 +329,7 @@ async fn a_slow_request_is_answered_503_while_its_work_goes_on() {
     )
     .unwrap();
     prepare_topic(&target.address, &stream, "t").await;
-    let config = runtime_toml(&dir, &target.address);
+    let config = runtime_config(&dir, &target.address, "");
     let Served {
         child,
         address,

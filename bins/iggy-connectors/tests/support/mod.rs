@@ -188,3 +188,26 @@ pub(crate) fn serve_api(config: &std::path::Path, vars: &[(&str, &str)]) -> Serv
         log,
     }
 }
+
+/// Writes `dir/config.toml`: Iggy at `iggy`, source state in `dir/state`, connector
+/// configs from `dir/connectors` (made here), then `extra` (more TOML sections).
+pub(crate) fn runtime_config(dir: &std::path::Path, iggy: &str, extra: &str) -> std::path::PathBuf {
+    let connectors = dir.join("connectors");
+    std::fs::create_dir_all(&connectors).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[iggy]\naddress = \"{iggy}\"\n[state]\npath = \"{}\"\n[connectors]\nconfig_dir = \"{}\"\n{extra}",
+            dir.join("state").display(),
+            connectors.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// What a finished child printed, stdout then stderr.
+pub(crate) fn printed(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
