@@ -6,8 +6,8 @@
 
 mod activation;
 mod auth;
-mod connections;
 mod compat;
+mod connections;
 mod cors;
 mod errors;
 mod openapi;
