@@ -205,10 +205,10 @@ pub(crate) fn plugin_problem(error: &plugin_host::LoadError) -> String {
     }
 }
 
-/// Under `[connectors] strict`: the connectors of `configs` that could not start, each
-/// with why (its library cannot be had, outside the plugin directories included, or
-/// its transforms cannot be built), so that the runtime refuses to start rather than
-/// run the others.
+/// Under `[connectors] strict`: refuses to start when any connector of `configs`
+/// could not run, with every reason: what `validate` checks of each (its library is
+/// opened, its kind, its `plugin_config`, transforms and stream schemas) and the
+/// configs the provider could not use.
 fn unrunnable(
     configs: &config_provider::ActiveConfigs,
     plugins: &runtime_core::PluginRegistry,
@@ -219,14 +219,12 @@ fn unrunnable(
         .map(|broken| broken.problem.to_string())
         .collect();
     for config in configs.sources.values().chain(configs.sinks.values()) {
-        let name = format!("{} {}", config.kind(), config.common().key);
-        if let Err(error) = plugins.check(&config.common().path) {
-            problems.push(format!("{name}: `path`: {}", plugin_problem(&error)));
-        }
-        if let Err(error) =
-            transforms::TransformChain::new(config.kind(), &config.common().transforms.0)
-        {
-            problems.push(format!("{name}: {error}"));
+        for problem in validate::check_connector(plugins, config) {
+            problems.push(format!(
+                "{} {}: {problem}",
+                config.kind(),
+                config.common().key
+            ));
         }
     }
     if problems.is_empty() {

@@ -11,7 +11,7 @@ use crate::cli::ConfigPath;
 
 /// The problems of one connector config: plugin, kind, `plugin_config` (checked by the
 /// plugin's own description and check, nothing opened), transforms, stream schemas.
-fn check_connector(plugins: &PluginRegistry, config: &ConnectorConfig) -> Vec<String> {
+pub(crate) fn check_connector(plugins: &PluginRegistry, config: &ConnectorConfig) -> Vec<String> {
     let mut problems = Vec::new();
     let path = &config.common().path;
     match plugins.resolve(path) {
@@ -22,6 +22,7 @@ fn check_connector(plugins: &PluginRegistry, config: &ConnectorConfig) -> Vec<St
             config.kind()
         )),
         Ok(plugin) => {
+            runtime_core::remember_plugin_secrets(&plugin, config);
             let plugin_config = runtime_core::typed_plugin_config(&plugin, config);
             problems.extend(runtime_core::check_plugin_config(&plugin, &plugin_config));
         }

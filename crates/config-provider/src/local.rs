@@ -186,7 +186,7 @@ impl LocalProvider {
                         .entry((config.kind(), key.clone()))
                         .or_default();
                     if let Some((_, other)) = versions.get(&version) {
-                        problems.push(Problem {
+                        let problem = Problem {
                             source: file.display().to_string(),
                             key: Some("version".to_owned()),
                             message: format!(
@@ -194,7 +194,15 @@ impl LocalProvider {
                                 config.kind(),
                                 other.display()
                             ),
-                        });
+                        };
+                        // Which of the two is meant cannot be told: the connector
+                        // does not run that version (see `broken_in_force`).
+                        store.broken.push(BrokenConfig::from_fields(
+                            raw_fields(&file).as_ref(),
+                            &key,
+                            problem.clone(),
+                        ));
+                        problems.push(problem);
                         continue;
                     }
                     versions.insert(version, (config, file));
@@ -236,7 +244,12 @@ impl LocalProvider {
                     }
                 }
             }
-            Err(problem) => problems.push(problem),
+            // Without it no connector's active version is known, and the next
+            // activation would write it anew without the others': nothing runs.
+            Err(problem) => {
+                problems.push(problem);
+                return Err(ConfigError { problems });
+            }
         }
         if store.versions.is_empty() && problems.is_empty() {
             tracing::info!(dir = %dir.display(), "no connector configs found: no connectors");
@@ -573,7 +586,9 @@ impl Store {
                     self.versions.get(&id).and_then(|v| v.keys().next_back()),
                     broken.version,
                 ) {
-                    (Some(highest), Some(version)) => version > *highest,
+                    // The same version as a readable file (two files define it)
+                    // or a newer one: the broken file may be the one meant.
+                    (Some(highest), Some(version)) => version >= *highest,
                     // Nothing else to run, or no telling which version it was.
                     _ => true,
                 },
@@ -751,7 +766,7 @@ impl ConfigProvider for LocalProvider {
         let mut store = self.store.lock().await;
         let id = (kind, key.to_owned());
         // Above every version a file has, a broken one included: its file stays, and
-        // two files of one version would make the directory unreadable.
+        // two files of one version leave the connector unable to run it.
         let broken = store
             .broken
             .iter()

@@ -54,6 +54,10 @@ impl BrokenConfig {
         fallback_key: &str,
         problem: Problem,
     ) -> Self {
+        // Its problem (a parser's words) may quote a secret field's value.
+        if let Some(plugin_config) = fields.and_then(|fields| fields.get("plugin_config")) {
+            crate::secrets::remember_secret_fields(plugin_config);
+        }
         let text = |name: &str| {
             fields
                 .and_then(|fields| fields.get(name))

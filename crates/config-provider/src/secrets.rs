@@ -101,11 +101,13 @@ pub fn remember_secret(value: &str) {
     if value.chars().count() < MIN_SCRUBBED_CHARS {
         return;
     }
+    let unquoted = |quoted: String| quoted[1..quoted.len() - 1].to_owned();
     let forms = [
         value.to_owned(),
-        value.escape_debug().to_string(),
+        // As `{:?}` quotes it (which escapes `"` but not `'`).
+        unquoted(format!("{value:?}")),
         serde_json::to_string(value)
-            .map(|quoted| quoted[1..quoted.len() - 1].to_owned())
+            .map(unquoted)
             .unwrap_or_default(),
     ];
     let mut known = KNOWN_SECRETS
@@ -124,18 +126,51 @@ pub fn remember_secret(value: &str) {
 }
 
 /// `text` with every secret [`remember_secret`] was given replaced by [`REDACTED`]:
-/// for errors, log lines and anything else built from config values.
+/// for errors, log lines and anything else built from config values. Only whole
+/// occurrences are replaced, not ones inside a longer word (a letter, digit or `_`
+/// right before or after): references hold plain values too (a topic `orders`), and
+/// `orders_v2` or `reorders` elsewhere in a message is not that value.
 pub fn scrub_secrets(text: &str) -> std::borrow::Cow<'_, str> {
     let known = KNOWN_SECRETS
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut text = std::borrow::Cow::Borrowed(text);
     for secret in known.iter() {
-        if text.contains(secret.as_str()) {
-            text = std::borrow::Cow::Owned(text.replace(secret.as_str(), REDACTED));
+        if text.contains(secret.as_str())
+            && let Some(scrubbed) = replace_whole(&text, secret)
+        {
+            text = std::borrow::Cow::Owned(scrubbed);
         }
     }
     text
+}
+
+/// `text` with the whole occurrences of `secret` (see [`scrub_secrets`]) replaced;
+/// `None` when there is none.
+fn replace_whole(text: &str, secret: &str) -> Option<String> {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = 0;
+    let mut replaced = false;
+    for (at, _) in text.match_indices(secret) {
+        if at < rest {
+            continue;
+        }
+        let end = at + secret.len();
+        let inside = word(text[..at].chars().next_back()) && word(secret.chars().next())
+            || word(text[end..].chars().next()) && word(secret.chars().next_back());
+        if inside {
+            continue;
+        }
+        out.push_str(&text[rest..at]);
+        out.push_str(REDACTED);
+        rest = end;
+        replaced = true;
+    }
+    replaced.then(|| {
+        out.push_str(&text[rest..]);
+        out
+    })
 }
 
 /// A writer that scrubs secrets ([`scrub_secrets`]) from what passes through it: the
@@ -576,6 +611,17 @@ mod tests {
             r#"{:?} gives "******", raw ******"#
         );
         assert_eq!(scrub_secrets("json"), "json", "too short to scrub");
+        remember_secret("orders");
+        assert_eq!(
+            scrub_secrets("topic orders, not orders_v2 or reorders; \"orders\""),
+            "topic ******, not orders_v2 or reorders; \"******\"",
+            "whole occurrences only"
+        );
+        remember_secret("it's \"quoted\" secret");
+        assert_eq!(
+            scrub_secrets(&format!("{:?}", "it's \"quoted\" secret")),
+            "\"******\""
+        );
         assert!(matches!(
             scrub_secrets("nothing secret"),
             std::borrow::Cow::Borrowed(_)

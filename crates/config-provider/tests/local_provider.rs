@@ -777,4 +777,30 @@ async fn a_broken_file_breaks_only_the_connector_it_would_run() {
             .iter()
             .any(|broken| broken.placeholder().is_none())
     );
+
+    // Two files of one version: which is meant cannot be told, so neither runs.
+    let dir = temp_dir("broken-duplicate");
+    write(&dir, "a.toml", SINK);
+    write(
+        &dir,
+        "b.toml",
+        &SINK.replace("print_payload = true", "print_payload = false"),
+    );
+    let (provider, _) =
+        LocalProvider::open_leniently(&dir, &no_env(), &Default::default()).unwrap();
+    let active = provider.active_configs().await.unwrap();
+    assert!(active.sinks.is_empty(), "{active:?}");
+    assert_eq!(
+        broken_keys(&active),
+        [(Some(ConnectorKind::Sink), "stdout".to_owned())]
+    );
+
+    // An active-versions file that cannot be read leaves no active version known: the
+    // directory is refused, even leniently, rather than run drafts and overwrite it.
+    let dir = temp_dir("broken-active-file");
+    write(&dir, "a.toml", SINK);
+    write(&dir, ACTIVE_VERSIONS_FILE, "[sinks\n");
+    let error =
+        LocalProvider::open_leniently(&dir, &no_env(), &Default::default()).expect_err("refused");
+    assert!(error.to_string().contains(ACTIVE_VERSIONS_FILE), "{error}");
 }

@@ -115,6 +115,11 @@ impl From<ControlError> for ApiError {
             ControlError::ActivationFailed { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "activation_failed", error.to_string())
             }
+            ControlError::NotRecorded { error: cause, .. } => {
+                let mut answer = ApiError::from(cause.clone());
+                answer.reason = error.to_string();
+                answer
+            }
             ControlError::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",
@@ -534,17 +539,12 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
                 })?;
                 let config = context.provider.version(kind, &key, version).await?;
                 runtime.check_plugin(&config)?;
-                let previous = runtime.config(kind, &key).await;
-                // Recorded as active only once it started: a version that cannot is
-                // rolled back by the runtime, and the provider keeps the one that runs.
-                runtime.apply_config(config).await?;
-                if let Err(error) = context.provider.set_active(kind, &key, version).await {
-                    tracing::error!(connector = %key, %kind, version, %error, "cannot record the activated version; the previous one is back");
-                    if let Some(previous) = previous {
-                        let _ = runtime.apply_config(previous).await;
-                    }
-                    return Err(error.into());
-                }
+                // Recorded as active only once it started, under the connector's lock:
+                // a version that cannot start is rolled back, and the provider keeps
+                // naming the one that runs.
+                runtime
+                    .activate(config, context.provider.set_active(kind, &key, version))
+                    .await?;
                 tracing::info!(connector = %key, %kind, version, "activated through the API");
                 return no_content();
             }
@@ -804,7 +804,11 @@ fn info(
             .last_error_at
             .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |since| since.as_micros() as u64);
-        value["last_error"] = json!({ "message": error, "timestamp": at });
+        // Scrubbed again: a secret may have become known after it was recorded.
+        value["last_error"] = json!({
+            "message": config_provider::scrub_secrets(error),
+            "timestamp": at,
+        });
     }
     if let Some(format) = format {
         value["plugin_config_format"] = serde_json::to_value(format).unwrap_or_default();
@@ -892,6 +896,10 @@ async fn ready(context: &ApiContext) -> Answer {
     for problem in runtime.kindless_configs() {
         reasons.push(format!("a connector config does not run: {problem}"));
     }
+    let reasons: Vec<String> = reasons
+        .iter()
+        .map(|reason| config_provider::scrub_secrets(reason).into_owned())
+        .collect();
     let status = if reasons.is_empty() {
         StatusCode::OK
     } else {

@@ -38,11 +38,17 @@ struct CpuSample {
     total: u64,
 }
 
-/// Reads the figures; CPU is measured between one reading and the next (the first
-/// reading measures since the process, or the machine, started).
+/// Shortest span CPU is measured over: `/proc` counts in 10 ms ticks, so a span of a
+/// few milliseconds (two clients asking at once) would read 0% or 200%.
+const MIN_SPAN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads the figures; CPU is measured between one reading and the next at least
+/// [`MIN_SPAN`] later (the first reading measures since the process, or the machine,
+/// started), and a reading sooner than that repeats the last CPU figures.
 #[derive(Debug, Default)]
 pub(crate) struct SystemMonitor {
-    last: Mutex<Option<CpuSample>>,
+    /// The sample the last figures were measured to, and those figures.
+    last: Mutex<Option<(CpuSample, f32, f32)>>,
 }
 
 impl SystemMonitor {
@@ -62,7 +68,14 @@ impl SystemMonitor {
             .last
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (process_ticks, wall_seconds, busy, total) = match *last {
+        if let Some((before, cpu, total_cpu)) = *last
+            && now.at.duration_since(before.at) < MIN_SPAN
+        {
+            figures.cpu_usage = cpu;
+            figures.total_cpu_usage = total_cpu;
+            return figures;
+        }
+        let (process_ticks, wall_seconds, busy, total) = match last.map(|(sample, _, _)| sample) {
             Some(before) => (
                 now.process.saturating_sub(before.process),
                 now.at.duration_since(before.at).as_secs_f64(),
@@ -76,7 +89,6 @@ impl SystemMonitor {
                 now.total,
             ),
         };
-        *last = Some(now);
         if wall_seconds > 0.0 {
             figures.cpu_usage =
                 (process_ticks as f64 / TICKS_PER_SECOND / wall_seconds * 100.0) as f32;
@@ -84,6 +96,7 @@ impl SystemMonitor {
         if total > 0 {
             figures.total_cpu_usage = (busy as f64 / total as f64 * 100.0) as f32;
         }
+        *last = Some((now, figures.cpu_usage, figures.total_cpu_usage));
         figures
     }
 }
@@ -185,9 +198,12 @@ mod tests {
         assert!(first.available_memory > 0, "{first:?}");
         // Busy until the process has used 0.2 s of CPU since the first reading.
         let start = cpu_sample().unwrap().process;
-        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        let (began, deadline) = (
+            Instant::now(),
+            Instant::now() + std::time::Duration::from_secs(60),
+        );
         let mut spins = 0u64;
-        while cpu_sample().unwrap().process < start + 20 {
+        while cpu_sample().unwrap().process < start + 20 || began.elapsed() < MIN_SPAN {
             assert!(Instant::now() < deadline, "no CPU time counted");
             for _ in 0..10_000 {
                 spins = std::hint::black_box(spins.wrapping_add(1));
@@ -195,6 +211,12 @@ mod tests {
         }
         let second = monitor.read();
         assert!(second.cpu_usage > 0.0, "{second:?}");
+        // Asked again at once: the same figures, not a span of a few microseconds.
+        let third = monitor.read();
+        assert_eq!(
+            (third.cpu_usage, third.total_cpu_usage),
+            (second.cpu_usage, second.total_cpu_usage)
+        );
         assert!(
             (0.0..=100.0).contains(&second.total_cpu_usage) && second.total_cpu_usage > 0.0,
             "{second:?}"

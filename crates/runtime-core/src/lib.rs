@@ -312,6 +312,19 @@ pub enum ControlError {
         /// Whether the previous version ran, and so runs again.
         previous_runs: bool,
     },
+    /// A new config version ran, but the config provider could not record it as
+    /// active; the previous version is back.
+    #[error(
+        "{kind} {key:?}: the new version is not recorded as active ({error}); the previous version is back"
+    )]
+    NotRecorded {
+        /// Sink or source.
+        kind: ConnectorKind,
+        /// The connector.
+        key: String,
+        /// The provider's error.
+        error: config_provider::ProviderError,
+    },
     /// The runtime is shutting down.
     #[error("the runtime is shutting down")]
     ShuttingDown,
@@ -499,15 +512,27 @@ impl Runtime {
 
     /// Runs `config` for its connector: a new key is added, a known one is stopped
     /// (batches in flight finish) and started again with the new config, if enabled.
-    /// This is how another config version is activated.
-    ///
-    /// A known connector whose new config cannot start, or whose run fails before it
-    /// runs (its plugin cannot open, Iggy refuses its topics), gets its previous config
-    /// back, running again if it ran, and the error says so
-    /// ([`ControlError::ActivationFailed`]); a new config still starting after
-    /// [`ACTIVATION_WAIT`] is kept. A new key's failure shows in its status.
+    /// [`Runtime::activate`] without recording anything.
     pub async fn apply_config(&self, config: ConnectorConfig) -> Result<(), ControlError> {
-        self.remember_plugin_secrets(&config);
+        self.activate(config, async { Ok(()) }).await
+    }
+
+    /// Activates `config`, another version of its connector, and then `record`s it
+    /// (the provider storing it as active) while the connector is still held, so that
+    /// no other request on it comes in between.
+    ///
+    /// A known connector whose new config cannot start, whose run fails before it
+    /// runs (its plugin cannot open, Iggy refuses its topics), or whose `record` fails,
+    /// gets its previous config back (running again if it ran; listed as unusable
+    /// again if it was), and the error says so ([`ControlError::ActivationFailed`],
+    /// [`ControlError::NotRecorded`]); a new config still starting after
+    /// [`ACTIVATION_WAIT`] is kept. A new key is not waited for: its failure shows in
+    /// its status.
+    pub async fn activate(
+        &self,
+        config: ConnectorConfig,
+        record: impl std::future::Future<Output = Result<(), config_provider::ProviderError>>,
+    ) -> Result<(), ControlError> {
         let kind = config.kind();
         let key = config.common().key.clone();
         let (entry, known) = {
@@ -532,44 +557,38 @@ impl Runtime {
             }
         };
         let mut slot = entry.slot.lock().await;
-        // A connector listed by a placeholder has no version to go back to.
-        let known = known && slot.unusable.take().is_none();
+        let previous_unusable = slot.unusable.take();
         let was_running = slot.task.as_ref().is_some_and(|task| !task.is_finished());
         self.stop_slot(&mut slot, &entry.status).await;
         let previous = std::mem::replace(&mut slot.config, config);
         entry.status.set_version(slot.config.common().version);
-        if !slot.config.common().enabled {
+        let ran = if slot.config.common().enabled {
+            match self.start_slot(&mut slot, &entry.status) {
+                Ok(()) if known => {
+                    self.opened(&entry.status, &slot, &previous, was_running)
+                        .await
+                }
+                other => other,
+            }
+        } else {
             tracing::info!(connector = %key, %kind, "disabled");
             entry.status.set_state(ConnectorState::Stopped);
-            return Ok(());
-        }
-        let started = self.start_slot(&mut slot, &entry.status);
-        if !known {
-            return started;
-        }
-        let error = match started {
-            Ok(()) => {
-                let state = entry
-                    .status
-                    .wait_for_state(|state| state != ConnectorState::Starting, ACTIVATION_WAIT)
-                    .await;
-                if !matches!(
-                    state,
-                    ConnectorState::Failed | ConnectorState::Restarting | ConnectorState::Error
-                ) {
-                    return Ok(());
-                }
-                ControlError::ActivationFailed {
-                    kind,
-                    key: key.clone(),
-                    version: slot.config.common().version,
-                    message: entry.status.snapshot().last_error.unwrap_or_default(),
-                    previous: previous.common().version,
-                    previous_runs: was_running,
-                }
-            }
-            Err(error) => error,
+            Ok(())
         };
+        let outcome = match ran {
+            Ok(()) => record.await.map_err(|error| ControlError::NotRecorded {
+                kind,
+                key: key.clone(),
+                error,
+            }),
+            Err(error) => Err(error),
+        };
+        let Err(error) = outcome else {
+            return Ok(());
+        };
+        if !known {
+            return Err(error);
+        }
         tracing::error!(
             connector = %key,
             %kind,
@@ -577,18 +596,50 @@ impl Runtime {
             previous = previous.common().version,
             restarted = was_running,
             %error,
-            "the new config version did not start; the previous one is back"
+            "the new config version did not take; the previous one is back"
         );
         self.stop_slot(&mut slot, &entry.status).await;
         slot.config = previous;
         entry.status.set_version(slot.config.common().version);
-        if was_running {
+        if let Some(problem) = previous_unusable {
+            // Listed by a placeholder again: it must not run.
+            entry.status.config_error(problem.clone());
+            slot.unusable = Some(problem);
+        } else if was_running {
             // It ran a moment ago: a failure now shows in its status, as it would have.
             let _ = self.start_slot(&mut slot, &entry.status);
         } else {
             entry.status.set_state(ConnectorState::Stopped);
         }
         Err(error)
+    }
+
+    /// Waits (up to [`ACTIVATION_WAIT`]) for a new version's run to leave `starting`:
+    /// `Err` when it failed first.
+    async fn opened(
+        &self,
+        status: &StatusCell,
+        slot: &Slot,
+        previous: &ConnectorConfig,
+        was_running: bool,
+    ) -> Result<(), ControlError> {
+        let state = status
+            .wait_for_state(|state| state != ConnectorState::Starting, ACTIVATION_WAIT)
+            .await;
+        if !matches!(
+            state,
+            ConnectorState::Failed | ConnectorState::Restarting | ConnectorState::Error
+        ) {
+            return Ok(());
+        }
+        Err(ControlError::ActivationFailed {
+            kind: slot.config.kind(),
+            key: slot.config.common().key.clone(),
+            version: slot.config.common().version,
+            message: status.snapshot().last_error.unwrap_or_default(),
+            previous: previous.common().version,
+            previous_runs: was_running,
+        })
     }
 
     /// Every plugin the runtime knows (see [`PluginRegistry::known`]): what `GET
@@ -614,29 +665,8 @@ impl Runtime {
     /// whatever their names; none when the plugin is neither linked nor loaded.
     fn secret_plugin_fields(&self, config: &ConnectorConfig) -> Vec<String> {
         self.plugin_for(config)
-            .and_then(|plugin| ConfigDescription::of(&plugin).ok())
-            .map(|description| {
-                description
-                    .fields()
-                    .iter()
-                    .filter(|field| field.secret)
-                    .map(|field| field.key.clone())
-                    .collect()
-            })
+            .map(|plugin| secret_fields_of(&plugin))
             .unwrap_or_default()
-    }
-
-    /// Remembers, for [`config_provider::scrub_secrets`], the values of the
-    /// `plugin_config` fields that `config`'s plugin marks secret.
-    fn remember_plugin_secrets(&self, config: &ConnectorConfig) {
-        let mut plugin_config = config.plugin_config();
-        for key in self.secret_plugin_fields(config) {
-            config_provider::visit_path(&mut plugin_config, &key, &mut |value| {
-                if let Some(text) = value.as_str() {
-                    config_provider::remember_secret(text);
-                }
-            });
-        }
     }
 
     /// The plugin `config` names, when it is linked in or was loaded (its name and
@@ -763,6 +793,8 @@ impl Runtime {
                 return Err(plugin_error(kind, key, &error));
             }
         };
+        // Now that the plugin is loaded, before anything of it runs and can fail.
+        remember_plugin_secrets(&plugin, &config);
         let chain = match TransformChain::new(kind, &config.common().transforms.0) {
             Ok(chain) => chain,
             Err(message) => {
@@ -834,6 +866,34 @@ impl Runtime {
             }
             status.settle(ConnectorState::Stopped);
         }
+    }
+}
+
+/// The keys of the `plugin_config` fields `plugin` marks secret, whatever their names.
+fn secret_fields_of(plugin: &Plugin) -> Vec<String> {
+    ConfigDescription::of(plugin)
+        .map(|description| {
+            description
+                .fields()
+                .iter()
+                .filter(|field| field.secret)
+                .map(|field| field.key.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Remembers, for [`config_provider::scrub_secrets`], the values of the
+/// `plugin_config` fields of `config` that `plugin` marks secret, so that an error
+/// quoting one shows `******` (fields named like secrets were remembered on loading).
+pub fn remember_plugin_secrets(plugin: &Plugin, config: &ConnectorConfig) {
+    let mut plugin_config = config.plugin_config();
+    for key in secret_fields_of(plugin) {
+        config_provider::visit_path(&mut plugin_config, &key, &mut |value| {
+            if let Some(text) = value.as_str() {
+                config_provider::remember_secret(text);
+            }
+        });
     }
 }
 

@@ -243,10 +243,10 @@ async fn upstreams_api_types_read_every_response() {
     api.stop().await;
 }
 
-/// A connector that failed reads as upstream's `error`, with its error's message and
-/// timestamp.
+/// A connector's last error reads as upstream's `ConnectorError`: its message and a
+/// timestamp of when it happened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_connector_is_upstreams_error_with_a_timestamped_error() {
+async fn a_last_error_is_upstreams_timestamped_connector_error() {
     let api = fixture(|_| {}).await;
     // A new version whose plugin cannot open: the activation is refused, and the
     // connector's last error is that version's.
