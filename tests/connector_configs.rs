@@ -137,3 +137,27 @@ fn upstream_transform_configs_build_chains() {
         "quickwit, both random sources and stdout have transforms"
     );
 }
+
+/// Upstream's PostgreSQL configs, unchanged, pass our plugin's own offline check (what
+/// `validate` and the API run); with the test PostgreSQL reachable they also open it,
+/// only `connection_string` given (as the per-connector environment override does).
+#[tokio::test]
+async fn upstream_postgres_configs_pass_the_plugin_check_and_open() {
+    let dir = upstream_connectors_dir();
+    for name in ["postgres_sink.toml", "postgres_source.toml"] {
+        let file = dir.join(name);
+        let (_, crate_name, plugin_config) = read_config(&file);
+        let plugin = PluginLoader::new().load(&plugin_path(&crate_name)).unwrap();
+        let problems = runtime_core::check_plugin_config(&plugin, &plugin_config);
+        assert!(problems.is_empty(), "{}: {problems:?}", file.display());
+        let Some(url) = iggy_connectors_tests::services::service_url(
+            iggy_connectors_tests::services::Service::Postgres,
+        ) else {
+            continue;
+        };
+        open_with(&file, |config| {
+            config["connection_string"] = url.clone().into();
+        })
+        .await;
+    }
+}

@@ -1,0 +1,213 @@
+//! The MQTT source against the shared Mosquitto (`IGGY_TEST_MQTT_URL`): messages with
+//! their MQTT headers, and acknowledgements that wait for the runtime's `Accepted`.
+
+// In tests an unwrap is an assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use connector_sdk::testing::{SinkHarness, SourceHarness, TestBatch};
+use connector_sdk::{HeaderKind, OwnedHeader, ProducedMessage};
+use iggy_connector_mqtt_sink::MqttSink;
+use iggy_connector_mqtt_source::MqttSource;
+use iggy_connectors_tests::services::{Service, service_url};
+use iggy_connectors_tests::unique;
+
+/// Publishes `payloads` to `topic` with QoS 1, acknowledged by the broker on return.
+async fn publish(url: &str, topic: &str, payloads: &[&str], retain: bool) {
+    let mut sink = SinkHarness::<MqttSink>::open(serde_json::json!({
+        "url": url, "topic": topic, "qos": 1, "retain": retain,
+        // Tests run at once: a shared client id would make the broker drop the other.
+        "client_id": unique("pub"),
+    }))
+    .await
+    .unwrap();
+    sink.consume(&TestBatch::of(payloads.iter().map(|p| p.to_string())))
+        .await
+        .unwrap();
+    sink.close().await.unwrap();
+}
+
+fn header<'a>(message: &'a ProducedMessage, key: &str) -> &'a OwnedHeader {
+    message
+        .headers
+        .iter()
+        .find(|header| header.key == key)
+        .unwrap_or_else(|| panic!("no header {key} in {message:?}"))
+}
+
+fn topic_of(message: &ProducedMessage) -> String {
+    String::from_utf8(header(message, "mqtt_topic").value.clone()).unwrap()
+}
+
+/// A source on `{prefix}/#` that is known to be subscribed: a retained message on
+/// `{prefix}/ready`, published first, is what the broker sends on subscribing, and the
+/// source's first batch. That batch is accepted and the retained message cleared (its
+/// clearing is a live empty message, which callers skip).
+async fn subscribed_source(url: &str, prefix: &str, client_id: &str) -> SourceHarness<MqttSource> {
+    publish(url, &format!("{prefix}/ready"), &["ready"], true).await;
+    let mut source = open(url, prefix, client_id).await;
+    let batch = source
+        .poll_timeout(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(topic_of(&batch.messages[0]), format!("{prefix}/ready"));
+    let retain = header(&batch.messages[0], "mqtt_retain");
+    assert_eq!(
+        (retain.kind, retain.value.as_slice()),
+        (HeaderKind::Bool, &[1u8][..])
+    );
+    source.accept().await.unwrap();
+    publish(url, &format!("{prefix}/ready"), &[""], true).await;
+    source
+}
+
+async fn open(url: &str, prefix: &str, client_id: &str) -> SourceHarness<MqttSource> {
+    SourceHarness::<MqttSource>::open(
+        serde_json::json!({
+            "url": url,
+            "client_id": client_id,
+            "topics": [{"filter": format!("{prefix}/#"), "qos": 1}],
+            "batch_length": 100,
+            "linger_time": "20ms",
+        }),
+        None,
+    )
+    .await
+    .unwrap()
+}
+
+/// Polls until `count` messages off `{prefix}/ready` came, leaving every batch
+/// unsettled; returns them and how many batches held them.
+async fn collect(
+    source: &mut SourceHarness<MqttSource>,
+    prefix: &str,
+    count: usize,
+) -> (Vec<ProducedMessage>, usize) {
+    let ready = format!("{prefix}/ready");
+    let mut messages = Vec::new();
+    let mut batches = 0;
+    while messages.len() < count {
+        let batch = source
+            .poll_timeout(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("only {} of {count} messages", messages.len()));
+        batches += 1;
+        messages.extend(batch.messages.into_iter().filter(|m| topic_of(m) != ready));
+    }
+    (messages, batches)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_arrive_with_their_topic_qos_and_retain_headers() {
+    let Some(url) = service_url(Service::Mqtt) else {
+        return;
+    };
+    let prefix = unique("mqtt-source");
+    let mut source = subscribed_source(&url, &prefix, &unique("src")).await;
+    publish(
+        &url,
+        &format!("{prefix}/a/1"),
+        &[r#"{"n":1}"#, r#"{"n":2}"#],
+        false,
+    )
+    .await;
+    publish(&url, &format!("{prefix}/b"), &["plain text"], false).await;
+    let (messages, _) = collect(&mut source, &prefix, 3).await;
+    let seen: Vec<(String, Vec<u8>)> = messages
+        .iter()
+        .map(|m| (topic_of(m), m.payload.to_vec()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (format!("{prefix}/a/1"), br#"{"n":1}"#.to_vec()),
+            (format!("{prefix}/a/1"), br#"{"n":2}"#.to_vec()),
+            (format!("{prefix}/b"), b"plain text".to_vec()),
+        ]
+    );
+    for message in &messages {
+        let qos = header(message, "mqtt_qos");
+        assert_eq!(
+            (qos.kind, qos.value.as_slice()),
+            (HeaderKind::Uint8, &[1u8][..])
+        );
+        let retain = header(message, "mqtt_retain");
+        assert_eq!(retain.value, vec![0]);
+    }
+    source.close().await.unwrap();
+}
+
+/// The broker is acknowledged only for accepted batches: what was polled and not
+/// accepted comes again to the next run of the same session; what was accepted does
+/// not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_accepted_batches_are_acknowledged_to_the_broker() {
+    let Some(url) = service_url(Service::Mqtt) else {
+        return;
+    };
+    let prefix = unique("mqtt-source-ack");
+    let client_id = unique("src-ack");
+    let payloads = ["m1", "m2", "m3", "m4", "m5"];
+    let mut source = subscribed_source(&url, &prefix, &client_id).await;
+    publish(&url, &format!("{prefix}/data"), &payloads, false).await;
+    let (first, _) = collect(&mut source, &prefix, payloads.len()).await;
+    // Closed (as after a crash or a failed send) with the batches unsettled.
+    source.close().await.unwrap();
+
+    let mut source = open(&url, &prefix, &client_id).await;
+    let (again, batches) = collect(&mut source, &prefix, payloads.len()).await;
+    let texts = |messages: &[ProducedMessage]| -> Vec<Vec<u8>> {
+        messages.iter().map(|m| m.payload.to_vec()).collect()
+    };
+    assert_eq!(texts(&first), texts(&again), "the broker sent them again");
+    for _ in 0..batches {
+        source.accept().await.unwrap();
+    }
+    source.close().await.unwrap();
+
+    // Accepted, so acknowledged: the next run gets only what is new.
+    let mut source = open(&url, &prefix, &client_id).await;
+    publish(&url, &format!("{prefix}/data"), &["new"], false).await;
+    let (next, _) = collect(&mut source, &prefix, 1).await;
+    assert_eq!(texts(&next), vec![b"new".to_vec()]);
+    source.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_batch_is_produced_again_before_anything_newer() {
+    let Some(url) = service_url(Service::Mqtt) else {
+        return;
+    };
+    let prefix = unique("mqtt-source-reject");
+    let mut source = subscribed_source(&url, &prefix, &unique("src-rej")).await;
+    publish(&url, &format!("{prefix}/data"), &["r1", "r2"], false).await;
+    let (first, batches) = collect(&mut source, &prefix, 2).await;
+    for _ in 0..batches {
+        source.reject().await.unwrap();
+        if source.unsettled() == 0 {
+            break;
+        }
+    }
+    publish(&url, &format!("{prefix}/data"), &["r3"], false).await;
+    let (again, _) = collect(&mut source, &prefix, 3).await;
+    let payloads: Vec<Vec<u8>> = again.iter().map(|m| m.payload.to_vec()).collect();
+    assert_eq!(
+        &payloads[..2],
+        &first.iter().map(|m| m.payload.to_vec()).collect::<Vec<_>>()[..]
+    );
+    assert_eq!(payloads[2], b"r3".to_vec());
+    source.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configs_are_reported_without_connecting() {
+    let problems = SourceHarness::<MqttSource>::validate(serde_json::json!({
+        "url": "http://x",
+        "topics": [{"filter": "a/#/b", "qos": 3}],
+        "batch_length": 0,
+    }));
+    assert_eq!(problems.len(), 4, "{problems:?}");
+}
