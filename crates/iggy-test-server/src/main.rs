@@ -84,6 +84,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before the server serves: a SIGTERM that comes as soon as a client got an answer
+    // must find the handler in place, not the default action (death by the signal).
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("error: cannot wait for signals: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match TestServer::start_with(config).await {
         Ok(server) => server,
         Err(error) => {
@@ -92,21 +101,34 @@ async fn main() -> ExitCode {
         }
     };
     tracing::warn!("this is a test server: data lives in memory only and is lost on exit");
-    if let Err(error) = shutdown_signal().await {
-        eprintln!("error: cannot wait for signals: {error}");
-        return ExitCode::FAILURE;
-    }
+    signals.received().await;
     tracing::info!("shutting down");
     server.shutdown().await;
     ExitCode::SUCCESS
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() -> std::io::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = terminate.recv() => Ok(()),
+/// The handlers of SIGINT and SIGTERM, installed (from then on neither kills the
+/// process) and waited on.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Resolves on the first SIGINT or SIGTERM.
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }
 
