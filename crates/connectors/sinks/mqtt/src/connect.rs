@@ -136,12 +136,20 @@ impl Connection<'_> {
                 self.password.unwrap_or_default(),
             );
         }
-        if self.url.tls {
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                Arc::new(client_tls(&self.tls)?),
-            )));
+        if let Some(transport) = self.transport()? {
+            options.set_transport(transport);
         }
         Ok(options)
+    }
+
+    /// The TLS transport for `mqtts` URLs; `None` for plain TCP (the default).
+    pub fn transport(&self) -> Result<Option<Transport>, String> {
+        if !self.url.tls {
+            return Ok(None);
+        }
+        Ok(Some(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(client_tls(&self.tls)?),
+        ))))
     }
 
     /// The network options (the connection timeout is whole seconds in rumqttc).

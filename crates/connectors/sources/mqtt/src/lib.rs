@@ -1,4 +1,4 @@
-//! The `mqtt_source` connector: subscribes to MQTT topic filters (MQTT 3.1.1) and
+//! The `mqtt_source` connector: subscribes to MQTT topic filters (MQTT 3.1.1 or 5) and
 //! produces every message that arrives to Iggy, the payload as is.
 //!
 //! Lossless with QoS 1 and 2: the connector acknowledges a message to the broker
@@ -10,7 +10,9 @@
 //! A rejected batch is produced again from memory, with every later unsettled one.
 //!
 //! Each message carries the headers `mqtt_topic` (string), `mqtt_qos` (uint8) and
-//! `mqtt_retain` (bool). A batch holds up to `batch_length` messages, or what arrived
+//! `mqtt_retain` (bool), and with MQTT 5 its user properties as string headers. Its
+//! Iggy message id can come from a top-level JSON field or the MQTT 5 correlation data
+//! (`message_id.rs`). A batch holds up to `batch_length` messages, or what arrived
 //! within `linger_time` of its first message.
 //!
 //! What a crash can repeat is what Iggy stored and the broker was not yet told: the
@@ -22,6 +24,8 @@
 
 #[path = "../../../sinks/mqtt/src/connect.rs"]
 mod connect;
+mod message_id;
+mod protocol;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -33,12 +37,15 @@ use connector_sdk::{
     BatchOutcome, ConnectorContext, Error, HeaderKind, OwnedHeader, ProducedBatch, ProducedMessage,
     Schema, Source,
 };
-use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS, SubscribeFilter};
+use rumqttc::QoS;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use connect::{BrokerUrl, Connection, TlsFiles};
+use message_id::IdFrom;
+pub use protocol::ProtocolVersion;
+use protocol::{Client, Events, Happening, Received, Session};
 
 /// One topic filter to subscribe to.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -74,8 +81,10 @@ pub enum PayloadSchema {
 /// fixed `client_id`), what was not acknowledged and what arrives while the connector
 /// is down comes after it restarts (at least once: a message may be produced twice).
 /// Each message carries the headers `mqtt_topic` (string), `mqtt_qos` (uint8) and
-/// `mqtt_retain` (bool); the payload is passed as is. After a crash, at most 8 times
-/// `batch_length` messages (the batches not yet settled) are produced again.
+/// `mqtt_retain` (bool), and with MQTT 5 each user property as a string header; the
+/// payload is passed as is. After a crash, at most 8 times `batch_length` messages (the
+/// batches not yet settled) are produced again. Iggy headers hold 1 to 255 bytes: a
+/// user property, or a topic, outside that is left out with a warning.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSourceConfig {
@@ -86,6 +95,35 @@ pub struct MqttSourceConfig {
     /// qos = 1 }`: the filter (`+` one level, `#` every level below) and the
     /// subscription's QoS, 0, 1 (the default) or 2.
     pub topics: Vec<TopicFilter>,
+    /// The MQTT version: "3.1.1" or "5". MQTT 5 brings user properties (as headers),
+    /// correlation data (as a message id), `session_expiry` and `receive_maximum`.
+    #[serde(default)]
+    pub protocol_version: ProtocolVersion,
+    /// MQTT 5: how long the broker keeps the session (and queues for it) after the
+    /// connection is gone. The default, a week, outlasts any restart; "0s" ends the
+    /// session with the connection, and with it what arrives while the connector is
+    /// down. (MQTT 3.1.1 sessions last until the broker's own limit.)
+    #[serde(
+        default = "default_session_expiry",
+        deserialize_with = "connector_sdk::duration::deserialize",
+        serialize_with = "connector_sdk::duration::serialize"
+    )]
+    #[schemars(with = "String")]
+    pub session_expiry: Duration,
+    /// MQTT 5: the most unacknowledged QoS 1/2 messages the broker may send at once.
+    /// Acknowledgements wait for Iggy, so this bounds what one round of batches holds.
+    #[serde(default = "default_receive_maximum")]
+    pub receive_maximum: u16,
+    /// Take each message's Iggy id from this top-level field of its JSON payload: a
+    /// whole number, a UUID string or a decimal string. A publisher retrying with the
+    /// same id then makes the same message id. A message without a usable one gets an
+    /// id from Iggy, with a warning.
+    #[serde(default)]
+    pub message_id_field: Option<String>,
+    /// MQTT 5: take each message's Iggy id from its correlation data (16 bytes, big
+    /// endian, or a UUID or decimal text). Not with `message_id_field`.
+    #[serde(default)]
+    pub message_id_from_correlation_data: bool,
     /// The MQTT client id; default `iggy-connectors-<connector key>`. The broker keeps
     /// a persistent session under it: two connectors must not share one.
     #[serde(default)]
@@ -160,6 +198,14 @@ fn default_qos() -> u8 {
     1
 }
 
+fn default_session_expiry() -> Duration {
+    Duration::from_secs(7 * 24 * 60 * 60)
+}
+
+fn default_receive_maximum() -> u16 {
+    100
+}
+
 fn default_keep_alive() -> Duration {
     Duration::from_secs(30)
 }
@@ -192,6 +238,17 @@ impl MqttSourceConfig {
             client_key_file: self.tls_client_key_file.as_deref(),
         }
     }
+
+    fn id_from(&self) -> IdFrom {
+        match (
+            &self.message_id_field,
+            self.message_id_from_correlation_data,
+        ) {
+            (Some(field), _) => IdFrom::JsonField(field.clone()),
+            (None, true) => IdFrom::CorrelationData,
+            (None, false) => IdFrom::Nothing,
+        }
+    }
 }
 
 fn qos_of(qos: u8) -> Option<QoS> {
@@ -203,11 +260,11 @@ fn qos_of(qos: u8) -> Option<QoS> {
     }
 }
 
-/// A message as the driver hands it over: the connection it came on, and the publish.
+/// A message as the driver hands it over: the connection it came on, and the message.
 #[derive(Debug)]
 struct Arrived {
     connection: u64,
-    publish: Publish,
+    message: Received,
 }
 
 /// What the driver task sends to `poll`.
@@ -221,7 +278,8 @@ enum FromDriver {
 /// Subscribes to MQTT topics.
 pub struct MqttSource {
     config: MqttSourceConfig,
-    client: AsyncClient,
+    client: Client,
+    id_from: IdFrom,
     /// The connection the driver is on, counted up as soon as one is lost.
     /// Acknowledgements go only on the connection their message came on: after a
     /// reconnect the broker sends what was not acknowledged again (a duplicate at
@@ -240,7 +298,7 @@ pub struct MqttSource {
     /// never waits for the client's request queue: the driver may be waiting for
     /// `poll` to take messages (its channel full), and `poll` only runs after the
     /// settle, so a settle that waited could wait forever. `poll` hands these over.
-    acks: VecDeque<Publish>,
+    acks: VecDeque<(u16, QoS)>,
     driver: tokio::task::JoinHandle<()>,
 }
 
@@ -263,63 +321,62 @@ const CHANNEL: usize = 16 * 1024;
 /// every connection, hands messages over, and reconnects after a pause when the
 /// connection is lost.
 async fn drive(
-    mut events: EventLoop,
-    client: AsyncClient,
-    filters: Vec<SubscribeFilter>,
+    mut events: Events,
+    client: Client,
+    filters: Vec<(String, QoS)>,
     connection: Arc<AtomicU64>,
     to_poll: mpsc::Sender<FromDriver>,
     reconnect_delay: Duration,
 ) {
     let mut last_error: Option<String> = None;
     loop {
-        match events.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+        match events.next().await {
+            Happening::Connected { session_present } => {
                 let number = connection.load(Ordering::Acquire);
                 tracing::info!(
                     connection = number,
-                    session_present = ack.session_present,
+                    session_present,
                     "connected to the MQTT broker"
                 );
                 last_error = None;
                 // Subscribing again on a resumed session changes nothing, and a session
                 // the broker lost gets its subscriptions back.
-                if let Err(error) = client.subscribe_many(filters.clone()).await {
+                if let Err(error) = client.subscribe(&filters).await {
                     tracing::error!(error = %error, "cannot subscribe");
                 }
             }
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                for (filter, code) in filters.iter().zip(&ack.return_codes) {
-                    if matches!(code, rumqttc::SubscribeReasonCode::Failure) {
-                        tracing::error!(filter = %filter.path, "the broker refused the subscription");
+            Happening::Subscribed { refused } => {
+                for index in refused {
+                    if let Some((filter, _)) = filters.get(index) {
+                        tracing::error!(filter = %filter, "the broker refused the subscription");
                     }
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
+            Happening::Message(message) => {
                 let arrived = Arrived {
                     connection: connection.load(Ordering::Acquire),
-                    publish,
+                    message,
                 };
                 if to_poll.send(FromDriver::Message(arrived)).await.is_err() {
                     return; // The source is closed.
                 }
             }
             // `close` asked: the acknowledgements queued before it went out first.
-            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
-            Ok(_) => {}
-            Err(error) => {
+            Happening::Disconnected => return,
+            Happening::Other => {}
+            Happening::Lost { error, refused } => {
                 // A new connection number at once, not at the next CONNACK: an
                 // acknowledgement queued meanwhile would go out on the new connection.
                 connection.fetch_add(1, Ordering::AcqRel);
-                if connect::is_refusal(&error) {
+                if refused {
                     let _ = to_poll
                         .send(FromDriver::Refused(format!("MQTT broker: {error}")))
                         .await;
                 }
-                let text = error.to_string();
                 // One warning per outage, not one per attempt.
-                if last_error.as_deref() != Some(text.as_str()) {
-                    tracing::warn!(error = %text, "MQTT connection lost; reconnecting");
-                    last_error = Some(text);
+                if last_error.as_deref() != Some(error.as_str()) {
+                    tracing::warn!(error = %error, "MQTT connection lost; reconnecting");
+                    last_error = Some(error);
                 }
                 // Paces reconnection attempts to a broker that is down.
                 tokio::time::sleep(reconnect_delay).await;
@@ -328,25 +385,73 @@ async fn drive(
     }
 }
 
+/// Iggy's bounds on a header's key and string value, in bytes.
+const HEADER_BYTES: std::ops::RangeInclusive<usize> = 1..=255;
+
+/// A string header, or `None` when the key or the value is outside what Iggy holds.
+fn string_header(key: &str, value: &str) -> Option<OwnedHeader> {
+    (HEADER_BYTES.contains(&key.len()) && HEADER_BYTES.contains(&value.len()))
+        .then(|| OwnedHeader::string(key, value))
+}
+
+/// The names of the headers the source sets itself; a user property of one of these
+/// names is left out.
+const OWN_HEADERS: [&str; 3] = ["mqtt_topic", "mqtt_qos", "mqtt_retain"];
+
+/// What a batch left out, said once per batch.
+#[derive(Default)]
+struct LeftOut {
+    headers: usize,
+    ids: usize,
+    id_reason: Option<&'static str>,
+}
+
 impl MqttSource {
-    fn produced(publish: &Publish) -> ProducedMessage {
-        let qos = publish.qos as u8;
+    fn produced(&self, message: &Received, left_out: &mut LeftOut) -> ProducedMessage {
+        let mut headers = Vec::with_capacity(3 + message.user_properties.len());
+        match string_header("mqtt_topic", &message.topic) {
+            Some(header) => headers.push(header),
+            None => left_out.headers += 1,
+        }
+        headers.push(OwnedHeader {
+            key: "mqtt_qos".to_owned(),
+            kind: HeaderKind::Uint8,
+            value: vec![message.qos as u8],
+        });
+        headers.push(OwnedHeader {
+            key: "mqtt_retain".to_owned(),
+            kind: HeaderKind::Bool,
+            value: vec![u8::from(message.retain)],
+        });
+        for (key, value) in &message.user_properties {
+            let header = string_header(key, value).filter(|_| !OWN_HEADERS.contains(&key.as_str()));
+            let Some(header) = header else {
+                left_out.headers += 1;
+                continue;
+            };
+            // A name sent twice keeps its last value: Iggy's headers are a map.
+            match headers.iter_mut().find(|kept| kept.key == header.key) {
+                Some(kept) => *kept = header,
+                None => headers.push(header),
+            }
+        }
+        let id = match message_id::message_id(
+            &self.id_from,
+            &message.payload,
+            message.correlation_data.as_ref(),
+        ) {
+            Ok(id) => id,
+            Err(reason) => {
+                left_out.ids += 1;
+                left_out.id_reason.get_or_insert(reason);
+                None
+            }
+        };
         ProducedMessage {
-            headers: vec![
-                OwnedHeader::string("mqtt_topic", publish.topic.clone()),
-                OwnedHeader {
-                    key: "mqtt_qos".to_owned(),
-                    kind: HeaderKind::Uint8,
-                    value: vec![qos],
-                },
-                OwnedHeader {
-                    key: "mqtt_retain".to_owned(),
-                    kind: HeaderKind::Bool,
-                    value: vec![u8::from(publish.retain)],
-                },
-            ],
+            id,
+            headers,
             // The client's received bytes, passed on without a copy.
-            ..ProducedMessage::new(publish.payload.clone())
+            ..ProducedMessage::new(message.payload.clone())
         }
     }
 
@@ -371,10 +476,9 @@ impl MqttSource {
             // QoS 0 has nothing to acknowledge; a message of an earlier connection
             // comes again from the broker (a duplicate, never a loss), and its packet id
             // means nothing on this one.
-            if arrived.publish.qos != QoS::AtMostOnce && arrived.connection == current {
-                let mut ack = Publish::new("", arrived.publish.qos, Vec::new());
-                ack.pkid = arrived.publish.pkid;
-                self.acks.push_back(ack);
+            let message = &arrived.message;
+            if message.qos != QoS::AtMostOnce && arrived.connection == current {
+                self.acks.push_back((message.pkid, message.qos));
             }
         }
         self.hand_over_acks();
@@ -382,8 +486,8 @@ impl MqttSource {
 
     /// Hands queued acknowledgements to the client until its queue is full.
     fn hand_over_acks(&mut self) {
-        while let Some(ack) = self.acks.front() {
-            if self.client.try_ack(ack).is_err() {
+        while let Some(&(pkid, qos)) = self.acks.front() {
+            if self.client.try_ack(pkid, qos).is_err() {
                 return;
             }
             self.acks.pop_front();
@@ -419,6 +523,28 @@ impl Source for MqttSource {
         if config.batch_length == 0 {
             problems.push("plugin_config.batch_length: at least 1".to_owned());
         }
+        let v5 = config.protocol_version == ProtocolVersion::V5;
+        if let Err(problem) = protocol::session_expiry_seconds(config.session_expiry) {
+            problems.push(format!("plugin_config.session_expiry: {problem}"));
+        }
+        if config.receive_maximum == 0 {
+            problems.push("plugin_config.receive_maximum: at least 1".to_owned());
+        }
+        if config.message_id_from_correlation_data {
+            if !v5 {
+                problems.push(
+                    "plugin_config.message_id_from_correlation_data: correlation data is MQTT 5's; set protocol_version = \"5\"".to_owned(),
+                );
+            }
+            if config.message_id_field.is_some() {
+                problems.push(
+                    "plugin_config.message_id_field: not together with message_id_from_correlation_data; one source of ids".to_owned(),
+                );
+            }
+        }
+        if config.message_id_field.as_deref() == Some("") {
+            problems.push("plugin_config.message_id_field: a field name, not empty".to_owned());
+        }
         problems
     }
 
@@ -447,20 +573,22 @@ impl Source for MqttSource {
             max_packet_size: config.max_packet_size,
             tls: config.tls_files(),
         };
-        let mut options = connection.options().map_err(Error::invalid_config)?;
+        let session = Session {
+            version: config.protocol_version,
+            session_expiry: protocol::session_expiry_seconds(config.session_expiry)
+                .map_err(Error::invalid_config)?,
+            receive_maximum: config.receive_maximum,
+            // Room for the acknowledgements of every batch that may be unsettled, so
+            // that handing them over rarely waits (see `acks`).
+            requests: (Self::MAX_UNSETTLED_BATCHES as usize * config.batch_length).max(1024),
+        };
         // Acknowledged by `on_batch_result`, once Iggy stored the message.
-        options.set_manual_acks(true);
-        // Room for the acknowledgements of every batch that may be unsettled, so that
-        // handing them over rarely waits (see `acks`).
-        let requests = (Self::MAX_UNSETTLED_BATCHES as usize * config.batch_length).max(1024);
-        let (client, mut events) = AsyncClient::new(options, requests);
-        events.set_network_options(connection.network_options());
+        let (client, events) =
+            protocol::connect(&connection, &session).map_err(Error::invalid_config)?;
         let filters = config
             .topics
             .iter()
-            .filter_map(|topic| {
-                qos_of(topic.qos).map(|qos| SubscribeFilter::new(topic.filter.clone(), qos))
-            })
+            .filter_map(|topic| qos_of(topic.qos).map(|qos| (topic.filter.clone(), qos)))
             .collect();
         let counter = Arc::new(AtomicU64::new(0));
         let (to_poll, incoming) = mpsc::channel(CHANNEL);
@@ -474,8 +602,9 @@ impl Source for MqttSource {
             to_poll,
             config.reconnect_delay,
         ));
-        tracing::info!(host = %url.host, port = url.port, client_id = %client_id, topics = config.topics.len(), "mqtt source opened");
+        tracing::info!(host = %url.host, port = url.port, client_id = %client_id, topics = config.topics.len(), protocol_version = ?config.protocol_version, "mqtt source opened");
         Ok(MqttSource {
+            id_from: config.id_from(),
             config,
             client,
             connection: counter,
@@ -521,10 +650,24 @@ impl Source for MqttSource {
             // What is left over is already late: the next batch goes out at once.
             Some(Instant::now())
         };
+        let mut left_out = LeftOut::default();
         let messages = batch
             .iter()
-            .map(|arrived| Self::produced(&arrived.publish))
+            .map(|arrived| self.produced(&arrived.message, &mut left_out))
             .collect();
+        if left_out.headers > 0 {
+            tracing::warn!(
+                left_out = left_out.headers,
+                "topics or user properties Iggy headers cannot hold (1 to 255 bytes, not the source's own names) were left out"
+            );
+        }
+        if let Some(reason) = left_out.id_reason {
+            tracing::warn!(
+                messages = left_out.ids,
+                reason,
+                "messages without a usable id got one from Iggy"
+            );
+        }
         self.unsettled.push_back(batch);
         Ok(ProducedBatch {
             schema: match self.config.schema {

@@ -1,5 +1,7 @@
 //! The MQTT source against the shared Mosquitto (`IGGY_TEST_MQTT_URL`): messages with
-//! their MQTT headers, and acknowledgements that wait for the runtime's `Accepted`.
+//! their MQTT headers, MQTT 5 user properties and correlation data, message ids from
+//! JSON fields, and acknowledgements that wait for the runtime's `Accepted` (with MQTT
+//! 3.1.1 and 5).
 
 // In tests an unwrap is an assertion.
 #![allow(clippy::unwrap_used)]
@@ -10,7 +12,7 @@ use connector_sdk::testing::{SinkHarness, SourceHarness, TestBatch};
 use connector_sdk::{HeaderKind, OwnedHeader, ProducedMessage};
 use iggy_connector_mqtt_sink::MqttSink;
 use iggy_connector_mqtt_source::MqttSource;
-use iggy_connectors_tests::services::{Service, service_url};
+use iggy_connectors_tests::services::{Service, ServiceAddress, service_url};
 use iggy_connectors_tests::unique;
 
 /// Publishes `payloads` to `topic` with QoS 1, acknowledged by the broker on return.
@@ -45,8 +47,18 @@ fn topic_of(message: &ProducedMessage) -> String {
 /// source's first batch. That batch is accepted and the retained message cleared (its
 /// clearing is a live empty message, which callers skip).
 async fn subscribed_source(url: &str, prefix: &str, client_id: &str) -> SourceHarness<MqttSource> {
+    subscribed_source_with(url, prefix, client_id, serde_json::json!({})).await
+}
+
+/// [`subscribed_source`] with `extra` keys in its config.
+async fn subscribed_source_with(
+    url: &str,
+    prefix: &str,
+    client_id: &str,
+    extra: serde_json::Value,
+) -> SourceHarness<MqttSource> {
     publish(url, &format!("{prefix}/ready"), &["ready"], true).await;
-    let mut source = open(url, prefix, client_id).await;
+    let mut source = open_with(url, prefix, client_id, extra).await;
     let batch = source
         .poll_timeout(Duration::from_secs(10))
         .await
@@ -64,18 +76,44 @@ async fn subscribed_source(url: &str, prefix: &str, client_id: &str) -> SourceHa
 }
 
 async fn open(url: &str, prefix: &str, client_id: &str) -> SourceHarness<MqttSource> {
-    SourceHarness::<MqttSource>::open(
-        serde_json::json!({
-            "url": url,
-            "client_id": client_id,
-            "topics": [{"filter": format!("{prefix}/#"), "qos": 1}],
-            "batch_length": 100,
-            "linger_time": "20ms",
-        }),
-        None,
-    )
-    .await
-    .unwrap()
+    open_with(url, prefix, client_id, serde_json::json!({})).await
+}
+
+/// [`open`] with `extra` keys in its config.
+async fn open_with(
+    url: &str,
+    prefix: &str,
+    client_id: &str,
+    extra: serde_json::Value,
+) -> SourceHarness<MqttSource> {
+    let mut config = serde_json::json!({
+        "url": url,
+        "client_id": client_id,
+        "topics": [{"filter": format!("{prefix}/#"), "qos": 1}],
+        "batch_length": 100,
+        "linger_time": "20ms",
+    });
+    if let (Some(config), serde_json::Value::Object(extra)) = (config.as_object_mut(), extra) {
+        config.extend(extra);
+    }
+    SourceHarness::<MqttSource>::open(config, None)
+        .await
+        .unwrap()
+}
+
+/// Publishes one message with `mosquitto_pub` and MQTT 5 (QoS 1), with `properties`
+/// (`-D publish <name> <value...>` each, e.g. `["user-property", "k", "v"]`).
+fn publish_v5(url: &str, topic: &str, payload: &str, properties: &[&[&str]]) {
+    let address = ServiceAddress::parse(url).unwrap();
+    let mut command = std::process::Command::new("mosquitto_pub");
+    command
+        .args(["-V", "mqttv5", "-q", "1", "-h", &address.host])
+        .args(["-p", &address.port.to_string(), "-t", topic, "-m", payload]);
+    for property in properties {
+        command.args(["-D", "publish"]).args(*property);
+    }
+    let output = command.output().expect("mosquitto_pub runs");
+    assert!(output.status.success(), "{output:?}");
 }
 
 /// Polls until `count` messages off `{prefix}/ready` came, leaving every batch
@@ -145,19 +183,30 @@ async fn messages_arrive_with_their_topic_qos_and_retain_headers() {
 /// not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_accepted_batches_are_acknowledged_to_the_broker() {
+    only_accepted_batches_are_acknowledged(serde_json::json!({})).await;
+}
+
+/// The same with MQTT 5, whose session outlives the connection only by its expiry (a
+/// week by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_accepted_batches_are_acknowledged_to_the_broker_with_mqtt5() {
+    only_accepted_batches_are_acknowledged(serde_json::json!({"protocol_version": "5"})).await;
+}
+
+async fn only_accepted_batches_are_acknowledged(extra: serde_json::Value) {
     let Some(url) = service_url(Service::Mqtt) else {
         return;
     };
     let prefix = unique("mqtt-source-ack");
     let client_id = unique("src-ack");
     let payloads = ["m1", "m2", "m3", "m4", "m5"];
-    let mut source = subscribed_source(&url, &prefix, &client_id).await;
+    let mut source = subscribed_source_with(&url, &prefix, &client_id, extra.clone()).await;
     publish(&url, &format!("{prefix}/data"), &payloads, false).await;
     let (first, _) = collect(&mut source, &prefix, payloads.len()).await;
     // Closed (as after a crash or a failed send) with the batches unsettled.
     source.close().await.unwrap();
 
-    let mut source = open(&url, &prefix, &client_id).await;
+    let mut source = open_with(&url, &prefix, &client_id, extra.clone()).await;
     let (again, batches) = collect(&mut source, &prefix, payloads.len()).await;
     let texts = |messages: &[ProducedMessage]| -> Vec<Vec<u8>> {
         messages.iter().map(|m| m.payload.to_vec()).collect()
@@ -169,7 +218,7 @@ async fn only_accepted_batches_are_acknowledged_to_the_broker() {
     source.close().await.unwrap();
 
     // Accepted, so acknowledged: the next run gets only what is new.
-    let mut source = open(&url, &prefix, &client_id).await;
+    let mut source = open_with(&url, &prefix, &client_id, extra.clone()).await;
     publish(&url, &format!("{prefix}/data"), &["new"], false).await;
     let (next, _) = collect(&mut source, &prefix, 1).await;
     assert_eq!(texts(&next), vec![b"new".to_vec()]);
@@ -203,6 +252,78 @@ async fn a_rejected_batch_is_produced_again_before_anything_newer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_user_properties_become_headers_and_correlation_data_the_message_id() {
+    let Some(url) = service_url(Service::Mqtt) else {
+        return;
+    };
+    let prefix = unique("mqtt5-source");
+    let extra = serde_json::json!({
+        "protocol_version": "5",
+        "message_id_from_correlation_data": true,
+    });
+    let mut source = subscribed_source_with(&url, &prefix, &unique("src5"), extra).await;
+    let topic = format!("{prefix}/data");
+    publish_v5(
+        &url,
+        &topic,
+        "first",
+        &[
+            &["user-property", "tenant", "acme"],
+            &["user-property", "site", "north"],
+            // One of the source's own names: left out, not overriding the topic.
+            &["user-property", "mqtt_topic", "forged"],
+            &["correlation-data", "123e4567-e89b-12d3-a456-426614174000"],
+        ],
+    );
+    // No correlation data: still produced, with an id left to Iggy.
+    publish_v5(&url, &topic, "second", &[&["correlation-data", "42"]]);
+    publish_v5(&url, &topic, "third", &[]);
+    let (messages, _) = collect(&mut source, &prefix, 3).await;
+    let payloads: Vec<&[u8]> = messages.iter().map(|m| &m.payload[..]).collect();
+    assert_eq!(payloads, [&b"first"[..], b"second", b"third"]);
+    let text = |message: &ProducedMessage, key: &str| {
+        String::from_utf8(header(message, key).value.clone()).unwrap()
+    };
+    assert_eq!(text(&messages[0], "tenant"), "acme");
+    assert_eq!(text(&messages[0], "site"), "north");
+    assert_eq!(topic_of(&messages[0]), topic);
+    assert_eq!(messages[0].id, Some(0x123e4567_e89b_12d3_a456_426614174000));
+    assert_eq!(messages[1].id, Some(42));
+    assert_eq!(messages[2].id, None);
+    assert!(
+        messages[1].headers.iter().all(|h| h.key != "tenant"),
+        "properties are the message's own"
+    );
+    source.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_field_becomes_the_message_id() {
+    let Some(url) = service_url(Service::Mqtt) else {
+        return;
+    };
+    let prefix = unique("mqtt-source-id");
+    let extra = serde_json::json!({"message_id_field": "event_id"});
+    let mut source = subscribed_source_with(&url, &prefix, &unique("src-id"), extra).await;
+    publish(
+        &url,
+        &format!("{prefix}/data"),
+        &[
+            r#"{"event_id": 7, "v": 1}"#,
+            r#"{"event_id": "00000000-0000-0000-0000-00000000000a"}"#,
+            r#"{"v": "no id"}"#,
+            "not json",
+        ],
+        false,
+    )
+    .await;
+    let (messages, _) = collect(&mut source, &prefix, 4).await;
+    let ids: Vec<Option<u128>> = messages.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [Some(7), Some(10), None, None]);
+    source.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_configs_are_reported_without_connecting() {
     let problems = SourceHarness::<MqttSource>::validate(serde_json::json!({
         "url": "http://x",
@@ -210,4 +331,26 @@ async fn bad_configs_are_reported_without_connecting() {
         "batch_length": 0,
     }));
     assert_eq!(problems.len(), 4, "{problems:?}");
+    let problems = SourceHarness::<MqttSource>::validate(serde_json::json!({
+        "url": "mqtt://127.0.0.1",
+        "topics": [{"filter": "a/#"}],
+        "message_id_from_correlation_data": true,
+        "message_id_field": "id",
+        "receive_maximum": 0,
+        "session_expiry": "200000d",
+    }));
+    let keys: Vec<&str> = problems
+        .iter()
+        .map(|problem| problem.split(':').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "plugin_config.session_expiry",
+            "plugin_config.receive_maximum",
+            "plugin_config.message_id_from_correlation_data",
+            "plugin_config.message_id_field",
+        ],
+        "{problems:?}"
+    );
 }
