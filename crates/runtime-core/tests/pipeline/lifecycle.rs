@@ -247,6 +247,67 @@ async fn pause_resume_stop_and_start_one_connector() {
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
+/// A pause asked for while the source's plugin is in a poll holds the batch that poll
+/// returns: nothing is stored after the pause was asked for, and the batch is stored
+/// at resume (none lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_paused_mid_poll_stores_nothing_until_resumed() {
+    let target = target().await;
+    let dir = temp_dir("e2e-pause-poll");
+    let stream = unique("e2e-pause-poll");
+    // Batches of 10 a second apart: the plugin spends its time in `poll`, waiting.
+    let mut source = random_source(&stream, 50);
+    if let ConnectorConfig::Source(source) = &mut source
+        && let Some(plugin) = source.common.plugin_config.as_mut()
+    {
+        plugin["interval"] = serde_json::json!("1s");
+        plugin["messages_range"] = serde_json::json!([10, 10]);
+    }
+    // Another source, never paused, for time to pass by.
+    let mut clock = random_source(&unique("e2e-pause-clock"), 1_000_000);
+    if let ConnectorConfig::Source(clock) = &mut clock {
+        clock.common.key = "clock".to_owned();
+    }
+    let context = context(&target, &dir.join("state")).await;
+    let runtime = Runtime::start(active(vec![source, clock]), plugins_for_test(), context).await;
+    let produced = |key: &str| {
+        runtime
+            .status(ConnectorKind::Source, key)
+            .map_or(0, |status| status.metrics.messages_out)
+    };
+    // Just after a batch was stored the next poll has begun its wait.
+    eventually("a first batch stored", || produced("random") >= 10).await;
+    runtime
+        .pause_connector(ConnectorKind::Source, "random")
+        .await
+        .unwrap();
+    let at_pause = produced("random");
+    eventually("paused", || {
+        runtime
+            .status(ConnectorKind::Source, "random")
+            .is_some_and(|status| status.state == ConnectorState::Paused)
+    })
+    .await;
+    // Paused shows once the poll returned; its batch, were it sent on, would be
+    // stored within the clock's next 20 batches.
+    let later = produced("clock") + 300;
+    eventually("the clock went on", || produced("clock") >= later).await;
+    assert_eq!(
+        produced("random"),
+        at_pause,
+        "the poll's batch waits for the resume"
+    );
+    runtime
+        .resume_connector(ConnectorKind::Source, "random")
+        .await
+        .unwrap();
+    eventually("every message stored after the resume", || {
+        produced("random") == 50
+    })
+    .await;
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
 /// Applying a new config version restarts just that connector, with the new config.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_restarts_just_that_connector() {

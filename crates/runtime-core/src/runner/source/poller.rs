@@ -62,6 +62,12 @@ impl<'r, 's> Poller<'r, 's> {
                     break;
                 }
             };
+            // A pause asked for while the plugin polled holds the batch here: nothing
+            // is stored once a pause is asked for. It goes on at resume; on a stop it is
+            // never settled, so the plugin produces it again (at least once).
+            if !control.proceed(status).await {
+                break;
+            }
             let received = Instant::now();
             let messages = outgoing_batch(&batch);
             // Stage boundaries (see `Stage`): received, decoded, shaped.
