@@ -75,11 +75,7 @@ async fn subscribed_source_with(
     source
 }
 
-async fn open(url: &str, prefix: &str, client_id: &str) -> SourceHarness<MqttSource> {
-    open_with(url, prefix, client_id, serde_json::json!({})).await
-}
-
-/// [`open`] with `extra` keys in its config.
+/// A source on `{prefix}/#` as `client_id`, with `extra` keys in its config.
 async fn open_with(
     url: &str,
     prefix: &str,
