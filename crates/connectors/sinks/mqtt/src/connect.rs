@@ -258,6 +258,32 @@ pub fn check(
     problems
 }
 
+/// A QoS as MQTT 5's client takes it.
+pub fn v5_qos(qos: rumqttc::QoS) -> rumqttc::v5::mqttbytes::QoS {
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    match qos {
+        rumqttc::QoS::AtMostOnce => Q5::AtMostOnce,
+        rumqttc::QoS::AtLeastOnce => Q5::AtLeastOnce,
+        rumqttc::QoS::ExactlyOnce => Q5::ExactlyOnce,
+    }
+}
+
+/// Whether an MQTT 5 broker refused the login in a way a retry cannot mend.
+pub fn is_v5_refusal(error: &rumqttc::v5::ConnectionError) -> bool {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Code;
+    matches!(
+        error,
+        rumqttc::v5::ConnectionError::ConnectionRefused(
+            Code::BadUserNamePassword
+                | Code::NotAuthorized
+                | Code::ClientIdentifierNotValid
+                | Code::UnsupportedProtocolVersion
+                | Code::Banned
+                | Code::BadAuthenticationMethod
+        )
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;

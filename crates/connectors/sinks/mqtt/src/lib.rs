@@ -1,4 +1,5 @@
-//! The `mqtt_sink` connector: publishes each message to an MQTT broker (MQTT 3.1.1).
+//! The `mqtt_sink` connector: publishes each message to an MQTT broker (MQTT 3.1.1 or
+//! 5; with 5 the message's headers go as user properties).
 //!
 //! Each message's payload is published as is, to the topic its `topic` template names:
 //! a fixed topic, or one with `{name}` placeholders filled from the message's header
@@ -15,17 +16,21 @@
 //! it had in flight, and the next attempt connects again.
 
 mod connect;
+mod session;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytes::Bytes;
 use connector_sdk::{ConnectorContext, Error, HeaderKind, Message, MessageBatch, Sink};
-use rumqttc::{AsyncClient, ClientError, Event, EventLoop, Outgoing, Packet, QoS};
+use rumqttc::QoS;
 use serde::{Deserialize, Serialize};
 
 pub use connect::BrokerUrl;
 use connect::{Connection, TlsFiles};
+pub use session::ProtocolVersion;
+use session::{Happened, Session};
 
 /// The sink's `plugin_config`.
 ///
@@ -53,6 +58,12 @@ pub struct MqttSinkConfig {
     /// topic for new subscribers).
     #[serde(default)]
     pub retain: bool,
+    /// The MQTT version: "3.1.1" or "5". With MQTT 5 each message's headers go as user
+    /// properties (integers and booleans as text), and a broker that refuses a message
+    /// says why (not authorised, bad topic or payload: the message's own error for the
+    /// error policy; quota exceeded: retried).
+    #[serde(default)]
+    pub protocol_version: ProtocolVersion,
     /// The MQTT client id; default `iggy-connectors-<connector key>`.
     #[serde(default)]
     pub client_id: Option<String>,
@@ -286,14 +297,6 @@ fn header_text(header: &connector_sdk::Header<'_>) -> Option<String> {
     }
 }
 
-/// One connection: the client that queues requests and the event loop that does the
-/// I/O. The sink drives the event loop itself, inside `consume`, so acknowledgements
-/// are seen by the call that waits for them.
-struct Session {
-    client: AsyncClient,
-    events: EventLoop,
-}
-
 /// Publishes messages to an MQTT broker.
 pub struct MqttSink {
     config: MqttSinkConfig,
@@ -302,8 +305,9 @@ pub struct MqttSink {
     template: TopicTemplate,
     qos: QoS,
     session: Option<Session>,
-    /// Each message's topic and payload, reused between batches.
-    publishes: Vec<(String, Vec<u8>)>,
+    /// Each message's topic, payload and (MQTT 5) user properties, reused between
+    /// batches.
+    publishes: Vec<Publish>,
 }
 
 impl std::fmt::Debug for MqttSink {
@@ -316,9 +320,12 @@ impl std::fmt::Debug for MqttSink {
     }
 }
 
-/// Requests the client queues before `try_publish` says the queue is full; the event
-/// loop drains it while `consume` waits.
-const REQUEST_QUEUE: usize = 1024;
+/// One message to publish.
+struct Publish {
+    topic: String,
+    payload: Bytes,
+    user_properties: Vec<(String, String)>,
+}
 
 impl MqttSink {
     fn connection(&self) -> Connection<'_> {
@@ -339,20 +346,17 @@ impl MqttSink {
     /// The open session, connecting first (up to the CONNACK) if there is none.
     async fn session(&mut self) -> Result<&mut Session, Error> {
         if self.session.is_none() {
-            let connection = self.connection();
-            let options = connection.options().map_err(Error::invalid_config)?;
-            let network = connection.network_options();
-            let (client, mut events) = AsyncClient::new(options, REQUEST_QUEUE);
-            events.set_network_options(network);
+            let mut session = Session::new(&self.connection(), self.config.protocol_version)
+                .map_err(Error::invalid_config)?;
             loop {
-                match events.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+                match session.poll().await {
+                    Ok(Happened::Connected) => break,
                     Ok(_) => {}
-                    Err(error) => return Err(connection_error(&self.url, error)),
+                    Err(lost) => return Err(connection_error(&self.url, lost)),
                 }
             }
-            tracing::info!(host = %self.url.host, port = self.url.port, client_id = %self.client_id, "connected to the MQTT broker");
-            self.session = Some(Session { client, events });
+            tracing::info!(host = %self.url.host, port = self.url.port, client_id = %self.client_id, protocol_version = ?self.config.protocol_version, "connected to the MQTT broker");
+            self.session = Some(session);
         }
         self.session
             .as_mut()
@@ -376,17 +380,19 @@ impl MqttSink {
             let mut unacknowledged = HashSet::new();
             loop {
                 while queued < total {
-                    let (topic, payload) = &mut publishes[queued];
-                    match session.client.try_publish(
-                        topic.as_str(),
+                    let publish = &mut publishes[queued];
+                    let queue = session.try_publish(
+                        &publish.topic,
                         qos,
                         retain,
-                        std::mem::take(payload),
-                    ) {
-                        Ok(()) => queued += 1,
-                        // The queue is full: give the payload back, drain, then retry.
-                        Err(ClientError::TryRequest(rumqttc::Request::Publish(publish))) => {
-                            *payload = publish.payload.to_vec();
+                        std::mem::take(&mut publish.payload),
+                        &publish.user_properties,
+                    );
+                    match queue {
+                        Ok(None) => queued += 1,
+                        // The queue is full: keep the payload, drain, then try again.
+                        Ok(Some(payload)) => {
+                            publish.payload = payload;
                             break;
                         }
                         Err(error) => {
@@ -399,21 +405,31 @@ impl MqttSink {
                 if written == total && unacknowledged.is_empty() {
                     return Ok(());
                 }
-                match session.events.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                match session.poll().await {
+                    Ok(Happened::Written(pkid)) => {
                         written += 1;
                         if pkid != 0 {
                             unacknowledged.insert(pkid);
                         }
                     }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        unacknowledged.remove(&ack.pkid);
-                    }
-                    Ok(Event::Incoming(Packet::PubComp(complete))) => {
-                        unacknowledged.remove(&complete.pkid);
+                    Ok(Happened::Acknowledged { pkid, refused }) => {
+                        unacknowledged.remove(&pkid);
+                        if let Some(refused) = refused {
+                            let text = format!(
+                                "the MQTT broker refused a message of the batch: {}",
+                                refused.reason
+                            );
+                            // The runtime splits a batch that fails for good, which
+                            // finds the message for the error policy.
+                            return Err(if refused.permanent {
+                                Error::permanent(text)
+                            } else {
+                                Error::retryable(text)
+                            });
+                        }
                     }
                     Ok(_) => {}
-                    Err(error) => return Err(connection_error(&url, error)),
+                    Err(lost) => return Err(connection_error(&url, lost)),
                 }
             }
         };
@@ -438,9 +454,9 @@ impl MqttSink {
     }
 }
 
-fn connection_error(url: &BrokerUrl, error: rumqttc::ConnectionError) -> Error {
-    let text = format!("MQTT broker {}:{}: {error}", url.host, url.port);
-    if connect::is_refusal(&error) {
+fn connection_error(url: &BrokerUrl, lost: session::Lost) -> Error {
+    let text = format!("MQTT broker {}:{}: {}", url.host, url.port, lost.error);
+    if lost.refused {
         Error::permanent(text)
     } else {
         Error::retryable(text)
@@ -525,7 +541,18 @@ impl Sink for MqttSink {
                     batch.partition_id
                 ))
             })?;
-            self.publishes.push((topic, message.payload().to_vec()));
+            let user_properties = match self.config.protocol_version {
+                ProtocolVersion::V311 => Vec::new(),
+                ProtocolVersion::V5 => message
+                    .headers()
+                    .filter_map(|header| Some((header.key.to_owned(), header_text(&header)?)))
+                    .collect(),
+            };
+            self.publishes.push(Publish {
+                topic,
+                payload: Bytes::copy_from_slice(message.payload()),
+                user_properties,
+            });
         }
         if self.publishes.is_empty() {
             return Ok(());
@@ -539,10 +566,10 @@ impl Sink for MqttSink {
     async fn close(&mut self) -> Result<(), Error> {
         if let Some(mut session) = self.session.take() {
             // A clean DISCONNECT, so the broker drops the session at once; best effort.
-            if session.client.try_disconnect().is_ok() {
+            if session.try_disconnect() {
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    while let Ok(event) = session.events.poll().await {
-                        if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
+                    while let Ok(happened) = session.poll().await {
+                        if matches!(happened, Happened::Disconnected) {
                             break;
                         }
                     }

@@ -16,7 +16,7 @@ use config_provider::{ActiveConfigs, parse_connector_toml};
 use connector_sdk::testing::{SinkHarness, TestBatch, TestMessage};
 use connector_sdk::{ConnectorKind, ErrorKind, OwnedHeader, Schema};
 use iggy_connector_mqtt_sink::MqttSink;
-use iggy_connectors_tests::services::{Service, service_url};
+use iggy_connectors_tests::services::{Service, ServiceAddress, service_url};
 use iggy_connectors_tests::{
     eventually, eventually_showing, plugin_path, target, temp_dir, unique,
 };
@@ -69,6 +69,81 @@ async fn publishes_each_payload_to_the_topic_its_template_names() {
         ]
     );
     sink.close().await.unwrap();
+}
+
+/// With MQTT 5 the message's headers go as user properties, integers as decimals. The
+/// messages are retained, so a subscriber started afterwards (`mosquitto_sub`, which
+/// prints the properties) gets them with their properties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_publishes_headers_as_user_properties() {
+    let Some(url) = service_url(Service::Mqtt) else {
+        return;
+    };
+    let address = ServiceAddress::parse(&url).unwrap();
+    let prefix = unique("mqtt5-sink");
+    let mut sink = SinkHarness::<MqttSink>::open(serde_json::json!({
+        "client_id": unique("sink5"),
+        "url": url,
+        "topic": format!("{prefix}/{{device_id}}"),
+        "qos": 1,
+        "retain": true,
+        "protocol_version": "5",
+    }))
+    .await
+    .unwrap();
+    let batch = TestBatch::new()
+        .message(
+            TestMessage::new("on")
+                .header(OwnedHeader::string("device_id", "d1"))
+                .header(OwnedHeader::string("tenant", "acme"))
+                .header(OwnedHeader {
+                    key: "level".to_owned(),
+                    kind: connector_sdk::HeaderKind::Uint32,
+                    value: 300u32.to_le_bytes().to_vec(),
+                }),
+        )
+        .message(TestMessage::new("off").header(OwnedHeader::string("device_id", "d2")));
+    sink.consume(&batch).await.unwrap();
+    sink.close().await.unwrap();
+    let output = std::process::Command::new("mosquitto_sub")
+        .args([
+            "-V",
+            "mqttv5",
+            "-h",
+            &address.host,
+            "-p",
+            &address.port.to_string(),
+        ])
+        .args([
+            "-t",
+            &format!("{prefix}/#"),
+            "-F",
+            "%t %p %P",
+            "-C",
+            "2",
+            "-W",
+            "10",
+        ])
+        .output()
+        .expect("mosquitto_sub runs");
+    // The retained messages cleared, whatever the outcome.
+    for device in ["d1", "d2"] {
+        let _ = std::process::Command::new("mosquitto_pub")
+            .args(["-h", &address.host, "-p", &address.port.to_string()])
+            .args(["-t", &format!("{prefix}/{device}"), "-r", "-n"])
+            .output();
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            format!("{prefix}/d1 on device_id:d1 tenant:acme level:300"),
+            format!("{prefix}/d2 off device_id:d2"),
+        ],
+        "{output:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

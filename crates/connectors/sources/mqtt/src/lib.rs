@@ -329,8 +329,23 @@ async fn drive(
     reconnect_delay: Duration,
 ) {
     let mut last_error: Option<String> = None;
+    // Set once `close`'s DISCONNECT went out.
+    let mut disconnecting = false;
     loop {
-        match events.next().await {
+        let happening = events.next().await;
+        if disconnecting {
+            // Reads on until the broker closes the connection. Dropped at once, the
+            // socket would be reset over what the broker sent meanwhile, and a reset
+            // can make the broker discard the acknowledgements and the DISCONNECT
+            // still unread in its buffer (seen: it kept the session's connection and
+            // sent the acknowledged messages again). What arrives now is not
+            // acknowledged, so it comes again next time.
+            if matches!(happening, Happening::Lost { .. }) {
+                return;
+            }
+            continue;
+        }
+        match happening {
             Happening::Connected { session_present } => {
                 let number = connection.load(Ordering::Acquire);
                 tracing::info!(
@@ -362,7 +377,7 @@ async fn drive(
                 }
             }
             // `close` asked: the acknowledgements queued before it went out first.
-            Happening::Disconnected => return,
+            Happening::Disconnected => disconnecting = true,
             Happening::Other => {}
             Happening::Lost { error, refused } => {
                 // A new connection number at once, not at the next CONNACK: an

@@ -10,7 +10,7 @@ use rumqttc::v5;
 use rumqttc::{AsyncClient, EventLoop, Packet, QoS, SubscribeFilter};
 use serde::{Deserialize, Serialize};
 
-use crate::connect::{self, Connection};
+use crate::connect::{self, Connection, is_v5_refusal, v5_qos};
 
 /// The MQTT version spoken to the broker.
 #[derive(
@@ -259,36 +259,12 @@ fn refused_indexes(refused: impl Iterator<Item = bool>) -> Vec<usize> {
         .collect()
 }
 
-fn v5_qos(qos: QoS) -> v5::mqttbytes::QoS {
-    match qos {
-        QoS::AtMostOnce => v5::mqttbytes::QoS::AtMostOnce,
-        QoS::AtLeastOnce => v5::mqttbytes::QoS::AtLeastOnce,
-        QoS::ExactlyOnce => v5::mqttbytes::QoS::ExactlyOnce,
-    }
-}
-
 fn v4_qos(qos: v5::mqttbytes::QoS) -> QoS {
     match qos {
         v5::mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
         v5::mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
         v5::mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
     }
-}
-
-/// The broker refused the login in a way a retry cannot mend.
-fn is_v5_refusal(error: &v5::ConnectionError) -> bool {
-    use v5::mqttbytes::v5::ConnectReturnCode as Code;
-    matches!(
-        error,
-        v5::ConnectionError::ConnectionRefused(
-            Code::BadUserNamePassword
-                | Code::NotAuthorized
-                | Code::ClientIdentifierNotValid
-                | Code::UnsupportedProtocolVersion
-                | Code::Banned
-                | Code::BadAuthenticationMethod
-        )
-    )
 }
 
 /// The session expiry sent with MQTT 5, in seconds; `None` when `expiry` is zero (the

@@ -1,0 +1,221 @@
+//! One connection to the broker in either MQTT version: rumqttc has a client and an
+//! event loop per version, with their own packet types. The sink's delivery logic
+//! (queue every publish, wait for every acknowledgement) sees only [`Session`] and the
+//! [`Happened`] it reports.
+
+use bytes::Bytes;
+use rumqttc::v5;
+use rumqttc::{AsyncClient, ClientError, Event, EventLoop, Outgoing, Packet, QoS};
+use serde::{Deserialize, Serialize};
+
+use crate::connect::{self, Connection, is_v5_refusal, v5_qos};
+
+/// The MQTT version spoken to the broker.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
+pub enum ProtocolVersion {
+    /// MQTT 3.1.1.
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5: user properties, and acknowledgements that say why a message was
+    /// refused.
+    #[serde(rename = "5")]
+    V5,
+}
+
+/// Requests the client queues before a publish is refused as "queue full"; the event
+/// loop drains it while `consume` waits.
+const REQUEST_QUEUE: usize = 1024;
+
+/// A connection: the client that queues requests and the event loop that does the
+/// I/O, driven by the sink inside `consume`, so acknowledgements are seen by the call
+/// that waits for them.
+pub enum Session {
+    V311 {
+        client: AsyncClient,
+        events: Box<EventLoop>,
+    },
+    V5 {
+        client: v5::AsyncClient,
+        events: Box<v5::EventLoop>,
+    },
+}
+
+/// What one turn of the event loop did.
+pub enum Happened {
+    Connected,
+    /// A publish went out with this packet id (0 for QoS 0).
+    Written(u16),
+    /// The broker acknowledged a packet id; with MQTT 5, `refused` says why it did not
+    /// take the message.
+    Acknowledged {
+        pkid: u16,
+        refused: Option<Refusal>,
+    },
+    /// The requested DISCONNECT went out.
+    Disconnected,
+    Other,
+}
+
+/// An MQTT 5 acknowledgement that refuses the message.
+#[derive(Debug)]
+pub struct Refusal {
+    pub reason: String,
+    /// The message itself is the problem (not authorised, bad topic or payload): sent
+    /// again it is refused again.
+    pub permanent: bool,
+}
+
+/// The connection failed; `refused` when the broker refused the login.
+pub struct Lost {
+    pub error: String,
+    pub refused: bool,
+}
+
+impl Session {
+    /// A session for `connection`, not yet connected (the first `poll` connects).
+    pub fn new(connection: &Connection<'_>, version: ProtocolVersion) -> Result<Session, String> {
+        match version {
+            ProtocolVersion::V311 => {
+                let (client, mut events) = AsyncClient::new(connection.options()?, REQUEST_QUEUE);
+                events.set_network_options(connection.network_options());
+                Ok(Session::V311 {
+                    client,
+                    events: Box::new(events),
+                })
+            }
+            ProtocolVersion::V5 => {
+                let url = connection.url;
+                let mut options = v5::MqttOptions::new(connection.client_id, &url.host, url.port);
+                options.set_keep_alive(connection.keep_alive);
+                options.set_clean_start(connection.clean_session);
+                options.set_outgoing_inflight_upper_limit(connection.max_inflight.max(1));
+                options.set_max_packet_size(u32::try_from(connection.max_packet_size).ok());
+                if connection.username.is_some() || connection.password.is_some() {
+                    options.set_credentials(
+                        connection.username.unwrap_or_default(),
+                        connection.password.unwrap_or_default(),
+                    );
+                }
+                if let Some(transport) = connection.transport()? {
+                    options.set_transport(transport);
+                }
+                options.set_network_options(connection.network_options());
+                let (client, events) = v5::AsyncClient::new(options, REQUEST_QUEUE);
+                Ok(Session::V5 {
+                    client,
+                    events: Box::new(events),
+                })
+            }
+        }
+    }
+
+    /// Queues a publish. `Ok(None)` when queued; `Ok(Some(payload))` gives the payload
+    /// back when the queue is full (drain, then try again).
+    pub fn try_publish(
+        &self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: Bytes,
+        user_properties: &[(String, String)],
+    ) -> Result<Option<Bytes>, String> {
+        match self {
+            Session::V311 { client, .. } => match client.try_publish(topic, qos, retain, payload) {
+                Ok(()) => Ok(None),
+                Err(ClientError::TryRequest(rumqttc::Request::Publish(publish))) => {
+                    Ok(Some(publish.payload))
+                }
+                Err(error) => Err(error.to_string()),
+            },
+            Session::V5 { client, .. } => {
+                let properties = v5::mqttbytes::v5::PublishProperties {
+                    user_properties: user_properties.to_vec(),
+                    ..Default::default()
+                };
+                match client.try_publish_with_properties(
+                    topic,
+                    v5_qos(qos),
+                    retain,
+                    payload,
+                    properties,
+                ) {
+                    Ok(()) => Ok(None),
+                    Err(v5::ClientError::TryRequest(v5::Request::Publish(publish))) => {
+                        Ok(Some(publish.payload))
+                    }
+                    Err(error) => Err(error.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Turns the event loop once (connecting first when not connected).
+    pub async fn poll(&mut self) -> Result<Happened, Lost> {
+        match self {
+            Session::V311 { events, .. } => match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => Ok(Happened::Connected),
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Ok(Happened::Written(pkid)),
+                Ok(Event::Incoming(Packet::PubAck(ack))) => Ok(Happened::Acknowledged {
+                    pkid: ack.pkid,
+                    refused: None,
+                }),
+                Ok(Event::Incoming(Packet::PubComp(complete))) => Ok(Happened::Acknowledged {
+                    pkid: complete.pkid,
+                    refused: None,
+                }),
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Happened::Disconnected),
+                Ok(_) => Ok(Happened::Other),
+                Err(error) => Err(Lost {
+                    refused: connect::is_refusal(&error),
+                    error: error.to_string(),
+                }),
+            },
+            Session::V5 { events, .. } => {
+                use v5::mqttbytes::v5::{Packet as P5, PubAckReason};
+                match events.poll().await {
+                    Ok(v5::Event::Incoming(P5::ConnAck(_))) => Ok(Happened::Connected),
+                    Ok(v5::Event::Outgoing(Outgoing::Publish(pkid))) => Ok(Happened::Written(pkid)),
+                    Ok(v5::Event::Incoming(P5::PubAck(ack))) => {
+                        let refused = match ack.reason {
+                            PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
+                            reason => Some(Refusal {
+                                permanent: matches!(
+                                    reason,
+                                    PubAckReason::NotAuthorized
+                                        | PubAckReason::TopicNameInvalid
+                                        | PubAckReason::PayloadFormatInvalid
+                                ),
+                                reason: format!("{reason:?}"),
+                            }),
+                        };
+                        Ok(Happened::Acknowledged {
+                            pkid: ack.pkid,
+                            refused,
+                        })
+                    }
+                    Ok(v5::Event::Incoming(P5::PubComp(complete))) => Ok(Happened::Acknowledged {
+                        pkid: complete.pkid,
+                        refused: None,
+                    }),
+                    Ok(v5::Event::Outgoing(Outgoing::Disconnect)) => Ok(Happened::Disconnected),
+                    Ok(_) => Ok(Happened::Other),
+                    Err(error) => Err(Lost {
+                        refused: is_v5_refusal(&error),
+                        error: error.to_string(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Queues a DISCONNECT behind what is queued.
+    pub fn try_disconnect(&self) -> bool {
+        match self {
+            Session::V311 { client, .. } => client.try_disconnect().is_ok(),
+            Session::V5 { client, .. } => client.try_disconnect().is_ok(),
+        }
+    }
+}
