@@ -258,6 +258,52 @@ pub fn check(
     problems
 }
 
+/// The MQTT version spoken to the broker.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
+pub enum ProtocolVersion {
+    /// MQTT 3.1.1.
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5: user properties, reason codes, session expiry, receive maximum.
+    #[serde(rename = "5")]
+    V5,
+}
+
+impl Connection<'_> {
+    /// The client options for MQTT 5: what [`Connection::options`] sets for 3.1.1
+    /// (`clean_session` as clean start, `max_inflight` as the outgoing limit).
+    pub fn options_v5(&self) -> Result<rumqttc::v5::MqttOptions, String> {
+        let mut options =
+            rumqttc::v5::MqttOptions::new(self.client_id, &self.url.host, self.url.port);
+        options.set_keep_alive(self.keep_alive);
+        options.set_clean_start(self.clean_session);
+        options.set_outgoing_inflight_upper_limit(self.max_inflight.max(1));
+        options.set_max_packet_size(u32::try_from(self.max_packet_size).ok());
+        if self.username.is_some() || self.password.is_some() {
+            options.set_credentials(
+                self.username.unwrap_or_default(),
+                self.password.unwrap_or_default(),
+            );
+        }
+        if let Some(transport) = self.transport()? {
+            options.set_transport(transport);
+        }
+        options.set_network_options(self.network_options());
+        Ok(options)
+    }
+}
+
 /// A QoS as MQTT 5's client takes it.
 pub fn v5_qos(qos: rumqttc::QoS) -> rumqttc::v5::mqttbytes::QoS {
     use rumqttc::v5::mqttbytes::QoS as Q5;

@@ -6,24 +6,9 @@
 use bytes::Bytes;
 use rumqttc::v5;
 use rumqttc::{AsyncClient, ClientError, Event, EventLoop, Outgoing, Packet, QoS};
-use serde::{Deserialize, Serialize};
 
+pub use crate::connect::ProtocolVersion;
 use crate::connect::{self, Connection, is_v5_refusal, v5_qos};
-
-/// The MQTT version spoken to the broker.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
-)]
-pub enum ProtocolVersion {
-    /// MQTT 3.1.1.
-    #[default]
-    #[serde(rename = "3.1.1")]
-    V311,
-    /// MQTT 5: user properties, and acknowledgements that say why a message was
-    /// refused.
-    #[serde(rename = "5")]
-    V5,
-}
 
 /// Requests the client queues before a publish is refused as "queue full"; the event
 /// loop drains it while `consume` waits.
@@ -87,22 +72,7 @@ impl Session {
                 })
             }
             ProtocolVersion::V5 => {
-                let url = connection.url;
-                let mut options = v5::MqttOptions::new(connection.client_id, &url.host, url.port);
-                options.set_keep_alive(connection.keep_alive);
-                options.set_clean_start(connection.clean_session);
-                options.set_outgoing_inflight_upper_limit(connection.max_inflight.max(1));
-                options.set_max_packet_size(u32::try_from(connection.max_packet_size).ok());
-                if connection.username.is_some() || connection.password.is_some() {
-                    options.set_credentials(
-                        connection.username.unwrap_or_default(),
-                        connection.password.unwrap_or_default(),
-                    );
-                }
-                if let Some(transport) = connection.transport()? {
-                    options.set_transport(transport);
-                }
-                options.set_network_options(connection.network_options());
+                let options = connection.options_v5()?;
                 let (client, events) = v5::AsyncClient::new(options, REQUEST_QUEUE);
                 Ok(Session::V5 {
                     client,

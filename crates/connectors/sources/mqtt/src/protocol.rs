@@ -8,24 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use rumqttc::v5;
 use rumqttc::{AsyncClient, EventLoop, Packet, QoS, SubscribeFilter};
-use serde::{Deserialize, Serialize};
 
+pub use crate::connect::ProtocolVersion;
 use crate::connect::{self, Connection, is_v5_refusal, v5_qos};
-
-/// The MQTT version spoken to the broker.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
-)]
-pub enum ProtocolVersion {
-    /// MQTT 3.1.1.
-    #[default]
-    #[serde(rename = "3.1.1")]
-    V311,
-    /// MQTT 5: user properties, correlation data, session expiry, and a receive maximum
-    /// the broker keeps to.
-    #[serde(rename = "5")]
-    V5,
-}
 
 /// A message as the broker sent it, whichever the version.
 #[derive(Debug, Clone)]
@@ -100,24 +85,10 @@ pub fn connect(connection: &Connection<'_>, session: &Session) -> Result<(Client
             Ok((Client::V311(client), Events::V311(Box::new(events))))
         }
         ProtocolVersion::V5 => {
-            let url = connection.url;
-            let mut options = v5::MqttOptions::new(connection.client_id, &url.host, url.port);
-            options.set_keep_alive(connection.keep_alive);
-            options.set_clean_start(connection.clean_session);
+            let mut options = connection.options_v5()?;
             options.set_session_expiry_interval(session.session_expiry);
             options.set_receive_maximum(Some(session.receive_maximum.max(1)));
-            options.set_max_packet_size(u32::try_from(connection.max_packet_size).ok());
-            if connection.username.is_some() || connection.password.is_some() {
-                options.set_credentials(
-                    connection.username.unwrap_or_default(),
-                    connection.password.unwrap_or_default(),
-                );
-            }
-            if let Some(transport) = connection.transport()? {
-                options.set_transport(transport);
-            }
             options.set_manual_acks(true);
-            options.set_network_options(connection.network_options());
             let (client, events) = v5::AsyncClient::new(options, session.requests);
             Ok((Client::V5(client), Events::V5(Box::new(events))))
         }
