@@ -97,6 +97,16 @@ async fn open_with(
         .unwrap()
 }
 
+/// Ends the persistent session of `client_id` (a clean-session connection under its id),
+/// so that the shared broker does not keep the test's session for ever.
+fn end_session(url: &str, client_id: &str) {
+    let address = ServiceAddress::parse(url).unwrap();
+    let _ = std::process::Command::new("mosquitto_sub")
+        .args(["-h", &address.host, "-p", &address.port.to_string()])
+        .args(["-i", client_id, "-t", "end/session", "-E"])
+        .output();
+}
+
 /// Publishes one message with `mosquitto_pub` and MQTT 5 (QoS 1), with `properties`
 /// (`-D publish <name> <value...>` each, e.g. `["user-property", "k", "v"]`).
 fn publish_v5(url: &str, topic: &str, payload: &str, properties: &[&[&str]]) {
@@ -140,7 +150,8 @@ async fn messages_arrive_with_their_topic_qos_and_retain_headers() {
         return;
     };
     let prefix = unique("mqtt-source");
-    let mut source = subscribed_source(&url, &prefix, &unique("src")).await;
+    let client_id = unique("src");
+    let mut source = subscribed_source(&url, &prefix, &client_id).await;
     publish(
         &url,
         &format!("{prefix}/a/1"),
@@ -172,6 +183,7 @@ async fn messages_arrive_with_their_topic_qos_and_retain_headers() {
         assert_eq!(retain.value, vec![0]);
     }
     source.close().await.unwrap();
+    end_session(&url, &client_id);
 }
 
 /// The broker is acknowledged only for accepted batches: what was polled and not
@@ -219,6 +231,7 @@ async fn only_accepted_batches_are_acknowledged(extra: serde_json::Value) {
     let (next, _) = collect(&mut source, &prefix, 1).await;
     assert_eq!(texts(&next), vec![b"new".to_vec()]);
     source.close().await.unwrap();
+    end_session(&url, &client_id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +240,8 @@ async fn a_rejected_batch_is_produced_again_before_anything_newer() {
         return;
     };
     let prefix = unique("mqtt-source-reject");
-    let mut source = subscribed_source(&url, &prefix, &unique("src-rej")).await;
+    let client_id = unique("src-rej");
+    let mut source = subscribed_source(&url, &prefix, &client_id).await;
     publish(&url, &format!("{prefix}/data"), &["r1", "r2"], false).await;
     let (first, batches) = collect(&mut source, &prefix, 2).await;
     for _ in 0..batches {
@@ -245,6 +259,7 @@ async fn a_rejected_batch_is_produced_again_before_anything_newer() {
     );
     assert_eq!(payloads[2], b"r3".to_vec());
     source.close().await.unwrap();
+    end_session(&url, &client_id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,7 +272,8 @@ async fn mqtt5_user_properties_become_headers_and_correlation_data_the_message_i
         "protocol_version": "5",
         "message_id_from_correlation_data": true,
     });
-    let mut source = subscribed_source_with(&url, &prefix, &unique("src5"), extra).await;
+    let client_id = unique("src5");
+    let mut source = subscribed_source_with(&url, &prefix, &client_id, extra).await;
     let topic = format!("{prefix}/data");
     publish_v5(
         &url,
@@ -291,6 +307,7 @@ async fn mqtt5_user_properties_become_headers_and_correlation_data_the_message_i
         "properties are the message's own"
     );
     source.close().await.unwrap();
+    end_session(&url, &client_id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,7 +317,8 @@ async fn a_json_field_becomes_the_message_id() {
     };
     let prefix = unique("mqtt-source-id");
     let extra = serde_json::json!({"message_id_field": "event_id"});
-    let mut source = subscribed_source_with(&url, &prefix, &unique("src-id"), extra).await;
+    let client_id = unique("src-id");
+    let mut source = subscribed_source_with(&url, &prefix, &client_id, extra).await;
     publish(
         &url,
         &format!("{prefix}/data"),
@@ -317,6 +335,7 @@ async fn a_json_field_becomes_the_message_id() {
     let ids: Vec<Option<u128>> = messages.iter().map(|m| m.id).collect();
     assert_eq!(ids, [Some(7), Some(10), None, None]);
     source.close().await.unwrap();
+    end_session(&url, &client_id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
