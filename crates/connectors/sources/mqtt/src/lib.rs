@@ -131,6 +131,7 @@ pub struct MqttSourceConfig {
     /// Start a new session on every connection: what arrived while the connector was
     /// away, and what was not acknowledged, is dropped by the broker. Off by default
     /// (a persistent session), which is what makes QoS 1/2 lossless across restarts.
+    /// With MQTT 5 it also ends the session with the connection (`session_expiry` 0).
     #[serde(default)]
     pub clean_session: bool,
     /// User name, if the broker asks for one.
@@ -590,8 +591,15 @@ impl Source for MqttSource {
         };
         let session = Session {
             version: config.protocol_version,
-            session_expiry: protocol::session_expiry_seconds(config.session_expiry)
-                .map_err(Error::invalid_config)?,
+            // A clean session is one that ends with its connection, in MQTT 5 terms
+            // too: else the broker would keep (and queue for) a session no connection
+            // resumes.
+            session_expiry: if config.clean_session {
+                None
+            } else {
+                protocol::session_expiry_seconds(config.session_expiry)
+                    .map_err(Error::invalid_config)?
+            },
             receive_maximum: config.receive_maximum,
             // Room for the acknowledgements of every batch that may be unsettled, so
             // that handing them over rarely waits (see `acks`).
