@@ -360,6 +360,7 @@ fn render_upstream(out: &mut String, statuses: &[ConnectorStatus]) {
             let mut cumulative = 0;
             for (bound, count) in STAGE_BUCKETS.iter().zip(histogram.buckets) {
                 cumulative += count;
+                let bound = upstream_float(*bound);
                 let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
             }
             let _ = writeln!(
@@ -367,10 +368,52 @@ fn render_upstream(out: &mut String, statuses: &[ConnectorStatus]) {
                 "{name}_bucket{{{labels},le=\"+Inf\"}} {}",
                 histogram.count
             );
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", histogram.sum_seconds);
+            let sum = upstream_float(histogram.sum_seconds);
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
             let _ = writeln!(out, "{name}_count{{{labels}}} {}", histogram.count);
         }
     }
+}
+
+/// A float as upstream's `prometheus-client` writes it (the `dtoa` crate's shortest
+/// form): a whole number keeps a `.0` (`le="1.0"`, where Rust writes `1`), and an
+/// exponent is used below 1e-6 and from 1e21. A dashboard may select `le` by its text.
+fn upstream_float(value: f64) -> String {
+    if !value.is_finite() {
+        return format!("{value}");
+    }
+    if value == 0.0 {
+        return if value.is_sign_negative() {
+            "-0.0"
+        } else {
+            "0.0"
+        }
+        .to_owned();
+    }
+    // The shortest digits and the decimal exponent, from Rust's own shortest form.
+    let scientific = format!("{:e}", value.abs());
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let (length, point) = (digits.len() as i32, exponent + 1);
+    let sign = if value < 0.0 { "-" } else { "" };
+    let text = if length <= point && point <= 21 {
+        format!("{digits}{}.0", "0".repeat((point - length) as usize))
+    } else if 0 < point && point <= 21 {
+        let (whole, fraction) = digits.split_at(point as usize);
+        format!("{whole}.{fraction}")
+    } else if -6 < point && point <= 0 {
+        format!("0.{}{digits}", "0".repeat((-point) as usize))
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let rest = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        format!("{first}{rest}e{exponent}")
+    };
+    format!("{sign}{text}")
 }
 
 #[cfg(test)]
@@ -668,13 +711,35 @@ mod tests {
     }
 
     #[test]
+    fn floats_are_written_as_upstreams_prometheus_client_writes_them() {
+        for (value, text) in [
+            (1.0, "1.0"),
+            (5.0, "5.0"),
+            (0.5, "0.5"),
+            (2.5, "2.5"),
+            (123.456, "123.456"),
+            (0.00005, "0.00005"),
+            (0.000001, "0.000001"),
+            (1e-7, "1e-7"),
+            (1.5e-7, "1.5e-7"),
+            (12_340_000_000.0, "12340000000.0"),
+            (1e20, "100000000000000000000.0"),
+            (1e21, "1e21"),
+            (-1.5, "-1.5"),
+            (0.0, "0.0"),
+        ] {
+            assert_eq!(upstream_float(value), text, "{value:e}");
+        }
+    }
+
+    #[test]
     fn upstream_stage_histogram_has_each_kinds_stages_in_upstreams_buckets() {
         use crate::status::{BatchStages, StatusCell};
         let name = "iggy_connector_stage_duration_seconds";
         // Upstream's bounds, as rendered: a dashboard may select `le` by its text.
         let bounds = [
             "0.00005", "0.0001", "0.00025", "0.0005", "0.001", "0.005", "0.01", "0.05", "0.1",
-            "0.25", "0.5", "1", "5", "+Inf",
+            "0.25", "0.5", "1.0", "5.0", "+Inf",
         ];
         let source = StatusCell::new(ConnectorKind::Source, "src", 1);
         let mut stages = BatchStages::default();
