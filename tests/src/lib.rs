@@ -13,6 +13,7 @@ use plugin_host::{BatchSource, MessageMeta, SinkBatch, SinkBatchBuilder};
 
 pub use iggy_test_server::{WAIT_LIMIT, eventually, eventually_showing, target, unique};
 
+pub mod postgres_cluster;
 pub mod services;
 
 // Linked so that cargo builds every plugin library before the tests run: the test

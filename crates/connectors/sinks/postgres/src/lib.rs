@@ -11,6 +11,9 @@
 //! - a batch delivered twice (after a crash, a retry, a rebalance) leaves one row per
 //!   message id (or per key);
 //! - a batch is all written or not at all;
+//! - with `delete_on_tombstone` (upsert only), a message with an empty or `null`
+//!   payload deletes its key's row, in the same statement: per key, the batch's latest
+//!   message decides whether the row is written or deleted;
 //! - COPY is one round trip for the whole batch, where upstream sends a multi-row
 //!   INSERT of `batch_size` rows at a time (see `benches/postgres_sink.rs`).
 //!
@@ -25,7 +28,7 @@
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use connector_sdk::{ConnectorContext, Error, MessageBatch, Sink};
+use connector_sdk::{ConnectorContext, Error, Header, HeaderKind, Message, MessageBatch, Sink};
 use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, Statement};
@@ -115,6 +118,14 @@ pub struct PostgresSinkConfig {
     /// is NULL; a value that does not convert is an error for the `error_policy`.
     #[serde(default)]
     pub columns: Vec<ColumnMapping>,
+    /// With `insert_mode = "upsert"`: a tombstone (a message whose payload is empty or
+    /// JSON `null`) deletes the row of its key instead of writing one. The key comes
+    /// from the message: `id` is the message id, a metadata column its metadata, and a
+    /// mapped column (`columns`) the header named as the column (a string or integer
+    /// header; a tombstone without it is an error for the `error_policy`). Within a
+    /// batch the latest message per key wins, a tombstone included.
+    #[serde(default)]
+    pub delete_on_tombstone: bool,
 }
 
 /// One column filled from a field of the JSON payload.
@@ -312,6 +323,22 @@ impl Sink for PostgresSink {
             problems.push(
                 "plugin_config.key_columns: only used with insert_mode = \"upsert\"".to_owned(),
             );
+        }
+        if config.delete_on_tombstone {
+            if config.insert_mode != InsertMode::Upsert {
+                problems.push(
+                    "plugin_config.delete_on_tombstone: only meaningful with insert_mode = \
+                     \"upsert\" (a tombstone deletes the row of its key_columns)"
+                        .to_owned(),
+                );
+            }
+            if config.key_columns.iter().any(|key| key == "payload") {
+                problems.push(
+                    "plugin_config.delete_on_tombstone: the key cannot be the payload, which a \
+                     tombstone does not have"
+                        .to_owned(),
+                );
+            }
         }
         let known: Vec<&str> = row_columns(config).iter().map(|(name, _)| *name).collect();
         for key in &config.key_columns {
@@ -643,8 +670,8 @@ impl Sql {
             "JSONB"
         };
         let create_stage = format!(
-            "CREATE TEMP TABLE IF NOT EXISTS iggy_sink_stage ({STAGE_COLUMNS} {stage_payload}) \
-             ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS iggy_sink_stage ({STAGE_COLUMNS} {stage_payload}, \
+             iggy_sink_tombstone boolean) ON COMMIT DELETE ROWS"
         );
         let copy = format!("COPY {STAGE} FROM STDIN (FORMAT binary)");
         let copy_direct = format!("COPY {table} ({name_list}) FROM STDIN (FORMAT binary)");
@@ -673,6 +700,32 @@ impl Sql {
                 } else {
                     format!("DO UPDATE SET {}", updates.join(", "))
                 };
+                if config.delete_on_tombstone {
+                    // The latest message per key decides: a tombstone deletes the
+                    // row, anything else writes it; one statement, one snapshot.
+                    let matches: Vec<String> = keys
+                        .iter()
+                        .map(|key| format!("target.{key} = latest.{key}"))
+                        .collect();
+                    return Sql {
+                        create_table,
+                        create_stage,
+                        copy,
+                        copy_direct,
+                        insert: format!(
+                            "WITH latest AS (SELECT DISTINCT ON ({keys}) {exprs}, \
+                             iggy_sink_tombstone, iggy_offset AS iggy_sink_order FROM {STAGE} \
+                             ORDER BY {keys}, iggy_sink_order DESC), \
+                             deleted AS (DELETE FROM {table} AS target USING latest \
+                             WHERE latest.iggy_sink_tombstone AND {matches}) \
+                             INSERT INTO {table} ({name_list}) SELECT {name_list} FROM latest \
+                             WHERE NOT latest.iggy_sink_tombstone ON CONFLICT ({keys}) {action}",
+                            keys = keys.join(", "),
+                            exprs = expressions.join(", "),
+                            matches = matches.join(" AND "),
+                        ),
+                    };
+                }
                 format!(
                     "INSERT INTO {table} ({name_list}) SELECT {name_list} FROM (\
                      SELECT DISTINCT ON ({keys}) {exprs}, iggy_offset AS iggy_sink_order \
@@ -729,7 +782,7 @@ fn encode_rows(
     out.put_i32(0); // header extension length
     let as_json = !config.columns.is_empty() || config.payload_format == PayloadFormat::Json;
     let (fields, metadata, checksum, origin) = match layout {
-        Layout::Stage => (9, true, true, true),
+        Layout::Stage => (10, true, true, true),
         Layout::Direct => (
             2 + 5 * i16::from(config.include_metadata)
                 + i16::from(config.include_checksum)
@@ -741,7 +794,17 @@ fn encode_rows(
     };
     for message in batch.messages {
         let payload = message.payload();
-        if as_json {
+        let tombstone = config.delete_on_tombstone && is_tombstone(payload);
+        // A tombstone's staged payload: the mapped key columns' values, from its
+        // headers, where the key expressions read them (else NULL).
+        let key_payload = if tombstone && !config.columns.is_empty() {
+            Some(tombstone_keys(config, message)?)
+        } else {
+            None
+        };
+        if tombstone {
+            // Its payload is not written, so not checked.
+        } else if as_json {
             check_json(payload).map_err(|why| {
                 format!("offset {}: payload is not JSON: {why}", message.offset())
             })?;
@@ -775,7 +838,10 @@ fn encode_rows(
         if origin {
             put_timestamp(&mut out, message.origin_timestamp());
         }
-        if as_json {
+        if tombstone && key_payload.is_none() {
+            out.put_i32(-1); // NULL
+        } else if as_json {
+            let payload = key_payload.as_deref().unwrap_or(payload);
             // JSONB's binary form: version 1, then the text.
             out.put_i32(payload.len() as i32 + 1);
             out.put_u8(1);
@@ -783,9 +849,111 @@ fn encode_rows(
         } else {
             put_field(&mut out, payload);
         }
+        if layout == Layout::Stage {
+            out.put_i32(1);
+            out.put_u8(u8::from(tombstone));
+        }
     }
     out.put_i16(-1);
     Ok(out.freeze())
+}
+
+/// Whether `payload` is a tombstone: empty, or JSON `null`.
+fn is_tombstone(payload: &[u8]) -> bool {
+    payload.trim_ascii().is_empty() || payload.trim_ascii() == b"null"
+}
+
+/// A tombstone's key values as the JSON object the mapped key columns' expressions
+/// read: each key column's field path holds the value of the header named as the
+/// column. An error names the offset and the header that is missing or unusable.
+fn tombstone_keys(config: &PostgresSinkConfig, message: &Message<'_>) -> Result<Vec<u8>, String> {
+    let mut object = serde_json::Map::new();
+    for key in &config.key_columns {
+        let Some(mapping) = config.columns.iter().find(|mapping| &mapping.column == key) else {
+            continue; // `id` or a metadata column: staged from the message itself
+        };
+        let header = message.header(key).ok_or_else(|| {
+            format!(
+                "offset {}: a tombstone without the header {key:?}, the value of key column \
+                 {key:?}",
+                message.offset()
+            )
+        })?;
+        let value = header_value(&header).ok_or_else(|| {
+            format!(
+                "offset {}: header {key:?} of a tombstone is not a string or an integer",
+                message.offset()
+            )
+        })?;
+        // Nest the value at the field's dotted path.
+        let mut parts: Vec<&str> = mapping.field.split('.').collect();
+        let last = parts.pop().unwrap_or_default();
+        let mut at = &mut object;
+        for part in parts {
+            let entry = at
+                .entry(part.to_owned())
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            if !entry.is_object() {
+                *entry = serde_json::Value::Object(serde_json::Map::new());
+            }
+            let serde_json::Value::Object(inner) = entry else {
+                return Err(format!(
+                    "offset {}: no object at {part:?}",
+                    message.offset()
+                ));
+            };
+            at = inner;
+        }
+        at.insert(last.to_owned(), value);
+    }
+    serde_json::to_vec(&object).map_err(|error| format!("offset {}: {error}", message.offset()))
+}
+
+/// A header's value as JSON, for the kinds a key can be: strings (and UTF-8 raw
+/// bytes) and integers (Iggy encodes them little-endian).
+fn header_value(header: &Header<'_>) -> Option<serde_json::Value> {
+    let bytes = header.value;
+    let kind = HeaderKind::from_code(header.kind)?;
+    let le = |n: usize| -> Option<[u8; 16]> {
+        let mut out = [0_u8; 16];
+        out.get_mut(..n)?.copy_from_slice(bytes.get(..n)?);
+        (bytes.len() == n).then_some(out)
+    };
+    let signed = |n: usize| -> Option<serde_json::Value> {
+        let raw = le(n)?;
+        // Sign-extend from the top byte given.
+        let fill = if raw[n - 1] & 0x80 != 0 { 0xFF } else { 0 };
+        let mut full = [fill; 16];
+        full[..n].copy_from_slice(&raw[..n]);
+        let value = i128::from_le_bytes(full);
+        Some(match i64::try_from(value) {
+            Ok(small) => serde_json::Value::from(small),
+            Err(_) => serde_json::Value::String(value.to_string()),
+        })
+    };
+    let unsigned = |n: usize| -> Option<serde_json::Value> {
+        let value = u128::from_le_bytes(le(n)?);
+        Some(match u64::try_from(value) {
+            Ok(small) => serde_json::Value::from(small),
+            Err(_) => serde_json::Value::String(value.to_string()),
+        })
+    };
+    match kind {
+        HeaderKind::String | HeaderKind::Raw => std::str::from_utf8(bytes)
+            .ok()
+            .map(|text| serde_json::Value::String(text.to_owned())),
+        HeaderKind::Int8 => signed(1),
+        HeaderKind::Int16 => signed(2),
+        HeaderKind::Int32 => signed(4),
+        HeaderKind::Int64 => signed(8),
+        HeaderKind::Int128 => signed(16),
+        HeaderKind::Uint8 => unsigned(1),
+        HeaderKind::Uint16 => unsigned(2),
+        HeaderKind::Uint32 => unsigned(4),
+        HeaderKind::Uint64 => unsigned(8),
+        HeaderKind::Uint128 => unsigned(16),
+        HeaderKind::Bool | HeaderKind::Float32 | HeaderKind::Float64 => None,
+    }
 }
 
 /// `value` as a binary NUMERIC: base-10000 digits, most significant first.

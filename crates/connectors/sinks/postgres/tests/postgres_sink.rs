@@ -435,3 +435,167 @@ async fn a_table_with_other_column_types_is_written_through_the_staging_table() 
         .await
         .unwrap();
 }
+
+/// `delete_on_tombstone` with upsert on a key from the payload: a message with an
+/// empty or `null` payload deletes the row whose key its header gives (a string or an
+/// integer header named as the key column); within a batch the latest message per key
+/// wins, so a row written after its tombstone stays and one deleted after its write
+/// goes.
+#[tokio::test]
+async fn tombstones_delete_the_row_of_their_key_when_asked() {
+    use connector_sdk::{HeaderKind, OwnedHeader};
+    let Some((url, db)) = database().await else {
+        return;
+    };
+    let table = table("sink_tombstone");
+    let mut sink = SinkHarness::<PostgresSink>::open(sink_config(
+        &url,
+        &table,
+        json!({
+            "insert_mode": "upsert",
+            "key_columns": ["user_id"],
+            "delete_on_tombstone": true,
+            "include_metadata": false,
+            "columns": [
+                { "field": "user.id", "column": "user_id", "type": "bigint" },
+                { "field": "user.name", "column": "name" },
+            ],
+        }),
+    ))
+    .await
+    .unwrap();
+    let user =
+        |id: u64, name: &str| TestMessage::json(json!({ "user": { "id": id, "name": name } }));
+    let rows = || async {
+        db.query(
+            &format!("SELECT user_id, name FROM \"{table}\" ORDER BY user_id"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get::<_, i64>(0), row.get::<_, String>(1)))
+        .collect::<Vec<_>>()
+    };
+    let first = TestBatch::new()
+        .messages([user(1, "ann"), user(2, "bob"), user(3, "cy")])
+        .first_offset(0);
+    sink.consume(&first).await.unwrap();
+    assert_eq!(rows().await.len(), 3);
+
+    let int_header = |value: i64| OwnedHeader {
+        key: "user_id".to_owned(),
+        kind: HeaderKind::Int64,
+        value: value.to_le_bytes().to_vec(),
+    };
+    let second = TestBatch::new()
+        .messages([
+            // Deletes 1 (a string header), and 2 (a `null` payload, an integer header).
+            TestMessage::new("").header(OwnedHeader::string("user_id", "1")),
+            TestMessage::new("null").header(int_header(2)),
+            // 3 deleted, then written again: the write is the latest, it stays.
+            TestMessage::new("").header(int_header(3)),
+            user(3, "cara"),
+            // 4 written, then deleted: the tombstone is the latest, it goes.
+            user(4, "dan"),
+            TestMessage::new("").header(int_header(4)),
+        ])
+        .first_offset(3);
+    sink.consume(&second).await.unwrap();
+    assert_eq!(rows().await, [(3, "cara".to_owned())]);
+    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
+        .await
+        .unwrap();
+}
+
+/// Keyed by the message id (no key columns): a tombstone deletes the row of its own
+/// id, which a producer sets to the entity's.
+#[tokio::test]
+async fn a_tombstone_deletes_the_row_of_its_message_id_by_default() {
+    let Some((url, db)) = database().await else {
+        return;
+    };
+    let table = table("sink_tombstone_id");
+    let mut sink = SinkHarness::<PostgresSink>::open(sink_config(
+        &url,
+        &table,
+        json!({ "insert_mode": "upsert", "delete_on_tombstone": true, "payload_format": "json" }),
+    ))
+    .await
+    .unwrap();
+    let batch = TestBatch::new()
+        .messages([
+            TestMessage::json(json!({ "v": 1 })).id(7),
+            TestMessage::json(json!({ "v": 2 })).id(8),
+        ])
+        .first_offset(0);
+    sink.consume(&batch).await.unwrap();
+    let tombstone = TestBatch::new()
+        .message(TestMessage::new("").id(7))
+        .first_offset(2);
+    sink.consume(&tombstone).await.unwrap();
+    let left = count(&db, &format!("SELECT count(*) FROM \"{table}\"")).await;
+    let kept = count(
+        &db,
+        &format!("SELECT count(*) FROM \"{table}\" WHERE id = 8"),
+    )
+    .await;
+    assert_eq!((left, kept), (1, 1));
+    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
+        .await
+        .unwrap();
+}
+
+/// A tombstone that does not say its key (no header for a mapped key column) is a
+/// permanent error naming its offset, for the connector's `error_policy`; nothing of
+/// the batch is written.
+#[tokio::test]
+async fn a_tombstone_without_its_key_is_a_permanent_error_naming_its_offset() {
+    let Some((url, db)) = database().await else {
+        return;
+    };
+    let table = table("sink_tombstone_nokey");
+    let mut sink = SinkHarness::<PostgresSink>::open(sink_config(
+        &url,
+        &table,
+        json!({
+            "insert_mode": "upsert",
+            "key_columns": ["user_id"],
+            "delete_on_tombstone": true,
+            "columns": [{ "field": "id", "column": "user_id", "type": "bigint" }],
+        }),
+    ))
+    .await
+    .unwrap();
+    let batch = TestBatch::new().messages([
+        TestMessage::json(json!({ "id": 1 })).offset(10),
+        TestMessage::new("").offset(11),
+    ]);
+    let error = sink.consume(&batch).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Permanent);
+    assert!(error.message().contains("offset 11"), "{error}");
+    assert!(error.message().contains("\"user_id\""), "{error}");
+    assert_eq!(
+        count(&db, &format!("SELECT count(*) FROM \"{table}\"")).await,
+        0
+    );
+    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
+        .await
+        .unwrap();
+}
+
+/// `delete_on_tombstone` needs upsert (a key to delete by), and the check says so.
+#[test]
+fn delete_on_tombstone_is_refused_without_upsert() {
+    let problems = SinkHarness::<PostgresSink>::validate(sink_config(
+        "postgres://u@h/db",
+        "t",
+        json!({ "delete_on_tombstone": true }),
+    ));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("plugin_config.delete_on_tombstone:")
+            && problems[0].contains("insert_mode = \"upsert\""),
+        "{problems:?}"
+    );
+}
