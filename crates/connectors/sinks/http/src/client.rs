@@ -1,6 +1,11 @@
 //! The pooled HTTP client: hyper-util's legacy `Client` (keep-alive, a pool of idle
 //! connections per host) over a connector that opens TCP and, for `https`, wraps it
 //! with tokio-rustls.
+//!
+//! Over TLS the handshake offers `h2` and `http/1.1` by ALPN: a server that picks `h2`
+//! gets HTTP/2 (one connection per host, requests multiplexed on it), any other
+//! HTTP/1.1 with keep-alive. `http2_prior_knowledge` speaks HTTP/2 without asking
+//! (h2c for `http://`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,6 +30,9 @@ use tokio_rustls::rustls::{self, DigitallySignedStruct, SignatureScheme};
 
 use crate::config::HttpSinkConfig;
 
+/// The ALPN name of HTTP/2 over TLS.
+const ALPN_H2: &[u8] = b"h2";
+
 /// The client type the sink uses.
 pub type HttpClient = Client<Connector, Full<Bytes>>;
 
@@ -38,7 +46,7 @@ pub fn build(config: &HttpSinkConfig) -> Result<HttpClient, String> {
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|error| format!("cannot set up TLS: {error}"))?;
-    let tls = if config.tls_danger_accept_invalid_certs {
+    let mut tls = if config.tls_danger_accept_invalid_certs {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnything {
@@ -73,12 +81,16 @@ pub fn build(config: &HttpSinkConfig) -> Result<HttpClient, String> {
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
+    // Preferred first: the server chooses, and one that knows only HTTP/1.1 (or no
+    // ALPN at all) is served as before.
+    tls.alpn_protocols = vec![ALPN_H2.to_vec(), b"http/1.1".to_vec()];
     let connector = Connector {
         tls: TlsConnector::from(Arc::new(tls)),
     };
     Ok(Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(config.max_connections)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .http2_only(config.http2_prior_knowledge)
         .build(connector))
 }
 
@@ -140,7 +152,15 @@ impl tower_service::Service<Uri> for Connector {
 
 impl Connection for Stream {
     fn connected(&self) -> Connected {
-        Connected::new()
+        match self {
+            Stream::Plain(_) => Connected::new(),
+            // What the server chose in the handshake decides the protocol: the pool
+            // then shares this one connection among requests instead of opening more.
+            Stream::Tls(io) if io.inner().get_ref().1.alpn_protocol() == Some(ALPN_H2) => {
+                Connected::new().negotiated_h2()
+            }
+            Stream::Tls(_) => Connected::new(),
+        }
     }
 }
 

@@ -164,6 +164,12 @@ pub struct HttpSinkConfig {
     /// (a private CA).
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// Speak HTTP/2 from the first byte, without negotiating it (not upstream's):
+    /// h2c for `http://` endpoints that take it; an `https://` endpoint must then
+    /// choose `h2`. Without it, HTTP/2 is used when a TLS server offers it by ALPN, and
+    /// HTTP/1.1 otherwise.
+    #[serde(default)]
+    pub http2_prior_knowledge: bool,
     /// Idle connections kept open for reuse per host.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,

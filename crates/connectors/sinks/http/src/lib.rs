@@ -26,7 +26,9 @@
 //! - `tls_ca_file` (not upstream's) trusts a private CA instead of the public roots.
 //!
 //! Connections come from hyper-util's pool (keep-alive, `max_connections` idle ones per
-//! host), over rustls for `https`; HTTP/1.1 only.
+//! host), over rustls for `https`. HTTP/2 when a TLS server offers it by ALPN (one
+//! connection per host, multiplexed), or from the first byte with
+//! `http2_prior_knowledge` (h2c); HTTP/1.1 otherwise.
 //!
 //! `consume` returns only once every request of the batch was answered with success,
 //! so a batch the runtime commits was accepted by the endpoint. Requests of a batch go
@@ -181,6 +183,7 @@ impl HttpSink {
         let exchange = async {
             let response = self.client.request(request).await?;
             let status = response.status();
+            let version = response.version();
             let retry_after = response
                 .headers()
                 .get(RETRY_AFTER)
@@ -188,9 +191,9 @@ impl HttpSink {
                 .and_then(parse_retry_after);
             // Read the answer to its end: a connection goes back to the pool only then.
             let body = response.into_body().collect().await?.to_bytes();
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, retry_after, body))
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, version, retry_after, body))
         };
-        let (status, retry_after, body) =
+        let (status, version, retry_after, body) =
             match tokio::time::timeout(self.config.timeout, exchange).await {
                 Err(_) => {
                     return Attempt::Transient {
@@ -210,7 +213,7 @@ impl HttpSink {
                 Ok(Ok(answer)) => answer,
             };
         if self.config.verbose_logging {
-            tracing::debug!(connector = %self.key, status = status.as_u16(), bytes = body.len(), "answered");
+            tracing::debug!(connector = %self.key, status = status.as_u16(), version = ?version, bytes = body.len(), "answered");
         }
         if self.config.success_status_codes.contains(&status.as_u16()) {
             return Attempt::Delivered;

@@ -542,6 +542,8 @@ async fn https_is_verified_against_the_configured_ca() {
     trusting.consume(&two_json_messages()).await.unwrap();
     assert_eq!(receiver.requests().len(), 1);
     assert_eq!(receiver.requests()[0].text().lines().count(), 2);
+    // A server that offers no ALPN protocol is spoken to as before.
+    assert_eq!(receiver.requests()[0].version, "HTTP/1.1");
 
     // The public roots do not know the test CA: refused, as a transient error (a
     // certificate can be fixed without losing the batch).
@@ -561,6 +563,95 @@ async fn https_is_verified_against_the_configured_ca() {
     .unwrap();
     careless.consume(&two_json_messages()).await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A receiver over TLS with a certificate for `localhost` signed by a CA of the
+/// test's own (rcgen), offering `h2` and `http/1.1` by ALPN when `offer_h2`; and the
+/// CA's PEM file, in `dir`.
+async fn tls_receiver(dir: &std::path::Path, offer_h2: bool) -> (Receiver, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use tokio_rustls::rustls;
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+    if offer_h2 {
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let receiver = Receiver::start_with(Some(acceptor), true, |_, _| Reply::ok()).await;
+    (receiver, ca_file)
+}
+
+/// A TLS server that offers `h2` by ALPN is spoken to in HTTP/2 (the receiver records
+/// the version hyper's server saw), with the same bodies and headers as over HTTP/1.1;
+/// one that offers only `http/1.1` keeps HTTP/1.1.
+#[tokio::test]
+async fn https_speaks_http2_when_the_server_offers_it() {
+    let dir = std::env::temp_dir().join(format!("http-sink-h2-{}", std::process::id()));
+    for (offer_h2, expected) in [(true, "HTTP/2.0"), (false, "HTTP/1.1")] {
+        let (receiver, ca_file) = tls_receiver(&dir.join(expected), offer_h2).await;
+        let url = format!("https://localhost:{}/h2", receiver.address.port());
+        let mut sink = SinkHarness::<HttpSink>::open(config(
+            &url,
+            json!({"tls_ca_file": ca_file, "batch_mode": "ndjson", "headers": {"x-tenant": "t1"}}),
+        ))
+        .await
+        .unwrap();
+        for _ in 0..3 {
+            sink.consume(&two_json_messages()).await.unwrap();
+        }
+        let requests = receiver.requests();
+        assert_eq!(requests.len(), 3);
+        for request in &requests {
+            assert_eq!(request.version, expected);
+            assert_eq!(request.path, "/h2");
+            assert_eq!(request.header("x-tenant"), Some("t1"));
+            assert_eq!(request.header("content-type"), Some("application/x-ndjson"));
+            assert_eq!(request.text().lines().count(), 2);
+        }
+        sink.close().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `http2_prior_knowledge` speaks HTTP/2 to a plain `http://` endpoint (h2c) from the
+/// first byte; without it, plain HTTP stays HTTP/1.1.
+#[tokio::test]
+async fn http2_prior_knowledge_speaks_h2c() {
+    for (prior_knowledge, expected) in [(true, "HTTP/2.0"), (false, "HTTP/1.1")] {
+        let receiver = Receiver::start().await;
+        let mut sink = SinkHarness::<HttpSink>::open(config(
+            &receiver.url("/h2c"),
+            json!({"http2_prior_knowledge": prior_knowledge}),
+        ))
+        .await
+        .unwrap();
+        sink.consume(&two_json_messages()).await.unwrap();
+        let requests = receiver.requests();
+        assert_eq!(requests.len(), 2, "individual: one request per message");
+        assert!(
+            requests.iter().all(|request| request.version == expected),
+            "{requests:?}"
+        );
+        sink.close().await.unwrap();
+    }
 }
 
 #[tokio::test]

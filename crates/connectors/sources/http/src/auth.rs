@@ -120,11 +120,14 @@ pub(crate) fn tls_acceptor(
         )
     })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|error| format!("cannot set up TLS: {error}"))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|error| format!("plugin_config.tls_cert_file: {error}"))?;
+    // Offered in the client's order of preference: HTTP/2 to a client that asks for it,
+    // HTTP/1.1 to the others (the server serves whichever the connection speaks).
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
 }

@@ -15,6 +15,8 @@
 //! `max_queued_bytes`, a request is answered 503 at once. A request is never split
 //! between batches, so it is stored whole or not at all.
 //!
+//! Connections speak HTTP/1.1 or HTTP/2 (ALPN `h2` over TLS, or prior knowledge).
+//!
 //! Checks, before anything is queued: the method (405), the path (404), the body size
 //! (413, from `Content-Length` before reading, else while reading), a bearer token or a
 //! shared-secret header (401, before the body is read), an HMAC-SHA256 signature of the
@@ -41,7 +43,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
@@ -264,32 +266,83 @@ async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, sh
                 let shared = shared.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(&shared, request).await) }
             });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
+            // A connection that says nothing holds a task: it gets as long as a request
+            // head would (HTTP/1.1's own timeout covers the rest of the head).
             let served = match tls {
                 None => {
-                    builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await
-                }
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => {
-                        builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await
-                    }
-                    Err(error) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                    let peeked =
+                        tokio::time::timeout(HEADER_READ_TIMEOUT, starts_with_h2_preface(&stream))
+                            .await;
+                    let Ok(h2) = peeked else {
+                        tracing::debug!(%peer, "no request in time; closing");
                         return;
+                    };
+                    serve_connection(TokioIo::new(stream), service, h2).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            serve_connection(TokioIo::new(stream), service, h2).await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "no TLS handshake in time; closing");
+                            return;
+                        }
                     }
-                },
+                }
             };
             if let Err(error) = served {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
         });
+    }
+}
+
+/// Serves one connection: HTTP/2 when `h2` (the client chose it), else HTTP/1.1 with
+/// keep-alive and a deadline for each request head.
+async fn serve_connection<I, S>(io: I, service: S, h2: bool) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if h2 {
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(io, service)
+            .await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(io, service)
+            .await
+    }
+}
+
+/// Whether a plain connection opens with HTTP/2's preface (`PRI * HTTP/2.0`, sent by a
+/// client with prior knowledge): no HTTP/1.1 method starts with `PRI`, so three bytes
+/// decide. Nothing is consumed; `false` also for a connection closed or failed.
+async fn starts_with_h2_preface(stream: &tokio::net::TcpStream) -> bool {
+    const PREFACE: &[u8; 3] = b"PRI";
+    let mut head = [0; 3];
+    loop {
+        match stream.peek(&mut head).await {
+            Ok(0) | Err(_) => return false,
+            Ok(read) if read < head.len() && head[..read] == PREFACE[..read] => {
+                // Fewer bytes than decide, all matching (a client writing its first
+                // segment in pieces): peek would return the same at once, so pause
+                // briefly before looking again; the caller's deadline bounds it.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Ok(read) => return read == head.len() && &head == PREFACE,
+        }
     }
 }
 

@@ -371,3 +371,50 @@ async fn https_is_served_with_the_configured_certificate() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A client speaking HTTP/2 from the first byte (prior knowledge, h2c) is served in
+/// HTTP/2, with the same rule: 200 only once the batch is accepted. An HTTP/1.1
+/// client on the same listener is still served (the preface decides per connection).
+#[tokio::test]
+async fn an_http2_client_is_served_in_http2() {
+    let (mut source, address) = open(json!({})).await;
+    let client = tokio::spawn(async move {
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let request = hyper::Request::post(format!("http://{address}/"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(br#"{"h2":true}"#)))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let version = response.version();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (version, status, body)
+    });
+    // Bounded: a server that did not speak HTTP/2 would never see the request.
+    let batch = tokio::time::timeout(std::time::Duration::from_secs(10), source.poll())
+        .await
+        .expect("the HTTP/2 request reaches the source")
+        .unwrap();
+    assert_eq!(payloads(&batch), [br#"{"h2":true}"#]);
+    assert!(
+        !client.is_finished(),
+        "answered before the batch was accepted"
+    );
+    source.accept().await.unwrap();
+    let (version, status, body) = client.await.unwrap();
+    assert_eq!(version, hyper::Version::HTTP_2);
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], br#"{"stored":1}"#);
+
+    let http1 = tokio::spawn(async move { post(address, "/", &[JSON], br#"{"h1":true}"#).await });
+    source.poll().await.unwrap();
+    source.accept().await.unwrap();
+    assert_eq!(http1.await.unwrap().status, 200);
+}

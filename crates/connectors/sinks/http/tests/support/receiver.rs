@@ -1,6 +1,8 @@
 //! An HTTP receiver for the sink's tests and bench: a hyper server on a loopback port
-//! that records every request (method, path, headers, body) and answers as its
-//! responder says. Included with `#[path]` by the tests and the bench.
+//! that records every request (method, path, version, headers, body) and answers as its
+//! responder says. It speaks HTTP/2 on a connection that asks for it (ALPN `h2` over
+//! TLS, when its TLS config offers it, or the HTTP/2 preface in plain text) and
+//! HTTP/1.1 otherwise. Included with `#[path]` by the tests and the bench.
 
 // Each includer uses its own subset; in tests an unwrap is an assertion.
 #![allow(dead_code, clippy::unwrap_used)]
@@ -23,6 +25,8 @@ pub struct Recorded {
     pub method: String,
     /// Path and query.
     pub path: String,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
     /// Every header, names lower case, in arrival order.
     pub headers: Vec<(String, String)>,
     /// The body.
@@ -128,6 +132,7 @@ impl Receiver {
                             let responder = responder.clone();
                             async move {
                                 let method = request.method().to_string();
+                                let version = format!("{:?}", request.version());
                                 let path = request
                                     .uri()
                                     .path_and_query()
@@ -144,6 +149,7 @@ impl Receiver {
                                 let entry = Recorded {
                                     method,
                                     path,
+                                    version,
                                     headers,
                                     body,
                                 };
@@ -168,18 +174,15 @@ impl Receiver {
                             }
                         },
                     );
-                    let builder = hyper::server::conn::http1::Builder::new();
                     match tls {
                         None => {
-                            let _ = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
+                            let h2 = starts_with_h2_preface(&stream).await;
+                            serve(TokioIo::new(stream), service, h2).await;
                         }
                         Some(acceptor) => {
                             if let Ok(stream) = acceptor.accept(stream).await {
-                                let _ = builder
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .await;
+                                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                                serve(TokioIo::new(stream), service, h2).await;
                             }
                         }
                     }
@@ -206,5 +209,40 @@ impl Receiver {
     /// How many requests arrived (recorded or not).
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves one connection, HTTP/2 when `h2`, else HTTP/1.1.
+async fn serve<I, S>(io: I, service: S, h2: bool)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Full<Bytes>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if h2 {
+        let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(io, service)
+            .await;
+    } else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .await;
+    }
+}
+
+/// Whether a plain connection opens with HTTP/2's preface (`PRI * HTTP/2.0`, a client
+/// with prior knowledge): no HTTP/1.1 method starts with `PRI`, so three bytes decide.
+async fn starts_with_h2_preface(stream: &tokio::net::TcpStream) -> bool {
+    let mut head = [0; 3];
+    loop {
+        match stream.peek(&mut head).await {
+            Ok(0) | Err(_) => return false,
+            Ok(read) if read < head.len() && head[..read] == b"PRI"[..read] => {
+                // Too few bytes to decide: peek would answer the same at once.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Ok(read) => return read == head.len() && &head == b"PRI",
+        }
     }
 }
