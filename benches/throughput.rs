@@ -93,8 +93,8 @@ async fn child(spec: &str) -> Result<(), Failure> {
     }
 }
 
-/// User + system CPU time of process `pid`, from `/proc/<pid>/stat` (clock ticks of
-/// 10 ms).
+/// User + system CPU time of process `pid`, from `/proc/<pid>/stat`, in clock ticks
+/// of 10 ms (`CLK_TCK` is 100 on Linux's every architecture we build for).
 fn process_cpu(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The fields after the command name (which may hold spaces), from the third on.
@@ -123,7 +123,8 @@ async fn progress(client: &IggyClient, stream: &str) -> Result<(u64, Option<u64>
 /// What one measurement saw.
 struct Rates {
     source: f64,
-    sink: f64,
+    /// `None` when the sink group's offset could not be read.
+    sink: Option<f64>,
     cpu_percent: Option<f64>,
 }
 
@@ -142,19 +143,27 @@ async fn through_runtime(
         .stdout(std::process::Stdio::null())
         .spawn()?;
     let pid = runtime.id();
+    // A runtime that died (a plugin missing, no connection) would measure as 0 msg/s.
+    let mut alive = || match runtime.try_wait() {
+        Ok(None) => Ok(()),
+        Ok(Some(status)) => Err(format!("the runtime exited: {status}")),
+        Err(error) => Err(format!("the runtime: {error}")),
+    };
     let measured = async {
         tokio::time::sleep(warmup).await;
+        alive()?;
         let (produced, consumed) = progress(&client, &stream).await?;
         let (cpu, started) = (process_cpu(pid), Instant::now());
         tokio::time::sleep(window).await;
         let (produced_after, consumed_after) = progress(&client, &stream).await?;
+        alive()?;
         let elapsed = started.elapsed().as_secs_f64();
         let cpu_percent = process_cpu(pid)
             .zip(cpu)
             .map(|(after, before)| (after - before).as_secs_f64() / elapsed * 100.0);
         let sink = match (consumed, consumed_after) {
-            (Some(before), Some(after)) => after.saturating_sub(before) as f64 / elapsed,
-            _ => 0.0,
+            (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 / elapsed),
+            _ => None,
         };
         Ok::<_, Failure>(Rates {
             source: produced_after.saturating_sub(produced) as f64 / elapsed,
@@ -170,9 +179,9 @@ async fn through_runtime(
     measured
 }
 
-/// The raw client producing and consuming at once for `window`: messages per second
-/// each way.
-async fn raw(address: &str, window: Duration) -> Result<(f64, f64), Failure> {
+/// The raw client producing and consuming at once for `window` after `warmup`, as the
+/// runtime is measured: messages per second each way.
+async fn raw(address: &str, warmup: Duration, window: Duration) -> Result<(f64, f64), Failure> {
     let stream = iggy_test_server::unique("throughput-raw");
     let producer = iggy_client(address).await?;
     create_topic(&producer, &stream, "t", 1).await?;
@@ -225,6 +234,7 @@ async fn raw(address: &str, window: Duration) -> Result<(f64, f64), Failure> {
             Ok::<_, IggyError>(())
         })
     };
+    tokio::time::sleep(warmup).await;
     let started = Instant::now();
     let (sent_before, read_before) = (sent.load(Ordering::Relaxed), read.load(Ordering::Relaxed));
     tokio::time::sleep(window).await;
@@ -270,11 +280,15 @@ fn main() -> Result<(), Failure> {
             || "unknown".to_owned(),
             |percent| format!("{percent:.0}% of a core"),
         );
-        println!(
-            "runtime: source {:.0} msg/s, sink {:.0} msg/s, runtime CPU {cpu}",
-            rates.source, rates.sink
+        let sink = rates.sink.map_or_else(
+            || "unknown (no stored offset)".to_owned(),
+            |rate| format!("{rate:.0} msg/s"),
         );
-        let (produced, consumed) = raw(&target.address, window).await?;
+        println!(
+            "runtime: source {:.0} msg/s, sink {sink}, runtime CPU {cpu}",
+            rates.source
+        );
+        let (produced, consumed) = raw(&target.address, warmup, window).await?;
         println!("raw client: produce {produced:.0} msg/s, consume {consumed:.0} msg/s (at once)");
         Ok(())
     })

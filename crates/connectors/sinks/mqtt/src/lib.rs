@@ -59,9 +59,10 @@ pub struct MqttSinkConfig {
     #[serde(default)]
     pub retain: bool,
     /// The MQTT version: "3.1.1" or "5". With MQTT 5 each message's headers go as user
-    /// properties (integers and booleans as text), and a broker that refuses a message
+    /// properties (numbers and booleans as text; raw bytes that are not UTF-8 are left
+    /// out with a warning), and a broker that refuses a message in its PUBACK or PUBREC
     /// says why (not authorised, bad topic or payload: the message's own error for the
-    /// error policy; quota exceeded: retried).
+    /// error policy; quota exceeded and the like: retried).
     #[serde(default)]
     pub protocol_version: ProtocolVersion,
     /// The MQTT client id; default `iggy-connectors-<connector key>`.
@@ -257,8 +258,9 @@ impl TopicTemplate {
     }
 }
 
-/// A header's value as text: strings and raw UTF-8 as they are, integers and bools
-/// in decimal (Iggy stores them little-endian).
+/// A header's value as text: strings and raw UTF-8 as they are, integers, floats and
+/// bools in decimal (Iggy stores them little-endian); `None` for raw bytes that are not
+/// UTF-8.
 fn header_text(header: &connector_sdk::Header<'_>) -> Option<String> {
     let value = header.value;
     let int = |bytes: &[u8], signed: bool| -> Option<String> {
@@ -293,7 +295,12 @@ fn header_text(header: &connector_sdk::Header<'_>) -> Option<String> {
         | HeaderKind::Uint32
         | HeaderKind::Uint64
         | HeaderKind::Uint128 => int(value, false),
-        HeaderKind::Float32 | HeaderKind::Float64 => None,
+        HeaderKind::Float32 => <[u8; 4]>::try_from(value)
+            .ok()
+            .map(|bytes| f32::from_le_bytes(bytes).to_string()),
+        HeaderKind::Float64 => <[u8; 8]>::try_from(value)
+            .ok()
+            .map(|bytes| f64::from_le_bytes(bytes).to_string()),
     }
 }
 
@@ -531,6 +538,7 @@ impl Sink for MqttSink {
         // Every topic first: a message that cannot have one fails the batch before any
         // of it is published.
         self.publishes.clear();
+        let mut left_out = 0usize;
         for message in batch.messages {
             let topic = self.template.resolve(message).map_err(|problem| {
                 Error::permanent(format!(
@@ -543,16 +551,28 @@ impl Sink for MqttSink {
             })?;
             let user_properties = match self.config.protocol_version {
                 ProtocolVersion::V311 => Vec::new(),
-                ProtocolVersion::V5 => message
-                    .headers()
-                    .filter_map(|header| Some((header.key.to_owned(), header_text(&header)?)))
-                    .collect(),
+                ProtocolVersion::V5 => {
+                    let mut properties = Vec::with_capacity(message.headers().len());
+                    for header in message.headers() {
+                        match header_text(&header) {
+                            Some(text) => properties.push((header.key.to_owned(), text)),
+                            None => left_out += 1,
+                        }
+                    }
+                    properties
+                }
             };
             self.publishes.push(Publish {
                 topic,
                 payload: Bytes::copy_from_slice(message.payload()),
                 user_properties,
             });
+        }
+        if left_out > 0 {
+            tracing::warn!(
+                headers = left_out,
+                "headers with no text form (raw bytes that are not UTF-8) were not sent as user properties"
+            );
         }
         if self.publishes.is_empty() {
             return Ok(());
@@ -632,7 +652,7 @@ mod tests {
     }
 
     #[test]
-    fn integer_headers_read_as_decimals() {
+    fn number_headers_read_as_decimals() {
         let negative = OwnedHeader {
             key: "n".into(),
             kind: HeaderKind::Int16,
@@ -643,12 +663,22 @@ mod tests {
             kind: HeaderKind::Uint64,
             value: u64::MAX.to_le_bytes().to_vec(),
         };
+        let float = OwnedHeader {
+            key: "n".into(),
+            kind: HeaderKind::Float64,
+            value: 2.5f64.to_le_bytes().to_vec(),
+        };
         let batch = TestBatch::new()
             .message(TestMessage::new("x").header(negative))
-            .message(TestMessage::new("x").header(big));
+            .message(TestMessage::new("x").header(big))
+            .message(TestMessage::new("x").header(float));
         assert_eq!(
             topics("t/{n}", &batch),
-            vec![Ok("t/-3".to_owned()), Ok(format!("t/{}", u64::MAX))]
+            vec![
+                Ok("t/-3".to_owned()),
+                Ok(format!("t/{}", u64::MAX)),
+                Ok("t/2.5".to_owned())
+            ]
         );
     }
 

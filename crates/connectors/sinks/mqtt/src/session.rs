@@ -144,27 +144,24 @@ impl Session {
                 }),
             },
             Session::V5 { events, .. } => {
-                use v5::mqttbytes::v5::{Packet as P5, PubAckReason};
+                use v5::mqttbytes::v5::Packet as P5;
                 match events.poll().await {
                     Ok(v5::Event::Incoming(P5::ConnAck(_))) => Ok(Happened::Connected),
                     Ok(v5::Event::Outgoing(Outgoing::Publish(pkid))) => Ok(Happened::Written(pkid)),
-                    Ok(v5::Event::Incoming(P5::PubAck(ack))) => {
-                        let refused = match ack.reason {
-                            PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
-                            reason => Some(Refusal {
-                                permanent: matches!(
-                                    reason,
-                                    PubAckReason::NotAuthorized
-                                        | PubAckReason::TopicNameInvalid
-                                        | PubAckReason::PayloadFormatInvalid
-                                ),
-                                reason: format!("{reason:?}"),
+                    Ok(v5::Event::Incoming(P5::PubAck(ack))) => Ok(Happened::Acknowledged {
+                        pkid: ack.pkid,
+                        refused: refusal(ack.reason),
+                    }),
+                    // QoS 2: a PUBREC that refuses ends the exchange (no PUBREL, no
+                    // PUBCOMP follows), so it is the message's last word.
+                    Ok(v5::Event::Incoming(P5::PubRec(received))) => {
+                        match pubrec_refusal(received.reason) {
+                            Some(refused) => Ok(Happened::Acknowledged {
+                                pkid: received.pkid,
+                                refused: Some(refused),
                             }),
-                        };
-                        Ok(Happened::Acknowledged {
-                            pkid: ack.pkid,
-                            refused,
-                        })
+                            None => Ok(Happened::Other),
+                        }
                     }
                     Ok(v5::Event::Incoming(P5::PubComp(complete))) => Ok(Happened::Acknowledged {
                         pkid: complete.pkid,
@@ -187,5 +184,35 @@ impl Session {
             Session::V311 { client, .. } => client.try_disconnect().is_ok(),
             Session::V5 { client, .. } => client.try_disconnect().is_ok(),
         }
+    }
+}
+
+/// Why an MQTT 5 PUBACK refuses its message, if it does.
+fn refusal(reason: v5::mqttbytes::v5::PubAckReason) -> Option<Refusal> {
+    use v5::mqttbytes::v5::PubAckReason as R;
+    match reason {
+        R::Success | R::NoMatchingSubscribers => None,
+        reason => Some(Refusal {
+            permanent: matches!(
+                reason,
+                R::NotAuthorized | R::TopicNameInvalid | R::PayloadFormatInvalid
+            ),
+            reason: format!("{reason:?}"),
+        }),
+    }
+}
+
+/// Why an MQTT 5 PUBREC refuses its message, if it does.
+fn pubrec_refusal(reason: v5::mqttbytes::v5::PubRecReason) -> Option<Refusal> {
+    use v5::mqttbytes::v5::PubRecReason as R;
+    match reason {
+        R::Success | R::NoMatchingSubscribers => None,
+        reason => Some(Refusal {
+            permanent: matches!(
+                reason,
+                R::NotAuthorized | R::TopicNameInvalid | R::PayloadFormatInvalid
+            ),
+            reason: format!("{reason:?}"),
+        }),
     }
 }

@@ -17,8 +17,9 @@
 //!
 //! What a crash can repeat is what Iggy stored and the broker was not yet told: the
 //! batches produced and not settled, at most `MAX_UNSETTLED_BATCHES` (8) times
-//! `batch_length` messages (acknowledgements go to the client as soon as a batch is
-//! settled). The broker's own in-flight limit is no bound to count on: Mosquitto 2.0.11
+//! `batch_length` messages, and the acknowledgements of settled ones not yet written
+//! to the broker (they go to the client as soon as a batch is settled, so at most as
+//! many again, and far fewer in practice). The broker's own in-flight limit is no bound to count on: Mosquitto 2.0.11
 //! keeps to `max_inflight_messages` only until acknowledgements flow, and was seen with
 //! over 9000 QoS 1 messages unacknowledged under a limit of 100.
 
@@ -30,7 +31,7 @@ mod protocol;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use connector_sdk::{
@@ -82,8 +83,9 @@ pub enum PayloadSchema {
 /// is down comes after it restarts (at least once: a message may be produced twice).
 /// Each message carries the headers `mqtt_topic` (string), `mqtt_qos` (uint8) and
 /// `mqtt_retain` (bool), and with MQTT 5 each user property as a string header; the
-/// payload is passed as is. After a crash, at most 8 times `batch_length` messages (the
-/// batches not yet settled) are produced again. Iggy headers hold 1 to 255 bytes: a
+/// payload is passed as is. After a crash, the batches not yet settled (at most 8 times
+/// `batch_length` messages) and acknowledgements not yet written to the broker (at
+/// most as many again) are produced again. Iggy headers hold 1 to 255 bytes: a
 /// user property, or a topic, outside that is left out with a warning.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -301,6 +303,8 @@ pub struct MqttSource {
     /// settle, so a settle that waited could wait forever. `poll` hands these over.
     acks: VecDeque<(u16, QoS)>,
     driver: tokio::task::JoinHandle<()>,
+    /// Set by `close` before its DISCONNECT: only that one ends the driver.
+    closing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for MqttSource {
@@ -328,6 +332,7 @@ async fn drive(
     connection: Arc<AtomicU64>,
     to_poll: mpsc::Sender<FromDriver>,
     reconnect_delay: Duration,
+    closing: Arc<AtomicBool>,
 ) {
     let mut last_error: Option<String> = None;
     // Set once `close`'s DISCONNECT went out.
@@ -378,7 +383,12 @@ async fn drive(
                 }
             }
             // `close` asked: the acknowledgements queued before it went out first.
-            Happening::Disconnected => disconnecting = true,
+            Happening::Disconnected if closing.load(Ordering::Acquire) => disconnecting = true,
+            // The client's own, on a protocol error: the connection is lost with it
+            // (the error comes next), and the driver reconnects.
+            Happening::Disconnected => {
+                tracing::warn!("the MQTT client disconnected on a protocol error");
+            }
             Happening::Other => {}
             Happening::Lost { error, refused } => {
                 // A new connection number at once, not at the next CONNACK: an
@@ -546,6 +556,20 @@ impl Source for MqttSource {
         if config.receive_maximum == 0 {
             problems.push("plugin_config.receive_maximum: at least 1".to_owned());
         }
+        if !v5 {
+            // Accepted and then ignored, they would promise what 3.1.1 cannot do.
+            if config.session_expiry != default_session_expiry() {
+                problems.push(
+                    "plugin_config.session_expiry: MQTT 5's; with 3.1.1 a session lasts until the broker's own limit (clean_session = true ends it with the connection)".to_owned(),
+                );
+            }
+            if config.receive_maximum != default_receive_maximum() {
+                problems.push(
+                    "plugin_config.receive_maximum: MQTT 5's; set protocol_version = \"5\""
+                        .to_owned(),
+                );
+            }
+        }
         if config.message_id_from_correlation_data {
             if !v5 {
                 problems.push(
@@ -617,6 +641,7 @@ impl Source for MqttSource {
         let (to_poll, incoming) = mpsc::channel(CHANNEL);
         // The event loop must run between calls too (keep-alive, acknowledgements), so
         // it gets a task of its own on the instance's executor.
+        let closing = Arc::new(AtomicBool::new(false));
         let driver = tokio::spawn(drive(
             events,
             client.clone(),
@@ -624,6 +649,7 @@ impl Source for MqttSource {
             counter.clone(),
             to_poll,
             config.reconnect_delay,
+            closing.clone(),
         ));
         tracing::info!(host = %url.host, port = url.port, client_id = %client_id, topics = config.topics.len(), protocol_version = ?config.protocol_version, "mqtt source opened");
         Ok(MqttSource {
@@ -637,6 +663,7 @@ impl Source for MqttSource {
             unsettled: VecDeque::new(),
             acks: VecDeque::new(),
             driver,
+            closing,
         })
     }
 
@@ -732,6 +759,7 @@ impl Source for MqttSource {
         // their messages again next time). A persistent session stays with the broker
         // either way. A broker that is down holds the close up for a second at most.
         self.hand_over_acks();
+        self.closing.store(true, Ordering::Release);
         if self.client.try_disconnect().is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.driver).await;
         }
