@@ -20,13 +20,8 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::client::danger::{
-    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
-};
-use tokio_rustls::rustls::crypto::WebPkiSupportedAlgorithms;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio_rustls::rustls::{self, DigitallySignedStruct, SignatureScheme};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::config::HttpSinkConfig;
 
@@ -42,43 +37,18 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Builds the client for `config`: its TLS trust and its pool size.
 pub fn build(config: &HttpSinkConfig) -> Result<HttpClient, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = connector_tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|error| format!("cannot set up TLS: {error}"))?;
     let mut tls = if config.tls_danger_accept_invalid_certs {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnything {
-                algorithms: provider.signature_verification_algorithms,
-            }))
+            .with_custom_certificate_verifier(connector_tls::AcceptAnyCertificate::new(provider))
             .with_no_client_auth()
     } else {
-        let mut roots = rustls::RootCertStore::empty();
-        match &config.tls_ca_file {
-            Some(path) => {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .map_err(|error| {
-                        format!("plugin_config.tls_ca_file: {}: {error}", path.display())
-                    })?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|error| {
-                        format!("plugin_config.tls_ca_file: {}: {error}", path.display())
-                    })?;
-                if certs.is_empty() {
-                    return Err(format!(
-                        "plugin_config.tls_ca_file: {} holds no certificate",
-                        path.display()
-                    ));
-                }
-                for cert in certs {
-                    roots.add(cert).map_err(|error| {
-                        format!("plugin_config.tls_ca_file: {}: {error}", path.display())
-                    })?;
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
+        let roots = connector_tls::roots(config.tls_ca_file.as_deref())
+            .map_err(|error| format!("plugin_config.tls_ca_file: {error}"))?;
         builder.with_root_certificates(roots).with_no_client_auth()
     };
     // Preferred first: the server chooses, and one that knows only HTTP/1.1 (or no
@@ -201,48 +171,5 @@ impl hyper::rt::Write for Stream {
             Stream::Plain(io) => Pin::new(io).poll_shutdown(cx),
             Stream::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
         }
-    }
-}
-
-/// `tls_danger_accept_invalid_certs`: any certificate passes, but the handshake's
-/// signatures are still checked (so the connection is at least encrypted to whoever
-/// holds the key it presented).
-#[derive(Debug)]
-struct AcceptAnything {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AcceptAnything {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
     }
 }

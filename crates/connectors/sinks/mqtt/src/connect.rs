@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use rumqttc::{ConnectReturnCode, ConnectionError, MqttOptions, TlsConfiguration, Transport};
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::PrivateKeyDer;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Where the broker is, parsed from `mqtt://host:port` or `mqtts://host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,18 +166,9 @@ impl Connection<'_> {
 /// A rustls client config with aws-lc-rs (the provider the workspace already builds),
 /// named explicitly so that nothing depends on a process-wide default provider.
 fn client_tls(files: &TlsFiles<'_>) -> Result<rustls::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    match files.ca_file {
-        Some(path) => {
-            for certificate in certificates(path)? {
-                roots
-                    .add(certificate)
-                    .map_err(|error| format!("tls_ca_file {}: {error}", path.display()))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
+    let provider = connector_tls::provider();
+    let roots =
+        connector_tls::roots(files.ca_file).map_err(|error| format!("tls_ca_file {error}"))?;
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|error| format!("TLS setup: {error}"))?
@@ -185,7 +176,8 @@ fn client_tls(files: &TlsFiles<'_>) -> Result<rustls::ClientConfig, String> {
     match (files.client_cert_file, files.client_key_file) {
         (None, None) => Ok(builder.with_no_client_auth()),
         (Some(cert), Some(key)) => {
-            let chain = certificates(cert)?;
+            let chain = connector_tls::certificates(cert)
+                .map_err(|error| format!("tls_client_cert_file {error}"))?;
             let key = PrivateKeyDer::from_pem_file(key)
                 .map_err(|error| format!("tls_client_key_file {}: {error}", key.display()))?;
             builder
@@ -194,18 +186,6 @@ fn client_tls(files: &TlsFiles<'_>) -> Result<rustls::ClientConfig, String> {
         }
         _ => Err("tls_client_cert_file and tls_client_key_file go together".to_owned()),
     }
-}
-
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let read = CertificateDer::pem_file_iter(path)
-        .map_err(|error| format!("{}: {error}", path.display()))?;
-    let certificates = read
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| format!("{}: {error}", path.display()))?;
-    if certificates.is_empty() {
-        return Err(format!("{}: no certificate in it", path.display()));
-    }
-    Ok(certificates)
 }
 
 /// Whether a connection error is the broker refusing these credentials or this client

@@ -19,6 +19,7 @@
 
 use std::future::Future;
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -32,7 +33,6 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
-use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
@@ -277,7 +277,7 @@ struct RustlsConnect {
 
 impl RustlsConnect {
     fn new(mode: TlsMode, root_cert: Option<&str>) -> Result<RustlsConnect, ConnectError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = connector_tls::provider();
         let refused = |message: String| ConnectError {
             message,
             transient: false,
@@ -286,26 +286,16 @@ impl RustlsConnect {
             .with_safe_default_protocol_versions()
             .map_err(|error| refused(format!("TLS setup: {error}")))?;
         let config = match mode {
+            // Any certificate, as libpq does in these modes.
             TlsMode::Disable | TlsMode::Prefer | TlsMode::Require => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unchecked(provider)))
+                .with_custom_certificate_verifier(connector_tls::AcceptAnyCertificate::new(
+                    provider,
+                ))
                 .with_no_client_auth(),
             TlsMode::VerifyCa | TlsMode::VerifyFull => {
-                let mut roots = rustls::RootCertStore::empty();
-                match root_cert {
-                    Some(path) => {
-                        let certificates = CertificateDer::pem_file_iter(path)
-                            .map_err(|error| refused(format!("sslrootcert {path}: {error}")))?;
-                        for certificate in certificates {
-                            let certificate = certificate
-                                .map_err(|error| refused(format!("sslrootcert {path}: {error}")))?;
-                            roots
-                                .add(certificate)
-                                .map_err(|error| refused(format!("sslrootcert {path}: {error}")))?;
-                        }
-                    }
-                    None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-                }
+                let roots = connector_tls::roots(root_cert.map(Path::new))
+                    .map_err(|error| refused(format!("sslrootcert {error}")))?;
                 let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider,
@@ -404,56 +394,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> tokio_postgres::tls::TlsStream for Rustl
         // No SCRAM channel binding: the server then accepts plain SCRAM-SHA-256, as it
         // does from libpq without channel_binding=require.
         ChannelBinding::none()
-    }
-}
-
-/// The verifier of `prefer` and `require`: any certificate, as libpq does in those
-/// modes; the handshake's signatures are still checked.
-#[derive(Debug)]
-struct Unchecked(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
