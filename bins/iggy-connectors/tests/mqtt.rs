@@ -19,34 +19,11 @@ use iggy_connectors_tests::{iggy_client, plugin_path, prepare_topic, temp_dir, u
 use iggy_test_server::TestTarget;
 
 mod support;
-use support::{Reaped, runtime_command};
+use support::{Reaped, runtime_command, runtime_with_connectors};
 
 #[path = "../../../crates/connectors/sinks/mqtt/tests/support/broker.rs"]
 mod broker;
 use broker::Broker;
-
-fn write_config(
-    dir: &std::path::Path,
-    iggy: &str,
-    connectors: &[(&str, String)],
-) -> std::path::PathBuf {
-    let connectors_dir = dir.join("connectors");
-    std::fs::create_dir_all(&connectors_dir).unwrap();
-    for (name, text) in connectors {
-        std::fs::write(connectors_dir.join(name), text).unwrap();
-    }
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[iggy]\naddress = \"{iggy}\"\n[state]\npath = \"{}\"\n[connectors]\nconfig_dir = \"{}\"\n[http]\nenabled = false\n",
-            dir.join("state").display(),
-            connectors_dir.display()
-        ),
-    )
-    .unwrap();
-    config
-}
 
 /// What the file sink wrote: (lines, the numbers among them, distinct). The probes
 /// are lines too, so the first line proves the source subscribed.
@@ -293,7 +270,7 @@ fsync = false
         path = plugin_path("iggy_connector_file_sink"),
         output = output.display(),
     );
-    let config = write_config(
+    let config = runtime_with_connectors(
         &dir,
         &target.address,
         &[("mqtt.toml", source), ("file.toml", sink)],

@@ -14,37 +14,12 @@ use iggy_test_server::TestTarget;
 use tokio_postgres::{Client, NoTls};
 
 mod support;
-use support::{Reaped, lines_of, runtime_command};
+use support::{Reaped, lines_of, runtime_command, runtime_with_connectors};
 
 async fn database(url: &str) -> Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
     tokio::spawn(connection);
     client
-}
-
-/// Writes the runtime config (Iggy at `iggy`, no API) and `connectors` (file name,
-/// content) under `dir`; returns the config file.
-fn write_config(
-    dir: &std::path::Path,
-    iggy: &str,
-    connectors: &[(&str, String)],
-) -> std::path::PathBuf {
-    let connectors_dir = dir.join("connectors");
-    std::fs::create_dir_all(&connectors_dir).unwrap();
-    for (name, text) in connectors {
-        std::fs::write(connectors_dir.join(name), text).unwrap();
-    }
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[iggy]\naddress = \"{iggy}\"\n[state]\npath = \"{}\"\n[connectors]\nconfig_dir = \"{}\"\n[http]\nenabled = false\n",
-            dir.join("state").display(),
-            connectors_dir.display()
-        ),
-    )
-    .unwrap();
-    config
 }
 
 /// (rows, distinct message ids, distinct `seq`s) in the sink's table.
@@ -92,7 +67,7 @@ async fn postgres_sink_killed_mid_stream_ends_with_one_row_per_message() {
          [plugin_config]\nconnection_string = \"{url}\"\ntarget_table = \"{table}\"\nauto_create_table = true\npayload_format = \"json\"\n",
         plugin_path("iggy_connector_postgres_sink")
     );
-    let config = write_config(
+    let config = runtime_with_connectors(
         &dir,
         &target.address,
         &[("random.toml", source), ("postgres.toml", sink)],
@@ -184,7 +159,7 @@ async fn postgres_source_killed_mid_stream_loses_no_row_and_deletes_none_unsent(
          [plugin_config]\nconnection_string = \"{url}\"\ntarget_table = \"{sink_table}\"\nauto_create_table = true\npayload_format = \"json\"\n",
         plugin_path("iggy_connector_postgres_sink")
     );
-    let config = write_config(
+    let config = runtime_with_connectors(
         &dir,
         &target.address,
         &[("pgsource.toml", source), ("pgsink.toml", sink)],
@@ -320,7 +295,7 @@ async fn postgres_sink_rows_the_table_refuses_go_to_the_error_policy() {
          [plugin_config]\nconnection_string = \"{url}\"\ntarget_table = \"{table}\"\npayload_format = \"json\"\nretry_delay = \"10s\"\n",
         plugin_path("iggy_connector_postgres_sink")
     );
-    let config = write_config(
+    let config = runtime_with_connectors(
         &dir,
         &target.address,
         &[("random.toml", source), ("postgres.toml", sink)],
@@ -442,7 +417,7 @@ async fn postgres_cdc_source_killed_mid_stream_delivers_every_change_in_commit_o
         plugin_path("iggy_connector_file_sink"),
         output.display(),
     );
-    let config = write_config(
+    let config = runtime_with_connectors(
         &dir,
         &target.address,
         &[("pgcdc.toml", source), ("file.toml", sink)],
@@ -620,7 +595,7 @@ async fn upstreams_postgres_configs_run_unchanged_through_the_binary() {
         .into_iter()
         .map(|file| (file, std::fs::read_to_string(fixtures.join(file)).unwrap()))
         .collect();
-    let config = write_config(&dir, &target.address, &connectors);
+    let config = runtime_with_connectors(&dir, &target.address, &connectors);
     prepare_topic(&target.address, "user_events", "users").await;
     prepare_topic(&target.address, "user_events", "orders").await;
     let source_path = plugin_path("iggy_connector_postgres_source");

@@ -207,6 +207,20 @@ pub(crate) fn runtime_config(dir: &std::path::Path, iggy: &str, extra: &str) -> 
     config
 }
 
+/// [`runtime_config`] without the API, and `connectors` (file name, TOML text) written
+/// to `dir/connectors`.
+pub(crate) fn runtime_with_connectors(
+    dir: &std::path::Path,
+    iggy: &str,
+    connectors: &[(&str, String)],
+) -> std::path::PathBuf {
+    let config = runtime_config(dir, iggy, "[http]\nenabled = false\n");
+    for (name, text) in connectors {
+        std::fs::write(dir.join("connectors").join(name), text).unwrap();
+    }
+    config
+}
+
 /// What a finished child printed, stdout then stderr.
 pub(crate) fn printed(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)

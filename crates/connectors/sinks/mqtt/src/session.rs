@@ -190,29 +190,34 @@ impl Session {
 /// Why an MQTT 5 PUBACK refuses its message, if it does.
 fn refusal(reason: v5::mqttbytes::v5::PubAckReason) -> Option<Refusal> {
     use v5::mqttbytes::v5::PubAckReason as R;
-    match reason {
-        R::Success | R::NoMatchingSubscribers => None,
-        reason => Some(Refusal {
-            permanent: matches!(
-                reason,
-                R::NotAuthorized | R::TopicNameInvalid | R::PayloadFormatInvalid
-            ),
-            reason: format!("{reason:?}"),
-        }),
-    }
+    refused(
+        || format!("{reason:?}"),
+        matches!(reason, R::Success | R::NoMatchingSubscribers),
+        matches!(
+            reason,
+            R::NotAuthorized | R::TopicNameInvalid | R::PayloadFormatInvalid
+        ),
+    )
 }
 
-/// Why an MQTT 5 PUBREC refuses its message, if it does.
+/// Why an MQTT 5 PUBREC refuses its message, if it does (the same reasons as PUBACK's).
 fn pubrec_refusal(reason: v5::mqttbytes::v5::PubRecReason) -> Option<Refusal> {
     use v5::mqttbytes::v5::PubRecReason as R;
-    match reason {
-        R::Success | R::NoMatchingSubscribers => None,
-        reason => Some(Refusal {
-            permanent: matches!(
-                reason,
-                R::NotAuthorized | R::TopicNameInvalid | R::PayloadFormatInvalid
-            ),
-            reason: format!("{reason:?}"),
-        }),
-    }
+    refused(
+        || format!("{reason:?}"),
+        matches!(reason, R::Success | R::NoMatchingSubscribers),
+        matches!(
+            reason,
+            R::NotAuthorized | R::TopicNameInvalid | R::PayloadFormatInvalid
+        ),
+    )
+}
+
+/// A refusal unless the reason is a success (named only then: every acknowledgement
+/// comes through here); `permanent` when the message itself is the problem.
+fn refused(reason: impl FnOnce() -> String, success: bool, permanent: bool) -> Option<Refusal> {
+    (!success).then(|| Refusal {
+        reason: reason(),
+        permanent,
+    })
 }

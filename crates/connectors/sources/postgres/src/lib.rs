@@ -784,6 +784,24 @@ impl PostgresSource {
         }
     }
 
+    /// After failed attempt `attempt` at work on rows Iggy stored already: drops the
+    /// connection, and when the failure is transient and attempts are left, says so and
+    /// waits before the next try; else gives the error back.
+    async fn after_failure(
+        &mut self,
+        error: &Error,
+        attempt: u32,
+        what: &'static str,
+    ) -> Result<(), Error> {
+        self.client = None;
+        if error.kind() != ErrorKind::Retryable || attempt >= self.config.max_retries {
+            return Err(error.clone());
+        }
+        tracing::warn!(connector = %self.key, attempt, error = %error, step = what, "retrying on a new connection");
+        tokio::time::sleep(self.config.retry_delay * attempt).await;
+        Ok(())
+    }
+
     /// Deletes or marks the rows `state.sent_keys` names: retried on a new connection
     /// when the failure is transient, since these rows are in Iggy already.
     async fn finish(&mut self, state: &State) -> Result<(), Error> {
@@ -817,22 +835,9 @@ impl PostgresSource {
             };
             match result {
                 Ok(()) => return Ok(()),
-                Err(error)
-                    if error.kind() == ErrorKind::Retryable
-                        && attempt < self.config.max_retries =>
-                {
-                    self.client = None;
-                    tracing::warn!(
-                        connector = %self.key,
-                        attempt,
-                        error = %error,
-                        "cannot delete or mark stored rows yet; reconnecting"
-                    );
-                    tokio::time::sleep(self.config.retry_delay * attempt).await;
-                }
                 Err(error) => {
-                    self.client = None;
-                    return Err(error);
+                    self.after_failure(&error, attempt, "deleting or marking stored rows")
+                        .await?;
                 }
             }
         }
@@ -1108,22 +1113,9 @@ impl PostgresSource {
                         "replication slot {slot:?} is gone (dropped while the source ran?)"
                     )));
                 }
-                Err(error)
-                    if error.kind() == ErrorKind::Retryable
-                        && attempt < self.config.max_retries =>
-                {
-                    self.client = None;
-                    tracing::warn!(
-                        connector = %self.key,
-                        attempt,
-                        error = %error,
-                        "cannot advance the replication slot yet; reconnecting"
-                    );
-                    tokio::time::sleep(self.config.retry_delay * attempt).await;
-                }
                 Err(error) => {
-                    self.client = None;
-                    return Err(error);
+                    self.after_failure(&error, attempt, "advancing the replication slot")
+                        .await?;
                 }
             }
         }
