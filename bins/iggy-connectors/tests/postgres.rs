@@ -40,6 +40,13 @@ async fn sink_counts(db: &Client, table: &str) -> (i64, i64, i64) {
     }
 }
 
+/// Drops `table` (the test's own, named by `unique`), when the test is done with it.
+async fn drop_table(db: &Client, table: &str) {
+    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
+        .await
+        .unwrap();
+}
+
 /// The random source produces into Iggy; the PostgreSQL sink writes to a table. The
 /// runtime is killed (SIGKILL) mid-stream and started again: in the end the table holds
 /// one row per message produced, each id and each sequence number once. The sink may
@@ -117,9 +124,7 @@ async fn postgres_sink_killed_mid_stream_ends_with_one_row_per_message() {
         (0, TOTAL - 1)
     );
     drop(second);
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// The PostgreSQL source reads a table with `delete_after_read` into Iggy, and the
@@ -250,12 +255,8 @@ async fn postgres_source_killed_mid_stream_loses_no_row_and_deletes_none_unsent(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(second);
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{source_table}\""))
-        .await
-        .unwrap();
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{sink_table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &source_table).await;
+    drop_table(&db, &sink_table).await;
 }
 
 /// A message the table refuses (a CHECK constraint breaks) is a permanent error for
@@ -321,9 +322,7 @@ async fn postgres_sink_rows_the_table_refuses_go_to_the_error_policy() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(runtime);
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// Changes per table in the CDC kill test.

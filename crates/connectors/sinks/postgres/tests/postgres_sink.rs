@@ -56,6 +56,13 @@ fn json_batch(first_offset: u64, count: u64) -> TestBatch {
         }))
 }
 
+/// Drops `table` (the test's own, named by `unique`), when the test is done with it.
+async fn drop_table(db: &Client, table: &str) {
+    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_batch_is_in_the_table_in_upstreams_layout_when_consume_returns() {
     let Some((url, db)) = database().await else {
@@ -119,9 +126,7 @@ async fn a_batch_is_in_the_table_in_upstreams_layout_when_consume_returns() {
         .unwrap();
     assert_eq!(key.get::<_, String>(0), "id");
     sink.close().await.unwrap();
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// At least once means twice sometimes: the same batch again (a crash before the
@@ -142,9 +147,7 @@ async fn a_batch_delivered_twice_leaves_one_row_per_message_id() {
     let rows = count(&db, &format!("SELECT count(*) FROM \"{table}\"")).await;
     let ids = count(&db, &format!("SELECT count(DISTINCT id) FROM \"{table}\"")).await;
     assert_eq!((rows, ids), (150, 150));
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// A payload that can never go into a `jsonb` column fails the batch as a permanent
@@ -180,9 +183,7 @@ async fn a_payload_that_is_not_json_is_a_permanent_error_naming_its_offset() {
         count(&db, &format!("SELECT count(*) FROM \"{table}\"")).await,
         1
     );
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// A value the database refuses (here, text for a BIGINT column) is a permanent error
@@ -212,9 +213,7 @@ async fn a_value_the_database_refuses_is_a_permanent_error() {
         count(&db, &format!("SELECT count(*) FROM \"{table}\"")).await,
         0
     );
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// Upsert on a key from the payload keeps one row per key with the latest message's
@@ -273,9 +272,7 @@ async fn upsert_keeps_one_current_row_per_key() {
             (2, "robert".to_owned(), true)
         ]
     );
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// The server drops the sink's connection (`pg_terminate_backend`, as a restart or a
@@ -308,9 +305,7 @@ async fn a_lost_connection_is_made_again_and_the_batch_written() {
         count(&db, &format!("SELECT count(*) FROM \"{table}\"")).await,
         20
     );
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// `sslmode=require` connects over TLS (rustls) to a server that offers it;
@@ -355,9 +350,7 @@ async fn sslmode_require_encrypts_and_verify_full_checks_the_certificate() {
     .await
     .unwrap_err();
     assert!(refused.message().contains("certificate"), "{refused}");
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// Upstream's example config loads unchanged: the plugin's own check accepts it, and
@@ -431,9 +424,7 @@ async fn a_table_with_other_column_types_is_written_through_the_staging_table() 
         .unwrap()
         .get(0);
     assert_eq!(first, "0");
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// `delete_on_tombstone` with upsert on a key from the payload: a message with an
@@ -503,9 +494,7 @@ async fn tombstones_delete_the_row_of_their_key_when_asked() {
         .first_offset(3);
     sink.consume(&second).await.unwrap();
     assert_eq!(rows().await, [(3, "cara".to_owned())]);
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// Keyed by the message id (no key columns): a tombstone deletes the row of its own
@@ -541,9 +530,7 @@ async fn a_tombstone_deletes_the_row_of_its_message_id_by_default() {
     )
     .await;
     assert_eq!((left, kept), (1, 1));
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// A tombstone that does not say its key (no header for a mapped key column) is a
@@ -579,9 +566,7 @@ async fn a_tombstone_without_its_key_is_a_permanent_error_naming_its_offset() {
         count(&db, &format!("SELECT count(*) FROM \"{table}\"")).await,
         0
     );
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// `delete_on_tombstone` needs upsert (a key to delete by), and the check says so.

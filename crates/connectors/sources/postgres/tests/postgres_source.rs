@@ -81,6 +81,13 @@ fn names(batch: &ProducedBatch) -> Vec<String> {
         .collect()
 }
 
+/// Drops `table` (the test's own, named by `unique`), when the test is done with it.
+async fn drop_table(db: &Client, table: &str) {
+    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn rows_come_as_upstreams_records_and_the_offset_moves_only_on_accept() {
     let Some((url, db)) = database().await else {
@@ -115,9 +122,7 @@ async fn rows_come_as_upstreams_records_and_the_offset_moves_only_on_accept() {
         ["user3"],
         "only the row past the accepted offset"
     );
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// A rejected batch (Iggy did not store it) comes again, the same rows with the same
@@ -138,9 +143,7 @@ async fn a_rejected_batch_comes_again_with_the_same_ids() {
     let ids = |batch: &ProducedBatch| batch.messages.iter().map(|m| m.id).collect::<Vec<_>>();
     assert_eq!(ids(&again), ids(&first));
     assert!(ids(&first).iter().all(Option::is_some));
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// `delete_after_read`: the rows stay until the runtime accepts their batch (Iggy
@@ -163,9 +166,7 @@ async fn rows_are_deleted_only_once_their_batch_is_accepted() {
     assert_eq!(count(&db, &rows).await, 3, "nothing deleted unsent");
     source.accept().await.unwrap();
     assert_eq!(count(&db, &rows).await, 0);
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// The runtime killed between the poll and the accept (nothing saved): the next run
@@ -193,9 +194,7 @@ async fn killed_between_poll_and_accept_the_rows_come_again() {
     assert_eq!(names(&again), names(&polled));
     second_run.accept().await.unwrap();
     assert_eq!(count(&db, &rows).await, 0);
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// Killed after Iggy stored the batch and the runtime saved its state, but before the
@@ -223,9 +222,7 @@ async fn killed_after_the_state_was_saved_the_next_run_finishes_the_deletes() {
     insert(&db, &table, 3..4).await;
     let next = second_run.poll().await.unwrap();
     assert_eq!(names(&next), ["user3"]);
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// `processed_column`: rows are marked after the accept, and marked rows are not read.
@@ -246,9 +243,7 @@ async fn rows_are_marked_processed_after_the_accept() {
     assert_eq!(count(&db, &marked).await, 0);
     source.accept().await.unwrap();
     assert_eq!(count(&db, &marked).await, 2);
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// `payload_column` with `json_direct`: the column's JSON alone is the message.
@@ -272,9 +267,7 @@ async fn a_payload_column_is_the_message() {
     assert_eq!(batch.schema, Schema::Json);
     assert_eq!(batch.messages.len(), 1, "batch_size rows at most");
     assert_eq!(&batch.messages[0].payload[..], br#"{"n":0}"#);
-    db.batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
-        .await
-        .unwrap();
+    drop_table(&db, &table).await;
 }
 
 /// Upstream's example config loads unchanged: the plugin's own check accepts it.
