@@ -395,9 +395,13 @@ pub(crate) async fn serve(
         tls,
         ..runtime_core::IggySettings::new(config.iggy.address.clone())
     };
-    let bus = runtime_core::IggyBus::connect(&settings)
-        .await
-        .map_err(|error| format!("cannot connect to Iggy at {}: {error}", settings.address))?;
+    // Signing in takes a real server tens of milliseconds (a password hash): the
+    // connectors and the API start meanwhile, `/ready` answering 503 until it is done.
+    let address = settings.address.clone();
+    let (bus, connecting) = runtime_core::ConnectingBus::spawn(async move {
+        let bus = runtime_core::IggyBus::connect(&settings).await?;
+        Ok(std::sync::Arc::new(bus) as std::sync::Arc<dyn runtime_core::MessageBus>)
+    });
     let context = runtime_core::RuntimeContext::new(
         std::sync::Arc::new(bus),
         runtime_core::StateStore::new(&config.state.path),
@@ -418,6 +422,24 @@ pub(crate) async fn serve(
     } else {
         None
     };
+    // The first connection decides whether the runtime can run at all.
+    let timeout = config.runtime.shutdown_timeout.get();
+    let connected = tokio::select! {
+        connected = connecting => match connected {
+            Ok(connected) => connected.map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        },
+        () = signals.next() => {
+            tracing::info!("shutting down while connecting to Iggy");
+            stop(api, &running, timeout).await;
+            tracing::info!("stopped");
+            return Ok(());
+        }
+    };
+    if let Err(error) = connected {
+        stop(api, &running, timeout).await;
+        return Err(format!("cannot connect to Iggy at {address}: {error}"));
+    }
     // Report each connector once it has left `starting` (reached Iggy, or failed).
     let settled = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < settled
@@ -464,16 +486,8 @@ pub(crate) async fn serve(
     if let Some(summaries) = summaries {
         summaries.abort();
     }
-    let stop = async {
-        if let Some(api) = api {
-            api.shutdown().await;
-        }
-        running
-            .shutdown(config.runtime.shutdown_timeout.get())
-            .await;
-    };
     tokio::select! {
-        () = stop => {}
+        () = stop(api, &running, timeout) => {}
         () = signals.next() => {
             tracing::warn!("second signal: exiting without waiting");
             std::process::exit(130);
@@ -481,6 +495,19 @@ pub(crate) async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Stops serving the API, then the connectors (batches in flight finish, up to
+/// `timeout`).
+async fn stop(
+    api: Option<http_api::ApiServer>,
+    running: &runtime_core::Runtime,
+    timeout: std::time::Duration,
+) {
+    if let Some(api) = api {
+        api.shutdown().await;
+    }
+    running.shutdown(timeout).await;
 }
 
 /// Logs one line per connector every `interval`: state, throughput, errors, lag.

@@ -46,7 +46,9 @@ pub struct ConnectorContext {
 ///
 /// The runtime calls `consume` with one batch at a time per instance and stores the
 /// consumer offsets only after `consume` returned `Ok`: a sink must have made the batch
-/// durable (or handed it off for good) before it returns.
+/// durable (or handed it off for good) before it returns. A batch's offset is stored
+/// while the next batch is consumed, so after a crash the last two batches of a
+/// partition may come again.
 ///
 /// ```
 /// use connector_sdk::{ConnectorContext, Error, MessageBatch, Sink};

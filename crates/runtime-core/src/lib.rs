@@ -38,9 +38,9 @@ use tokio::task::JoinHandle;
 use transforms::TransformChain;
 
 pub use bus::{
-    BusError, BusErrorKind, Destination, GroupProgress, IggyBus, IggySettings, IncomingMessage,
-    MARKER_SEARCH_DEPTH, MessageBus, OutgoingMessage, PartitionProgress, Polled, PreparedSend,
-    READ_AHEAD_CONSUMER, SEND_MARKER_HEADER,
+    BusError, BusErrorKind, ConnectingBus, Destination, GroupProgress, IggyBus, IggySettings,
+    IncomingMessage, MARKER_SEARCH_DEPTH, MessageBus, OutgoingMessage, PartitionProgress, Polled,
+    PreparedSend, READ_AHEAD_CONSUMER, SEND_MARKER_HEADER,
 };
 pub use metrics::prometheus_text;
 pub use plugin_config::{ConfigDescription, ConfigField, check_plugin_config, typed_plugin_config};

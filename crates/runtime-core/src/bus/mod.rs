@@ -2,6 +2,7 @@
 //! values it takes and gives), and its implementation with the `iggy` client
 //! (`iggy.rs`, with the requests it encodes itself in `wire.rs`).
 
+mod connecting;
 mod iggy;
 mod wire;
 
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use connector_sdk::OwnedHeader;
 
+pub use connecting::ConnectingBus;
 pub use iggy::{IggyBus, IggySettings};
 
 /// A stream and one of its topics: where messages go, or come from.

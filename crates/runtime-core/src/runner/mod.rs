@@ -72,7 +72,7 @@ impl ConnectorRun<'_> {
     /// Reads the streams' schemas, opens the connector's plugin instance and runs it
     /// until it stops or fails, over a connection to Iggy of its own when the bus
     /// offers one.
-    pub(crate) async fn run(&self, control: Control) {
+    pub(crate) async fn run(&self, mut control: Control) {
         // Before anything is opened: a bad schema file fails the connector at once.
         let codecs = match connector_codecs(self.config) {
             Ok(codecs) => codecs,
@@ -81,14 +81,14 @@ impl ConnectorRun<'_> {
                 return;
             }
         };
-        let Ok(own) = self.own_connection().await else {
+        let Ok(own) = self.own_connection(&mut control).await else {
             return;
         };
         // A sink reads ahead on a second connection, so that its reads do not queue
         // behind its offset stores (requests on one connection are answered one at a
         // time).
         let reader = match self.config {
-            ConnectorConfig::Sink(_) => match self.own_connection().await {
+            ConnectorConfig::Sink(_) => match self.own_connection(&mut control).await {
                 Ok(reader) => reader,
                 Err(()) => {
                     if let Some(bus) = own {
@@ -118,10 +118,18 @@ impl ConnectorRun<'_> {
     }
 
     /// A connection of the connector's own when the bus offers one (`None`: share the
-    /// runtime's); `Err` when it cannot be made, and then the connector has failed.
-    async fn own_connection(&self) -> Result<Option<Arc<dyn MessageBus>>, ()> {
+    /// runtime's); `Err` when it cannot be made, and then the connector has failed, or
+    /// when a stop came first (a server that never answers must not hold a stop up).
+    async fn own_connection(
+        &self,
+        control: &mut Control,
+    ) -> Result<Option<Arc<dyn MessageBus>>, ()> {
         let key = self.key();
-        self.context.bus.for_connector(key).await.map_err(|error| {
+        let made = tokio::select! {
+            made = self.context.bus.for_connector(key) => made,
+            () = control.stopping() => return Err(()),
+        };
+        made.map_err(|error| {
             tracing::error!(connector = %key, %error, "cannot connect to Iggy");
             self.status.fail(format!("cannot connect to Iggy: {error}"));
         })

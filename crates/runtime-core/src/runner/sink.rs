@@ -1,8 +1,9 @@
 //! The sink pipeline: one task per (stream, topic) of a sink, each polling its consumer
 //! group, reading the polled partition ahead on a second connection, shaping each
-//! batch, handing it to the plugin, and storing its offset before the next batch goes.
-//! It also watches the group's progress, for the lag and to reset a stuck group (see
-//! `stall.rs`).
+//! batch, handing it to the plugin, and storing its offset while the next batch goes to
+//! the plugin (one store in flight: a crash repeats at most two batches of a
+//! partition). It also watches the group's progress, for the lag and to reset a stuck
+//! group (see `stall.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -150,6 +151,25 @@ struct SinkPipeline {
     report: BatchReport,
 }
 
+/// A batch the plugin took, whose offset is being stored while the next batch goes to
+/// the plugin; it counts as delivered once stored.
+struct PendingStore {
+    store: Store,
+    partition: u32,
+    last_offset: u64,
+    delivered: usize,
+    delivered_bytes: usize,
+    /// When the batch was received, for its latency.
+    received: Instant,
+    /// When the plugin was done with it and its store began.
+    committing: Instant,
+    stages: BatchStages,
+    times: StageTimes,
+}
+
+/// An offset store in flight, and when it was done.
+struct Store(tokio::task::JoinHandle<(Result<(), BusError>, Instant)>);
+
 /// Most batches a sink reads ahead in a row before it polls the group again, which
 /// moves on to the member's next partition: one partition's backlog holds up the
 /// others for at most this many batches. A read that comes back empty ends the run too
@@ -178,8 +198,8 @@ impl Drop for ReadAhead {
 }
 
 impl SinkPipeline {
-    async fn run(self, mut control: Control) {
-        let (status, retry, stream, from) = (&self.status, self.retry, &self.stream, &self.from);
+    async fn run(self, control: Control) {
+        let (status, retry, from) = (&self.status, self.retry, &self.from);
         let joined = retry
             .run(status, "join consumer group", || async {
                 self.bus.ensure_topic(from).await?;
@@ -194,10 +214,23 @@ impl SinkPipeline {
             return;
         }
         status.set_state(ConnectorState::Running);
-        // Each batch's offset is stored before the next batch goes to the plugin, so a
-        // crash repeats at most one batch. The group's `next` starts after the stored
-        // offset and so cannot run ahead: the partition's next batch is read by offset
-        // instead, on the reader, while the plugin takes this one and it is stored.
+        let mut pending = None;
+        self.consume(control, &mut pending).await;
+        // Whatever ended the run, a batch the plugin took has its offset stored if Iggy
+        // will: one batch fewer to deliver again.
+        self.settle(&mut pending, &mut None).await;
+    }
+
+    /// Polls, shapes, delivers and stores until a stop or a failure. A batch's offset is
+    /// stored in the background while the next batch of the partition goes to the
+    /// plugin, and that next batch's store starts only once it is done: at most two
+    /// batches of a partition are delivered and not stored, the duplicates a crash can
+    /// cause. The group's `next` starts after the stored offset and so cannot run
+    /// ahead: the partition's next batch is read by offset instead, on the reader,
+    /// while the plugin takes this one; a poll of the group waits for the store in
+    /// flight first.
+    async fn consume(&self, mut control: Control, pending: &mut Option<PendingStore>) {
+        let (status, retry, stream, from) = (&self.status, self.retry, &self.stream, &self.from);
         let mut ahead: Option<ReadAhead> = None;
         let mut run = 0;
         let mut reads = Reads::Working;
@@ -206,9 +239,11 @@ impl SinkPipeline {
         let mut spare: Option<SinkBatchBuffers> = None;
         let mut watch = GroupWatch::default();
         while control.proceed(status).await {
-            if self.watch_group(&mut watch).await {
+            match self.watch_group(&mut watch, pending).await {
                 // The group was made again: what was read ahead may be another's now.
-                ahead = None;
+                Some(true) => ahead = None,
+                Some(false) => {}
+                None => return,
             }
             let started = Instant::now();
             let read = match ahead.take() {
@@ -225,6 +260,10 @@ impl SinkPipeline {
                 }
                 None => {
                     run = 0;
+                    // The group's poll starts after its stored offsets.
+                    if !self.settle(pending, &mut ahead).await {
+                        return;
+                    }
                     let polled = tokio::select! {
                         () = control.stopping() => return,
                         polled = retry.run(status, "poll", || self.bus.poll(from, &self.group, stream.batch_length)) => polled,
@@ -330,61 +369,125 @@ impl SinkPipeline {
             if !batch.is_empty() {
                 stages.set(Stage::Ffi, times.send);
             }
-            let stored = retry
-                .run_when(
-                    status,
-                    "store offset",
-                    |error: &BusError| error.kind() != BusErrorKind::NotOwned,
-                    || {
-                        self.bus
-                            .store_offset(from, &self.group, partition, last_offset)
-                    },
-                )
-                .await;
-            match stored {
-                Ok(()) => {}
-                // The partition went to another member, which goes on from the group's
-                // stored offset: this batch may reach a sink twice, nothing is lost.
-                // What was read ahead of it is that member's now.
-                Err(error) if error.kind() == BusErrorKind::NotOwned => {
-                    tracing::warn!(
-                        connector = %self.config.common.key,
-                        stream = %from.stream,
-                        topic = %from.topic,
-                        partition,
-                        offset = last_offset,
-                        %error,
-                        "the partition moved to another member of the group; its offset is theirs to store"
-                    );
-                    ahead = None;
-                }
-                Err(error) => {
-                    status.fail(format!("storing offset {last_offset} failed: {error}"));
-                    return;
-                }
+            spare = Arc::try_unwrap(batch).ok().map(SinkBatch::into_buffers);
+            // The last batch's offset first, so stored offsets only grow and at most one
+            // store is in flight.
+            if !self.settle(pending, &mut ahead).await {
+                return;
             }
-            status.delivered(delivered, delivered_bytes, received.elapsed(), &stages);
-            times.commit = committing.elapsed();
-            self.report.batch(
-                &self.config.common.key,
-                Some(from),
+            *pending = Some(PendingStore {
+                store: self.store_offset(partition, last_offset),
+                partition,
+                last_offset,
                 delivered,
                 delivered_bytes,
-                &times,
-            );
-            spare = Arc::try_unwrap(batch).ok().map(SinkBatch::into_buffers);
+                received,
+                committing,
+                stages,
+                times,
+            });
         }
+    }
+
+    /// Starts storing `offset` as the group's offset of `partition`, retrying as the
+    /// policy says; the task answers with when it was done.
+    fn store_offset(&self, partition: u32, offset: u64) -> Store {
+        let (bus, from, group) = (self.bus.clone(), self.from.clone(), self.group.clone());
+        let (status, retry) = (self.status.clone(), self.retry);
+        Store(tokio::spawn(async move {
+            let stored = retry
+                .run_when(
+                    &status,
+                    "store offset",
+                    |error: &BusError| error.kind() != BusErrorKind::NotOwned,
+                    || bus.store_offset(&from, &group, partition, offset),
+                )
+                .await;
+            (stored, Instant::now())
+        }))
+    }
+
+    /// Waits for the offset store in flight, if any, and counts its batch delivered.
+    /// False when it failed and so did the connector.
+    async fn settle(
+        &self,
+        pending: &mut Option<PendingStore>,
+        ahead: &mut Option<ReadAhead>,
+    ) -> bool {
+        let Some(PendingStore {
+            store,
+            partition,
+            last_offset,
+            delivered,
+            delivered_bytes,
+            received,
+            committing,
+            stages,
+            mut times,
+        }) = pending.take()
+        else {
+            return true;
+        };
+        let (stored, done) = match store.0.await {
+            Ok(finished) => finished,
+            Err(error) => (
+                Err(BusError::new(format!(
+                    "the offset store task ended: {error}"
+                ))),
+                Instant::now(),
+            ),
+        };
+        let from = &self.from;
+        match stored {
+            Ok(()) => {}
+            // The partition went to another member, which goes on from the group's
+            // stored offset: this batch may reach a sink twice, nothing is lost.
+            // What was read ahead of it is that member's now.
+            Err(error) if error.kind() == BusErrorKind::NotOwned => {
+                tracing::warn!(
+                    connector = %self.config.common.key,
+                    stream = %from.stream,
+                    topic = %from.topic,
+                    partition,
+                    offset = last_offset,
+                    %error,
+                    "the partition moved to another member of the group; its offset is theirs to store"
+                );
+                *ahead = None;
+            }
+            Err(error) => {
+                self.status
+                    .fail(format!("storing offset {last_offset} failed: {error}"));
+                return false;
+            }
+        }
+        self.status
+            .delivered(delivered, delivered_bytes, done - received, &stages);
+        times.commit = done - committing;
+        self.report.batch(
+            &self.config.common.key,
+            Some(from),
+            delivered,
+            delivered_bytes,
+            &times,
+        );
+        true
     }
 
     /// Looks at the group's progress when it is time (every
     /// [`CHECK_INTERVAL`](crate::stall::CHECK_INTERVAL)): sets the
     /// sink's lag, and resets the group when a partition's unread messages have left
-    /// its offset where it was for `reset_group_after` (see `stall.rs`). True when it
-    /// reset the group.
-    async fn watch_group(&self, watch: &mut GroupWatch) -> bool {
+    /// its offset where it was for `reset_group_after` (see `stall.rs`). `Some(true)`
+    /// when it reset the group, `None` when the store in flight, awaited first, failed
+    /// and so did the connector.
+    async fn watch_group(
+        &self,
+        watch: &mut GroupWatch,
+        pending: &mut Option<PendingStore>,
+    ) -> Option<bool> {
         let now = Instant::now();
         if !watch.due(now) {
-            return false;
+            return Some(false);
         }
         let (from, group) = (&self.from, &self.group);
         let (stream, topic) = (&from.stream, &from.topic);
@@ -392,7 +495,7 @@ impl SinkPipeline {
             Ok(Some(progress)) => progress,
             Ok(None) => {
                 watch.measures = Measures::CannotTell;
-                return false;
+                return Some(false);
             }
             Err(error) => {
                 // Until a look works again the lag is the polled partition's (a lag
@@ -401,13 +504,17 @@ impl SinkPipeline {
                     tracing::warn!(connector = %self.config.common.key, %stream, %topic, %group, %error, "cannot read the consumer group's progress; its lag is the polled partition's until it can");
                 }
                 watch.measures = Measures::Unknown;
-                return false;
+                return Some(false);
             }
         };
         let look = watch.observe(&progress, now);
         self.status.set_lag(self.slot, look.lag);
         if look.stuck_for < self.stall.reset_group_after {
-            return false;
+            return Some(false);
+        }
+        // A reset stores back the offsets it read: the store in flight lands first.
+        if !self.settle(pending, &mut None).await {
+            return None;
         }
         tracing::warn!(
             connector = %self.config.common.key,
@@ -428,7 +535,7 @@ impl SinkPipeline {
                 tracing::warn!(connector = %self.config.common.key, %stream, %topic, %group, %error, "resetting the consumer group failed")
             }
         }
-        true
+        Some(true)
     }
 
     /// Starts reading a partition from `offset` on the reader.

@@ -82,8 +82,12 @@ async fn random_source_to_file_sink_delivers_every_message() {
     );
     if let Some(server) = &target.server {
         assert_eq!(server.messages(&stream, "t").unwrap().len(), 300);
+        // The last batch's offset is stored after the file has it.
         let owner = OffsetOwner::Group("iggy-connect-sink-file".to_owned());
-        assert_eq!(server.stored_offset(&stream, "t", &owner, 0), Some(299));
+        eventually("the sink's offset stored", || {
+            server.stored_offset(&stream, "t", &owner, 0) == Some(299)
+        })
+        .await;
     }
     runtime.shutdown(Duration::from_secs(10)).await;
     assert_eq!(
@@ -294,6 +298,74 @@ async fn a_sink_reading_ahead_delivers_a_backlog_over_partitions_once_in_order()
             "only {ahead} of {batches} batches were read ahead"
         );
     }
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// A sink stores a batch's offset while the next batch goes to the plugin, and starts
+/// the next store only once that one is done: with the stores held back, the plugin has
+/// exactly two batches beyond the stored offset (the duplicates a crash could cause)
+/// and gets no third; each store let through lets one more batch go. Released, every
+/// message arrives once, in order, and the offset reaches the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_delivers_at_most_two_batches_ahead_of_its_stored_offset() {
+    const MESSAGES: u64 = 100;
+    const BATCH: u64 = 10;
+    let target = target().await;
+    let dir = temp_dir("e2e-store-pipeline");
+    let stream = unique("e2e-store-pipeline");
+    let client = client_with_topic(&target, &stream, 1).await;
+    produce_to_partition(&client, &stream, 0, MESSAGES).await;
+    let output = dir.join("out.jsonl");
+    let mut context = context(&target, &dir.join("state")).await;
+    let recording = RecordingBus::around(&mut context);
+    recording.hold_stores();
+    let runtime = Runtime::start(
+        active(vec![file_sink("file", &stream, &output, BATCH as u32)]),
+        plugins_for_test(),
+        context,
+    )
+    .await;
+    let seqs = || -> Vec<u64> {
+        std::fs::read_to_string(&output)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).unwrap();
+                value["payload"]["seq"].as_u64().unwrap()
+            })
+            .collect()
+    };
+    for let_through in 0..3 {
+        let ahead = (let_through + 2) * BATCH;
+        eventually_in(&runtime, &format!("{ahead} messages delivered"), || {
+            seqs().len() as u64 == ahead && recording.stores_held() == 1
+        })
+        .await;
+        // A negative cannot be waited for: a sink that ran ahead of its stores would
+        // have delivered the whole backlog well within this window.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            seqs().len() as u64,
+            ahead,
+            "delivered with {let_through} stores let through"
+        );
+        recording.let_store_through();
+    }
+    recording.release_stores();
+    wait_for_group_offset(
+        &client,
+        (&stream, "t"),
+        "iggy-connect-sink-file",
+        0,
+        MESSAGES - 1,
+        || {},
+    )
+    .await;
+    assert_eq!(
+        seqs(),
+        (0..MESSAGES).collect::<Vec<_>>(),
+        "once each, in order"
+    );
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
