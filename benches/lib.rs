@@ -87,3 +87,23 @@ pub fn stolen_percent(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> 
     let all = all1.checked_sub(all0).filter(|all| *all > 0)?;
     Some(steal1.saturating_sub(steal0) as f64 * 100.0 / all as f64)
 }
+
+/// The release `iggy-connectors` binary a bench runs: `BENCH_BINARY`, or where `cargo
+/// build --release -p iggy-connectors` leaves it (benches run from
+/// `target/release/deps`).
+pub fn runtime_binary() -> Result<std::path::PathBuf, String> {
+    if let Ok(path) = std::env::var("BENCH_BINARY") {
+        return Ok(path.into());
+    }
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("iggy-connectors")))
+        .ok_or("cannot tell where the release binary is; set BENCH_BINARY")?;
+    if !binary.exists() {
+        return Err(format!(
+            "{} is missing: cargo build --release -p iggy-connectors (or set BENCH_BINARY)",
+            binary.display()
+        ));
+    }
+    Ok(binary)
+}

@@ -7,12 +7,19 @@
 //! topic's growth (source) and the sink group's stored offset (sink), over
 //! `BENCH_SECONDS` (default 20) after `BENCH_WARMUP` seconds (default 3). The runtime's
 //! CPU is its process's user + system time from `/proc/<pid>/stat`, in % of one core.
+//! Its peak RSS is `VmHWM` from `/proc/<pid>/status` at the end of the window.
+//! The runtime runs twice: runtime-core alone, and the release `iggy-connectors`
+//! binary (`BENCH_BINARY`, by default `iggy-connectors` beside the bench's own
+//! directory, as `cargo build --release -p iggy-connectors` leaves it) with the same
+//! connectors by their bundled names, its API on and its log at `info`, as a user runs
+//! it. `BENCH_RUNTIME=library` or `binary` runs one of them only.
 //! In the same run, the raw `iggy` client producing and consuming at once (200 B
 //! messages, batches of 1000) for as long: the ceiling.
 //!
-//! Run: `cargo bench -p iggy-connectors-benches --bench throughput`
-//! (`IGGY_TEST_ADDRESS=host:port` for a real server; without it the Iggy test server
-//! runs in this process, so its CPU is not the runtime's).
+//! Run: `cargo build --release -p iggy-connectors && cargo bench -p
+//! iggy-connectors-benches --bench throughput` (`IGGY_TEST_ADDRESS=host:port` for a
+//! real server; without it the Iggy test server runs in this process, so its CPU is not
+//! the runtime's).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use config_provider::{ActiveConfigs, ConnectorConfig, RuntimeBehaviour};
 use iggy::prelude::*;
-use iggy_connectors_benches::env_or;
+use iggy_connectors_benches::{env_or, runtime_binary};
 use iggy_connectors_tests::{create_topic, iggy_client, plugin_path};
 use plugin_host::PluginLoader;
 use runtime_core::{IggyBus, IggySettings, PluginRegistry, Runtime, RuntimeContext, StateStore};
@@ -34,7 +41,8 @@ fn id(name: &str) -> Result<Identifier, IggyError> {
     Identifier::named(name)
 }
 
-/// The connector configs of the measured pipeline, on `stream`.
+/// The connector configs of the measured pipeline, on `stream` (the binary's files in
+/// [`binary_setup`] say the same).
 fn connectors(stream: &str) -> Result<ActiveConfigs, Failure> {
     let source: ConnectorConfig = serde_json::from_value(serde_json::json!({
         "type": "source", "key": "random", "enabled": true, "version": 0, "name": "Random",
@@ -54,6 +62,53 @@ fn connectors(stream: &str) -> Result<ActiveConfigs, Failure> {
     configs.sources.insert(source.common().key.clone(), source);
     configs.sinks.insert(sink.common().key.clone(), sink);
     Ok(configs)
+}
+
+/// Which runtime a measurement runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runner {
+    /// runtime-core in this bench binary, started again.
+    Library,
+    /// The `iggy-connectors` binary.
+    Binary,
+}
+
+/// Writes what the binary runs: `dir/config.toml` (Iggy at `address`, the API on a
+/// port the system picks) and the two connectors by their bundled names.
+fn binary_setup(
+    dir: &std::path::Path,
+    address: &str,
+    stream: &str,
+) -> Result<std::path::PathBuf, Failure> {
+    let connectors = dir.join("connectors");
+    std::fs::create_dir_all(&connectors)?;
+    // The same settings as `connector_configs`, as a user writes them.
+    std::fs::write(
+        connectors.join("random.toml"),
+        format!(
+            "type = \"source\"\nkey = \"random\"\nenabled = true\nversion = 0\nname = \"Random\"\npath = \"random\"\n\
+             [[streams]]\nstream = \"{stream}\"\ntopic = \"t\"\nschema = \"json\"\nbatch_length = 1000\nlinger_time = \"0ms\"\n\
+             [plugin_config]\ninterval = \"0ms\"\nmessages_range = [4999, 5000]\npayload_size = 200\n"
+        ),
+    )?;
+    std::fs::write(
+        connectors.join("stdout.toml"),
+        format!(
+            "type = \"sink\"\nkey = \"stdout\"\nenabled = true\nversion = 0\nname = \"Stdout\"\npath = \"stdout\"\n\
+             [[streams]]\nstream = \"{stream}\"\ntopics = [\"t\"]\nschema = \"json\"\nbatch_length = 1000\npoll_interval = \"1ms\"\n\
+             [plugin_config]\nprint_payload = false\n"
+        ),
+    )?;
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[iggy]\naddress = \"{address}\"\n[http]\nenabled = true\naddress = \"127.0.0.1:0\"\n[state]\npath = \"{}\"\n[connectors]\nconfig_dir = \"{}\"\n",
+            dir.join("state").display(),
+            connectors.display()
+        ),
+    )?;
+    Ok(config)
 }
 
 /// The child: runs the pipeline until it is killed.
@@ -126,10 +181,21 @@ struct Rates {
     /// `None` when the sink group's offset could not be read.
     sink: Option<f64>,
     cpu_percent: Option<f64>,
+    /// The runtime's peak resident memory, in MiB.
+    peak_rss: Option<f64>,
+}
+
+/// The peak resident memory of process `pid` (`VmHWM`), in MiB.
+fn peak_rss(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// The runtime in a child process: warm-up, then rates over the window.
 async fn through_runtime(
+    runner: Runner,
     address: &str,
     warmup: Duration,
     window: Duration,
@@ -138,10 +204,23 @@ async fn through_runtime(
     let client = iggy_client(address).await?;
     create_topic(&client, &stream, "t", 1).await?;
     let state = std::env::temp_dir().join(format!("throughput-bench-{}", std::process::id()));
-    let mut runtime = std::process::Command::new(std::env::current_exe()?)
-        .env(CHILD, format!("{address} {stream} {}", state.display()))
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
+    let mut command = match runner {
+        Runner::Library => {
+            let mut command = std::process::Command::new(std::env::current_exe()?);
+            command.env(CHILD, format!("{address} {stream} {}", state.display()));
+            command
+        }
+        Runner::Binary => {
+            let mut command = std::process::Command::new(runtime_binary()?);
+            command
+                .args(["--config"])
+                .arg(binary_setup(&state, address, &stream)?)
+                .env("NO_COLOR", "1")
+                .stderr(std::process::Stdio::null());
+            command
+        }
+    };
+    let mut runtime = command.stdout(std::process::Stdio::null()).spawn()?;
     let pid = runtime.id();
     // A runtime that died (a plugin missing, no connection) would measure as 0 msg/s.
     let mut alive = || match runtime.try_wait() {
@@ -156,6 +235,7 @@ async fn through_runtime(
         let (cpu, started) = (process_cpu(pid), Instant::now());
         tokio::time::sleep(window).await;
         let (produced_after, consumed_after) = progress(&client, &stream).await?;
+        let peak_rss = peak_rss(pid);
         alive()?;
         let elapsed = started.elapsed().as_secs_f64();
         let cpu_percent = process_cpu(pid)
@@ -169,6 +249,7 @@ async fn through_runtime(
             source: produced_after.saturating_sub(produced) as f64 / elapsed,
             sink,
             cpu_percent,
+            peak_rss,
         })
     }
     .await;
@@ -275,19 +356,33 @@ fn main() -> Result<(), Failure> {
             window.as_secs(),
             warmup.as_secs()
         );
-        let rates = through_runtime(&target.address, warmup, window).await?;
-        let cpu = rates.cpu_percent.map_or_else(
-            || "unknown".to_owned(),
-            |percent| format!("{percent:.0}% of a core"),
-        );
-        let sink = rates.sink.map_or_else(
-            || "unknown (no stored offset)".to_owned(),
-            |rate| format!("{rate:.0} msg/s"),
-        );
-        println!(
-            "runtime: source {:.0} msg/s, sink {sink}, runtime CPU {cpu}",
-            rates.source
-        );
+        let runners: &[Runner] = match std::env::var("BENCH_RUNTIME").as_deref() {
+            Ok("library") => &[Runner::Library],
+            Ok("binary") => &[Runner::Binary],
+            _ => &[Runner::Library, Runner::Binary],
+        };
+        for &runner in runners {
+            let rates = through_runtime(runner, &target.address, warmup, window).await?;
+            let cpu = rates.cpu_percent.map_or_else(
+                || "unknown".to_owned(),
+                |percent| format!("{percent:.0}% of a core"),
+            );
+            let sink = rates.sink.map_or_else(
+                || "unknown (no stored offset)".to_owned(),
+                |rate| format!("{rate:.0} msg/s"),
+            );
+            let rss = rates
+                .peak_rss
+                .map_or_else(|| "unknown".to_owned(), |mib| format!("{mib:.1} MiB"));
+            let name = match runner {
+                Runner::Library => "runtime-core",
+                Runner::Binary => "binary",
+            };
+            println!(
+                "{name}: source {:.0} msg/s, sink {sink}, runtime CPU {cpu}, peak RSS {rss}",
+                rates.source
+            );
+        }
         let (produced, consumed) = raw(&target.address, warmup, window).await?;
         println!("raw client: produce {produced:.0} msg/s, consume {consumed:.0} msg/s (at once)");
         Ok(())
