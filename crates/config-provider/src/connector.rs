@@ -68,6 +68,10 @@ pub struct ConnectorCommon {
     /// Where `error_policy = "dead_letter"` sends failed messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<DeadLetterTarget>,
+    /// Bytes this connector's pipeline may hold before it takes more; default
+    /// `[runtime] memory_budget`, 0 sets no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget: Option<u64>,
     /// The plugin's own configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin_config: Option<serde_json::Value>,

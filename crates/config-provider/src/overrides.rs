@@ -201,6 +201,7 @@ fn every_key(kind: ConnectorKind) -> toml::Table {
             stream: String::new(),
             topic: String::new(),
         }),
+        memory_budget: Some(0),
         // Empty, it is an open table: variables name its entries.
         plugin_config: Some(serde_json::Value::Object(serde_json::Map::new())),
         // Transforms (tables of tables) are left empty, and so unwritten: no variable

@@ -118,7 +118,16 @@ pub struct RuntimeBehaviour {
     /// `stalled` (and `/ready` answers 503); it resets its consumer group after a third
     /// of it.
     pub stall_timeout: ConfigDuration,
+    /// Bytes each connector's pipeline may hold (source batches in flight and the
+    /// requests made of them; a sink's batches read, read ahead and built for its
+    /// plugin) before it takes more: a source polls its plugin later, a sink reads
+    /// ahead less. One batch always goes, whatever its size. A connector's own
+    /// `memory_budget` overrides it; 0 sets no limit.
+    pub memory_budget: u64,
 }
+
+/// The default [`RuntimeBehaviour::memory_budget`]: 8 MiB.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 8 * 1024 * 1024;
 
 impl Default for RuntimeBehaviour {
     fn default() -> Self {
@@ -127,6 +136,7 @@ impl Default for RuntimeBehaviour {
             retry: ConnectorRetry::default(),
             restart: RestartConfig::default(),
             stall_timeout: ConfigDuration::from_secs(30),
+            memory_budget: DEFAULT_MEMORY_BUDGET,
         }
     }
 }

@@ -851,6 +851,9 @@ fn metrics(status: &ConnectorStatus) -> Value {
         "lag": m.lag,
         "group_resets": m.group_resets,
         "messages_per_second": m.messages_per_second,
+        "memory_bytes": m.memory_bytes,
+        "memory_peak_bytes": m.memory_peak_bytes,
+        "memory_budget_bytes": m.memory_budget_bytes,
         "batches": m.batch_latency.count,
         "mean_batch_latency_seconds": if m.batch_latency.count == 0 { 0.0 } else { m.batch_latency.sum_seconds / m.batch_latency.count as f64 },
     })

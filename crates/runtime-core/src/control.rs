@@ -32,6 +32,11 @@ impl Control {
         *self.desired.borrow() == Desired::Stop
     }
 
+    /// Whether the pipeline should go on at once (neither paused nor stopping).
+    pub(crate) fn run_requested(&self) -> bool {
+        *self.desired.borrow() == Desired::Run
+    }
+
     /// Resolves when the pipeline should end (or the runtime is gone).
     pub(crate) async fn stopping(&mut self) {
         while !self.stop_requested() {

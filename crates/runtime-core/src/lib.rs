@@ -15,6 +15,7 @@
 //! when a connector has transforms or its schemas differ; a message that fails there
 //! follows the connector's error policy like one the plugin failed on.
 
+mod budget;
 mod bus;
 mod control;
 mod metrics;
@@ -156,6 +157,9 @@ pub struct RuntimeContext {
     /// When a sink sitting on unread messages is reported stalled, and resets its
     /// consumer group.
     pub stall: StallPolicy,
+    /// Bytes each connector's pipeline may hold, for connectors whose config sets no
+    /// `memory_budget` (0: no limit); see `[runtime] memory_budget`.
+    pub memory_budget: u64,
 }
 
 impl RuntimeContext {
@@ -168,6 +172,7 @@ impl RuntimeContext {
             restart: RestartPolicy::from(behaviour.restart),
             stop_timeout: behaviour.shutdown_timeout.get(),
             stall: StallPolicy::new(behaviour.stall_timeout.get()),
+            memory_budget: behaviour.memory_budget,
         }
     }
 }
@@ -180,6 +185,7 @@ impl std::fmt::Debug for RuntimeContext {
             .field("restart", &self.restart)
             .field("stop_timeout", &self.stop_timeout)
             .field("stall", &self.stall)
+            .field("memory_budget", &self.memory_budget)
             .finish_non_exhaustive()
     }
 }

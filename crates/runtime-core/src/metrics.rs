@@ -54,7 +54,7 @@ const fn gauge(
     }
 }
 
-const FAMILIES: [Family; 14] = [
+const FAMILIES: [Family; 17] = [
     counter(
         "iggy_connectors_messages_in_total",
         "Messages received: from the plugin (source) or from Iggy (sink).",
@@ -114,6 +114,21 @@ const FAMILIES: [Family; 14] = [
         "iggy_connectors_consumer_lag",
         "Sinks: messages beyond their consumer groups' stored offsets.",
         |s| s.metrics.lag,
+    ),
+    gauge(
+        "iggy_connectors_memory_bytes",
+        "Bytes the connector's pipeline holds now (batches in flight, read ahead, requests).",
+        |s| s.metrics.memory_bytes,
+    ),
+    gauge(
+        "iggy_connectors_memory_peak_bytes",
+        "The most bytes the connector's pipeline held at once.",
+        |s| s.metrics.memory_peak_bytes,
+    ),
+    gauge(
+        "iggy_connectors_memory_budget_bytes",
+        "The connector's memory budget (0: none).",
+        |s| s.metrics.memory_budget_bytes,
     ),
     gauge(
         "iggy_connectors_config_version",

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use connector_sdk::ConnectorKind;
 use transforms::{TransformChain, TransformCounts};
 
+use crate::budget::MemoryBudget;
+
 /// Where a connector is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConnectorState {
@@ -318,6 +320,13 @@ pub struct ConnectorMetrics {
     pub group_resets: u64,
     /// Messages delivered per second, over the last few seconds.
     pub messages_per_second: f64,
+    /// Bytes the connector's pipeline holds now (batches in flight, read ahead,
+    /// requests made of them; see `memory_budget`).
+    pub memory_bytes: u64,
+    /// The most bytes its pipeline held at once since the connector was first known.
+    pub memory_peak_bytes: u64,
+    /// Its memory budget in bytes (0: none).
+    pub memory_budget_bytes: u64,
     /// Batch latencies.
     pub batch_latency: LatencyHistogram,
     /// How long batches spent in each stage of the pipeline, in upstream's stages (its
@@ -439,6 +448,8 @@ pub(crate) struct StatusCell {
     created: Instant,
     /// When a stuck connector is reported [`ConnectorState::Stalled`].
     stall_after: Option<Duration>,
+    /// What its pipeline holds in memory, against its budget.
+    budget: MemoryBudget,
 }
 
 impl StatusCell {
@@ -456,7 +467,13 @@ impl StatusCell {
             state_changed: Arc::new(tokio::sync::Notify::new()),
             created: now,
             stall_after: None,
+            budget: MemoryBudget::default(),
         }
+    }
+
+    /// What the connector's pipeline holds in memory, against its budget.
+    pub(crate) fn budget(&self) -> &MemoryBudget {
+        &self.budget
     }
 
     /// Numbers the connector (see [`ConnectorStatus::id`]).
@@ -697,6 +714,9 @@ impl StatusCell {
             status.seconds_in_state = stuck_for.as_secs();
         }
         status.metrics.messages_per_second = guard.rate.rate(self.created.elapsed().as_secs());
+        status.metrics.memory_bytes = self.budget.held();
+        status.metrics.memory_peak_bytes = self.budget.peak();
+        status.metrics.memory_budget_bytes = self.budget.limit();
         status.transforms = guard.chain.counts();
         status
     }

@@ -109,6 +109,7 @@ endpoint = "http://collector:4319"
 [runtime]
 shutdown_timeout = "45s"
 stall_timeout = "12s"
+memory_budget = 1234567
 
 [runtime.retry]
 max_attempts = 9
@@ -216,6 +217,7 @@ fn check_every_key(config: &RuntimeConfig) {
     let runtime = &config.runtime;
     assert_eq!(runtime.shutdown_timeout, ConfigDuration::from_secs(45));
     assert_eq!(runtime.stall_timeout, ConfigDuration::from_secs(12));
+    assert_eq!(runtime.memory_budget, 1_234_567);
     assert_eq!(runtime.retry.max_attempts, 9);
     assert_eq!(
         runtime.retry.initial_backoff,
@@ -370,6 +372,7 @@ fn every_key_round_trips_from_the_environment() {
         ),
         ("IGGY_CONNECTORS_RUNTIME_SHUTDOWN_TIMEOUT", "45s"),
         ("IGGY_CONNECTORS_RUNTIME_STALL_TIMEOUT", "12s"),
+        ("IGGY_CONNECTORS_RUNTIME_MEMORY_BUDGET", "1234567"),
         ("IGGY_CONNECTORS_RUNTIME_RETRY_MAX_ATTEMPTS", "9"),
         ("IGGY_CONNECTORS_RUNTIME_RETRY_INITIAL_BACKOFF", "20ms"),
         ("IGGY_CONNECTORS_RUNTIME_RETRY_MAX_BACKOFF", "2s"),

@@ -189,6 +189,7 @@ payload_size = 20
         restart: RestartPolicy::default(),
         stop_timeout: Duration::from_secs(10),
         stall,
+        memory_budget: config_provider::DEFAULT_MEMORY_BUDGET,
     };
     let runtime = Runtime::start(
         provider.active_configs().await.unwrap(),

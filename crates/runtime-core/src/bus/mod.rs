@@ -64,6 +64,22 @@ pub enum PreparedSend {
     Wire(Bytes),
 }
 
+impl PreparedSend {
+    /// The bytes the send holds of its own: a wire body's length (kept messages share
+    /// their payloads with the batch they came from).
+    pub fn len(&self) -> usize {
+        match self {
+            PreparedSend::Messages(_) => 0,
+            PreparedSend::Wire(body) => body.len(),
+        }
+    }
+
+    /// Whether the send holds no bytes of its own.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A consumed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncomingMessage {

@@ -81,6 +81,10 @@ impl ConnectorRun<'_> {
                 return;
             }
         };
+        let budget = self.config.common().memory_budget;
+        self.status
+            .budget()
+            .set_limit(budget.unwrap_or(self.context.memory_budget));
         let Ok(own) = self.own_connection(&mut control).await else {
             return;
         };

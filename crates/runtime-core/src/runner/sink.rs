@@ -238,7 +238,14 @@ impl SinkPipeline {
         // built in them.
         let mut spare: Option<SinkBatchBuffers> = None;
         let mut watch = GroupWatch::default();
-        while control.proceed(status).await {
+        loop {
+            // A pause or a stop finds the last batch's offset stored, and counted.
+            if !control.run_requested() && !self.settle(pending, &mut ahead).await {
+                return;
+            }
+            if !control.proceed(status).await {
+                return;
+            }
             match self.watch_group(&mut watch, pending).await {
                 // The group was made again: what was read ahead may be another's now.
                 Some(true) => ahead = None,
@@ -286,7 +293,12 @@ impl SinkPipeline {
                     () = tokio::time::sleep(stream.poll_interval.get()) => continue,
                 }
             };
-            if run < MAX_READ_AHEAD_RUN && reads != Reads::Unsupported {
+            // Held until the plugin is done with it.
+            let bytes: usize = polled.messages.iter().map(|m| m.payload.len()).sum();
+            let mut held = status.budget().reserve(bytes);
+            // A batch read ahead is one more held: only while the budget has room.
+            if run < MAX_READ_AHEAD_RUN && reads != Reads::Unsupported && status.budget().has_room()
+            {
                 ahead = Some(self.read_ahead(polled.partition_id, last_offset + 1));
             }
             let received = Instant::now();
@@ -295,7 +307,6 @@ impl SinkPipeline {
                 ..StageTimes::default()
             };
             let count = polled.messages.len();
-            let bytes: usize = polled.messages.iter().map(|m| m.payload.len()).sum();
             status.received(count, bytes);
             if watch.measures != Measures::Group {
                 // The bus cannot tell the group's progress: the polled partition's lag.
@@ -306,6 +317,13 @@ impl SinkPipeline {
             let messages = if transforms::shaping_needed(&self.chain, &self.codec, codec) {
                 let shaped = shape::sink_batch(&self.chain, &self.codec, polled.messages);
                 status.filtered(shaped.dropped);
+                held.grow(
+                    shaped
+                        .kept
+                        .iter()
+                        .map(|message| message.payload.len())
+                        .sum(),
+                );
                 for failed in shaped.failed {
                     let offset = failed.message.offset;
                     let original = OutgoingMessage {
@@ -370,6 +388,7 @@ impl SinkPipeline {
                 stages.set(Stage::Ffi, times.send);
             }
             spare = Arc::try_unwrap(batch).ok().map(SinkBatch::into_buffers);
+            drop(held);
             // The last batch's offset first, so stored offsets only grow and at most one
             // store is in flight.
             if !self.settle(pending, &mut ahead).await {

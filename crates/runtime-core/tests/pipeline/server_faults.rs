@@ -117,6 +117,7 @@ async fn restart_proof_context(target: &TestTarget, state_dir: &std::path::Path)
             report_after: Duration::from_secs(3),
             reset_group_after: Duration::from_secs(1),
         },
+        memory_budget: config_provider::DEFAULT_MEMORY_BUDGET,
     }
 }
 

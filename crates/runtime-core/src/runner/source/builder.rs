@@ -113,6 +113,12 @@ impl<'r> Builder<'r> {
                 }
             }
             let mut sends = self.convert_sends(chunks).await;
+            // The requests copy the payloads: held with the unit's first batch.
+            if let (Ok(sends), Some((first, _))) = (&sends, taken.first_mut()) {
+                first
+                    .held
+                    .grow(sends.iter().map(|(_, send)| send.len()).sum());
+            }
             // Saved while the previous send is in flight: this one may go only once a
             // restart would know to look for it.
             let saving = record.filter(|_| sends.is_ok());

@@ -91,6 +91,8 @@ impl<'r, 's> Committer<'r, 's> {
             // go back once the plugin has answered.
             let mut settling = Vec::with_capacity(ready.len());
             let mut outcomes = Vec::with_capacity(ready.len());
+            // The plugin frees the batches' payloads when it has settled them.
+            let mut held = Vec::with_capacity(ready.len());
             for (index, (in_flight, permit)) in ready.drain(..).enumerate() {
                 let InFlight {
                     batch,
@@ -98,8 +100,10 @@ impl<'r, 's> Committer<'r, 's> {
                     received,
                     times,
                     mut stages,
+                    held: reservation,
                     ..
                 } = in_flight;
+                held.push(reservation);
                 // Rejecting rewinds the source (to the first of those rejected).
                 let accept = index < stored && !refused;
                 if let (true, Some(saved_in)) = (accept, saved_in) {
@@ -114,6 +118,7 @@ impl<'r, 's> Committer<'r, 's> {
                 outcomes.push((accept, counts, received, times, stages, permit));
             }
             let answers = self.source.settle_all(settling).await;
+            drop(held);
             let committed = started.elapsed();
             for ((accept, counts, received, mut times, stages, permit), answer) in
                 outcomes.into_iter().zip(answers)

@@ -40,6 +40,7 @@ use transforms::{Codec, TransformChain};
 
 use super::RetryPolicy;
 use super::report::{BatchReport, StageTimes};
+use crate::budget::Reservation;
 use crate::bus::{Destination, MessageBus, OutgoingMessage};
 use crate::control::Control;
 use crate::resume::Ledger;
@@ -140,6 +141,10 @@ struct InFlight<'s> {
     /// For the last batch of a send Iggy stored: the send's place among those allowed
     /// beyond the saved state (set by the sender, released once the state is written).
     unsaved: Option<OwnedSemaphorePermit>,
+    /// What it holds against the connector's memory budget: its payloads (lent by the
+    /// plugin until it is settled), the copies shaping made, and for a unit's first
+    /// batch the requests made of the unit.
+    held: Reservation,
 }
 
 /// A batch in flight with its place among the unsettled ones (given back once the
@@ -159,6 +164,8 @@ struct Prepared {
     filtered: usize,
     /// Messages that failed to shape, with where they were going and why.
     failed: Failed,
+    /// Payload bytes shaping made (0 when the payloads went untouched).
+    made: usize,
 }
 
 /// Messages that failed to shape, each with where it was going and why.

@@ -41,6 +41,11 @@ impl<'r, 's> Poller<'r, 's> {
             if self.round.is_halted() || !control.proceed(status).await {
                 break;
             }
+            // What the batches in flight hold must leave room for another.
+            tokio::select! {
+                () = control.stopping() => break,
+                () = status.budget().room() => {}
+            }
             let started = Instant::now();
             let polled = tokio::select! {
                 () = control.stopping() => break,
@@ -74,10 +79,12 @@ impl<'r, 's> Poller<'r, 's> {
             let decoded = Instant::now();
             let bytes: usize = messages.iter().map(|message| message.payload.len()).sum();
             status.received(messages.len(), bytes);
+            let mut held = status.budget().reserve(bytes);
             let prepared = match batch.schema() {
                 Ok(schema) => {
                     let prepared = self.prepare(schema, messages);
                     status.filtered(prepared.filtered);
+                    held.grow(prepared.made);
                     Ok(prepared)
                 }
                 Err(error) => Err(Halt::Fatal(format!(
@@ -101,6 +108,7 @@ impl<'r, 's> Poller<'r, 's> {
                 stages,
                 stored: false,
                 unsaved: None,
+                held,
             };
             if out.send((in_flight, permit)).await.is_err() {
                 break;
@@ -173,6 +181,12 @@ impl<'r, 's> Poller<'r, 's> {
         }
         prepared.count = count;
         prepared.bytes = bytes;
+        prepared.made = prepared
+            .groups
+            .iter()
+            .flat_map(|(_, group)| group)
+            .map(|message| message.payload.len())
+            .sum();
         prepared
     }
 }
