@@ -80,6 +80,24 @@ async fn random_source_to_file_sink_delivers_every_message() {
             .contains("iggy_connectors_messages_out_total{kind=\"source\",key=\"random\"} 300\n"),
         "{metrics}"
     );
+    // What each pipeline held, against the default budget: something, never more.
+    for status in runtime.statuses() {
+        let memory = &status.metrics;
+        assert_eq!(
+            memory.memory_budget_bytes,
+            config_provider::DEFAULT_MEMORY_BUDGET,
+            "{status:?}"
+        );
+        assert!(
+            memory.memory_peak_bytes > 0 && memory.memory_peak_bytes <= memory.memory_budget_bytes,
+            "{status:?}"
+        );
+        let peak = format!(
+            "iggy_connectors_memory_peak_bytes{{kind=\"{}\",key=\"{}\"}} {}\n",
+            status.kind, status.key, memory.memory_peak_bytes
+        );
+        assert!(metrics.contains(&peak), "{peak} in {metrics}");
+    }
     if let Some(server) = &target.server {
         assert_eq!(server.messages(&stream, "t").unwrap().len(), 300);
         // The last batch's offset is stored after the file has it.
