@@ -589,6 +589,20 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             println!("{}", format_row("median", &median(&rows)));
         }
     }
+    // One process holds the runtime, the test server (and what it stores of a case
+    // until its stream is deleted) and the raw client: its peak is an upper bound.
+    if let Some(peak) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+    {
+        println!(
+            "peak RSS of this process (runtime, server and raw client): {:.1} MiB",
+            peak / 1024.0
+        );
+    }
     Ok(())
 }
 
