@@ -126,8 +126,9 @@ pub struct RuntimeBehaviour {
     pub memory_budget: u64,
 }
 
-/// The default [`RuntimeBehaviour::memory_budget`]: 8 MiB.
-pub const DEFAULT_MEMORY_BUDGET: u64 = 8 * 1024 * 1024;
+/// The default [`RuntimeBehaviour::memory_budget`]: 4 MiB, enough to keep a source of
+/// 5000-message batches and its sink at full speed (see `benches/README.md`).
+pub const DEFAULT_MEMORY_BUDGET: u64 = 4 * 1024 * 1024;
 
 impl Default for RuntimeBehaviour {
     fn default() -> Self {
