@@ -213,6 +213,8 @@ fn every_key(kind: ConnectorKind) -> toml::Table {
         avro_schema_path: Some(String::new()),
         proto_descriptor_set: Some(String::new()),
         proto_message_type: Some(String::new()),
+        flat_buffer_schema_path: Some(String::new()),
+        flat_buffer_root_table: Some(String::new()),
         ..StreamPayload::new(Schema::default())
     };
     let config = match kind {

@@ -168,6 +168,8 @@ mod tests {
                 "avro_schema_path",
                 "proto_descriptor_set",
                 "proto_message_type",
+                "flat_buffer_schema_path",
+                "flat_buffer_root_table",
                 "batch_length",
                 "poll_interval",
                 "consumer_group"

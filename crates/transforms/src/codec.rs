@@ -6,10 +6,11 @@ use std::sync::Arc;
 use connector_sdk::Schema;
 use serde::{Deserialize, Serialize};
 
-use crate::{AvroSchema, Codec, ProtoSchema};
+use crate::{AvroSchema, Codec, FlatBufferSchema, ProtoSchema};
 
 /// The payload part of a connector's `[[streams]]` entry: the schema its messages are
-/// written with in Iggy and, for Avro and Protobuf, where the message schema comes from.
+/// written with in Iggy and, for Avro, Protobuf and FlatBuffers, where the message
+/// schema comes from.
 /// Sinks and sources share it; the config crate reads it with the stream's other keys.
 ///
 /// ```
@@ -41,16 +42,24 @@ pub struct StreamPayload {
     /// Protobuf: the full name of the message type in the descriptor set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proto_message_type: Option<String>,
+    /// FlatBuffers: a binary schema file (`flatc --schema -b`, a `.bfbs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flat_buffer_schema_path: Option<String>,
+    /// FlatBuffers: the root table's name (default: the schema's `root_type`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flat_buffer_root_table: Option<String>,
 }
 
 impl StreamPayload {
     /// The keys of a `[[streams]]` entry that belong to the payload part.
-    pub const KEYS: [&'static str; 5] = [
+    pub const KEYS: [&'static str; 7] = [
         "schema",
         "avro_schema_json",
         "avro_schema_path",
         "proto_descriptor_set",
         "proto_message_type",
+        "flat_buffer_schema_path",
+        "flat_buffer_root_table",
     ];
 
     /// `schema` without a message schema.
@@ -61,12 +70,15 @@ impl StreamPayload {
             avro_schema_path: None,
             proto_descriptor_set: None,
             proto_message_type: None,
+            flat_buffer_schema_path: None,
+            flat_buffer_root_table: None,
         }
     }
 
     /// The stream's codec: its schema, with the Avro schema from `avro_schema_json` or
     /// the file `avro_schema_path` names, and the Protobuf message type
-    /// `proto_message_type` of the descriptor set file `proto_descriptor_set`. Files
+    /// `proto_message_type` of the descriptor set file `proto_descriptor_set`, and the
+    /// FlatBuffers root table of the binary schema `flat_buffer_schema_path`. Files
     /// are read here (a runtime does it once, when the connector starts); the error
     /// names the key at fault.
     pub fn codec(&self) -> Result<Codec, String> {
@@ -107,10 +119,28 @@ impl StreamPayload {
             }
             (None, None) => None,
         };
+        let flat_buffer = match (&self.flat_buffer_schema_path, &self.flat_buffer_root_table) {
+            (Some(path), root) => {
+                let bytes = std::fs::read(path)
+                    .map_err(|error| format!("flat_buffer_schema_path {path}: {error}"))?;
+                Some(Arc::new(
+                    FlatBufferSchema::from_bfbs(&bytes, root.as_deref())
+                        .map_err(|error| format!("flat_buffer_schema_path {path}: {error}"))?,
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "flat_buffer_root_table needs flat_buffer_schema_path (a .bfbs file)"
+                        .to_owned(),
+                );
+            }
+            (None, None) => None,
+        };
         Ok(Codec {
             schema: self.schema,
             avro,
             proto,
+            flat_buffer,
         })
     }
 }

@@ -29,6 +29,7 @@
 mod avro;
 mod chain;
 mod codec;
+mod flat_buffer;
 mod payload;
 mod proto;
 mod scan;
@@ -38,6 +39,7 @@ mod steps;
 pub use avro::AvroSchema;
 pub use chain::{Message, TRANSFORMS, TransformChain, TransformCounts, TransformError, Verdict};
 pub use codec::StreamPayload;
+pub use flat_buffer::FlatBufferSchema;
 pub use payload::{Codec, FormatError, JsonObject, Payload, supported};
 pub use proto::ProtoSchema;
 pub use shape::{Shaped, shape, shaping_needed};

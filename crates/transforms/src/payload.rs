@@ -189,6 +189,12 @@ pub enum Payload {
     Raw(Bytes),
     /// UTF-8 text.
     Text(String),
+    /// Bytes written with a binary schema (`avro`, `proto` or `flat_buffer`) that
+    /// nothing decoded: read from a stream of that schema that names no message
+    /// schema, or written by a convert transform. A convert transform decodes it;
+    /// field transforms pass it through unchanged; a stream of the same schema (or
+    /// `raw`) writes the bytes as they are.
+    Encoded(Schema, Bytes),
 }
 
 /// Why a payload could not be decoded or encoded.
@@ -204,12 +210,17 @@ impl fmt::Display for FormatError {
 impl std::error::Error for FormatError {}
 
 /// Whether this runtime can decode and encode `schema` (for transforms and
-/// conversions; Avro and Protobuf with a [`Codec`] that has their schema). Other
-/// schemas pass through only unchanged.
+/// conversions; Avro, Protobuf and FlatBuffers with a [`Codec`] that has their
+/// schema, or through a convert transform).
 pub fn supported(schema: Schema) -> bool {
     matches!(
         schema,
-        Schema::Json | Schema::Raw | Schema::Text | Schema::Avro | Schema::Proto
+        Schema::Json
+            | Schema::Raw
+            | Schema::Text
+            | Schema::Avro
+            | Schema::Proto
+            | Schema::FlatBuffer
     )
 }
 
@@ -225,6 +236,8 @@ pub struct Codec {
     pub avro: Option<Arc<crate::AvroSchema>>,
     /// The Protobuf message type, for `Schema::Proto`.
     pub proto: Option<Arc<crate::ProtoSchema>>,
+    /// The FlatBuffers schema and root table, for `Schema::FlatBuffer`.
+    pub flat_buffer: Option<Arc<crate::FlatBufferSchema>>,
 }
 
 /// Whether two optional shared schemas are the same instance (or both absent).
@@ -241,6 +254,7 @@ impl PartialEq for Codec {
         self.schema == other.schema
             && same(&self.avro, &other.avro)
             && same(&self.proto, &other.proto)
+            && same(&self.flat_buffer, &other.flat_buffer)
     }
 }
 
@@ -251,6 +265,7 @@ impl Codec {
             schema,
             avro: None,
             proto: None,
+            flat_buffer: None,
         }
     }
 
@@ -264,21 +279,20 @@ impl Codec {
             .unwrap_or_else(|| Codec::plain(schema))
     }
 
-    /// Decodes `bytes`; Avro datums and Protobuf messages become JSON (objects one
-    /// level deep).
+    /// Decodes `bytes`; Avro datums, Protobuf messages and FlatBuffers become JSON
+    /// (objects one level deep). Without its message schema, a binary schema's bytes
+    /// stay [`Payload::Encoded`], for a convert transform to decode.
     pub fn decode(&self, bytes: Bytes) -> Result<Payload, FormatError> {
-        let decoded = match self.schema {
-            Schema::Avro => match &self.avro {
-                Some(avro) => avro
-                    .decode(&bytes)
-                    .map_err(|error| format!("invalid Avro datum: {error}")),
-                None => Err(NO_AVRO_SCHEMA.to_owned()),
-            },
-            Schema::Proto => match &self.proto {
-                Some(proto) => proto.decode(&bytes),
-                None => Err(NO_PROTO_SCHEMA.to_owned()),
-            },
-            schema => return Payload::decode(schema, bytes),
+        let decoded = match (self.schema, &self.avro, &self.proto, &self.flat_buffer) {
+            (Schema::Avro, Some(avro), _, _) => avro
+                .decode(&bytes)
+                .map_err(|error| format!("invalid Avro datum: {error}")),
+            (Schema::Proto, _, Some(proto), _) => proto.decode(&bytes),
+            (Schema::FlatBuffer, _, _, Some(flat_buffer)) => flat_buffer.decode(&bytes),
+            (schema @ (Schema::Avro | Schema::Proto | Schema::FlatBuffer), ..) => {
+                return Ok(Payload::Encoded(schema, bytes));
+            }
+            (schema, ..) => return Payload::decode(schema, bytes),
         };
         match decoded.map_err(FormatError)? {
             Value::Object(map) => Ok(Payload::Object(JsonObject::from_map(map))),
@@ -287,8 +301,20 @@ impl Codec {
     }
 
     /// Encodes `payload` for this stream (JSON values as Avro datums for Avro, as
-    /// messages of the stream's type for Protobuf).
+    /// messages of the stream's type for Protobuf, as buffers of the root table for
+    /// FlatBuffers). Bytes already written with the stream's schema
+    /// ([`Payload::Encoded`]) are written as they are.
     pub fn encode(&self, payload: &Payload) -> Result<Vec<u8>, FormatError> {
+        if let Payload::Encoded(schema, bytes) = payload {
+            return if *schema == self.schema || self.schema == Schema::Raw {
+                Ok(bytes.to_vec())
+            } else {
+                Err(FormatError(format!(
+                    "a {schema} payload cannot be written to a {} stream without a convert transform",
+                    self.schema
+                )))
+            };
+        }
         match self.schema {
             Schema::Avro => match &self.avro {
                 Some(avro) => avro
@@ -302,6 +328,12 @@ impl Codec {
                     .map_err(|error| FormatError(format!("cannot encode as Protobuf: {error}"))),
                 None => Err(FormatError(NO_PROTO_SCHEMA.to_owned())),
             },
+            Schema::FlatBuffer => match &self.flat_buffer {
+                Some(flat_buffer) => flat_buffer
+                    .encode(&payload.to_value())
+                    .map_err(|error| FormatError(format!("cannot encode as FlatBuffers: {error}"))),
+                None => Err(FormatError(NO_FLAT_BUFFER_SCHEMA.to_owned())),
+            },
             schema => payload.encode(schema),
         }
     }
@@ -309,6 +341,8 @@ impl Codec {
 
 const NO_AVRO_SCHEMA: &str = "an Avro stream needs avro_schema_json or avro_schema_path";
 const NO_PROTO_SCHEMA: &str = "a Protobuf stream needs proto_descriptor_set and proto_message_type";
+const NO_FLAT_BUFFER_SCHEMA: &str =
+    "a FlatBuffers stream needs flat_buffer_schema_path (a .bfbs file)";
 
 impl Payload {
     /// Decodes `bytes` written with `schema`. A JSON object keeps `bytes` (no copy)
@@ -374,6 +408,7 @@ impl Payload {
             (Payload::Raw(bytes), Schema::Text) => std::str::from_utf8(bytes)
                 .map(|text| text.as_bytes().to_vec())
                 .map_err(|error| FormatError(format!("raw bytes are not UTF-8 text: {error}"))),
+            (Payload::Encoded(_, bytes), Schema::Raw) => Ok(bytes.to_vec()),
             (Payload::Raw(bytes), Schema::Json) => serde_json::from_slice::<&RawValue>(bytes)
                 .map(|raw| raw.get().as_bytes().to_vec())
                 .map_err(|error| FormatError(format!("raw bytes are not JSON: {error}"))),
@@ -400,7 +435,9 @@ impl Payload {
             ),
             Payload::Json(value) => value.clone(),
             Payload::Text(text) => Value::String(text.clone()),
-            Payload::Raw(bytes) => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+            Payload::Raw(bytes) | Payload::Encoded(_, bytes) => {
+                Value::String(String::from_utf8_lossy(bytes).into_owned())
+            }
         }
     }
 }
@@ -497,5 +534,21 @@ mod tests {
         assert!(error.0.contains("UTF-8"), "{error}");
         let error = Payload::decode(Schema::Avro, Bytes::from_static(b"x")).unwrap_err();
         assert!(error.0.contains("Avro"), "{error}");
+    }
+
+    #[test]
+    fn binary_payloads_without_their_schema_stay_encoded() {
+        let proto = Codec::plain(Schema::Proto);
+        let payload = proto.decode(Bytes::from_static(b"\x08\x01")).unwrap();
+        assert!(matches!(payload, Payload::Encoded(Schema::Proto, _)));
+        assert_eq!(proto.encode(&payload).unwrap(), b"\x08\x01");
+        assert_eq!(
+            Codec::plain(Schema::Raw).encode(&payload).unwrap(),
+            b"\x08\x01"
+        );
+        let error = Codec::plain(Schema::Json).encode(&payload).unwrap_err();
+        assert!(error.0.contains("without a convert transform"), "{error}");
+        let error = Codec::plain(Schema::Avro).encode(&payload).unwrap_err();
+        assert!(error.0.contains("proto payload"), "{error}");
     }
 }

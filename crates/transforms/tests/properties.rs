@@ -30,7 +30,9 @@ use prost_reflect::prost_types::{
     FileDescriptorProto, FileDescriptorSet,
 };
 use serde_json::{Map, Value, json};
-use transforms::{AvroSchema, Codec, ProtoSchema, TRANSFORMS, TransformChain, shape};
+use transforms::{
+    AvroSchema, Codec, FlatBufferSchema, ProtoSchema, TRANSFORMS, TransformChain, shape,
+};
 
 /// Cases per property in CI; `PROPTEST_CASES` sets another number.
 const CASES: u32 = 64;
@@ -432,8 +434,8 @@ fn descriptor_set() -> Vec<u8> {
     FileDescriptorSet { file: vec![file] }.encode_to_vec()
 }
 
-/// Every codec: json, raw, text, flatbuffer (which cannot be decoded without a
-/// schema), Avro with each schema, and Protobuf. Made once: codecs are compared by
+/// Every codec: json, raw, text, flatbuffer without a schema (its bytes stay
+/// encoded), Avro with each schema, Protobuf, and FlatBuffers with a schema. Made once: codecs are compared by
 /// their schema instances.
 fn codecs() -> &'static [Codec] {
     static CODECS: OnceLock<Vec<Codec>> = OnceLock::new();
@@ -453,6 +455,12 @@ fn codecs() -> &'static [Codec] {
                 ProtoSchema::from_descriptor_set(&descriptor_set(), "demo.Order").unwrap(),
             )),
             ..Codec::plain(Schema::Proto)
+        });
+        codecs.push(Codec {
+            flat_buffer: Some(Arc::new(
+                FlatBufferSchema::from_bfbs(include_bytes!("data/sensor.bfbs"), None).unwrap(),
+            )),
+            ..Codec::plain(Schema::FlatBuffer)
         });
         // Avro and Protobuf without their schema.
         codecs.push(Codec::plain(Schema::Avro));
@@ -530,9 +538,10 @@ fn payload() -> impl Strategy<Value = Bytes> {
 /// A payload written with `codec`: for Avro and Protobuf, a value encoded with the
 /// schema when it fits, else the bytes as they are.
 fn written(codec: &Codec, bytes: Bytes, value: &Value) -> Bytes {
-    let encoded = match (&codec.avro, &codec.proto) {
-        (Some(avro), _) => avro.encode(value).ok(),
-        (_, Some(proto)) => proto.encode(value).ok(),
+    let encoded = match (&codec.avro, &codec.proto, &codec.flat_buffer) {
+        (Some(avro), ..) => avro.encode(value).ok(),
+        (_, Some(proto), _) => proto.encode(value).ok(),
+        (.., Some(flat_buffer)) => flat_buffer.encode(value).ok(),
         _ => None,
     };
     encoded.map_or(bytes, Bytes::from)
@@ -629,6 +638,46 @@ proptest! {
                 let _ = proto.decode(&encoded);
             }
             let _ = ProtoSchema::from_descriptor_set(&bytes, "demo.Order");
+        });
+    }
+
+    /// FlatBuffers: any bytes (and any change to a good buffer) decode or fail,
+    /// verified or not; any bytes as a binary schema load or fail; what a JSON value
+    /// encodes to decodes again.
+    #[test]
+    fn flat_buffers(
+        bytes in vec(any::<u8>(), 0..256),
+        fields in btree_map(
+            select(vec!["sensor", "celsius", "kind", "tags", "samples", "place_type", "place", "count", "other"]),
+            json_value(),
+            0..8,
+        ),
+        at in any::<usize>(),
+        byte in any::<u8>(),
+    ) {
+        within("flat buffers", move || {
+            let bfbs = include_bytes!("data/sensor.bfbs");
+            let schema = FlatBufferSchema::from_bfbs(bfbs, None).unwrap();
+            let unverified = schema.clone().verify(false);
+            let _ = schema.decode(&bytes);
+            let _ = unverified.decode(&bytes);
+            let _ = FlatBufferSchema::from_bfbs(&bytes, None);
+            let mut schema_bytes = bfbs.to_vec();
+            schema_bytes[at % bfbs.len()] = byte;
+            let _ = FlatBufferSchema::from_bfbs(&schema_bytes, None);
+            let mut map: Map<String, Value> =
+                fields.into_iter().map(|(key, value)| (key.to_owned(), value)).collect();
+            map.entry("sensor").or_insert_with(|| Value::from("s"));
+            let value = Value::Object(map);
+            if let Ok(mut encoded) = schema.encode(&value) {
+                if let Err(error) = schema.decode(&encoded) {
+                    panic!("{value} encodes to {encoded:?}, which does not decode: {error}");
+                }
+                let index = at % encoded.len();
+                encoded[index] = byte;
+                let _ = schema.decode(&encoded);
+                let _ = unverified.decode(&encoded);
+            }
         });
     }
 }

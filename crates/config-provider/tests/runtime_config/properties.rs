@@ -536,6 +536,8 @@ fn stream_key() -> impl Strategy<Value = String> {
             "avro_schema_path",
             "proto_descriptor_set",
             "proto_message_type",
+            "flat_buffer_schema_path",
+            "flat_buffer_root_table",
         ])
         .prop_map(str::to_owned),
         1 => "[a-z_]{1,10}",
