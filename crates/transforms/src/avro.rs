@@ -60,6 +60,15 @@ impl AvroSchema {
         Ok(value)
     }
 
+    /// The field names of a record schema (none for other schemas).
+    pub fn field_names(&self) -> impl Iterator<Item = &str> {
+        let fields: &[(String, Node)] = match &self.0 {
+            Node::Record(fields) => fields,
+            _ => &[],
+        };
+        fields.iter().map(|(name, _)| name.as_str())
+    }
+
     /// Encodes `value` as one datum.
     pub fn encode(&self, value: &Value) -> Result<Vec<u8>, String> {
         let mut out = Vec::new();

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use connector_sdk::ConnectorKind;
+use connector_sdk::{ConnectorKind, Schema};
 use serde_json::Value;
 
-use crate::payload::Payload;
+use crate::payload::{Codec, Payload};
 use crate::steps;
 
 /// A message as transforms see it.
@@ -62,6 +62,11 @@ pub struct TransformCounts {
 /// One transform, applied to a message at a time.
 pub(crate) trait Step: Send + Sync {
     fn apply(&self, message: &mut Message) -> Result<Verdict, String>;
+
+    /// The codec of the binary format a convert transform reads or writes.
+    fn codec(&self) -> Option<Codec> {
+        None
+    }
 }
 
 struct Counted {
@@ -88,7 +93,7 @@ impl std::fmt::Debug for TransformChain {
 }
 
 /// The transform names this runtime knows.
-pub const TRANSFORMS: [&str; 7] = [
+pub const TRANSFORMS: [&str; 10] = [
     "add_fields",
     "delete_fields",
     "update_fields",
@@ -96,6 +101,9 @@ pub const TRANSFORMS: [&str; 7] = [
     "unwrap_envelope",
     "filter",
     "route",
+    "proto_convert",
+    "avro_convert",
+    "flat_buffer_convert",
 ];
 
 impl TransformChain {
@@ -172,6 +180,16 @@ impl TransformChain {
         Ok(Verdict::Keep)
     }
 
+    /// The codec, with its message schema, of the first convert transform that reads or
+    /// writes `schema` (Avro, Protobuf or FlatBuffers): how a tool shows or writes
+    /// samples of a stream that names no message schema of its own.
+    pub fn codec_for(&self, schema: Schema) -> Option<Codec> {
+        self.steps
+            .iter()
+            .filter_map(|step| step.step.codec())
+            .find(|codec| codec.schema == schema)
+    }
+
     /// Every transform's counters, in order.
     pub fn counts(&self) -> Vec<TransformCounts> {
         self.steps
@@ -190,7 +208,6 @@ impl TransformChain {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use connector_sdk::Schema;
     use serde_json::json;
 
     /// The tables of a TOML document in file order (as the config crate reads them).
@@ -398,7 +415,14 @@ include_matching = true
                 "[add_fields]\nenabled = \"yes\"\nfields = []\n",
                 "transforms.add_fields.enabled",
             ),
-            ("[avro_convert]\nenabled = true\n", "not supported"),
+            (
+                "[avro_convert]\nenabled = true\n",
+                "transforms.avro_convert: missing field `source_format`",
+            ),
+            (
+                "[avro_convert]\nsource_format = \"json\"\ntarget_format = \"proto\"\nschema_json = \"\"\n",
+                "transforms.avro_convert: cannot convert json to proto",
+            ),
             ("[add_feilds]\nfields = []\n", "unknown transform"),
         ];
         for (text, expected) in cases {

@@ -29,6 +29,7 @@
 mod avro;
 mod chain;
 mod codec;
+mod convert;
 mod flat_buffer;
 mod payload;
 mod proto;

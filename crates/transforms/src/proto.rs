@@ -19,6 +19,7 @@ use prost_reflect::{
     DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions,
 };
 use serde_json::Value;
+use std::path::{Path, PathBuf};
 
 /// How messages are shown as JSON (see the module docs).
 const TO_JSON: SerializeOptions = SerializeOptions::new()
@@ -67,21 +68,60 @@ impl ProtoSchema {
     pub fn from_descriptor_set(bytes: &[u8], message_type: &str) -> Result<Self, String> {
         let pool = DescriptorPool::decode(bytes)
             .map_err(|error| format!("not a valid protobuf descriptor set: {error}"))?;
+        Self::from_pool(&pool, Some(message_type))
+    }
+
+    /// Compiles the `.proto` file `path` (with the files it imports, found in
+    /// `include_paths` or beside it) and picks `message_type` from it, or its only
+    /// message type when `None`. The compiler is `protox`, pure Rust: no `protoc`.
+    pub fn from_proto_file(
+        path: &Path,
+        include_paths: &[PathBuf],
+        message_type: Option<&str>,
+    ) -> Result<Self, String> {
+        let directory = path.parent().unwrap_or(Path::new("."));
+        let file = path.file_name().ok_or("not a file name")?;
+        let mut includes = vec![directory.to_path_buf()];
+        includes.extend(include_paths.iter().cloned());
+        let mut compiler =
+            protox::Compiler::new(&includes).map_err(|error| format!("cannot compile: {error}"))?;
+        compiler
+            .include_imports(true)
+            .open_file(file)
+            .map_err(|error| format!("cannot compile: {error}"))?;
+        Self::from_pool(&compiler.descriptor_pool(), message_type)
+    }
+
+    /// `message_type` from `pool`, or its only message type.
+    fn from_pool(pool: &DescriptorPool, message_type: Option<&str>) -> Result<Self, String> {
+        let mut known: Vec<String> = pool
+            .all_messages()
+            .filter(|message| !message.is_map_entry())
+            .map(|message| message.full_name().to_owned())
+            .collect();
+        known.sort();
+        let Some(message_type) = message_type else {
+            return match known.as_slice() {
+                [only] => Self::from_pool(pool, Some(only)),
+                _ => Err(format!(
+                    "name the message type (message_type); the schema has: {}",
+                    known.join(", ")
+                )),
+            };
+        };
         let name = message_type.trim_start_matches('.');
         match pool.get_message_by_name(name) {
             Some(message) => Ok(ProtoSchema { message }),
-            None => {
-                let mut known: Vec<String> = pool
-                    .all_messages()
-                    .map(|message| message.full_name().to_owned())
-                    .collect();
-                known.sort();
-                Err(format!(
-                    "the descriptor set has no message type {name:?} (it has: {})",
-                    known.join(", ")
-                ))
-            }
+            None => Err(format!(
+                "the descriptor set has no message type {name:?} (it has: {})",
+                known.join(", ")
+            )),
         }
+    }
+
+    /// The message type's field names.
+    pub fn field_names(&self) -> impl Iterator<Item = String> {
+        self.message.fields().map(|field| field.name().to_owned())
     }
 
     /// The message type's full name.

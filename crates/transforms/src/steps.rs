@@ -1,6 +1,6 @@
 //! The transforms themselves, each a [`Step`] built from its `[transforms.<name>]`
 //! table: field transforms (add, delete, update, filter fields), `unwrap_envelope`,
-//! `filter` and `route`.
+//! `filter` and `route`; the convert transforms are in `convert.rs`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::chain::{Message, Step, TRANSFORMS, Verdict};
+use crate::convert::Convert;
 use crate::payload::{JsonObject, Payload};
 
 /// The transform `name` of a `kind` connector from its table (`enabled` already
@@ -52,11 +53,18 @@ pub(crate) fn build(
             }
             ("route", Box::new(settings::<Route>(name, config)?))
         }
-        "proto_convert" | "flat_buffer_convert" | "avro_convert" => {
-            return Err(format!(
-                "transforms.{name}: not supported by this runtime yet; a stream's `schema` (json, raw, text, avro or proto) converts payloads between the plugin and Iggy instead"
-            ));
-        }
+        "proto_convert" => (
+            "proto_convert",
+            Box::new(Convert::proto(settings(name, config)?)?),
+        ),
+        "avro_convert" => (
+            "avro_convert",
+            Box::new(Convert::avro(settings(name, config)?)?),
+        ),
+        "flat_buffer_convert" => (
+            "flat_buffer_convert",
+            Box::new(Convert::flat_buffer(settings(name, config)?)?),
+        ),
         other => {
             return Err(format!(
                 "transforms.{other}: unknown transform; known: {}",

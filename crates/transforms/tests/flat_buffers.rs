@@ -11,10 +11,12 @@
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
-use connector_sdk::Schema;
+use connector_sdk::{ConnectorKind, Schema};
 use flatbuffers::{FlatBufferBuilder, TableFinishedWIPOffset, WIPOffset};
 use serde_json::{Value, json};
-use transforms::{Codec, FlatBufferSchema, StreamPayload, TransformChain, shape};
+use transforms::{
+    Codec, FlatBufferSchema, Message, Payload, StreamPayload, TransformChain, Verdict, shape,
+};
 
 type Table = WIPOffset<TableFinishedWIPOffset>;
 
@@ -361,4 +363,113 @@ fn a_flat_buffer_stream_decodes_with_its_schema_and_refuses_corrupt_buffers() {
     };
     let error = missing.codec().unwrap_err();
     assert!(error.contains("no table \"demo.Nope\""), "{error}");
+}
+
+/// An upstream `flat_buffer_convert` table, every key present as upstream requires;
+/// `field_mappings` renames `from` to `to` on the JSON side.
+fn upstream_config(source: &str, target: &str, (from, to): (&str, &str)) -> Value {
+    let text = format!(
+        r#"
+enabled = true
+source_format = "{source}"
+target_format = "{target}"
+schema_path = "{}"
+root_table_name = "demo.Reading"
+field_mappings = {{ {from} = "{to}" }}
+include_paths = ["."]
+preserve_unknown_fields = false
+
+[conversion_options]
+verify_buffers = true
+pretty_json = false
+include_metadata = false
+buffer_size_hint = 512
+strict_mode = false
+"#,
+        fixture_path("sensor.bfbs")
+    );
+    toml::from_str(&text).unwrap()
+}
+
+#[test]
+fn flat_buffer_convert_decodes_and_a_corrupt_buffer_fails_that_message_only() {
+    let chain = TransformChain::new(
+        ConnectorKind::Sink,
+        &[(
+            "flat_buffer_convert".to_owned(),
+            upstream_config("flat_buffer", "json", ("sensor", "sensor_id")),
+        )],
+    )
+    .unwrap();
+    // A flat_buffer stream without a schema hands the transform the bytes.
+    let stream = Codec::plain(Schema::FlatBuffer);
+    let json = Codec::plain(Schema::Json);
+    let shaped = shape(
+        &chain,
+        &stream,
+        Bytes::from(builder_reading()),
+        std::slice::from_ref(&json),
+    )
+    .unwrap()
+    .unwrap();
+    let out: Value = serde_json::from_slice(&shaped.payloads[0]).unwrap();
+    assert_eq!(out["sensor_id"], "t-1", "field_mappings renamed the field");
+    assert!(out.get("sensor").is_none());
+    let mut corrupt = builder_reading();
+    corrupt.truncate(20);
+    let mut message = Message {
+        payload: stream.decode(Bytes::from(corrupt)).unwrap(),
+        topic: None,
+    };
+    let error = chain.run(&mut message).unwrap_err();
+    assert_eq!(error.transform, "flat_buffer_convert");
+    assert!(error.message.contains("byte"), "{error}");
+    let counts = &chain.counts()[0];
+    assert_eq!((counts.messages_out, counts.failed), (1, 1));
+}
+
+#[test]
+fn flat_buffer_convert_encodes_json_for_a_flat_buffer_stream() {
+    let chain = TransformChain::new(
+        ConnectorKind::Source,
+        &[(
+            "flat_buffer_convert".to_owned(),
+            upstream_config("json", "flat_buffer", ("sensor_id", "sensor")),
+        )],
+    )
+    .unwrap();
+    let run = |json: &'static [u8]| {
+        let mut message = Message {
+            payload: Payload::decode(Schema::Json, Bytes::from_static(json)).unwrap(),
+            topic: None,
+        };
+        chain
+            .run(&mut message)
+            .map(|verdict| (verdict, message.payload))
+    };
+    let error = run(br#"{"celsius":3.5}"#).unwrap_err();
+    assert!(error.message.contains("field sensor: required"), "{error}");
+    let (verdict, payload) = run(br#"{"sensor_id":"x","celsius":3.5}"#).unwrap();
+    assert_eq!(verdict, Verdict::Keep);
+    assert!(matches!(payload, Payload::Encoded(Schema::FlatBuffer, _)));
+    let message = Message {
+        payload,
+        topic: None,
+    };
+    let bytes = Codec::plain(Schema::FlatBuffer)
+        .encode(&message.payload)
+        .unwrap();
+    assert_eq!(schema().decode(&bytes).unwrap()["celsius"], 3.5);
+    let error = TransformChain::new(
+        ConnectorKind::Source,
+        &[(
+            "flat_buffer_convert".to_owned(),
+            upstream_config("text", "flat_buffer", ("a", "b")),
+        )],
+    )
+    .unwrap_err();
+    assert!(
+        error.contains("cannot convert text to flat_buffer"),
+        "{error}"
+    );
 }
