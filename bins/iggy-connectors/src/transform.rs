@@ -6,8 +6,10 @@
 //! encoded with that stream's schema first (so an Avro or Protobuf stream checks the
 //! sample against its schema), then decoded, transformed and encoded again, as the
 //! plugin would get it. For a source, each is a message as the plugin produces it
-//! (JSON), transformed and encoded for every stream. Avro and Protobuf results are
-//! shown decoded, as JSON.
+//! (JSON), transformed and encoded for every stream. Avro, Protobuf and FlatBuffers
+//! results are shown decoded, as JSON. A binary stream that names no message schema
+//! of its own is written and shown with the schema of the chain's convert transform
+//! for that format (`proto_convert`, `avro_convert`, `flat_buffer_convert`).
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -137,7 +139,7 @@ fn dry_run(connector: &Path, input: &Path) -> Result<Tally, String> {
         }
         tally.total += 1;
         let number = index + 1;
-        let sample = match as_written(&sides.from, line) {
+        let sample = match as_written(&sample_codec(&sides.from, &chain), line) {
             Ok(sample) => sample,
             Err(error) => {
                 tally.failed += 1;
@@ -160,7 +162,7 @@ fn dry_run(connector: &Path, input: &Path) -> Result<Tally, String> {
                     } else {
                         String::new()
                     };
-                    let shown = shown(codec, payload);
+                    let shown = shown(&readable(codec, &chain), payload);
                     let _ = writeln!(stdout, "{shown}{routed}{stream}");
                 }
             }
@@ -173,11 +175,46 @@ fn dry_run(connector: &Path, input: &Path) -> Result<Tally, String> {
     Ok(tally)
 }
 
+/// Whether `schema` is binary: samples are written in it, and results shown as JSON.
+fn binary(schema: Schema) -> bool {
+    matches!(schema, Schema::Avro | Schema::Proto | Schema::FlatBuffer)
+}
+
+/// Whether `codec` has its message schema (Avro, Protobuf, FlatBuffers).
+fn named(codec: &Codec) -> bool {
+    codec.avro.is_some() || codec.proto.is_some() || codec.flat_buffer.is_some()
+}
+
+/// `codec`, or for a binary stream that names no message schema of its own, the codec
+/// of the chain's convert transform for that format (`proto_convert`, `avro_convert`,
+/// `flat_buffer_convert`): how its samples are written and its results shown.
+fn readable(codec: &Codec, chain: &TransformChain) -> Codec {
+    if named(codec) || !binary(codec.schema) {
+        return codec.clone();
+    }
+    chain
+        .codec_for(codec.schema)
+        .unwrap_or_else(|| codec.clone())
+}
+
+/// How a sink's JSON samples are written: as `readable` says, except that a `raw`
+/// (or schemaless binary) stream read by a decoding convert transform holds messages
+/// in that transform's format.
+fn sample_codec(from: &Codec, chain: &TransformChain) -> Codec {
+    if !named(from)
+        && (from.schema == Schema::Raw || binary(from.schema))
+        && let Some(codec) = chain.input_codec()
+    {
+        return codec;
+    }
+    readable(from, chain)
+}
+
 /// A JSON sample as `codec` writes it: the line itself for a text format, encoded for
-/// Avro and Protobuf (which checks it against the schema).
+/// Avro, Protobuf and FlatBuffers (which checks it against the schema).
 fn as_written(codec: &Codec, line: String) -> Result<Bytes, String> {
     let bytes = Bytes::from(line.into_bytes());
-    if matches!(codec.schema, Schema::Avro | Schema::Proto) {
+    if binary(codec.schema) {
         let payload = Payload::decode(Schema::Json, bytes).map_err(|error| error.to_string())?;
         let encoded = codec
             .encode(&payload)
@@ -187,9 +224,9 @@ fn as_written(codec: &Codec, line: String) -> Result<Bytes, String> {
     Ok(bytes)
 }
 
-/// A shaped payload for the terminal: Avro and Protobuf decoded to JSON.
+/// A shaped payload for the terminal: Avro, Protobuf and FlatBuffers decoded to JSON.
 fn shown(codec: &Codec, payload: Bytes) -> String {
-    if matches!(codec.schema, Schema::Avro | Schema::Proto) {
+    if binary(codec.schema) {
         let json = codec
             .decode(payload.clone())
             .and_then(|decoded| decoded.encode(Schema::Json));

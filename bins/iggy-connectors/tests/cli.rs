@@ -440,6 +440,130 @@ fields = [{ key = "tag", value = "seen" }]
     );
 }
 
+/// The shipped connectors with upstream's convert transforms (every key as upstream's
+/// configs have it) run end to end with `transform` from the repository root: JSON to
+/// Protobuf and to Avro on a source (shown as the stream holds them, decoded), and
+/// FlatBuffers to JSON on a sink, with field mappings; a message that does not convert
+/// fails alone, with its line.
+#[test]
+fn the_shipped_convert_configs_run_as_upstream_writes_them() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let cases = [
+        (
+            "proto_source.toml",
+            "orders.jsonl",
+            serde_json::json!({ "id": 1, "customer": "ada", "items": ["tea", "cake"], "paid": true }),
+            "line 3: transform proto_convert failed: not a valid shop.Order: field id",
+        ),
+        (
+            "avro_source.toml",
+            "orders.jsonl",
+            serde_json::json!({ "id": 1, "customer": "ada", "paid": true }),
+            "line 3: transform avro_convert failed: cannot encode as Avro: id",
+        ),
+        (
+            "flat_buffer_sink.toml",
+            "readings.jsonl",
+            serde_json::json!({
+                "sensor_id": "t-1", "celsius": 21.5, "kind": "Water", "tags": ["roof"],
+                "place": { "name": "garden", "at": { "x": 1.5, "y": 2.0 } }, "count": 7
+            }),
+            "line 3: cannot decode: as FlatBuffer: cannot encode as FlatBuffers: field sensor: required but missing",
+        ),
+    ];
+    for (connector, input, first, failure) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_iggy-connectors"))
+            .args([
+                "transform",
+                "--connector",
+                &format!("configs/transforms/{connector}"),
+                "--input",
+                &format!("configs/transforms/{input}"),
+            ])
+            .current_dir(root)
+            .env_remove("IGGY_CONNECTORS_CONFIG_PATH")
+            .output()
+            .unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{connector}: {stderr}");
+        let lines: Vec<serde_json::Value> = text(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{connector}: {lines:?}");
+        assert_eq!(lines[0], first, "{connector}");
+        assert!(stderr.contains(failure), "{connector}: {stderr}");
+        assert!(
+            stderr.contains("3 messages: 2 out, 0 filtered, 1 failed"),
+            "{connector}: {stderr}"
+        );
+    }
+}
+
+/// `validate` builds the convert transforms without connecting to anything: schema
+/// files are read and compiled, message types and root tables looked up, and a wrong
+/// one is named with its connector and key.
+#[test]
+fn validate_builds_the_convert_transforms() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/transforms");
+    let random = plugin_path("iggy_connector_random_source");
+    let proto = format!(
+        "[transforms.proto_convert]\nsource_format = \"json\"\ntarget_format = \"proto\"\nschema_path = \"{shipped}/order.proto\"\nmessage_type = \"shop.Order\"\ninclude_paths = []\npreserve_unknown_fields = false\n"
+    );
+    let flat = format!(
+        "[transforms.flat_buffer_convert]\nsource_format = \"json\"\ntarget_format = \"flat_buffer\"\nschema_path = \"{shipped}/sensor.bfbs\"\nroot_table_name = \"demo.Reading\"\ninclude_paths = []\npreserve_unknown_fields = false\n"
+    );
+    let avro = "[transforms.avro_convert]\nsource_format = \"json\"\ntarget_format = \"avro\"\nschema_json = '{\"type\":\"record\",\"name\":\"R\",\"fields\":[]}'\n";
+    let good = validate_setup(
+        "validate-convert",
+        &[
+            ("proto.toml", connector("source", "proto", &random, &proto)),
+            ("flat.toml", connector("source", "flat", &random, &flat)),
+            ("avro.toml", connector("source", "avro", &random, avro)),
+        ],
+        "[iggy]\naddress = \"127.0.0.1:1\"\n",
+    );
+    let output = run(&["validate", "--config", good.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let bad = validate_setup(
+        "validate-convert-bad",
+        &[
+            (
+                "proto.toml",
+                connector(
+                    "source",
+                    "proto",
+                    &random,
+                    &proto.replace("shop.Order", "shop.Ordr"),
+                ),
+            ),
+            (
+                "flat.toml",
+                connector(
+                    "source",
+                    "flat",
+                    &random,
+                    &flat.replace("demo.Reading", "demo.Nope"),
+                ),
+            ),
+        ],
+        "",
+    );
+    let output = run(&["validate", "--config", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("source proto (version 0): transforms.proto_convert.schema_path")
+            && stderr.contains("no message type \"shop.Ordr\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("source flat (version 0): transforms.flat_buffer_convert.schema_path")
+            && stderr.contains("no table \"demo.Nope\""),
+        "{stderr}"
+    );
+}
+
 /// The README's `transform` example, run exactly as written from the repository root:
 /// its connector and sample input ship with the repository, and the chain filters,
 /// deletes, adds and updates as the example's comments say.

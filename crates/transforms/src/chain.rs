@@ -67,6 +67,11 @@ pub(crate) trait Step: Send + Sync {
     fn codec(&self) -> Option<Codec> {
         None
     }
+
+    /// Whether it is a convert transform that decodes its binary format.
+    fn decodes(&self) -> bool {
+        false
+    }
 }
 
 struct Counted {
@@ -188,6 +193,13 @@ impl TransformChain {
             .iter()
             .filter_map(|step| step.step.codec())
             .find(|codec| codec.schema == schema)
+    }
+
+    /// The codec of the first transform when it is a convert transform that decodes
+    /// (`proto_convert` from proto, say): the format messages must arrive in.
+    pub fn input_codec(&self) -> Option<Codec> {
+        let first = self.steps.first()?;
+        first.step.decodes().then(|| first.step.codec()).flatten()
     }
 
     /// Every transform's counters, in order.

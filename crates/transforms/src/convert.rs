@@ -462,12 +462,16 @@ impl Convert {
 
 impl Step for Convert {
     fn apply(&self, message: &mut Message) -> Result<Verdict, String> {
-        if self.from == self.binary.schema() {
+        if self.decodes() {
             self.decode(message)?;
         } else {
             self.encode(message)?;
         }
         Ok(Verdict::Keep)
+    }
+
+    fn decodes(&self) -> bool {
+        self.from == self.binary.schema()
     }
 
     fn codec(&self) -> Option<Codec> {

@@ -141,9 +141,17 @@ impl ProtoSchema {
     /// Encodes a JSON value (an object with the message's fields) as one message;
     /// fields the message type does not have are left out.
     pub fn encode(&self, value: &Value) -> Result<Vec<u8>, String> {
+        let mut track = serde_path_to_error::Track::new();
+        let fields = serde_path_to_error::Deserializer::new(value, &mut track);
         let message =
-            DynamicMessage::deserialize_with_options(self.message.clone(), value, &FROM_JSON)
-                .map_err(|error| format!("not a valid {}: {error}", self.message_type()))?;
+            DynamicMessage::deserialize_with_options(self.message.clone(), fields, &FROM_JSON)
+                .map_err(|error| {
+                    format!(
+                        "not a valid {}: field {}: {error}",
+                        self.message_type(),
+                        track.path()
+                    )
+                })?;
         Ok(message.encode_to_vec())
     }
 }
