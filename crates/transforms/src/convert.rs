@@ -239,6 +239,30 @@ fn pairs(name: &str, binary: Schema, from: Schema, to: Schema) -> Result<(), Str
 }
 
 impl Convert {
+    /// A convert transform from what every table has: its formats, field mappings and
+    /// `[strict_mode, include_metadata, pretty_json]`; binary payloads are checked.
+    fn new(
+        name: &'static str,
+        binary: Binary,
+        (from, to): (Schema, Schema),
+        mappings: Option<BTreeMap<String, String>>,
+        [strict, metadata, pretty]: [bool; 3],
+    ) -> Self {
+        Convert {
+            name,
+            binary,
+            from,
+            to,
+            mappings: mappings.unwrap_or_default().into_iter().collect(),
+            strict,
+            metadata,
+            pretty,
+            check: true,
+            type_url_prefix: None,
+            size_hint: 0,
+        }
+    }
+
     /// `proto_convert`: the message type from a `.proto` file (`schema_path`) or a
     /// descriptor set.
     pub(crate) fn proto(config: ProtoConvertConfig) -> Result<Self, String> {
@@ -282,17 +306,19 @@ impl Convert {
         };
         let options = config.conversion_options;
         Ok(Convert {
-            name: NAME,
-            binary: Binary::Proto(Arc::new(schema)),
-            from: config.source_format,
-            to: config.target_format,
-            mappings: mappings(config.field_mappings),
-            strict: options.strict_mode,
-            metadata: options.include_metadata,
-            pretty: options.pretty_json,
             check: options.validate_messages,
             type_url_prefix: Some(options.type_url_prefix),
-            size_hint: 0,
+            ..Convert::new(
+                NAME,
+                Binary::Proto(Arc::new(schema)),
+                (config.source_format, config.target_format),
+                config.field_mappings,
+                [
+                    options.strict_mode,
+                    options.include_metadata,
+                    options.pretty_json,
+                ],
+            )
         })
     }
 
@@ -323,20 +349,19 @@ impl Convert {
         let schema = AvroSchema::parse(&text)
             .map_err(|error| format!("transforms.{NAME}.{key}: {error}"))?;
         let options = config.conversion_options;
-        Ok(Convert {
-            name: NAME,
-            binary: Binary::Avro(Arc::new(schema)),
-            from: config.source_format,
-            to: config.target_format,
-            mappings: mappings(config.field_mappings),
-            strict: options.strict_mode,
-            metadata: options.include_metadata,
-            pretty: options.pretty_json,
-            // Avro datums have no framing to check short of decoding them.
-            check: true,
-            type_url_prefix: None,
-            size_hint: 0,
-        })
+        // Avro datums have no framing to check short of decoding them: raw bytes
+        // relabelled as Avro are always checked.
+        Ok(Convert::new(
+            NAME,
+            Binary::Avro(Arc::new(schema)),
+            (config.source_format, config.target_format),
+            config.field_mappings,
+            [
+                options.strict_mode,
+                options.include_metadata,
+                options.pretty_json,
+            ],
+        ))
     }
 
     /// `flat_buffer_convert`: the root table of a binary schema (`schema_path`, a
@@ -363,17 +388,19 @@ impl Convert {
             .map_err(|error| format!("{at}: {error}"))?
             .verify(options.verify_buffers);
         Ok(Convert {
-            name: NAME,
-            binary: Binary::FlatBuffer(Arc::new(schema)),
-            from: config.source_format,
-            to: config.target_format,
-            mappings: mappings(config.field_mappings),
-            strict: options.strict_mode,
-            metadata: options.include_metadata,
-            pretty: options.pretty_json,
             check: options.verify_buffers,
-            type_url_prefix: None,
             size_hint: options.buffer_size_hint,
+            ..Convert::new(
+                NAME,
+                Binary::FlatBuffer(Arc::new(schema)),
+                (config.source_format, config.target_format),
+                config.field_mappings,
+                [
+                    options.strict_mode,
+                    options.include_metadata,
+                    options.pretty_json,
+                ],
+            )
         })
     }
 
@@ -500,10 +527,6 @@ fn refuse_preserve(name: &str, preserve: bool) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn mappings(mappings: Option<BTreeMap<String, String>>) -> Vec<(String, String)> {
-    mappings.unwrap_or_default().into_iter().collect()
 }
 
 /// Renames the top-level fields of an object: `from` becomes `to`.

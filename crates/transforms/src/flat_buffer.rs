@@ -633,9 +633,7 @@ impl FlatBufferSchema {
         path: &str,
         depth: usize,
     ) -> Result<Value, String> {
-        if depth > MAX_DEPTH {
-            return Err(format!("{path}: nested deeper than {MAX_DEPTH}"));
-        }
+        too_deep(depth, path)?;
         let object = &self.objects[object];
         let table = reader
             .table(at)
@@ -781,9 +779,7 @@ impl FlatBufferSchema {
         path: &str,
         depth: usize,
     ) -> Result<Value, String> {
-        if depth > MAX_DEPTH {
-            return Err(format!("nested deeper than {MAX_DEPTH}"));
-        }
+        too_deep(depth, path)?;
         let object = &self.objects[object];
         reader.aligned(pos, object.minalign)?;
         let mut out = Map::new();
@@ -862,6 +858,14 @@ impl FlatBufferSchema {
         };
         self.enum_name(field.ty.index, &number).unwrap_or(number)
     }
+}
+
+/// Refuses nesting deeper than [`MAX_DEPTH`].
+fn too_deep(depth: usize, path: &str) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("{path}: nested deeper than {MAX_DEPTH}"));
+    }
+    Ok(())
 }
 
 fn join(path: &str, name: &str) -> String {
@@ -972,9 +976,7 @@ impl FlatBufferSchema {
                 object.name
             ));
         };
-        if depth > MAX_DEPTH {
-            return Err(format!("{path}: nested deeper than {MAX_DEPTH}"));
-        }
+        too_deep(depth, path)?;
         // The fields present, with their size and alignment in the table.
         let mut slots: Vec<(&Field, &Value, usize, usize)> = Vec::new();
         for field in &object.fields {
@@ -1152,9 +1154,7 @@ impl FlatBufferSchema {
         path: &str,
         depth: usize,
     ) -> Result<usize, String> {
-        if depth > MAX_DEPTH {
-            return Err(format!("{path}: nested deeper than {MAX_DEPTH}"));
-        }
+        too_deep(depth, path)?;
         let Value::Array(items) = value else {
             return Err(format!("field {path}: expected an array, got {value}"));
         };

@@ -391,16 +391,25 @@ strict_mode = false
     toml::from_str(&text).unwrap()
 }
 
+/// A chain of that one transform.
+fn convert_chain(
+    kind: ConnectorKind,
+    source: &str,
+    target: &str,
+    mapping: (&str, &str),
+) -> TransformChain {
+    let table = upstream_config(source, target, mapping);
+    TransformChain::new(kind, &[("flat_buffer_convert".to_owned(), table)]).unwrap()
+}
+
 #[test]
 fn flat_buffer_convert_decodes_and_a_corrupt_buffer_fails_that_message_only() {
-    let chain = TransformChain::new(
+    let chain = convert_chain(
         ConnectorKind::Sink,
-        &[(
-            "flat_buffer_convert".to_owned(),
-            upstream_config("flat_buffer", "json", ("sensor", "sensor_id")),
-        )],
-    )
-    .unwrap();
+        "flat_buffer",
+        "json",
+        ("sensor", "sensor_id"),
+    );
     // A flat_buffer stream without a schema hands the transform the bytes.
     let stream = Codec::plain(Schema::FlatBuffer);
     let json = Codec::plain(Schema::Json);
@@ -430,14 +439,12 @@ fn flat_buffer_convert_decodes_and_a_corrupt_buffer_fails_that_message_only() {
 
 #[test]
 fn flat_buffer_convert_encodes_json_for_a_flat_buffer_stream() {
-    let chain = TransformChain::new(
+    let chain = convert_chain(
         ConnectorKind::Source,
-        &[(
-            "flat_buffer_convert".to_owned(),
-            upstream_config("json", "flat_buffer", ("sensor_id", "sensor")),
-        )],
-    )
-    .unwrap();
+        "json",
+        "flat_buffer",
+        ("sensor_id", "sensor"),
+    );
     let run = |json: &'static [u8]| {
         let mut message = Message {
             payload: Payload::decode(Schema::Json, Bytes::from_static(json)).unwrap(),
