@@ -274,3 +274,38 @@ fn bad_convert_configs_say_where() {
         assert!(error.contains(expected), "{text}: {error}");
     }
 }
+
+/// Upstream's `descriptor_set` is the descriptor set's bytes in the config (a TOML
+/// array); ours may also name a file. Both pick the message type from it.
+#[test]
+fn descriptor_sets_as_bytes_or_a_file() {
+    use prost_reflect::prost::Message as _;
+    let set = protox::compile([data("order.proto")], [data(""), data("shared")])
+        .unwrap()
+        .encode_to_vec();
+    let file = temp_file("order.pb", &set);
+    let bytes: Vec<String> = set.iter().map(u8::to_string).collect();
+    for descriptor_set in [format!("[{}]", bytes.join(", ")), format!("\"{file}\"")] {
+        let text = format!(
+            "source_format = \"proto\"\ntarget_format = \"json\"\nmessage_type = \"shop.Order\"\ndescriptor_set = {descriptor_set}\n"
+        );
+        let chain = chain(ConnectorKind::Sink, "proto_convert", &text).unwrap();
+        let out = shaped(
+            &chain,
+            &Codec::plain(Schema::Raw),
+            Bytes::from_static(b"\x08\x2a"),
+            &Codec::plain(Schema::Json),
+        )
+        .unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&out).unwrap()["id"], 42);
+    }
+}
+
+/// Writes `bytes` to a file of its own under the target's temporary directory.
+fn temp_file(name: &str, bytes: &[u8]) -> String {
+    let dir = std::env::temp_dir().join(format!("transforms-convert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.display().to_string()
+}
