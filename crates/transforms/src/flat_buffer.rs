@@ -546,6 +546,14 @@ impl FlatBufferSchema {
                 }
             }
         }
+        for (object, depth) in self.objects.iter().zip(self.struct_depths()) {
+            if depth > MAX_DEPTH {
+                return Err(format!(
+                    "struct {}: nested deeper than {MAX_DEPTH}",
+                    object.name
+                ));
+            }
+        }
         for union in self.enums.iter().filter(|union| union.is_union) {
             for (_, name, object) in &union.values {
                 if object.is_some_and(|index| index >= self.objects.len()) {
@@ -593,6 +601,32 @@ impl FlatBufferSchema {
             return Err("does not fit in its struct".to_owned());
         }
         Ok(())
+    }
+
+    /// How deep structs nest in each object (0 for a table). `check_layout` made a
+    /// struct hold only smaller structs, so going by size computes the inner ones first.
+    fn struct_depths(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.objects.len()).collect();
+        order.sort_by_key(|&index| self.objects[index].bytesize);
+        let mut depths = vec![0; self.objects.len()];
+        for index in order {
+            let object = &self.objects[index];
+            if !object.is_struct {
+                continue;
+            }
+            let inner = object
+                .fields
+                .iter()
+                .filter(|field| {
+                    field.ty.base == Base::Obj
+                        || (field.ty.base == Base::Array && field.ty.element == Base::Obj)
+                })
+                .map(|field| depths[field.ty.index as usize])
+                .max()
+                .unwrap_or(0);
+            depths[index] = inner + 1;
+        }
+        depths
     }
 
     /// Whether buffers are verified before they are decoded (the default); without it
