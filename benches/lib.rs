@@ -107,3 +107,31 @@ pub fn runtime_binary() -> Result<std::path::PathBuf, String> {
     }
     Ok(binary)
 }
+
+/// Writes the bundled random source and stdout sink on `stream` to `dir` as a user
+/// writes them (`random.toml`, `stdout.toml`), each table completed by the TOML lines
+/// given: the source's stream entry and `plugin_config`, the sink's stream entry.
+pub fn write_random_to_stdout(
+    dir: &std::path::Path,
+    stream: &str,
+    (source_stream, source_plugin): (&str, &str),
+    sink_stream: &str,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("random.toml"),
+        format!(
+            "type = \"source\"\nkey = \"random\"\nenabled = true\nversion = 0\nname = \"Random\"\npath = \"random\"\n\
+             [[streams]]\nstream = \"{stream}\"\ntopic = \"t\"\nschema = \"json\"\n{source_stream}\n\
+             [plugin_config]\n{source_plugin}\n"
+        ),
+    )?;
+    std::fs::write(
+        dir.join("stdout.toml"),
+        format!(
+            "type = \"sink\"\nkey = \"stdout\"\nenabled = true\nversion = 0\nname = \"Stdout\"\npath = \"stdout\"\n\
+             [[streams]]\nstream = \"{stream}\"\ntopics = [\"t\"]\nschema = \"json\"\n{sink_stream}\n\
+             [plugin_config]\nprint_payload = false\n"
+        ),
+    )
+}

@@ -14,7 +14,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use iggy_connectors_benches::{env_or, runtime_binary};
+use iggy_connectors_benches::{env_or, runtime_binary, write_random_to_stdout};
 
 type Failure = Box<dyn std::error::Error>;
 
@@ -112,21 +112,11 @@ fn main() -> Result<(), Failure> {
     let stream = iggy_test_server::unique("startup");
     let connectors = dir.join("connectors");
     std::fs::create_dir_all(&connectors)?;
-    std::fs::write(
-        connectors.join("random.toml"),
-        format!(
-            "type = \"source\"\nkey = \"random\"\nenabled = true\nversion = 0\nname = \"Random\"\npath = \"random\"\n\
-             [[streams]]\nstream = \"{stream}\"\ntopic = \"t\"\nschema = \"json\"\n\
-             [plugin_config]\ninterval = \"100ms\"\nmessages_range = [1, 1]\n"
-        ),
-    )?;
-    std::fs::write(
-        connectors.join("stdout.toml"),
-        format!(
-            "type = \"sink\"\nkey = \"stdout\"\nenabled = true\nversion = 0\nname = \"Stdout\"\npath = \"stdout\"\n\
-             [[streams]]\nstream = \"{stream}\"\ntopics = [\"t\"]\nschema = \"json\"\n\
-             [plugin_config]\nprint_payload = false\n"
-        ),
+    write_random_to_stdout(
+        &connectors,
+        &stream,
+        ("", "interval = \"100ms\"\nmessages_range = [1, 1]"),
+        "",
     )?;
     std::fs::write(
         dir.join("config.toml"),

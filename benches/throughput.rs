@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use config_provider::{ActiveConfigs, ConnectorConfig, RuntimeBehaviour};
 use iggy::prelude::*;
-use iggy_connectors_benches::{env_or, runtime_binary};
+use iggy_connectors_benches::{env_or, runtime_binary, write_random_to_stdout};
 use iggy_connectors_tests::{create_topic, iggy_client, plugin_path};
 use plugin_host::PluginLoader;
 use runtime_core::{IggyBus, IggySettings, PluginRegistry, Runtime, RuntimeContext, StateStore};
@@ -82,22 +82,15 @@ fn binary_setup(
 ) -> Result<std::path::PathBuf, Failure> {
     let connectors = dir.join("connectors");
     std::fs::create_dir_all(&connectors)?;
-    // The same settings as `connector_configs`, as a user writes them.
-    std::fs::write(
-        connectors.join("random.toml"),
-        format!(
-            "type = \"source\"\nkey = \"random\"\nenabled = true\nversion = 0\nname = \"Random\"\npath = \"random\"\n\
-             [[streams]]\nstream = \"{stream}\"\ntopic = \"t\"\nschema = \"json\"\nbatch_length = 1000\nlinger_time = \"0ms\"\n\
-             [plugin_config]\ninterval = \"0ms\"\nmessages_range = [4999, 5000]\npayload_size = 200\n"
+    // The same settings as `connectors`, as a user writes them.
+    write_random_to_stdout(
+        &connectors,
+        stream,
+        (
+            "batch_length = 1000\nlinger_time = \"0ms\"",
+            "interval = \"0ms\"\nmessages_range = [4999, 5000]\npayload_size = 200",
         ),
-    )?;
-    std::fs::write(
-        connectors.join("stdout.toml"),
-        format!(
-            "type = \"sink\"\nkey = \"stdout\"\nenabled = true\nversion = 0\nname = \"Stdout\"\npath = \"stdout\"\n\
-             [[streams]]\nstream = \"{stream}\"\ntopics = [\"t\"]\nschema = \"json\"\nbatch_length = 1000\npoll_interval = \"1ms\"\n\
-             [plugin_config]\nprint_payload = false\n"
-        ),
+        "batch_length = 1000\npoll_interval = \"1ms\"",
     )?;
     let config = dir.join("config.toml");
     std::fs::write(

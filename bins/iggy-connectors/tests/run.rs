@@ -159,6 +159,24 @@ fn seqs_of(lines: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Sends the runtime SIGTERM and waits (up to 30 s, else panics with `expectation`)
+/// for it to exit successfully.
+async fn terminated_cleanly(child: Reaped, expectation: &str) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut child = child.take();
+    let finished = tokio::task::spawn_blocking(move || child.wait());
+    let status = tokio::time::timeout(Duration::from_secs(30), finished)
+        .await
+        .expect(expectation)
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 /// The values that occur more than once in a list, in brief (a failure shows this, not
 /// thousands of values).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -565,19 +583,7 @@ async fn serves_the_http_api_while_running() {
         "a wildcard address is asked on loopback"
     );
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let mut child = child.take();
-    let finished = tokio::task::spawn_blocking(move || child.wait());
-    let status = tokio::time::timeout(Duration::from_secs(30), finished)
-        .await
-        .expect("the runtime stops within its deadline")
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    terminated_cleanly(child, "the runtime stops within its deadline").await;
 }
 
 /// A sink that takes a second per batch, fed by a source at full speed: the backlog
@@ -685,19 +691,7 @@ async fn the_api_answers_while_iggy_is_still_signing_in() {
     assert_eq!(status, 200, "{sources}");
     assert!(sources.contains("\"key\":\"random\""), "{sources}");
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let mut child = child.take();
-    let finished = tokio::task::spawn_blocking(move || child.wait());
-    let status = tokio::time::timeout(Duration::from_secs(30), finished)
-        .await
-        .expect("the runtime stops while connecting")
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    terminated_cleanly(child, "the runtime stops while connecting").await;
 }
 
 /// With `[http.tls]`, `healthcheck` asks `/health` over TLS, trusting the API's own
