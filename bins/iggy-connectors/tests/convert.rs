@@ -1,6 +1,6 @@
 //! Upstream's convert transforms in a running runtime, through the Iggy test server (or
-//! the real server `IGGY_TEST_ADDRESS` names): a sink reads FlatBuffers with the
-//! shipped `flat_buffer_convert` table, its plugin gets JSON, and a buffer that fails
+//! the real server `IGGY_TEST_ADDRESS` names): a sink reads a `flat_buffer` stream with
+//! the shipped `flat_buffer_convert` table, its plugin gets JSON, and a buffer that fails
 //! verification goes to the dead letter topic with its error while the rest flow on.
 
 // In tests an unwrap is an assertion.
@@ -81,7 +81,7 @@ topic = "dead"
 [[streams]]
 stream = "{stream}"
 topics = ["t"]
-schema = "raw"
+schema = "flat_buffer"
 poll_interval = "5ms"
 
 [plugin_config]
@@ -111,13 +111,13 @@ conversion_options = {{ verify_buffers = true, pretty_json = false, include_meta
         written().lines().count() == 2
     })
     .await;
-    // The file sink keeps a raw payload as its text: the JSON the transform made.
+    // Upstream's form, a `flat_buffer` stream: the plugin is handed what the transform
+    // wrote, JSON, labelled so (the file sink keeps a JSON payload as JSON).
     let sensors: Vec<serde_json::Value> = written()
         .lines()
         .map(|line| {
             let record: serde_json::Value = serde_json::from_str(line).unwrap();
-            let payload = record["payload_text"].as_str().unwrap_or_default();
-            serde_json::from_str::<serde_json::Value>(payload).unwrap()["sensor_id"].clone()
+            record["payload"]["sensor_id"].clone()
         })
         .collect();
     assert_eq!(sensors, [json!("t-1"), json!("t-3")], "{}", written());

@@ -26,10 +26,12 @@ pub(crate) struct ShapedSink {
     pub(crate) failed: Vec<Failed<IncomingMessage>>,
 }
 
-/// Runs `chain` over consumed messages of a stream written with `codec`.
+/// Runs `chain` over consumed messages of a stream written with `codec`, encoding what
+/// it makes with `to` for the plugin.
 pub(crate) fn sink_batch(
     chain: &TransformChain,
     codec: &Codec,
+    to: &Codec,
     messages: Vec<IncomingMessage>,
 ) -> ShapedSink {
     let mut shaped = ShapedSink {
@@ -41,7 +43,7 @@ pub(crate) fn sink_batch(
             chain,
             codec,
             message.payload.clone(),
-            std::slice::from_ref(codec),
+            std::slice::from_ref(to),
         ) {
             Ok(Some(mut out)) => {
                 message.payload = out.payloads.pop().unwrap_or_default();
@@ -91,6 +93,7 @@ mod tests {
         .unwrap();
         let shaped = sink_batch(
             &chain,
+            &Codec::plain(Schema::Json),
             &Codec::plain(Schema::Json),
             vec![
                 incoming(0, br#"{"a":1}"#),
@@ -151,7 +154,7 @@ mod tests {
         message.payload = Bytes::from(datum);
         let mut broken = incoming(1, b"\xff");
         broken.payload = Bytes::from_static(&[0xff]);
-        let shaped = sink_batch(&chain, &codec, vec![message, broken]);
+        let shaped = sink_batch(&chain, &codec, &codec, vec![message, broken]);
         assert_eq!(shaped.kept.len(), 1);
         assert_eq!(
             avro.decode(&shaped.kept[0].payload).unwrap(),

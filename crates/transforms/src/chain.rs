@@ -72,6 +72,11 @@ pub(crate) trait Step: Send + Sync {
     fn decodes(&self) -> bool {
         false
     }
+
+    /// The format a convert transform writes (its `target_format`).
+    fn writes(&self) -> Option<Schema> {
+        None
+    }
 }
 
 struct Counted {
@@ -193,6 +198,12 @@ impl TransformChain {
             .iter()
             .filter_map(|step| step.step.codec())
             .find(|codec| codec.schema == schema)
+    }
+
+    /// The format the last convert transform of the chain writes, if there is one: what
+    /// a sink's plugin gets, whatever its stream's schema.
+    pub fn output_schema(&self) -> Option<Schema> {
+        self.steps.iter().rev().find_map(|step| step.step.writes())
     }
 
     /// The codec of the first transform when it is a convert transform that decodes

@@ -501,6 +501,10 @@ impl Step for Convert {
         self.from == self.binary.schema()
     }
 
+    fn writes(&self) -> Option<Schema> {
+        Some(self.to)
+    }
+
     fn codec(&self) -> Option<Codec> {
         let plain = Codec::plain(self.binary.schema());
         Some(match &self.binary {

@@ -70,11 +70,18 @@ pub(super) async fn run_sink(
                 .map(move |topic| (stream, codec.clone(), topic))
         });
     for (slot, (stream, codec, topic)) in pairs.enumerate() {
+        // A chain ending in a convert transform hands the plugin what that wrote (JSON
+        // from a FlatBuffers stream, say), labelled so; otherwise the stream's format.
+        let output = run.chain.output_schema().map_or_else(
+            || codec.clone(),
+            |schema| Codec::for_schema(schema, [&codec]),
+        );
         let pipeline = SinkPipeline {
             slot,
             stall: run.context.stall,
             chain: run.chain.clone(),
             codec,
+            output,
             config: config.clone(),
             stream: stream.clone(),
             from: Destination::new(&stream.stream, topic),
@@ -135,7 +142,10 @@ struct SinkPipeline {
     /// When its group counts as stuck.
     stall: StallPolicy,
     chain: TransformChain,
+    /// The stream's format, as messages are read.
     codec: Codec,
+    /// The format the plugin gets them in.
+    output: Codec,
     config: Arc<SinkConfig>,
     stream: SinkStream,
     /// The (stream, topic) it consumes.
@@ -313,9 +323,10 @@ impl SinkPipeline {
                 status.set_lag(self.slot, polled.current_offset.saturating_sub(last_offset));
             }
             let partition = polled.partition_id;
-            let codec = std::slice::from_ref(&self.codec);
-            let messages = if transforms::shaping_needed(&self.chain, &self.codec, codec) {
-                let shaped = shape::sink_batch(&self.chain, &self.codec, polled.messages);
+            let output = std::slice::from_ref(&self.output);
+            let messages = if transforms::shaping_needed(&self.chain, &self.codec, output) {
+                let shaped =
+                    shape::sink_batch(&self.chain, &self.codec, &self.output, polled.messages);
                 status.filtered(shaped.dropped);
                 held.grow(
                     shaped
@@ -353,7 +364,7 @@ impl SinkPipeline {
                 stream: from.stream.clone(),
                 topic: from.topic.clone(),
                 partition_id: partition,
-                schema: stream.payload.schema,
+                schema: self.output.schema,
                 current_offset: polled.current_offset,
             };
             let mut builder = match spare.take() {
