@@ -60,12 +60,17 @@ impl MemoryBudget {
     /// [`MemoryBudget::room`] before they take more.
     pub(crate) fn reserve(&self, bytes: usize) -> Reservation {
         let bytes = bytes as u64;
-        let held = self.inner.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        self.inner.peak.fetch_max(held, Ordering::Relaxed);
+        self.hold(bytes);
         Reservation {
             budget: self.clone(),
             bytes,
         }
+    }
+
+    /// Counts `bytes` more held (and the peak).
+    fn hold(&self, bytes: u64) {
+        let held = self.inner.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.inner.peak.fetch_max(held, Ordering::Relaxed);
     }
 
     /// Whether more may be taken now: less than the budget is held.
@@ -89,9 +94,9 @@ impl MemoryBudget {
 impl Reservation {
     /// Adds `bytes` to what this reservation holds.
     pub(crate) fn grow(&mut self, bytes: usize) {
-        let more = self.budget.reserve(bytes);
-        self.bytes += more.bytes;
-        std::mem::forget(more);
+        let bytes = bytes as u64;
+        self.budget.hold(bytes);
+        self.bytes += bytes;
     }
 }
 

@@ -177,8 +177,16 @@ struct PendingStore {
     times: StageTimes,
 }
 
-/// An offset store in flight, and when it was done.
+/// An offset store in flight, and when it was done. Dropped unsettled (a pipeline
+/// abandoned at the stop deadline), it is abandoned too: a store landing after a later
+/// run's would move the group's offset back.
 struct Store(tokio::task::JoinHandle<(Result<(), BusError>, Instant)>);
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Most batches a sink reads ahead in a row before it polls the group again, which
 /// moves on to the member's next partition: one partition's backlog holds up the
@@ -249,11 +257,11 @@ impl SinkPipeline {
         let mut spare: Option<SinkBatchBuffers> = None;
         let mut watch = GroupWatch::default();
         loop {
-            // A pause or a stop finds the last batch's offset stored, and counted.
-            if !control.run_requested() && !self.settle(pending, &mut ahead).await {
-                return;
-            }
-            if !control.proceed(status).await {
+            // A pause or a stop finds the last batch's offset stored, and counted; a
+            // pause asked for after this look is seen before the next batch.
+            if !control.run_requested()
+                && (!self.settle(pending, &mut ahead).await || !control.proceed(status).await)
+            {
                 return;
             }
             match self.watch_group(&mut watch, pending).await {
@@ -445,7 +453,7 @@ impl SinkPipeline {
         ahead: &mut Option<ReadAhead>,
     ) -> bool {
         let Some(PendingStore {
-            store,
+            mut store,
             partition,
             last_offset,
             delivered,
@@ -458,7 +466,7 @@ impl SinkPipeline {
         else {
             return true;
         };
-        let (stored, done) = match store.0.await {
+        let (stored, done) = match (&mut store.0).await {
             Ok(finished) => finished,
             Err(error) => (
                 Err(BusError::new(format!(

@@ -42,9 +42,15 @@ impl<'r, 's> Poller<'r, 's> {
                 break;
             }
             // What the batches in flight hold must leave room for another.
-            tokio::select! {
-                () = control.stopping() => break,
-                () = status.budget().room() => {}
+            if !status.budget().has_room() {
+                tokio::select! {
+                    () = control.stopping() => break,
+                    () = status.budget().room() => {}
+                }
+                // A pause asked for meanwhile comes first.
+                if self.round.is_halted() || !control.proceed(status).await {
+                    break;
+                }
             }
             let started = Instant::now();
             let polled = tokio::select! {
