@@ -42,6 +42,8 @@ enum Connection {
 /// ```
 pub struct ConnectingBus {
     connection: watch::Receiver<Connection>,
+    /// Set by [`MessageBus::close`]: a connection made afterwards is closed at once.
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ConnectingBus {
@@ -52,15 +54,27 @@ impl ConnectingBus {
         F: Future<Output = Result<Arc<dyn MessageBus>, BusError>> + Send + 'static,
     {
         let (made, connection) = watch::channel(Connection::Pending);
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let closing = closed.clone();
         let task = tokio::spawn(async move {
             let (outcome, state) = match connect.await {
                 Ok(bus) => (Ok(()), Connection::Ready(bus)),
                 Err(error) => (Err(error.clone()), Connection::Failed(error)),
             };
+            let ready = match &state {
+                Connection::Ready(bus) => Some(bus.clone()),
+                _ => None,
+            };
             made.send_replace(state);
+            // Closed while it was being made: nobody will close it later.
+            if let Some(bus) = ready
+                && closing.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                bus.close().await;
+            }
             outcome
         });
-        (ConnectingBus { connection }, task)
+        (ConnectingBus { connection, closed }, task)
     }
 
     /// The bus once connected, or why it is not.
@@ -168,9 +182,89 @@ impl MessageBus for ConnectingBus {
     }
 
     async fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         let made = self.connection.borrow().clone();
         if let Connection::Ready(bus) = made {
             bus.close().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A bus that only says whether it was closed.
+    #[derive(Default)]
+    struct Closable(AtomicBool);
+
+    #[async_trait]
+    impl MessageBus for Closable {
+        async fn ensure_topic(&self, _: &Destination) -> Result<(), BusError> {
+            Ok(())
+        }
+        async fn send(&self, _: &Destination, _: Vec<OutgoingMessage>) -> Result<(), BusError> {
+            Ok(())
+        }
+        async fn join_group(&self, _: &Destination, _: &str) -> Result<(), BusError> {
+            Ok(())
+        }
+        async fn poll(&self, _: &Destination, _: &str, _: u32) -> Result<Polled, BusError> {
+            Err(BusError::new("nothing to poll"))
+        }
+        async fn store_offset(
+            &self,
+            _: &Destination,
+            _: &str,
+            _: u32,
+            _: u64,
+        ) -> Result<(), BusError> {
+            Ok(())
+        }
+        async fn close(&self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_wait_for_the_connection_and_one_closed_meanwhile_is_closed_once_made() {
+        let (made, connect) = tokio::sync::oneshot::channel::<Arc<Closable>>();
+        let (bus, connected) = ConnectingBus::spawn(async move {
+            let inner = connect.await.map_err(|_| BusError::new("gone"))?;
+            Ok(inner as Arc<dyn MessageBus>)
+        });
+        let to = Destination::new("s", "t");
+        let call = tokio::spawn({
+            let bus = Arc::new(bus);
+            let to = to.clone();
+            async move {
+                let answer = bus.ensure_topic(&to).await;
+                bus.close().await;
+                (answer, bus)
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!call.is_finished(), "a call waits for the connection");
+        let inner = Arc::new(Closable::default());
+        made.send(inner.clone()).ok();
+        connected.await.unwrap().unwrap();
+        let (answer, bus) = call.await.unwrap();
+        assert_eq!(answer, Ok(()));
+        assert!(bus.connected());
+        assert!(inner.0.load(Ordering::SeqCst), "closed through the wrapper");
+
+        // Closed before the connection is made: closed as soon as it is.
+        let (made, connect) = tokio::sync::oneshot::channel::<Arc<Closable>>();
+        let (bus, connected) = ConnectingBus::spawn(async move {
+            let inner = connect.await.map_err(|_| BusError::new("gone"))?;
+            Ok(inner as Arc<dyn MessageBus>)
+        });
+        bus.close().await;
+        let inner = Arc::new(Closable::default());
+        made.send(inner.clone()).ok();
+        connected.await.unwrap().unwrap();
+        assert!(inner.0.load(Ordering::SeqCst), "closed once made");
     }
 }
