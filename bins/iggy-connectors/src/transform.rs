@@ -65,7 +65,7 @@ struct Sides {
     to: Vec<(String, Codec)>,
 }
 
-fn sides(config: &ConnectorConfig) -> Result<Sides, String> {
+fn sides(config: &ConnectorConfig, chain: &TransformChain) -> Result<Sides, String> {
     let streams = match config {
         // A sink's message comes from one stream: the first shows how it is shaped.
         ConnectorConfig::Sink(sink) => codecs(
@@ -85,10 +85,14 @@ fn sides(config: &ConnectorConfig) -> Result<Sides, String> {
         (ConnectorConfig::Sink(_), Some((_, codec))) => codec.clone(),
         _ => Codec::plain(Schema::Json),
     };
-    let to = if streams.is_empty() {
-        vec![(String::new(), Codec::plain(Schema::Json))]
-    } else {
-        streams
+    let to = match config {
+        _ if streams.is_empty() => vec![(String::new(), Codec::plain(Schema::Json))],
+        // What the plugin gets, as the runtime hands it over.
+        ConnectorConfig::Sink(_) => streams
+            .into_iter()
+            .map(|(name, codec)| (name, transforms::sink_output(chain, &codec)))
+            .collect(),
+        ConnectorConfig::Source(_) => streams,
     };
     Ok(Sides { from, to })
 }
@@ -114,7 +118,8 @@ fn dry_run(connector: &Path, input: &Path) -> Result<Tally, String> {
         .map_err(|error| format!("{}: {error}", connector.display()))?;
     let chain = TransformChain::new(config.kind(), &config.common().transforms.0)
         .map_err(|error| format!("{}: {error}", connector.display()))?;
-    let sides = sides(&config).map_err(|error| format!("{}: {error}", connector.display()))?;
+    let sides =
+        sides(&config, &chain).map_err(|error| format!("{}: {error}", connector.display()))?;
     let codecs: Vec<Codec> = sides.to.iter().map(|(_, codec)| codec.clone()).collect();
     let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())

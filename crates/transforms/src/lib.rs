@@ -43,4 +43,4 @@ pub use codec::StreamPayload;
 pub use flat_buffer::FlatBufferSchema;
 pub use payload::{Codec, FormatError, JsonObject, Payload, supported};
 pub use proto::ProtoSchema;
-pub use shape::{Shaped, shape, shaping_needed};
+pub use shape::{Shaped, shape, shaping_needed, sink_output};

@@ -341,9 +341,9 @@ impl Codec {
 
 // Encoding a decoded payload for a binary stream that names no message schema: the
 // stream takes only bytes a convert transform wrote.
-const NO_AVRO_SCHEMA: &str = "an Avro stream needs avro_schema_json or avro_schema_path (or an avro_convert transform that writes avro; on a sink, a raw stream hands the plugin what transforms made)";
-const NO_PROTO_SCHEMA: &str = "a Protobuf stream needs proto_descriptor_set and proto_message_type (or a proto_convert transform that writes proto; on a sink, a raw stream hands the plugin what transforms made)";
-const NO_FLAT_BUFFER_SCHEMA: &str = "a FlatBuffers stream needs flat_buffer_schema_path, a .bfbs file (or a flat_buffer_convert transform that writes flat_buffer; on a sink, a raw stream hands the plugin what transforms made)";
+const NO_AVRO_SCHEMA: &str = "an Avro stream needs avro_schema_json or avro_schema_path (or an avro_convert transform that writes avro)";
+const NO_PROTO_SCHEMA: &str = "a Protobuf stream needs proto_descriptor_set and proto_message_type (or a proto_convert transform that writes proto)";
+const NO_FLAT_BUFFER_SCHEMA: &str = "a FlatBuffers stream needs flat_buffer_schema_path, a .bfbs file (or a flat_buffer_convert transform that writes flat_buffer)";
 
 impl Payload {
     /// Decodes `bytes` written with `schema`. A JSON object keeps `bytes` (no copy)

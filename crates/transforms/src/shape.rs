@@ -67,6 +67,16 @@ pub fn shape(
     }))
 }
 
+/// The codec a sink's plugin gets messages of a stream written with `stream` in: what
+/// the chain's last convert transform writes (JSON from a FlatBuffers stream, say), or
+/// else the stream's own.
+pub fn sink_output(chain: &TransformChain, stream: &Codec) -> Codec {
+    chain.output_schema().map_or_else(
+        || stream.clone(),
+        |schema| Codec::for_schema(schema, [stream]),
+    )
+}
+
 /// Whether messages written with `from` need shaping at all to go out with every codec
 /// of `to`: not when there are no transforms and every codec is `from`'s (then the
 /// payloads pass untouched).

@@ -70,12 +70,7 @@ pub(super) async fn run_sink(
                 .map(move |topic| (stream, codec.clone(), topic))
         });
     for (slot, (stream, codec, topic)) in pairs.enumerate() {
-        // A chain ending in a convert transform hands the plugin what that wrote (JSON
-        // from a FlatBuffers stream, say), labelled so; otherwise the stream's format.
-        let output = run.chain.output_schema().map_or_else(
-            || codec.clone(),
-            |schema| Codec::for_schema(schema, [&codec]),
-        );
+        let output = transforms::sink_output(run.chain, &codec);
         let pipeline = SinkPipeline {
             slot,
             stall: run.context.stall,
@@ -452,21 +447,10 @@ impl SinkPipeline {
         pending: &mut Option<PendingStore>,
         ahead: &mut Option<ReadAhead>,
     ) -> bool {
-        let Some(PendingStore {
-            mut store,
-            partition,
-            last_offset,
-            delivered,
-            delivered_bytes,
-            received,
-            committing,
-            stages,
-            mut times,
-        }) = pending.take()
-        else {
+        let Some(mut batch) = pending.take() else {
             return true;
         };
-        let (stored, done) = match (&mut store.0).await {
+        let (stored, done) = match (&mut batch.store.0).await {
             Ok(finished) => finished,
             Err(error) => (
                 Err(BusError::new(format!(
@@ -475,7 +459,7 @@ impl SinkPipeline {
                 Instant::now(),
             ),
         };
-        let from = &self.from;
+        let (from, offset) = (&self.from, batch.last_offset);
         match stored {
             Ok(()) => {}
             // The partition went to another member, which goes on from the group's
@@ -486,8 +470,8 @@ impl SinkPipeline {
                     connector = %self.config.common.key,
                     stream = %from.stream,
                     topic = %from.topic,
-                    partition,
-                    offset = last_offset,
+                    partition = batch.partition,
+                    offset,
                     %error,
                     "the partition moved to another member of the group; its offset is theirs to store"
                 );
@@ -495,19 +479,20 @@ impl SinkPipeline {
             }
             Err(error) => {
                 self.status
-                    .fail(format!("storing offset {last_offset} failed: {error}"));
+                    .fail(format!("storing offset {offset} failed: {error}"));
                 return false;
             }
         }
+        let (messages, bytes) = (batch.delivered, batch.delivered_bytes);
         self.status
-            .delivered(delivered, delivered_bytes, done - received, &stages);
-        times.commit = done - committing;
+            .delivered(messages, bytes, done - batch.received, &batch.stages);
+        batch.times.commit = done - batch.committing;
         self.report.batch(
             &self.config.common.key,
             Some(from),
-            delivered,
-            delivered_bytes,
-            &times,
+            messages,
+            bytes,
+            &batch.times,
         );
         true
     }
