@@ -402,11 +402,21 @@ pub(crate) async fn serve(
         let bus = runtime_core::IggyBus::connect(&settings).await?;
         Ok(std::sync::Arc::new(bus) as std::sync::Arc<dyn runtime_core::MessageBus>)
     });
-    let context = runtime_core::RuntimeContext::new(
+    let mut context = runtime_core::RuntimeContext::new(
         std::sync::Arc::new(bus),
         runtime_core::StateStore::new(&config.state.path),
         &config.runtime,
     );
+    if let Some(cluster) = runtime_core::cluster::ClusterSettings::from_config(&config.cluster) {
+        tracing::info!(
+            cluster = %cluster.name,
+            member = %cluster.member_name,
+            topic = %cluster.coordination,
+            state = %cluster.state,
+            "cluster mode: sources run on the member the cluster places them on"
+        );
+        context = context.in_cluster(cluster);
+    }
     let running = runtime_core::Runtime::start(configs, plugins, context).await;
     let api = if config.http.enabled {
         let context = http_api::ApiContext::new(running.clone(), provider, config.http.clone());
@@ -516,6 +526,16 @@ async fn log_summaries(running: runtime_core::Runtime, interval: std::time::Dura
     ticks.tick().await;
     loop {
         ticks.tick().await;
+        if let Some(view) = running.cluster_view() {
+            let here = view.members.iter().find(|member| member.this_member);
+            tracing::info!(
+                cluster = %view.cluster,
+                member = here.map_or("", |member| member.name.as_str()),
+                members = view.members.len(),
+                sources_here = here.map_or(0, |member| member.sources.len()),
+                "summary: cluster"
+            );
+        }
         for status in running.statuses() {
             let metrics = &status.metrics;
             tracing::info!(

@@ -37,11 +37,12 @@ pub use local::{ACTIVE_VERSIONS_FILE, LocalProvider};
 pub use overrides::apply_env_overrides;
 pub use provider::{ActiveConfigs, ActiveVersions, BrokenConfig, ConfigProvider, ProviderError};
 pub use runtime::{
-    ConfigDuration, ConnectorRetry, ConnectorsConfig, CorsConfig, DEFAULT_MEMORY_BUDGET,
-    HttpConfig, HttpProviderConfig, HttpTlsConfig, IggyConfig, IggyTlsConfig, LocalProviderConfig,
-    LogFormat, LoggingConfig, MetricsConfig, PluginsConfig, ResponseConfig, RestartConfig,
-    RetryConfig, RuntimeBehaviour, RuntimeConfig, STANDARD_PLUGIN_DIRECTORY, SecretsConfig,
-    StateConfig, TelemetryConfig, TelemetryExport, UrlTemplates,
+    ClusterConfig, ConfigDuration, ConnectorRetry, ConnectorsConfig, CorsConfig,
+    DEFAULT_MEMORY_BUDGET, HttpConfig, HttpProviderConfig, HttpTlsConfig, IggyConfig,
+    IggyTlsConfig, LocalProviderConfig, LogFormat, LoggingConfig, MetricsConfig, PluginsConfig,
+    ResponseConfig, RestartConfig, RetryConfig, RuntimeBehaviour, RuntimeConfig,
+    STANDARD_PLUGIN_DIRECTORY, SecretsConfig, StateConfig, TelemetryConfig, TelemetryExport,
+    UrlTemplates,
 };
 pub use secrets::{
     MIN_SCRUBBED_CHARS, REDACTED, ScrubbingWriter, SecretPaths, is_secret_field, redact_path,

@@ -77,6 +77,58 @@ pub struct RuntimeConfig {
     pub plugins: PluginsConfig,
     /// How `${file:...}` secrets are checked.
     pub secrets: SecretsConfig,
+    /// Several runtimes sharing one set of connectors (not in upstream's files).
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: runtimes that share one set of connector configs (through a provider
+/// they all read) and split the sources between them through Iggy. Each runtime joins
+/// the consumer group `name` on the coordination topic; a source runs on the member
+/// the server assigns its partition to, and its state lives in `state_topic`. Sinks
+/// share their topics' partitions through their own consumer groups, as without a
+/// cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Run as a member of the cluster `name` (off: this runtime runs every source).
+    pub enabled: bool,
+    /// The cluster: its members' consumer group on the coordination topic, and the mark
+    /// on its source state records (clusters may share the stream and topics).
+    pub name: String,
+    /// What this runtime is called in `GET /cluster`; empty: the host name.
+    pub member_name: String,
+    /// The stream of the coordination and state topics (created if missing).
+    pub stream: String,
+    /// The coordination topic: each source maps to one of its partitions, and the
+    /// member the server assigns that partition to runs the source.
+    pub topic: String,
+    /// The topic that holds the sources' state (the newest record of a source wins).
+    pub state_topic: String,
+    /// The partitions both topics are created with; sources beyond it share
+    /// partitions (and so members).
+    pub partitions: u32,
+    /// How often a member asks the server for its partitions.
+    pub sync_interval: ConfigDuration,
+    /// A member that has not heard from the server for this long stops its sources;
+    /// a member that gains a source waits this long before it starts it, so that the
+    /// member that had it has stopped it by then.
+    pub fence_timeout: ConfigDuration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enabled: false,
+            name: "iggy-connectors".to_owned(),
+            member_name: String::new(),
+            stream: "iggy_connectors".to_owned(),
+            topic: "cluster".to_owned(),
+            state_topic: "source_state".to_owned(),
+            partitions: 32,
+            sync_interval: ConfigDuration::from_millis(500),
+            fence_timeout: ConfigDuration::from_secs(3),
+        }
+    }
 }
 
 /// The directories a connector library may be loaded from when

@@ -154,6 +154,52 @@ pub(crate) fn validate(loaded: &mut LoadedConfig, origins: &Origins) -> Result<(
             );
         }
     }
+    let cluster = &config.cluster;
+    if cluster.enabled {
+        for (key, value) in [
+            ("cluster.name", &cluster.name),
+            ("cluster.stream", &cluster.stream),
+            ("cluster.topic", &cluster.topic),
+            ("cluster.state_topic", &cluster.state_topic),
+        ] {
+            if value.trim().is_empty() || value.len() > 255 {
+                problem(
+                    &[key],
+                    format!("must be 1 to 255 characters, got {value:?}"),
+                );
+            }
+        }
+        if cluster.topic == cluster.state_topic {
+            problem(
+                &["cluster.state_topic", "cluster.topic"],
+                format!(
+                    "is the coordination topic too ({:?}): state records there would be read as nothing else, but the two need their own topics",
+                    cluster.topic
+                ),
+            );
+        }
+        if !(1..=1000).contains(&cluster.partitions) {
+            problem(
+                &["cluster.partitions"],
+                format!("must be 1 to 1000, got {}", cluster.partitions),
+            );
+        }
+        if cluster.sync_interval.get().is_zero() {
+            problem(
+                &["cluster.sync_interval"],
+                "must be longer than 0s".to_owned(),
+            );
+        }
+        if cluster.fence_timeout.get() < cluster.sync_interval.get().saturating_mul(2) {
+            problem(
+                &["cluster.fence_timeout", "cluster.sync_interval"],
+                format!(
+                    "fence_timeout ({}) must be at least twice sync_interval ({}): a member that gains a source waits fence_timeout, long enough for the member that had it to hear it lost it",
+                    cluster.fence_timeout, cluster.sync_interval
+                ),
+            );
+        }
+    }
     if config.telemetry.enabled {
         problem(
             &["telemetry.enabled"],

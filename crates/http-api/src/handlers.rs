@@ -410,6 +410,14 @@ async fn dispatch(context: &ApiContext, matched: Matched, request: Request<Incom
         }
         Endpoint::Ready => ready(context).await,
         Endpoint::Stats => stats(context).await,
+        Endpoint::Cluster => match runtime.cluster_view() {
+            Some(view) => ok(&json!(view)),
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_in_a_cluster",
+                "this runtime is not a member of a cluster: [cluster] enabled is false",
+            )),
+        },
         Endpoint::Metrics => Ok(body_response(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -884,7 +892,10 @@ async fn ready(context: &ApiContext) -> Answer {
                 status.key,
                 status.last_error.as_deref().unwrap_or_default()
             ));
-        } else if enabled && status.state != ConnectorState::Running {
+        } else if enabled
+            && status.state != ConnectorState::Running
+            && status.state != ConnectorState::Standby
+        {
             let error = status
                 .last_error
                 .as_deref()
@@ -965,6 +976,11 @@ async fn stats(context: &ApiContext) -> Answer {
         "sources_running": count(ConnectorKind::Source, true),
         "sinks_total": count(ConnectorKind::Sink, false),
         "sinks_running": count(ConnectorKind::Sink, true),
+        "cluster": runtime.cluster_view().map(|view| json!({
+            "name": view.cluster,
+            "member": view.members.iter().find(|member| member.this_member).map(|member| member.name.clone()),
+            "members": view.members.len(),
+        })),
         "connectors": connectors,
     });
     if let Some(semver) = semver_number(version) {

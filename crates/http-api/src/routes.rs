@@ -10,6 +10,7 @@ pub(crate) enum Endpoint {
     Health,
     Ready,
     Stats,
+    Cluster,
     Metrics,
     OpenApi,
     Plugins,
@@ -54,11 +55,12 @@ const fn route(
 
 /// Every route, in matching order (literal segments before parameters). The metrics
 /// route answers at `[http.metrics] endpoint` (default `/metrics`), when enabled.
-pub const ROUTES: [RouteSpec; 20] = [
+pub const ROUTES: [RouteSpec; 21] = [
     route("/", &["GET"], Endpoint::Root),
     route("/health", &["GET"], Endpoint::Health),
     route("/ready", &["GET"], Endpoint::Ready),
     route("/stats", &["GET"], Endpoint::Stats),
+    route("/cluster", &["GET"], Endpoint::Cluster),
     route("/metrics", &["GET"], Endpoint::Metrics),
     route("/openapi.json", &["GET"], Endpoint::OpenApi),
     route("/plugins", &["GET"], Endpoint::Plugins),

@@ -27,6 +27,36 @@ impl Control {
         Control { desired }
     }
 
+    /// This control, which also asks the pipeline to stop once `trigger` resolves (a
+    /// cluster member's source moved to another member).
+    pub(crate) fn or_stop_when(
+        &self,
+        trigger: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Control {
+        let mut upstream = self.desired.clone();
+        let (forward, desired) = watch::channel(*upstream.borrow());
+        tokio::spawn(async move {
+            tokio::pin!(trigger);
+            loop {
+                tokio::select! {
+                    () = &mut trigger => {
+                        forward.send_replace(Desired::Stop);
+                        return;
+                    }
+                    changed = upstream.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let wanted = *upstream.borrow_and_update();
+                        forward.send_replace(wanted);
+                    }
+                    () = forward.closed() => return,
+                }
+            }
+        });
+        Control { desired }
+    }
+
     /// Whether the pipeline should end.
     pub(crate) fn stop_requested(&self) -> bool {
         *self.desired.borrow() == Desired::Stop

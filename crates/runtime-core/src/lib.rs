@@ -17,6 +17,7 @@
 
 mod budget;
 mod bus;
+pub mod cluster;
 mod control;
 mod metrics;
 mod plugin_config;
@@ -39,9 +40,9 @@ use tokio::task::JoinHandle;
 use transforms::TransformChain;
 
 pub use bus::{
-    BusError, BusErrorKind, ConnectingBus, Destination, GroupProgress, IggyBus, IggySettings,
-    IncomingMessage, MARKER_SEARCH_DEPTH, MessageBus, OutgoingMessage, PartitionProgress, Polled,
-    PreparedSend, READ_AHEAD_CONSUMER, SEND_MARKER_HEADER,
+    BusError, BusErrorKind, ConnectingBus, Destination, GroupMember, GroupProgress, IggyBus,
+    IggySettings, IncomingMessage, MARKER_SEARCH_DEPTH, MessageBus, OutgoingMessage,
+    PartitionProgress, Polled, PreparedSend, READ_AHEAD_CONSUMER, SEND_MARKER_HEADER,
 };
 pub use metrics::prometheus_text;
 pub use plugin_config::{ConfigDescription, ConfigField, check_plugin_config, typed_plugin_config};
@@ -160,6 +161,9 @@ pub struct RuntimeContext {
     /// Bytes each connector's pipeline may hold, for connectors whose config sets no
     /// `memory_budget` (0: no limit); see `[runtime] memory_budget`.
     pub memory_budget: u64,
+    /// This runtime as a member of a cluster: its sources run only while placed on
+    /// it (see [`cluster`]). `None`: every source runs here.
+    pub cluster: Option<cluster::Cluster>,
 }
 
 impl RuntimeContext {
@@ -173,7 +177,24 @@ impl RuntimeContext {
             stop_timeout: behaviour.shutdown_timeout.get(),
             stall: StallPolicy::new(behaviour.stall_timeout.get()),
             memory_budget: behaviour.memory_budget,
+            cluster: None,
         }
+    }
+}
+
+impl RuntimeContext {
+    /// This context for a member of the cluster `settings` describes: its sources run
+    /// only while the cluster places them on it, and keep their state in the cluster's
+    /// state topic (not in files), so that the member that runs one next resumes it.
+    pub fn in_cluster(mut self, settings: cluster::ClusterSettings) -> Self {
+        self.state = StateStore::in_iggy(
+            self.bus.clone(),
+            settings.state.clone(),
+            settings.name.clone(),
+            settings.partitions,
+        );
+        self.cluster = Some(cluster::Cluster::new(settings));
+        self
     }
 }
 
@@ -186,6 +207,7 @@ impl std::fmt::Debug for RuntimeContext {
             .field("stop_timeout", &self.stop_timeout)
             .field("stall", &self.stall)
             .field("memory_budget", &self.memory_budget)
+            .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
 }
@@ -369,6 +391,8 @@ struct Inner {
     /// The last [`ConnectorStatus::id`] given.
     last_id: std::sync::atomic::AtomicU32,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// The cluster member's coordinator, while it runs.
+    coordinator: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Running connectors. Cheap to clone: clones share the connectors.
@@ -403,8 +427,21 @@ impl Runtime {
                 kindless,
                 last_id: std::sync::atomic::AtomicU32::new(0),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
+                coordinator: Mutex::new(None),
             }),
         };
+        if let Some(cluster) = &runtime.inner.context.cluster {
+            let coordinator = tokio::spawn(
+                cluster
+                    .clone()
+                    .coordinate(runtime.inner.context.bus.clone()),
+            );
+            *runtime
+                .inner
+                .coordinator
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(coordinator);
+        }
         for (placeholder, problem) in unusable {
             runtime.list_unusable(placeholder, problem);
         }
@@ -872,6 +909,36 @@ impl Runtime {
             }
             status.settle(ConnectorState::Stopped);
         }
+        // Its sources have stopped: leave, so that the others take them over at once.
+        if let Some(cluster) = &self.inner.context.cluster {
+            cluster.leave();
+            let coordinator = self
+                .inner
+                .coordinator
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            if let Some(coordinator) = coordinator
+                && tokio::time::timeout(cluster.settings().sync_interval * 4, coordinator)
+                    .await
+                    .is_err()
+            {
+                tracing::warn!(cluster = %cluster.settings().name, "did not leave the cluster's group in time; the server deals its partitions out once the connection closes");
+            }
+        }
+    }
+
+    /// The cluster as this member sees it (`GET /cluster`), with the sources this
+    /// runtime has configs for placed on their members; `None` outside cluster mode.
+    pub fn cluster_view(&self) -> Option<cluster::ClusterView> {
+        let cluster = self.inner.context.cluster.as_ref()?;
+        let sources: Vec<String> = self
+            .entries()
+            .keys()
+            .filter(|(kind, _)| *kind == ConnectorKind::Source)
+            .map(|(_, key)| key.clone())
+            .collect();
+        Some(cluster.view(&sources))
     }
 }
 
@@ -919,7 +986,26 @@ async fn supervise(
         .retry
         .map_or(context.retry, RetryPolicy::from);
     let mut in_a_row = 0u32;
+    // A cluster member runs a source only while the cluster places it here.
+    let cluster = match (&context.cluster, kind) {
+        (Some(cluster), ConnectorKind::Source) => Some(cluster.clone()),
+        _ => None,
+    };
     loop {
+        if let Some(cluster) = &cluster
+            && !cluster.runs_here(&key)
+        {
+            status.set_state(ConnectorState::Standby);
+            tracing::info!(connector = %key, %kind, "runs on another member of the cluster; waiting for it to be placed here");
+            tokio::select! {
+                () = control.stopping() => {
+                    status.settle(ConnectorState::Stopped);
+                    return;
+                }
+                () = cluster.placed_here(&key) => {}
+            }
+            tracing::info!(connector = %key, %kind, "placed on this member of the cluster; starting");
+        }
         status.starting();
         let started = tokio::time::Instant::now();
         let run = runner::ConnectorRun {
@@ -930,8 +1016,44 @@ async fn supervise(
             retry,
             status: &status,
         };
-        run.run(control.clone()).await;
-        if control.stop_requested() || status.snapshot().state != ConnectorState::Failed {
+        let run_control = match &cluster {
+            Some(cluster) => {
+                let (cluster, key) = (cluster.clone(), key.clone());
+                control.or_stop_when(async move { cluster.moved_away(&key).await })
+            }
+            None => control.clone(),
+        };
+        match &cluster {
+            // Moved to another member: the batch in flight gets `sync_interval` to
+            // finish; a send that does not (its member is cut off from Iggy) is
+            // abandoned, so that the source is reported stopped here.
+            Some(cluster) => {
+                let grace = cluster.settings().sync_interval;
+                let moved = async {
+                    cluster.moved_away(&key).await;
+                    tokio::time::sleep(grace).await;
+                };
+                tokio::select! {
+                    () = run.run(run_control) => {}
+                    () = moved => {
+                        tracing::warn!(connector = %key, %kind, ?grace, "moved to another member of the cluster; abandoned the batch it had in flight");
+                    }
+                }
+            }
+            None => run.run(run_control).await,
+        }
+        if control.stop_requested() {
+            status.settle(ConnectorState::Stopped);
+            return;
+        }
+        if let Some(cluster) = &cluster
+            && !cluster.runs_here(&key)
+        {
+            tracing::info!(connector = %key, %kind, "stopped here: the cluster placed it on another member");
+            in_a_row = 0;
+            continue;
+        }
+        if status.snapshot().state != ConnectorState::Failed {
             status.settle(ConnectorState::Stopped);
             return;
         }

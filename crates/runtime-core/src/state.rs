@@ -17,6 +17,10 @@
 //!
 //! A legacy single file `source_{key}.state` (raw bytes, written by earlier versions)
 //! is read when no slot exists yet.
+//!
+//! In cluster mode ([`StateStore::in_iggy`]) the same records are messages in the
+//! cluster's state topic instead (`cluster/state_log.rs`), so that any member can
+//! resume a source.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -125,12 +129,14 @@ impl SavedState {
     }
 }
 
-/// Where sources keep their state.
+/// Where sources keep their state: files in a directory, or (in cluster mode) a topic.
 #[derive(Debug, Clone)]
 pub struct StateStore {
     dir: PathBuf,
     /// The sequence of the last record written or read, per key.
     sequences: Arc<Mutex<HashMap<String, u64>>>,
+    /// Records go to this topic instead of files.
+    log: Option<Arc<crate::cluster::StateLog>>,
 }
 
 fn fnv1a(parts: &[&[u8]]) -> u64 {
@@ -153,6 +159,20 @@ fn encode(magic: &[u8; 4], sequence: u64, data: &[u8]) -> std::io::Result<Vec<u8
     record.extend_from_slice(&fnv1a(&[&sequence_bytes, data]).to_le_bytes());
     record.extend_from_slice(data);
     Ok(record)
+}
+
+/// The record of `saved` with `sequence`, in the format that keeps what it holds
+/// (a plain state keeps the first format, which earlier versions read too).
+pub(crate) fn encode_record(sequence: u64, saved: &SavedState) -> std::io::Result<Vec<u8>> {
+    match (&saved.state, saved.pending.is_empty()) {
+        (Some(state), true) => encode(MAGIC, sequence, state),
+        _ => encode(MAGIC_WITH_PENDING, sequence, &saved.encode()),
+    }
+}
+
+/// The sequence and what a record saved, if it is whole and intact.
+pub(crate) fn decode_record(record: &[u8]) -> Option<(u64, SavedState)> {
+    decode(record)
 }
 
 /// The sequence and what a record saved, if it is whole and intact.
@@ -181,6 +201,28 @@ impl StateStore {
         StateStore {
             dir: dir.into(),
             sequences: Arc::default(),
+            log: None,
+        }
+    }
+
+    /// A store in the topic `to` of a cluster named `cluster` (made with `partitions`
+    /// if missing), reached over `bus` (a connection of its own is asked for on first
+    /// use): every member of the cluster reads what the others saved.
+    pub fn in_iggy(
+        bus: Arc<dyn crate::MessageBus>,
+        to: crate::Destination,
+        cluster: impl Into<String>,
+        partitions: u32,
+    ) -> Self {
+        StateStore {
+            dir: PathBuf::new(),
+            sequences: Arc::default(),
+            log: Some(Arc::new(crate::cluster::StateLog::new(
+                bus,
+                to,
+                cluster.into(),
+                partitions,
+            ))),
         }
     }
 
@@ -236,6 +278,13 @@ impl StateStore {
     /// The last record saved for `key`: its state and the sends still pending then
     /// (nothing saved reads as the default: no state, no sends).
     pub async fn read_saved(&self, key: &str) -> std::io::Result<SavedState> {
+        if let Some(log) = &self.log {
+            let newest = log.newest(key).await?;
+            if let Some((sequence, _)) = &newest {
+                self.sequences().insert(key.to_owned(), *sequence);
+            }
+            return Ok(newest.map(|(_, saved)| saved).unwrap_or_default());
+        }
         let store = self.clone();
         let key = key.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -254,6 +303,9 @@ impl StateStore {
     /// which would otherwise hold up the source's first commit. Empty slots hold no
     /// state (and leave a legacy file readable).
     pub async fn prepare(&self, key: &str) -> std::io::Result<()> {
+        if self.log.is_some() {
+            return Ok(());
+        }
         let store = self.clone();
         let key = key.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -284,6 +336,16 @@ impl StateStore {
     /// crash. Writes for one key must not overlap: the newest record is the one with
     /// the highest sequence, given out in the order writes start.
     pub async fn write_saved(&self, key: &str, saved: SavedState) -> std::io::Result<()> {
+        if let Some(log) = &self.log {
+            let known = self.sequences().get(key).copied();
+            let last = match known {
+                Some(sequence) => sequence,
+                None => log.newest(key).await?.map_or(0, |(sequence, _)| sequence),
+            };
+            log.append(key, last + 1, &saved).await?;
+            self.sequences().insert(key.to_owned(), last + 1);
+            return Ok(());
+        }
         let store = self.clone();
         let key = key.to_owned();
         tokio::task::spawn_blocking(move || store.write_blocking(&key, &saved))
@@ -314,11 +376,7 @@ impl StateStore {
             None => self.load(key)?.map_or(0, |(sequence, _)| sequence),
         };
         let sequence = last + 1;
-        // A plain state keeps the first format, which earlier versions read too.
-        let record = match (&saved.state, saved.pending.is_empty()) {
-            (Some(state), true) => encode(MAGIC, sequence, state)?,
-            _ => encode(MAGIC_WITH_PENDING, sequence, &saved.encode())?,
-        };
+        let record = encode_record(sequence, saved)?;
         let (file, created) = self.open_slot(&self.slot(key, sequence % 2))?;
         file.write_all_at(&record, 0)?;
         if file.metadata()?.len() != record.len() as u64 {

@@ -31,11 +31,14 @@ pub enum ConnectorState {
     /// runtime's `stall_timeout` (see `StallPolicy`); it goes back to `running` with
     /// its next delivery.
     Stalled,
+    /// A source of a cluster member that runs on another member (or on none yet); it
+    /// starts here when the cluster places it here.
+    Standby,
 }
 
 impl ConnectorState {
     /// Every state, in lifecycle order.
-    pub const ALL: [ConnectorState; 8] = [
+    pub const ALL: [ConnectorState; 9] = [
         ConnectorState::Starting,
         ConnectorState::Running,
         ConnectorState::Paused,
@@ -43,6 +46,7 @@ impl ConnectorState {
         ConnectorState::Failed,
         ConnectorState::Restarting,
         ConnectorState::Stalled,
+        ConnectorState::Standby,
         ConnectorState::Error,
     ];
 
@@ -56,6 +60,7 @@ impl ConnectorState {
             ConnectorState::Failed => "failed",
             ConnectorState::Restarting => "restarting",
             ConnectorState::Stalled => "stalled",
+            ConnectorState::Standby => "standby",
             ConnectorState::Error => "error",
         }
     }
@@ -65,12 +70,13 @@ impl ConnectorState {
     /// The state in upstream's coarser words (its `ConnectorStatus`: `starting`,
     /// `running`, `stopping`, `stopped`, `error`), which its API clients and dashboards
     /// expect in the `status` field: a stalled sink still runs, a paused connector is
-    /// stopped until resumed, and failed, restarting and error are all `error`.
+    /// stopped until resumed, a standby source is stopped here, and failed, restarting
+    /// and error are all `error`.
     pub fn upstream_status(self) -> &'static str {
         match self {
             ConnectorState::Starting => "starting",
             ConnectorState::Running | ConnectorState::Stalled => "running",
-            ConnectorState::Paused | ConnectorState::Stopped => "stopped",
+            ConnectorState::Paused | ConnectorState::Stopped | ConnectorState::Standby => "stopped",
             ConnectorState::Failed | ConnectorState::Restarting | ConnectorState::Error => "error",
         }
     }

@@ -127,6 +127,17 @@ directories = ["/opt/connectors", "plugins"]
 
 [secrets]
 require_private_files = true
+
+[cluster]
+enabled = true
+name = "east"
+member_name = "east-1"
+stream = "coordination"
+topic = "members"
+state_topic = "states"
+partitions = 7
+sync_interval = "250ms"
+fence_timeout = "4s"
 "#;
 
 fn check_every_key(config: &RuntimeConfig) {
@@ -218,6 +229,16 @@ fn check_every_key(config: &RuntimeConfig) {
     assert_eq!(runtime.shutdown_timeout, ConfigDuration::from_secs(45));
     assert_eq!(runtime.stall_timeout, ConfigDuration::from_secs(12));
     assert_eq!(runtime.memory_budget, 1_234_567);
+    let cluster = &config.cluster;
+    assert!(cluster.enabled);
+    assert_eq!(cluster.name, "east");
+    assert_eq!(cluster.member_name, "east-1");
+    assert_eq!(cluster.stream, "coordination");
+    assert_eq!(cluster.topic, "members");
+    assert_eq!(cluster.state_topic, "states");
+    assert_eq!(cluster.partitions, 7);
+    assert_eq!(cluster.sync_interval, ConfigDuration::from_millis(250));
+    assert_eq!(cluster.fence_timeout, ConfigDuration::from_secs(4));
     assert_eq!(runtime.retry.max_attempts, 9);
     assert_eq!(
         runtime.retry.initial_backoff,
@@ -385,6 +406,15 @@ fn every_key_round_trips_from_the_environment() {
             "/opt/connectors,plugins",
         ),
         ("IGGY_CONNECTORS_SECRETS_REQUIRE_PRIVATE_FILES", "true"),
+        ("IGGY_CONNECTORS_CLUSTER_ENABLED", "true"),
+        ("IGGY_CONNECTORS_CLUSTER_NAME", "east"),
+        ("IGGY_CONNECTORS_CLUSTER_MEMBER_NAME", "east-1"),
+        ("IGGY_CONNECTORS_CLUSTER_STREAM", "coordination"),
+        ("IGGY_CONNECTORS_CLUSTER_TOPIC", "members"),
+        ("IGGY_CONNECTORS_CLUSTER_STATE_TOPIC", "states"),
+        ("IGGY_CONNECTORS_CLUSTER_PARTITIONS", "7"),
+        ("IGGY_CONNECTORS_CLUSTER_SYNC_INTERVAL", "250ms"),
+        ("IGGY_CONNECTORS_CLUSTER_FENCE_TIMEOUT", "4s"),
     ]);
     let tested: Vec<&str> = vars.iter().map(|(name, _)| name.as_str()).collect();
     for name in environment_variables() {

@@ -190,6 +190,7 @@ payload_size = 20
         stop_timeout: Duration::from_secs(10),
         stall,
         memory_budget: config_provider::DEFAULT_MEMORY_BUDGET,
+        cluster: None,
     };
     let runtime = Runtime::start(
         provider.active_configs().await.unwrap(),

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{
-    BusError, Destination, GroupProgress, MessageBus, OutgoingMessage, Polled, PreparedSend,
+    BusError, Destination, GroupMember, GroupProgress, MessageBus, OutgoingMessage, Polled,
+    PreparedSend,
 };
 
 /// How far the connection has come.
@@ -168,6 +169,49 @@ impl MessageBus for ConnectingBus {
 
     async fn find_marker(&self, to: &Destination, marker: u128) -> Result<Option<bool>, BusError> {
         self.bus().await?.find_marker(to, marker).await
+    }
+
+    async fn ensure_partitioned_topic(
+        &self,
+        to: &Destination,
+        partitions: u32,
+    ) -> Result<u32, BusError> {
+        self.bus()
+            .await?
+            .ensure_partitioned_topic(to, partitions)
+            .await
+    }
+
+    async fn assignment(
+        &self,
+        from: &Destination,
+        group: &str,
+    ) -> Result<Option<Vec<u32>>, BusError> {
+        self.bus().await?.assignment(from, group).await
+    }
+
+    async fn group_members(
+        &self,
+        from: &Destination,
+        group: &str,
+    ) -> Result<Vec<GroupMember>, BusError> {
+        self.bus().await?.group_members(from, group).await
+    }
+
+    async fn leave_group(&self, from: &Destination, group: &str) -> Result<(), BusError> {
+        self.bus().await?.leave_group(from, group).await
+    }
+
+    async fn send_to_partition(
+        &self,
+        to: &Destination,
+        partition: u32,
+        messages: Vec<OutgoingMessage>,
+    ) -> Result<(), BusError> {
+        self.bus()
+            .await?
+            .send_to_partition(to, partition, messages)
+            .await
     }
 
     fn connected(&self) -> bool {

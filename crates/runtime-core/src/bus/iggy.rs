@@ -8,9 +8,13 @@ use std::sync::{Arc, Mutex, Weak};
 use async_trait::async_trait;
 use bytes::Bytes;
 use iggy::prelude::*;
-use iggy_binary_protocol::WireEncode;
-use iggy_binary_protocol::codes::{POLL_MESSAGES_CODE, SEND_MESSAGES_CODE};
+use iggy_binary_protocol::codes::{
+    POLL_MESSAGES_CODE, SEND_MESSAGES_CODE, SYNC_CONSUMER_GROUP_CODE,
+};
+use iggy_binary_protocol::requests::consumer_groups::SyncConsumerGroupRequest;
 use iggy_binary_protocol::requests::messages::poll_messages::PollMessagesRequest;
+use iggy_binary_protocol::responses::consumer_groups::SyncConsumerGroupResponse;
+use iggy_binary_protocol::{WireDecode, WireEncode};
 use iggy_common::DiagnosticEvent;
 use iggy_common::wire_conversions::{
     consumer_to_wire, identifier_to_wire, polling_strategy_to_wire,
@@ -18,8 +22,9 @@ use iggy_common::wire_conversions::{
 
 use super::wire::{decode_read, encode_send, polled_messages};
 use super::{
-    BusError, Destination, GroupProgress, MARKER_SEARCH_DEPTH, MessageBus, OutgoingMessage,
-    PartitionProgress, Polled, PreparedSend, READ_AHEAD_CONSUMER, SEND_MARKER_HEADER,
+    BusError, Destination, GroupMember, GroupProgress, MARKER_SEARCH_DEPTH, MessageBus,
+    OutgoingMessage, PartitionProgress, Polled, PreparedSend, READ_AHEAD_CONSUMER,
+    SEND_MARKER_HEADER,
 };
 
 /// Messages [`IggyBus`] reads per request while searching for a marker.
@@ -670,6 +675,134 @@ impl MessageBus for IggyBus {
         Err(BusError::new(format!(
             "resetting consumer group {group}: {error}"
         )))
+    }
+
+    async fn ensure_partitioned_topic(
+        &self,
+        to: &Destination,
+        partitions: u32,
+    ) -> Result<u32, BusError> {
+        let (stream, topic) = (to.stream.as_str(), to.topic.as_str());
+        let (stream_id, topic_id) = (identifier(stream)?, identifier(topic)?);
+        if self.client.get_stream(&stream_id).await?.is_none() {
+            match self.client.create_stream(stream).await {
+                Ok(_) | Err(IggyError::StreamNameAlreadyExists(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        if let Some(details) = self.client.get_topic(&stream_id, &topic_id).await? {
+            return Ok(details.partitions_count);
+        }
+        // Flushed on every message, as the runtime's other topics: a record a member
+        // was told is stored must outlive a killed server.
+        let options = TopicCreateOptions {
+            partitions_count: Some(partitions),
+            messages_required_to_save: Some(1),
+            ..TopicCreateOptions::default()
+        };
+        match self.client.create_topic(&stream_id, topic, &options).await {
+            Ok(_) | Err(IggyError::TopicNameAlreadyExists(..)) => {}
+            Err(error) => return Err(error.into()),
+        }
+        // Made by another member at the same moment, perhaps with another count.
+        let details = self
+            .client
+            .get_topic(&stream_id, &topic_id)
+            .await?
+            .ok_or_else(|| BusError::new(format!("topic {stream}/{topic} was made and is gone")))?;
+        Ok(details.partitions_count)
+    }
+
+    async fn assignment(
+        &self,
+        from: &Destination,
+        group: &str,
+    ) -> Result<Option<Vec<u32>>, BusError> {
+        let request = SyncConsumerGroupRequest {
+            stream_id: identifier_to_wire(&identifier(&from.stream)?)?,
+            topic_id: identifier_to_wire(&identifier(&from.topic)?)?,
+            group_id: identifier_to_wire(&identifier(group)?)?,
+        };
+        let reply = match self
+            .client
+            .send_binary_request(SYNC_CONSUMER_GROUP_CODE, request.to_bytes())
+            .await
+        {
+            Ok(reply) => reply,
+            // Not a member of the group, or no group yet (joining makes it).
+            Err(
+                IggyError::ConsumerGroupMemberNotFound(..)
+                | IggyError::ConsumerGroupIdNotFound(..)
+                | IggyError::ConsumerGroupNameNotFound(..),
+            ) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        // An empty answer: not a member.
+        if reply.is_empty() {
+            return Ok(None);
+        }
+        let response = SyncConsumerGroupResponse::decode(&reply).map_err(|error| {
+            BusError::new(format!(
+                "the server's answer to a group sync does not decode: {error}"
+            ))
+        })?;
+        Ok(Some(response.0.partitions))
+    }
+
+    async fn group_members(
+        &self,
+        from: &Destination,
+        group: &str,
+    ) -> Result<Vec<GroupMember>, BusError> {
+        let (stream_id, topic_id, group_id) = (
+            identifier(&from.stream)?,
+            identifier(&from.topic)?,
+            identifier(group)?,
+        );
+        let Some(details) = self
+            .client
+            .get_consumer_group(&stream_id, &topic_id, &group_id)
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(details
+            .members
+            .into_iter()
+            .map(|member| GroupMember {
+                id: member.id,
+                partitions: member.partitions,
+            })
+            .collect())
+    }
+
+    async fn leave_group(&self, from: &Destination, group: &str) -> Result<(), BusError> {
+        let (stream_id, topic_id, group_id) = (
+            identifier(&from.stream)?,
+            identifier(&from.topic)?,
+            identifier(group)?,
+        );
+        match self
+            .client
+            .leave_consumer_group(&stream_id, &topic_id, &group_id)
+            .await
+        {
+            Ok(()) | Err(IggyError::ConsumerGroupMemberNotFound(..)) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn send_to_partition(
+        &self,
+        to: &Destination,
+        partition: u32,
+        messages: Vec<OutgoingMessage>,
+    ) -> Result<(), BusError> {
+        let body = encode_send(to, partition, &messages)?;
+        self.client
+            .send_binary_request(SEND_MESSAGES_CODE, body)
+            .await?;
+        Ok(())
     }
 
     async fn store_offset(

@@ -110,6 +110,16 @@ pub struct Polled {
     pub messages: Vec<IncomingMessage>,
 }
 
+/// One member of a consumer group, as the server lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    /// The member's number in the group (the server's; it changes as members come and
+    /// go, so it names no one for long).
+    pub id: u32,
+    /// The partitions the server assigned it.
+    pub partitions: Vec<u32>,
+}
+
 /// How far a consumer group has read one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionProgress {
@@ -310,6 +320,60 @@ pub trait MessageBus: Send + Sync {
     async fn find_marker(&self, to: &Destination, marker: u128) -> Result<Option<bool>, BusError> {
         let _ = (to, marker);
         Ok(None)
+    }
+
+    /// Creates the stream and a topic of `partitions` partitions unless they exist, and
+    /// answers how many partitions the topic has (one made earlier keeps its count).
+    /// For cluster mode; the default cannot.
+    async fn ensure_partitioned_topic(
+        &self,
+        to: &Destination,
+        partitions: u32,
+    ) -> Result<u32, BusError> {
+        let _ = (to, partitions);
+        Err(BusError::new("this bus cannot coordinate a cluster"))
+    }
+
+    /// The partitions the server assigned this connection in the group, or `None` when
+    /// it is not a member (it never joined, or its connection was made again since).
+    /// For cluster mode; the default cannot.
+    async fn assignment(
+        &self,
+        from: &Destination,
+        group: &str,
+    ) -> Result<Option<Vec<u32>>, BusError> {
+        let _ = (from, group);
+        Err(BusError::new("this bus cannot coordinate a cluster"))
+    }
+
+    /// Every member of the group with its partitions. For cluster mode; the default
+    /// cannot.
+    async fn group_members(
+        &self,
+        from: &Destination,
+        group: &str,
+    ) -> Result<Vec<GroupMember>, BusError> {
+        let _ = (from, group);
+        Err(BusError::new("this bus cannot coordinate a cluster"))
+    }
+
+    /// Leaves the group, so that the server gives this connection's partitions to the
+    /// other members at once. The default does nothing.
+    async fn leave_group(&self, from: &Destination, group: &str) -> Result<(), BusError> {
+        let _ = (from, group);
+        Ok(())
+    }
+
+    /// Produces messages to one partition; `Ok` means Iggy stored them. For cluster
+    /// mode's records; the default cannot.
+    async fn send_to_partition(
+        &self,
+        to: &Destination,
+        partition: u32,
+        messages: Vec<OutgoingMessage>,
+    ) -> Result<(), BusError> {
+        let _ = (to, partition, messages);
+        Err(BusError::new("this bus cannot coordinate a cluster"))
     }
 
     /// Whether the connection is up as far as the bus knows (a bus that cannot tell

@@ -118,6 +118,7 @@ async fn restart_proof_context(target: &TestTarget, state_dir: &std::path::Path)
             reset_group_after: Duration::from_secs(1),
         },
         memory_budget: config_provider::DEFAULT_MEMORY_BUDGET,
+        cluster: None,
     }
 }
 

@@ -38,6 +38,7 @@ pub async fn context(target: &TestTarget, state_dir: &std::path::Path) -> Runtim
         stop_timeout: Duration::from_secs(10),
         stall: StallPolicy::default(),
         memory_budget: config_provider::DEFAULT_MEMORY_BUDGET,
+        cluster: None,
     }
 }
 

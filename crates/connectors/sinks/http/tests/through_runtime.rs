@@ -66,6 +66,7 @@ async fn start(target: &TestTarget, configs: Vec<ConnectorConfig>) -> Runtime {
         stop_timeout: Duration::from_secs(10),
         stall: StallPolicy::default(),
         memory_budget: config_provider::DEFAULT_MEMORY_BUDGET,
+        cluster: None,
     };
     Runtime::start(active, PluginRegistry::new(PluginLoader::new()), context).await
 }

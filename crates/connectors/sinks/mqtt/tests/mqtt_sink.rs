@@ -331,6 +331,7 @@ ack_timeout = "2s"
         stop_timeout: Duration::from_secs(10),
         stall: StallPolicy::default(),
         memory_budget: config_provider::DEFAULT_MEMORY_BUDGET,
+        cluster: None,
     };
     let runtime = Runtime::start(active, PluginRegistry::new(PluginLoader::new()), context).await;
     let seqs = || -> BTreeSet<u64> {

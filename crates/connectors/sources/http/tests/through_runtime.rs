@@ -82,6 +82,7 @@ address = "{address}"
         stop_timeout: Duration::from_secs(10),
         stall: StallPolicy::default(),
         memory_budget: config_provider::DEFAULT_MEMORY_BUDGET,
+        cluster: None,
     };
     let runtime = Runtime::start(active, PluginRegistry::new(PluginLoader::new()), context).await;
     eventually("the source is running", || {

@@ -1,0 +1,436 @@
+//! The member's coordinator: one task, on a connection of its own (its membership is
+//! that connection's), that keeps the member in the group, asks the server for its
+//! partitions every `sync_interval`, places their sources here once the handover wait
+//! is over, and fences the member when it cannot hear from the server.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+#[cfg(test)]
+use std::time::Duration;
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use super::{Card, Cluster, Placement, unix_millis};
+use crate::bus::{BusError, MessageBus, OutgoingMessage};
+
+/// Cards read back from the coordination topic for the view (each member writes one
+/// per change of its partitions).
+const CARDS_READ: u32 = 200;
+
+/// What the coordinator knows between syncs.
+struct Coordinator {
+    cluster: Cluster,
+    bus: Arc<dyn MessageBus>,
+    /// The coordination topic's partitions; 0 until it was made or found.
+    partitions: u32,
+    /// When the server last answered a sync.
+    last_heard: Option<Instant>,
+    /// Partitions assigned to this member whose handover wait is not over yet.
+    waiting: BTreeMap<u32, Instant>,
+    /// The partitions the last card said.
+    carded: Option<BTreeSet<u32>>,
+}
+
+impl Cluster {
+    /// Runs the member's coordinator until [`Cluster::leave`], on a connection of its
+    /// own from `bus` ([`MessageBus::for_connector`]); leaving, it leaves the group.
+    pub async fn coordinate(self, bus: Arc<dyn MessageBus>) {
+        let mut leaving = self.inner.leaving.subscribe();
+        let own = loop {
+            match bus.for_connector("cluster-coordinator").await {
+                Ok(own) => break own.unwrap_or_else(|| bus.clone()),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot open the cluster coordinator's connection; trying again");
+                    tokio::select! {
+                        _ = leaving.wait_for(|leaving| *leaving) => return,
+                        () = tokio::time::sleep(self.settings().sync_interval) => {}
+                    }
+                }
+            }
+        };
+        let mut coordinator = Coordinator {
+            cluster: self.clone(),
+            bus: own.clone(),
+            partitions: 0,
+            last_heard: None,
+            waiting: BTreeMap::new(),
+            carded: None,
+        };
+        tracing::info!(
+            cluster = %self.settings().name,
+            member = %self.settings().member_name,
+            topic = %self.settings().coordination,
+            "joining the cluster"
+        );
+        loop {
+            coordinator.sync().await;
+            tokio::select! {
+                _ = leaving.wait_for(|leaving| *leaving) => break,
+                () = tokio::time::sleep(self.settings().sync_interval) => {}
+            }
+        }
+        // Its sources have stopped (the runtime leaves after them).
+        self.inner
+            .placement
+            .send_modify(|placement| placement.here.clear());
+        let settings = self.settings();
+        if let Err(error) = own
+            .leave_group(&settings.coordination, &settings.name)
+            .await
+        {
+            tracing::warn!(cluster = %settings.name, %error, "cannot leave the cluster's group; the server deals its partitions out once the connection closes");
+        }
+        if !Arc::ptr_eq(&own, &bus) {
+            own.close().await;
+        }
+    }
+}
+
+impl Coordinator {
+    /// One round: make sure of the topics and the membership, ask for the partitions,
+    /// place or fence.
+    async fn sync(&mut self) {
+        let settings = self.cluster.settings().clone();
+        // A request that takes longer than this leaves the member unsure: it counts
+        // as not heard.
+        let patience = settings.sync_interval;
+        if !self.bus.connected() {
+            self.fence("its connection to Iggy is down");
+        }
+        if self.partitions == 0 {
+            match tokio::time::timeout(patience * 4, self.set_up()).await {
+                Ok(Ok(partitions)) => self.partitions = partitions,
+                Ok(Err(error)) => {
+                    tracing::warn!(cluster = %settings.name, %error, "cannot set up the cluster's topics; trying again");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+        let asked = tokio::time::timeout(
+            patience,
+            self.bus.assignment(&settings.coordination, &settings.name),
+        )
+        .await;
+        match asked {
+            Ok(Ok(Some(partitions))) => {
+                let now = Instant::now();
+                self.last_heard = Some(now);
+                self.place(partitions.into_iter().collect(), now);
+                self.list_members().await;
+            }
+            Ok(Ok(None)) => {
+                // Not a member (first round, or the connection was made again): the
+                // server dealt this member's partitions out already.
+                self.fence("it is not a member of the cluster's group");
+                self.cluster.members().listed.clear();
+                match self
+                    .bus
+                    .join_group(&settings.coordination, &settings.name)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(cluster = %settings.name, member = %settings.member_name, "joined the cluster's group")
+                    }
+                    Err(error) => {
+                        tracing::warn!(cluster = %settings.name, %error, "cannot join the cluster's group; trying again")
+                    }
+                }
+            }
+            Ok(Err(error)) => self.unheard(&error.to_string(), Instant::now()),
+            Err(_) => self.unheard("the server did not answer a sync in time", Instant::now()),
+        }
+    }
+
+    /// Creates the stream, the coordination and state topics if missing; the
+    /// coordination topic's partitions.
+    async fn set_up(&self) -> Result<u32, BusError> {
+        let settings = self.cluster.settings();
+        let partitions = self
+            .bus
+            .ensure_partitioned_topic(&settings.coordination, settings.partitions)
+            .await?;
+        self.bus
+            .ensure_partitioned_topic(&settings.state, settings.partitions)
+            .await?;
+        if partitions == 0 {
+            return Err(BusError::new(format!(
+                "the coordination topic {} has no partitions",
+                settings.coordination
+            )));
+        }
+        Ok(partitions)
+    }
+
+    /// A sync failed: fence once the server has been silent so long that a member
+    /// gaining this one's partitions may start their sources within the next round.
+    fn unheard(&mut self, why: &str, now: Instant) {
+        let settings = self.cluster.settings();
+        // The check runs once a round (a sync's patience and the pause after it):
+        // fencing two rounds before `fence_timeout` is over fences in time.
+        let limit = settings
+            .fence_timeout
+            .saturating_sub(settings.sync_interval.saturating_mul(2));
+        let silent = self
+            .last_heard
+            .is_none_or(|heard| now.saturating_duration_since(heard) >= limit);
+        tracing::warn!(cluster = %settings.name, error = why, fenced = silent, "cannot sync with the cluster");
+        if silent {
+            self.fence(why);
+        }
+    }
+
+    /// Nothing runs here any more: every source of the member stops.
+    fn fence(&mut self, why: &str) {
+        self.waiting.clear();
+        let placement = &self.cluster.inner.placement;
+        let had = !placement.borrow().here.is_empty();
+        placement.send_modify(|placement| placement.here.clear());
+        if had {
+            tracing::warn!(cluster = %self.cluster.settings().name, reason = why, "fenced: this member's sources stop");
+        }
+    }
+
+    /// The server assigned `assigned` (at `now`): partitions lost stop at once,
+    /// partitions gained start once their handover wait is over.
+    fn place(&mut self, assigned: BTreeSet<u32>, now: Instant) {
+        let settings = self.cluster.settings().clone();
+        self.waiting
+            .retain(|partition, _| assigned.contains(partition));
+        let placement = &self.cluster.inner.placement;
+        let here: BTreeSet<u32> = placement.borrow().here.keys().copied().collect();
+        for partition in &assigned {
+            if !here.contains(partition) {
+                self.waiting
+                    .entry(*partition)
+                    .or_insert(now + settings.fence_timeout);
+            }
+        }
+        let due: Vec<u32> = self
+            .waiting
+            .iter()
+            .filter(|(_, due)| **due <= now)
+            .map(|(partition, _)| *partition)
+            .collect();
+        for partition in &due {
+            self.waiting.remove(partition);
+        }
+        let partitions = self.partitions;
+        let changed = placement.send_if_modified(|placement| {
+            let before = placement.clone();
+            placement.partitions = partitions;
+            placement
+                .here
+                .retain(|partition, _| assigned.contains(partition));
+            for partition in &due {
+                placement.here.insert(*partition, SystemTime::now());
+            }
+            *placement != before
+        });
+        if changed {
+            let here: Vec<u32> = placement.borrow().here.keys().copied().collect();
+            tracing::info!(cluster = %settings.name, member = %settings.member_name, partitions = ?here, "this member's partitions changed");
+        }
+    }
+
+    /// Lists the group's members for the view, writes this member's card when its
+    /// partitions changed, and reads the newest cards. Failures only leave the view
+    /// older.
+    async fn list_members(&mut self) {
+        let settings = self.cluster.settings().clone();
+        let placement = self.cluster.inner.placement.borrow().clone();
+        let here: BTreeSet<u32> = placement.here.keys().copied().collect();
+        if self.carded.as_ref() != Some(&here) {
+            let card = Card {
+                cluster: settings.name.clone(),
+                id: self.cluster.inner.card_id.clone(),
+                name: settings.member_name.clone(),
+                here: placement
+                    .here
+                    .iter()
+                    .map(|(partition, since)| (*partition, unix_millis(*since)))
+                    .collect(),
+                at: unix_millis(SystemTime::now()),
+            };
+            if let Ok(payload) = serde_json::to_vec(&card) {
+                let message = OutgoingMessage {
+                    id: None,
+                    headers: Vec::new(),
+                    payload: payload.into(),
+                };
+                if self
+                    .bus
+                    .send_to_partition(&settings.coordination, 0, vec![message])
+                    .await
+                    .is_ok()
+                {
+                    self.carded = Some(here);
+                }
+            }
+        }
+        let patience = settings.sync_interval;
+        if let Ok(Ok(listed)) = tokio::time::timeout(
+            patience,
+            self.bus
+                .group_members(&settings.coordination, &settings.name),
+        )
+        .await
+        {
+            self.cluster.members().listed = listed;
+        }
+        if let Ok(Ok(cards)) = tokio::time::timeout(patience, self.read_cards()).await {
+            self.cluster.members().cards = cards;
+        }
+    }
+
+    /// The newest card of each member among the last [`CARDS_READ`] written.
+    async fn read_cards(&self) -> Result<BTreeMap<String, Card>, BusError> {
+        let settings = self.cluster.settings();
+        let Some(first) = self.bus.read(&settings.coordination, 0, 0, 1).await? else {
+            return Ok(BTreeMap::new());
+        };
+        if first.messages.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let start = (first.current_offset + 1).saturating_sub(u64::from(CARDS_READ));
+        let Some(read) = self
+            .bus
+            .read(&settings.coordination, 0, start, CARDS_READ)
+            .await?
+        else {
+            return Ok(BTreeMap::new());
+        };
+        let mut cards = BTreeMap::new();
+        for message in read.messages {
+            if let Ok(card) = serde_json::from_slice::<Card>(&message.payload)
+                && card.cluster == settings.name
+            {
+                cards.insert(card.id.clone(), card);
+            }
+        }
+        Ok(cards)
+    }
+}
+
+impl Placement {
+    /// For the coordinator's unit tests: the partitions placed.
+    #[cfg(test)]
+    fn partitions_here(&self) -> BTreeSet<u32> {
+        self.here.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::Destination;
+
+    fn cluster(fence: Duration) -> Cluster {
+        Cluster::new(super::super::ClusterSettings {
+            name: "c".to_owned(),
+            member_name: "m".to_owned(),
+            coordination: Destination::new("s", "t"),
+            state: Destination::new("s", "u"),
+            partitions: 4,
+            sync_interval: Duration::from_millis(10),
+            fence_timeout: fence,
+        })
+    }
+
+    /// A bus that is never asked anything in these tests.
+    struct Unused;
+
+    #[async_trait::async_trait]
+    impl MessageBus for Unused {
+        async fn ensure_topic(&self, _: &Destination) -> Result<(), BusError> {
+            unreachable!()
+        }
+        async fn send(&self, _: &Destination, _: Vec<OutgoingMessage>) -> Result<(), BusError> {
+            unreachable!()
+        }
+        async fn join_group(&self, _: &Destination, _: &str) -> Result<(), BusError> {
+            unreachable!()
+        }
+        async fn poll(
+            &self,
+            _: &Destination,
+            _: &str,
+            _: u32,
+        ) -> Result<crate::bus::Polled, BusError> {
+            unreachable!()
+        }
+        async fn store_offset(
+            &self,
+            _: &Destination,
+            _: &str,
+            _: u32,
+            _: u64,
+        ) -> Result<(), BusError> {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn a_gained_partition_waits_out_the_handover_and_a_lost_one_stops_at_once() {
+        let cluster = cluster(Duration::from_secs(3));
+        let start = Instant::now();
+        let mut coordinator = Coordinator {
+            cluster: cluster.clone(),
+            bus: Arc::new(Unused),
+            partitions: 4,
+            last_heard: Some(start),
+            waiting: BTreeMap::new(),
+            carded: None,
+        };
+        let here = || cluster.inner.placement.borrow().partitions_here();
+        let fence = cluster.settings().fence_timeout;
+        coordinator.place(BTreeSet::from([1, 2]), start);
+        assert!(here().is_empty(), "gained, but the handover wait is on");
+        let almost = start + fence - Duration::from_millis(1);
+        coordinator.place(BTreeSet::from([1, 2]), almost);
+        assert!(here().is_empty(), "gained, but the handover wait is on");
+        coordinator.place(BTreeSet::from([1, 2]), start + fence);
+        assert_eq!(here(), BTreeSet::from([1, 2]));
+        coordinator.place(BTreeSet::from([2]), start + fence);
+        assert_eq!(
+            cluster.inner.placement.borrow().partitions_here(),
+            BTreeSet::from([2]),
+            "a partition dealt to another member stops here at once"
+        );
+    }
+
+    #[test]
+    fn a_member_that_cannot_hear_the_server_fences_itself_in_time() {
+        let cluster = cluster(Duration::from_secs(3));
+        let start = Instant::now();
+        let mut coordinator = Coordinator {
+            cluster: cluster.clone(),
+            bus: Arc::new(Unused),
+            partitions: 4,
+            last_heard: Some(start),
+            waiting: BTreeMap::new(),
+            carded: None,
+        };
+        cluster.inner.placement.send_modify(|placement| {
+            placement.partitions = 4;
+            placement.here.insert(0, SystemTime::now());
+        });
+        // Rounds of 10 ms: fenced once fewer than two rounds are left.
+        coordinator.unheard("test", start + Duration::from_millis(2970));
+        assert_eq!(
+            cluster.inner.placement.borrow().partitions_here(),
+            BTreeSet::from([0])
+        );
+        coordinator.unheard("test", start + Duration::from_millis(2980));
+        assert!(
+            cluster
+                .inner
+                .placement
+                .borrow()
+                .partitions_here()
+                .is_empty(),
+            "fenced two rounds before fence_timeout is over"
+        );
+    }
+}

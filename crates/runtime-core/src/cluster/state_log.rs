@@ -1,0 +1,166 @@
+//! Source state in Iggy, for cluster mode: every save is a message in the state topic,
+//! on the partition of the source's key ([`super::partition_of`]), marked with the
+//! cluster and the source; the newest such message is the source's state. Whichever
+//! member runs the source next reads it there.
+//!
+//! A message's payload is the same checksummed record as a state file's slot
+//! (`crate::state`), so a torn or foreign payload is skipped, never taken for a state.
+
+use std::sync::Arc;
+
+use connector_sdk::OwnedHeader;
+use tokio::sync::OnceCell;
+
+use crate::bus::{BusError, Destination, IncomingMessage, MessageBus, OutgoingMessage};
+use crate::state::SavedState;
+
+/// The header that names the cluster of a state record.
+pub const CLUSTER_HEADER: &str = "iggy_connectors_cluster";
+
+/// The header that names the source of a state record.
+pub const SOURCE_HEADER: &str = "iggy_connectors_source";
+
+/// Records read per request, newest page first, looking for a source's newest record.
+const PAGE: u32 = 1_000;
+
+/// Where sources of a cluster keep their state.
+pub(crate) struct StateLog {
+    bus: Arc<dyn MessageBus>,
+    to: Destination,
+    cluster: String,
+    partitions: u32,
+    /// The connection records go on (one of its own, made on first use) and the
+    /// state topic's partition count.
+    ready: OnceCell<(Arc<dyn MessageBus>, u32)>,
+}
+
+impl std::fmt::Debug for StateLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateLog")
+            .field("to", &self.to)
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_error(error: BusError) -> std::io::Error {
+    std::io::Error::other(format!("source state in Iggy: {error}"))
+}
+
+fn header_is(message: &IncomingMessage, key: &str, value: &str) -> bool {
+    message
+        .headers
+        .iter()
+        .any(|header| header.key == key && header.value == value.as_bytes())
+}
+
+impl StateLog {
+    /// A log in `to` for the cluster `cluster`, over `bus` (a connection of its own is
+    /// asked for on first use); the topic is made with `partitions` if missing.
+    pub(crate) fn new(
+        bus: Arc<dyn MessageBus>,
+        to: Destination,
+        cluster: String,
+        partitions: u32,
+    ) -> Self {
+        StateLog {
+            bus,
+            to,
+            cluster,
+            partitions,
+            ready: OnceCell::new(),
+        }
+    }
+
+    async fn ready(&self) -> std::io::Result<&(Arc<dyn MessageBus>, u32)> {
+        self.ready
+            .get_or_try_init(|| async {
+                let bus = self
+                    .bus
+                    .for_connector("cluster-state")
+                    .await
+                    .map_err(io_error)?
+                    .unwrap_or_else(|| self.bus.clone());
+                let partitions = bus
+                    .ensure_partitioned_topic(&self.to, self.partitions)
+                    .await
+                    .map_err(io_error)?;
+                if partitions == 0 {
+                    return Err(std::io::Error::other(format!(
+                        "the state topic {} has no partitions",
+                        self.to
+                    )));
+                }
+                Ok((bus, partitions))
+            })
+            .await
+    }
+
+    /// The newest record of `key`, with its sequence; `None` when it has none.
+    pub(crate) async fn newest(&self, key: &str) -> std::io::Result<Option<(u64, SavedState)>> {
+        let (bus, partitions) = self.ready().await?;
+        let partition = super::partition_of(key, *partitions);
+        let Some(first) = bus
+            .read(&self.to, partition, 0, 1)
+            .await
+            .map_err(io_error)?
+        else {
+            return Err(std::io::Error::other("this bus cannot read by offset"));
+        };
+        if first.messages.is_empty() {
+            return Ok(None);
+        }
+        // Newest page first, newest record of the page first.
+        let mut end = first.current_offset + 1;
+        while end > 0 {
+            let start = end.saturating_sub(u64::from(PAGE));
+            let page = bus
+                .read(&self.to, partition, start, PAGE)
+                .await
+                .map_err(io_error)?
+                .map(|polled| polled.messages)
+                .unwrap_or_default();
+            let found = page
+                .iter()
+                .rev()
+                .filter(|message| message.offset < end)
+                .filter(|message| {
+                    header_is(message, CLUSTER_HEADER, &self.cluster)
+                        && header_is(message, SOURCE_HEADER, key)
+                })
+                .find_map(|message| crate::state::decode_record(&message.payload));
+            if found.is_some() {
+                return Ok(found);
+            }
+            end = start;
+        }
+        Ok(None)
+    }
+
+    /// Appends `saved` as `key`'s newest record, with `sequence`; when this returns,
+    /// Iggy stored it.
+    pub(crate) async fn append(
+        &self,
+        key: &str,
+        sequence: u64,
+        saved: &SavedState,
+    ) -> std::io::Result<()> {
+        let (bus, partitions) = self.ready().await?;
+        let record = crate::state::encode_record(sequence, saved)?;
+        let message = OutgoingMessage {
+            id: None,
+            headers: vec![
+                OwnedHeader::string(CLUSTER_HEADER, &self.cluster),
+                OwnedHeader::string(SOURCE_HEADER, key),
+            ],
+            payload: record.into(),
+        };
+        bus.send_to_partition(
+            &self.to,
+            super::partition_of(key, *partitions),
+            vec![message],
+        )
+        .await
+        .map_err(io_error)
+    }
+}
