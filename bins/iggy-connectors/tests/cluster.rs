@@ -61,14 +61,21 @@ fn keys_one_per_partition(count: u32) -> Vec<String> {
 }
 
 impl Setup {
-    async fn new(label: &str, sources: u32, total: u64) -> Setup {
+    /// The sources' topics get `topic_partitions` partitions each (made here).
+    async fn new(label: &str, sources: u32, total: u64, topic_partitions: u32) -> Setup {
         let target = TestTarget::from_env().await.unwrap();
         let dir = temp_dir(label);
         let stream = unique("data");
         let connectors = dir.join("connectors");
         std::fs::create_dir_all(&connectors).unwrap();
         let sources = keys_one_per_partition(sources);
+        let client = iggy_connectors_tests::iggy_client(&target.address)
+            .await
+            .unwrap();
         for key in &sources {
+            iggy_connectors_tests::create_topic(&client, &stream, key, topic_partitions)
+                .await
+                .unwrap();
             std::fs::write(
                 connectors.join(format!("{key}.toml")),
                 format!(
@@ -250,25 +257,28 @@ impl Setup {
     }
 }
 
-/// The sequence numbers of the messages in `stream`/`topic` (one partition), in order.
+/// The sequence numbers of the messages in `stream`/`topic`, partition by partition.
 async fn topic_seqs(bus: &IggyBus, stream: &str, topic: &str) -> Vec<u64> {
     let from = Destination::new(stream, topic);
     let mut seqs = Vec::new();
-    let mut offset = 0;
-    loop {
-        let Ok(Some(polled)) = bus.read(&from, 0, offset, 1_000).await else {
-            // The topic is not there yet.
-            return seqs;
-        };
-        let Some(last) = polled.messages.last() else {
-            return seqs;
-        };
-        offset = last.offset + 1;
-        for message in &polled.messages {
-            let value: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
-            seqs.push(value["seq"].as_u64().unwrap());
+    for partition in 0.. {
+        let mut offset = 0;
+        loop {
+            let Ok(Some(polled)) = bus.read(&from, partition, offset, 1_000).await else {
+                // No such partition: all were read.
+                return seqs;
+            };
+            let Some(last) = polled.messages.last() else {
+                break;
+            };
+            offset = last.offset + 1;
+            for message in &polled.messages {
+                let value: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+                seqs.push(value["seq"].as_u64().unwrap());
+            }
         }
     }
+    seqs
 }
 
 /// The (source key, sequence number) of every message a file sink wrote to `path`.
@@ -369,7 +379,7 @@ impl Member {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_members_sources_move_to_another_without_loss() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let setup = Setup::new("cluster-kill", 2, 1_000).await;
+    let setup = Setup::new("cluster-kill", 2, 1_000, 1).await;
     let mut members: Vec<Member> = ["m1", "m2", "m3"]
         .iter()
         .map(|name| setup.start(name))
@@ -446,7 +456,7 @@ async fn a_killed_members_sources_move_to_another_without_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_loses_nothing() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let setup = Setup::new("cluster-rolling", 2, 1_500).await;
+    let setup = Setup::new("cluster-rolling", 2, 1_500, 1).await;
     let mut members: Vec<Member> = ["m1", "m2", "m3"]
         .iter()
         .map(|name| setup.start(name))
@@ -478,13 +488,13 @@ async fn a_rolling_restart_loses_nothing() {
     drop(members);
 }
 
-/// Scale out: three members run four sources (one has two), a fourth member joins and
-/// takes over sources and sink partitions; every source still runs exactly once, and
-/// nothing is lost.
+/// Scale out: three members run four sources (one has two) and share the sinks' topic
+/// partitions (four per topic), a fourth member joins and takes over sources and sink
+/// partitions; every source still runs exactly once, and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_member_takes_over_sources_without_loss() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let setup = Setup::new("cluster-scale", 4, 1_000).await;
+    let setup = Setup::new("cluster-scale", 4, 1_000, 4).await;
     let mut members: Vec<Member> = ["m1", "m2", "m3"]
         .iter()
         .map(|name| setup.start(name))
@@ -513,6 +523,18 @@ async fn a_fourth_member_takes_over_sources_without_loss() {
     };
     let on: BTreeSet<&String> = placed.values().collect();
     assert_eq!(on.len(), 4, "four sources over four members: {placed:?}");
+    // Its sinks were dealt partitions too: they deliver.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for sink in ["out_a", "out_b"] {
+        let file = setup.dir.join(format!("{sink}-m4.jsonl"));
+        while delivered_pairs(&file).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the fourth member's {sink} delivers nothing"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let produced = setup.produced(Duration::from_secs(60)).await;
     for (key, seqs) in &produced {
         assert_eq!(repeated(seqs), 0, "{key} produced messages twice");
@@ -589,7 +611,7 @@ async fn forward(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_cut_off_from_iggy_stops_its_sources_within_the_fencing_window() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let setup = Setup::new("cluster-fence", 1, 400).await;
+    let setup = Setup::new("cluster-fence", 1, 400, 1).await;
     let proxy = Proxy::to(&setup.target.address).await;
     let member = setup.start_at("m1", &proxy.address);
     let key = setup.sources[0].clone();
