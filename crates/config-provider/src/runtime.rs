@@ -104,6 +104,11 @@ pub struct ClusterConfig {
     pub topic: String,
     /// The topic that holds the sources' state (the newest record of a source wins).
     pub state_topic: String,
+    /// How long Iggy keeps a state record (the state topic's message expiry, set when
+    /// the topic is made); a member rewrites the state of each source it runs that
+    /// saved none for a quarter of it, so an idle source keeps its state. 0s: records
+    /// never expire, and the topic grows by a record per source batch.
+    pub state_retention: ConfigDuration,
     /// The partitions both topics are created with; sources beyond it share
     /// partitions (and so members).
     pub partitions: u32,
@@ -124,6 +129,7 @@ impl Default for ClusterConfig {
             stream: "iggy_connectors".to_owned(),
             topic: "cluster".to_owned(),
             state_topic: "source_state".to_owned(),
+            state_retention: ConfigDuration::from_secs(7 * 24 * 3600),
             partitions: 32,
             sync_interval: ConfigDuration::from_millis(500),
             fence_timeout: ConfigDuration::from_secs(3),

@@ -184,6 +184,16 @@ pub(crate) fn validate(loaded: &mut LoadedConfig, origins: &Origins) -> Result<(
                 format!("must be 1 to 1000, got {}", cluster.partitions),
             );
         }
+        let retention = cluster.state_retention.get();
+        if !retention.is_zero() && retention < std::time::Duration::from_secs(60) {
+            problem(
+                &["cluster.state_retention"],
+                format!(
+                    "must be 0s (records never expire) or at least 1m, got {}: a source's state could expire between two of its batches",
+                    cluster.state_retention
+                ),
+            );
+        }
         if cluster.sync_interval.get().is_zero() {
             problem(
                 &["cluster.sync_interval"],

@@ -187,13 +187,8 @@ impl RuntimeContext {
     /// only while the cluster places them on it, and keep their state in the cluster's
     /// state topic (not in files), so that the member that runs one next resumes it.
     pub fn in_cluster(mut self, settings: cluster::ClusterSettings) -> Self {
-        self.state = StateStore::in_iggy(
-            self.bus.clone(),
-            settings.state.clone(),
-            settings.name.clone(),
-            settings.partitions,
-        );
-        self.cluster = Some(cluster::Cluster::new(settings));
+        self.state = StateStore::in_iggy(self.bus.clone(), &settings);
+        self.cluster = Some(cluster::Cluster::new(settings, self.state.clone()));
         self
     }
 }

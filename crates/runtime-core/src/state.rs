@@ -205,24 +205,68 @@ impl StateStore {
         }
     }
 
-    /// A store in the topic `to` of a cluster named `cluster` (made with `partitions`
-    /// if missing), reached over `bus` (a connection of its own is asked for on first
+    /// A store in the state topic of the cluster `settings` describe (made if
+    /// missing), reached over `bus` (a connection of its own is asked for on first
     /// use): every member of the cluster reads what the others saved.
     pub fn in_iggy(
         bus: Arc<dyn crate::MessageBus>,
-        to: crate::Destination,
-        cluster: impl Into<String>,
-        partitions: u32,
+        settings: &crate::cluster::ClusterSettings,
     ) -> Self {
         StateStore {
             dir: PathBuf::new(),
             sequences: Arc::default(),
             log: Some(Arc::new(crate::cluster::StateLog::new(
                 bus,
-                to,
-                cluster.into(),
-                partitions,
+                settings.state.clone(),
+                settings.name.clone(),
+                settings.partitions,
+                settings.state_retention,
             ))),
+        }
+    }
+
+    /// In a cluster, writes again the newest state of every source `runs_here` says
+    /// runs on this member and whose last save (or first read) here is `idle_for` old
+    /// or older, so that the state topic's expiry never takes the only record of an
+    /// idle source. Files need no refresh: nothing. A failure is logged; the next
+    /// refresh tries again.
+    pub async fn refresh_idle(
+        &self,
+        idle_for: std::time::Duration,
+        runs_here: impl Fn(&str) -> bool,
+    ) {
+        let Some(log) = &self.log else {
+            return;
+        };
+        for key in log.idle_keys(idle_for) {
+            if !runs_here(&key) {
+                continue;
+            }
+            let _one_writer = log.lock(&key).await;
+            let result = async {
+                let Some((sequence, saved)) = log.newest(&key).await? else {
+                    return Ok(());
+                };
+                let next = self
+                    .sequences()
+                    .get(&key)
+                    .copied()
+                    .unwrap_or(sequence)
+                    .max(sequence)
+                    + 1;
+                log.append(&key, next, &saved).await?;
+                self.sequences().insert(key.clone(), next);
+                Ok::<_, std::io::Error>(())
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    tracing::debug!(connector = %key, "wrote an idle source's state again, before it could expire")
+                }
+                Err(error) => {
+                    tracing::warn!(connector = %key, %error, "cannot write an idle source's state again; trying at the next refresh")
+                }
+            }
         }
     }
 
@@ -279,6 +323,7 @@ impl StateStore {
     /// (nothing saved reads as the default: no state, no sends).
     pub async fn read_saved(&self, key: &str) -> std::io::Result<SavedState> {
         if let Some(log) = &self.log {
+            let _one_writer = log.lock(key).await;
             let newest = log.newest(key).await?;
             if let Some((sequence, _)) = &newest {
                 self.sequences().insert(key.to_owned(), *sequence);
@@ -337,6 +382,8 @@ impl StateStore {
     /// the highest sequence, given out in the order writes start.
     pub async fn write_saved(&self, key: &str, saved: SavedState) -> std::io::Result<()> {
         if let Some(log) = &self.log {
+            // One writer per key: a refresh of its state never lands between two saves.
+            let _one_writer = log.lock(key).await;
             let known = self.sequences().get(key).copied();
             let last = match known {
                 Some(sequence) => sequence,

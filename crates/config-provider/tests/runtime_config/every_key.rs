@@ -135,6 +135,7 @@ member_name = "east-1"
 stream = "coordination"
 topic = "members"
 state_topic = "states"
+state_retention = "2h"
 partitions = 7
 sync_interval = "250ms"
 fence_timeout = "4s"
@@ -236,6 +237,7 @@ fn check_every_key(config: &RuntimeConfig) {
     assert_eq!(cluster.stream, "coordination");
     assert_eq!(cluster.topic, "members");
     assert_eq!(cluster.state_topic, "states");
+    assert_eq!(cluster.state_retention, ConfigDuration::from_secs(7200));
     assert_eq!(cluster.partitions, 7);
     assert_eq!(cluster.sync_interval, ConfigDuration::from_millis(250));
     assert_eq!(cluster.fence_timeout, ConfigDuration::from_secs(4));
@@ -412,6 +414,7 @@ fn every_key_round_trips_from_the_environment() {
         ("IGGY_CONNECTORS_CLUSTER_STREAM", "coordination"),
         ("IGGY_CONNECTORS_CLUSTER_TOPIC", "members"),
         ("IGGY_CONNECTORS_CLUSTER_STATE_TOPIC", "states"),
+        ("IGGY_CONNECTORS_CLUSTER_STATE_RETENTION", "2h"),
         ("IGGY_CONNECTORS_CLUSTER_PARTITIONS", "7"),
         ("IGGY_CONNECTORS_CLUSTER_SYNC_INTERVAL", "250ms"),
         ("IGGY_CONNECTORS_CLUSTER_FENCE_TIMEOUT", "4s"),

@@ -175,10 +175,11 @@ impl MessageBus for ConnectingBus {
         &self,
         to: &Destination,
         partitions: u32,
+        retention: Option<std::time::Duration>,
     ) -> Result<u32, BusError> {
         self.bus()
             .await?
-            .ensure_partitioned_topic(to, partitions)
+            .ensure_partitioned_topic(to, partitions, retention)
             .await
     }
 

@@ -27,6 +27,9 @@ use super::{
     SEND_MARKER_HEADER,
 };
 
+/// The segment size of a topic made with a retention (cluster mode's state topic).
+const STATE_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Messages [`IggyBus`] reads per request while searching for a marker.
 const MARKER_SEARCH_PAGE: u32 = 1_000;
 
@@ -681,6 +684,7 @@ impl MessageBus for IggyBus {
         &self,
         to: &Destination,
         partitions: u32,
+        retention: Option<std::time::Duration>,
     ) -> Result<u32, BusError> {
         let (stream, topic) = (to.stream.as_str(), to.topic.as_str());
         let (stream_id, topic_id) = (identifier(stream)?, identifier(topic)?);
@@ -695,11 +699,17 @@ impl MessageBus for IggyBus {
         }
         // Flushed on every message, as the runtime's other topics: a record a member
         // was told is stored must outlive a killed server.
-        let options = TopicCreateOptions {
+        let mut options = TopicCreateOptions {
             partitions_count: Some(partitions),
             messages_required_to_save: Some(1),
             ..TopicCreateOptions::default()
         };
+        if let Some(retention) = retention {
+            options.message_expiry = Some(IggyExpiry::ExpireDuration(retention.into()));
+            // Iggy drops expired messages a whole segment at a time: small segments
+            // let it drop them soon after they expire.
+            options.segment_size = Some(IggyByteSize::from(STATE_SEGMENT_BYTES));
+        }
         match self.client.create_topic(&stream_id, topic, &options).await {
             Ok(_) | Err(IggyError::TopicNameAlreadyExists(..)) => {}
             Err(error) => return Err(error.into()),

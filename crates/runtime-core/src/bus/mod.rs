@@ -322,15 +322,17 @@ pub trait MessageBus: Send + Sync {
         Ok(None)
     }
 
-    /// Creates the stream and a topic of `partitions` partitions unless they exist, and
-    /// answers how many partitions the topic has (one made earlier keeps its count).
-    /// For cluster mode; the default cannot.
+    /// Creates the stream and a topic of `partitions` partitions unless they exist
+    /// (its messages expiring after `retention`, if given), and answers how many
+    /// partitions the topic has (one made earlier keeps its count and expiry). For
+    /// cluster mode; the default cannot.
     async fn ensure_partitioned_topic(
         &self,
         to: &Destination,
         partitions: u32,
+        retention: Option<std::time::Duration>,
     ) -> Result<u32, BusError> {
-        let _ = (to, partitions);
+        let _ = (to, partitions, retention);
         Err(BusError::new("this bus cannot coordinate a cluster"))
     }
 

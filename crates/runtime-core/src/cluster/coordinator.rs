@@ -63,12 +63,37 @@ impl Cluster {
             topic = %self.settings().coordination,
             "joining the cluster"
         );
+        // An idle source's state is written again well before its records expire.
+        let refresh_every = self
+            .settings()
+            .state_retention
+            .map(|retention| retention / 4);
+        let mut refreshed = Instant::now();
+        // On a task of its own, so that the syncs keep their pace; one at a time.
+        let mut refreshing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             coordinator.sync().await;
+            if let Some(every) = refresh_every
+                && refreshed.elapsed() >= every
+                && refreshing.as_ref().is_none_or(|task| task.is_finished())
+            {
+                refreshed = Instant::now();
+                let placed = self.clone();
+                refreshing = Some(tokio::spawn(async move {
+                    placed
+                        .inner
+                        .state
+                        .refresh_idle(every, |key| placed.runs_here(key))
+                        .await;
+                }));
+            }
             tokio::select! {
                 _ = leaving.wait_for(|leaving| *leaving) => break,
                 () = tokio::time::sleep(self.settings().sync_interval) => {}
             }
+        }
+        if let Some(task) = refreshing {
+            task.abort();
         }
         // Its sources have stopped (the runtime leaves after them).
         self.inner
@@ -149,10 +174,14 @@ impl Coordinator {
         let settings = self.cluster.settings();
         let partitions = self
             .bus
-            .ensure_partitioned_topic(&settings.coordination, settings.partitions)
+            .ensure_partitioned_topic(&settings.coordination, settings.partitions, None)
             .await?;
         self.bus
-            .ensure_partitioned_topic(&settings.state, settings.partitions)
+            .ensure_partitioned_topic(
+                &settings.state,
+                settings.partitions,
+                settings.state_retention,
+            )
             .await?;
         if partitions == 0 {
             return Err(BusError::new(format!(
@@ -327,15 +356,19 @@ mod tests {
     use crate::bus::Destination;
 
     fn cluster(fence: Duration) -> Cluster {
-        Cluster::new(super::super::ClusterSettings {
-            name: "c".to_owned(),
-            member_name: "m".to_owned(),
-            coordination: Destination::new("s", "t"),
-            state: Destination::new("s", "u"),
-            partitions: 4,
-            sync_interval: Duration::from_millis(10),
-            fence_timeout: fence,
-        })
+        Cluster::new(
+            super::super::ClusterSettings {
+                name: "c".to_owned(),
+                member_name: "m".to_owned(),
+                coordination: Destination::new("s", "t"),
+                state: Destination::new("s", "u"),
+                partitions: 4,
+                state_retention: None,
+                sync_interval: Duration::from_millis(10),
+                fence_timeout: fence,
+            },
+            crate::StateStore::new("unused"),
+        )
     }
 
     /// A bus that is never asked anything in these tests.

@@ -47,6 +47,9 @@ pub struct ClusterSettings {
     pub state: Destination,
     /// The partitions both topics are made with, when they are missing.
     pub partitions: u32,
+    /// How long the state topic keeps a record (`None`: for ever); the state of a
+    /// source that saved none for a quarter of it is written again.
+    pub state_retention: Option<Duration>,
     /// How often the member asks the server for its partitions.
     pub sync_interval: Duration,
     /// How long a member that does not hear from the server keeps its sources, and how
@@ -72,6 +75,8 @@ impl ClusterSettings {
             coordination: Destination::new(&config.stream, &config.topic),
             state: Destination::new(&config.stream, &config.state_topic),
             partitions: config.partitions,
+            state_retention: Some(config.state_retention.get())
+                .filter(|retention| !retention.is_zero()),
             sync_interval: config.sync_interval.get(),
             fence_timeout: config.fence_timeout.get(),
         })
@@ -157,6 +162,8 @@ struct ClusterInner {
     members: Mutex<Members>,
     /// Set once the member is to leave: the coordinator stops and leaves the group.
     leaving: watch::Sender<bool>,
+    /// Where its sources keep their state (refreshed by the coordinator).
+    state: crate::StateStore,
 }
 
 fn unix_millis(time: SystemTime) -> u64 {
@@ -165,9 +172,9 @@ fn unix_millis(time: SystemTime) -> u64 {
 }
 
 impl Cluster {
-    /// A member with nothing placed on it yet; [`Cluster::coordinate`] takes it into
-    /// the cluster.
-    pub fn new(settings: ClusterSettings) -> Cluster {
+    /// A member with nothing placed on it yet, its sources' state in `state`;
+    /// [`Cluster::coordinate`] takes it into the cluster.
+    pub fn new(settings: ClusterSettings, state: crate::StateStore) -> Cluster {
         Cluster {
             inner: Arc::new(ClusterInner {
                 settings,
@@ -175,6 +182,7 @@ impl Cluster {
                 placement: watch::channel(Placement::default()).0,
                 members: Mutex::default(),
                 leaving: watch::channel(false).0,
+                state,
             }),
         }
     }
@@ -342,15 +350,19 @@ mod tests {
 
     #[test]
     fn a_source_runs_only_where_its_partition_is_placed() {
-        let cluster = Cluster::new(ClusterSettings {
-            name: "c".to_owned(),
-            member_name: "m".to_owned(),
-            coordination: Destination::new("s", "t"),
-            state: Destination::new("s", "u"),
-            partitions: 4,
-            sync_interval: Duration::from_millis(10),
-            fence_timeout: Duration::from_millis(20),
-        });
+        let cluster = Cluster::new(
+            ClusterSettings {
+                name: "c".to_owned(),
+                member_name: "m".to_owned(),
+                coordination: Destination::new("s", "t"),
+                state: Destination::new("s", "u"),
+                partitions: 4,
+                state_retention: None,
+                sync_interval: Duration::from_millis(10),
+                fence_timeout: Duration::from_millis(20),
+            },
+            crate::StateStore::new("unused"),
+        );
         assert!(
             !cluster.runs_here("a"),
             "nothing placed before the first sync"

@@ -6,7 +6,9 @@
 //! A message's payload is the same checksummed record as a state file's slot
 //! (`crate::state`), so a torn or foreign payload is skipped, never taken for a state.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use connector_sdk::OwnedHeader;
 use tokio::sync::OnceCell;
@@ -29,9 +31,13 @@ pub(crate) struct StateLog {
     to: Destination,
     cluster: String,
     partitions: u32,
+    retention: Option<std::time::Duration>,
     /// The connection records go on (one of its own, made on first use) and the
     /// state topic's partition count.
     ready: OnceCell<(Arc<dyn MessageBus>, u32)>,
+    /// Per source: held while its state is read or written here, and when it was last
+    /// read or written.
+    keys: Mutex<HashMap<String, (Arc<tokio::sync::Mutex<()>>, Instant)>>,
 }
 
 impl std::fmt::Debug for StateLog {
@@ -56,20 +62,55 @@ fn header_is(message: &IncomingMessage, key: &str, value: &str) -> bool {
 
 impl StateLog {
     /// A log in `to` for the cluster `cluster`, over `bus` (a connection of its own is
-    /// asked for on first use); the topic is made with `partitions` if missing.
+    /// asked for on first use); the topic is made with `partitions` and `retention` if
+    /// missing.
     pub(crate) fn new(
         bus: Arc<dyn MessageBus>,
         to: Destination,
         cluster: String,
         partitions: u32,
+        retention: Option<std::time::Duration>,
     ) -> Self {
         StateLog {
             bus,
             to,
             cluster,
             partitions,
+            retention,
             ready: OnceCell::new(),
+            keys: Mutex::default(),
         }
+    }
+
+    fn keys(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<tokio::sync::Mutex<()>>, Instant)>> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until no one else reads or writes `key`'s state here, and marks it used
+    /// now; the guard lets the next one in.
+    pub(crate) async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut keys = self.keys();
+            let entry = keys
+                .entry(key.to_owned())
+                .or_insert_with(|| (Arc::default(), Instant::now()));
+            entry.1 = Instant::now();
+            entry.0.clone()
+        };
+        lock.lock_owned().await
+    }
+
+    /// The sources whose state was last read or written here `idle_for` ago or more.
+    pub(crate) fn idle_keys(&self, idle_for: Duration) -> Vec<String> {
+        self.keys()
+            .iter()
+            .filter(|(_, (_, used))| used.elapsed() >= idle_for)
+            .map(|(key, _)| key.clone())
+            .collect()
     }
 
     async fn ready(&self) -> std::io::Result<&(Arc<dyn MessageBus>, u32)> {
@@ -82,7 +123,7 @@ impl StateLog {
                     .map_err(io_error)?
                     .unwrap_or_else(|| self.bus.clone());
                 let partitions = bus
-                    .ensure_partitioned_topic(&self.to, self.partitions)
+                    .ensure_partitioned_topic(&self.to, self.partitions, self.retention)
                     .await
                     .map_err(io_error)?;
                 if partitions == 0 {

@@ -2,6 +2,7 @@
 //! libraries, the real client, at-least-once delivery.
 //!
 //! One test binary (linking is the slow part of a build), one module per subject:
+//! - `cluster_state`: cluster mode's source state in Iggy;
 //! - `source`: what a source produces and how its sends are cut and encoded;
 //! - `sink`: delivery to sinks, their retries, reading ahead, sharing a group;
 //! - `resume`: the state saved around each send and where a restart resumes;
@@ -14,6 +15,7 @@
 // In tests an unwrap is an assertion.
 #![allow(clippy::unwrap_used)]
 
+mod cluster_state;
 mod error_policy;
 mod lifecycle;
 mod metrics;
