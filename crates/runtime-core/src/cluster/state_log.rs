@@ -37,8 +37,11 @@ pub(crate) struct StateLog {
     ready: OnceCell<(Arc<dyn MessageBus>, u32)>,
     /// Per source: held while its state is read or written here, and when it was last
     /// read or written.
-    keys: Mutex<HashMap<String, (Arc<tokio::sync::Mutex<()>>, Instant)>>,
+    keys: Mutex<HashMap<String, KeyUse>>,
 }
+
+/// A source's lock (held while its state is read or written) and its last use.
+type KeyUse = (Arc<tokio::sync::Mutex<()>>, Instant);
 
 impl std::fmt::Debug for StateLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,9 +85,7 @@ impl StateLog {
         }
     }
 
-    fn keys(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<tokio::sync::Mutex<()>>, Instant)>> {
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, KeyUse>> {
         self.keys
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
