@@ -606,8 +606,8 @@ async fn forward(
 }
 
 /// A member cut off from Iggy (a network partition: its connections stay open, no
-/// byte passes) stops its source within the fencing window, and runs it again once it
-/// hears from the server again, losing nothing.
+/// byte passes) stops its source within the fencing window and answers `/ready` 503
+/// saying why, and runs it again once it hears from the server again, losing nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_cut_off_from_iggy_stops_its_sources_within_the_fencing_window() {
     let _alone = ONE_AT_A_TIME.lock().await;
@@ -637,8 +637,33 @@ async fn a_member_cut_off_from_iggy_stops_its_sources_within_the_fencing_window(
         fenced_after <= FENCE_TIMEOUT + Duration::from_millis(500),
         "fenced {fenced_after:?} after the cut; the window is {FENCE_TIMEOUT:?}"
     );
+    // Its readiness says why it runs nothing.
+    let deadline = Instant::now() + FENCE_TIMEOUT + Duration::from_secs(5);
+    loop {
+        let (status, body) = http_get(&member.served.address, "/ready");
+        if status == 503 && body.contains("no answer from Iggy") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/ready while cut off: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     proxy.heal();
     setup.placed(&[&member], Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http_get(&member.served.address, "/ready");
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/ready once healed: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     setup.produced(Duration::from_secs(60)).await;
     setup.delivered(Duration::from_secs(60)).await;
     drop(member);

@@ -875,6 +875,9 @@ async fn ready(context: &ApiContext) -> Answer {
     if !runtime.iggy_connected() {
         reasons.push("not connected to Iggy".to_owned());
     }
+    if let Some(problem) = runtime.cluster_problem() {
+        reasons.push(problem);
+    }
     for status in runtime.statuses() {
         let enabled = runtime
             .config(status.kind, &status.key)

@@ -913,14 +913,21 @@ impl Runtime {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .take();
-            if let Some(coordinator) = coordinator
-                && tokio::time::timeout(cluster.settings().sync_interval * 4, coordinator)
+            if let Some(mut coordinator) = coordinator
+                && tokio::time::timeout(cluster.settings().sync_interval * 4, &mut coordinator)
                     .await
                     .is_err()
             {
+                coordinator.abort();
                 tracing::warn!(cluster = %cluster.settings().name, "did not leave the cluster's group in time; the server deals its partitions out once the connection closes");
             }
         }
+    }
+
+    /// Why this cluster member runs no sources now (not in the cluster's group yet,
+    /// or cut off from Iggy); `None` when it takes part, or outside cluster mode.
+    pub fn cluster_problem(&self) -> Option<String> {
+        self.inner.context.cluster.as_ref()?.problem()
     }
 
     /// The cluster as this member sees it (`GET /cluster`), with the sources this
@@ -1020,8 +1027,9 @@ async fn supervise(
         };
         match &cluster {
             // Moved to another member: the batch in flight gets `sync_interval` to
-            // finish; a send that does not (its member is cut off from Iggy) is
-            // abandoned, so that the source is reported stopped here.
+            // finish; then the runtime stops waiting for it (its member is cut off
+            // from Iggy, say) and reports the source stopped here. A send already
+            // handed to the client may still land later: duplicates only.
             Some(cluster) => {
                 let grace = cluster.settings().sync_interval;
                 let moved = async {

@@ -139,7 +139,9 @@ pub struct StateStore {
     log: Option<Arc<crate::cluster::StateLog>>,
 }
 
-fn fnv1a(parts: &[&[u8]]) -> u64 {
+/// FNV-1a 64 of `parts` in turn: the records' checksum, and the hash that places a
+/// source in a cluster (fixed, so every member and version agrees).
+pub(crate) fn fnv1a(parts: &[&[u8]]) -> u64 {
     parts
         .iter()
         .flat_map(|part| part.iter())
@@ -247,6 +249,10 @@ impl StateStore {
                 let Some((sequence, saved)) = log.newest(&key).await? else {
                     return Ok(());
                 };
+                // Moved away while this was read: the new member writes its own.
+                if !runs_here(&key) {
+                    return Ok(());
+                }
                 let next = self
                     .sequences()
                     .get(&key)
@@ -325,9 +331,8 @@ impl StateStore {
         if let Some(log) = &self.log {
             let _one_writer = log.lock(key).await;
             let newest = log.newest(key).await?;
-            if let Some((sequence, _)) = &newest {
-                self.sequences().insert(key.to_owned(), *sequence);
-            }
+            let sequence = newest.as_ref().map_or(0, |(sequence, _)| *sequence);
+            self.sequences().insert(key.to_owned(), sequence);
             return Ok(newest.map(|(_, saved)| saved).unwrap_or_default());
         }
         let store = self.clone();
@@ -378,8 +383,9 @@ impl StateStore {
     }
 
     /// Saves a state with the sends pending after it; when this returns, it survives a
-    /// crash. Writes for one key must not overlap: the newest record is the one with
-    /// the highest sequence, given out in the order writes start.
+    /// crash. Writes for one key must not overlap: in files the newest record is the
+    /// one with the highest sequence, given out in the order writes start; in a
+    /// cluster's state topic it is the last one appended.
     pub async fn write_saved(&self, key: &str, saved: SavedState) -> std::io::Result<()> {
         if let Some(log) = &self.log {
             // One writer per key: a refresh of its state never lands between two saves.

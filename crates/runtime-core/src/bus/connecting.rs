@@ -203,6 +203,10 @@ impl MessageBus for ConnectingBus {
         self.bus().await?.leave_group(from, group).await
     }
 
+    async fn partition_ends(&self, of: &Destination) -> Result<Vec<u64>, BusError> {
+        self.bus().await?.partition_ends(of).await
+    }
+
     async fn send_to_partition(
         &self,
         to: &Destination,

@@ -802,6 +802,29 @@ impl MessageBus for IggyBus {
         }
     }
 
+    async fn partition_ends(&self, of: &Destination) -> Result<Vec<u64>, BusError> {
+        let Some(details) = self
+            .client
+            .get_topic(&identifier(&of.stream)?, &identifier(&of.topic)?)
+            .await?
+        else {
+            return Err(BusError::new(format!("topic {of} does not exist")));
+        };
+        let mut ends = vec![0; details.partitions.len()];
+        for partition in &details.partitions {
+            // A partition whose messages all expired keeps its current offset.
+            let end = if partition.messages_count == 0 && partition.current_offset == 0 {
+                0
+            } else {
+                partition.current_offset + 1
+            };
+            if let Some(slot) = ends.get_mut(partition.id as usize) {
+                *slot = end;
+            }
+        }
+        Ok(ends)
+    }
+
     async fn send_to_partition(
         &self,
         to: &Destination,

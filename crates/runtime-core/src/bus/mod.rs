@@ -360,10 +360,18 @@ pub trait MessageBus: Send + Sync {
     }
 
     /// Leaves the group, so that the server gives this connection's partitions to the
-    /// other members at once. The default does nothing.
+    /// other members at once. For cluster mode; the default cannot.
     async fn leave_group(&self, from: &Destination, group: &str) -> Result<(), BusError> {
         let _ = (from, group);
-        Ok(())
+        Err(BusError::new("this bus cannot coordinate a cluster"))
+    }
+
+    /// Where each partition of the topic ends: the offset its next message will get (0
+    /// while it is empty), by partition id. Unlike reading from offset 0, this holds
+    /// after the oldest messages expired. For cluster mode; the default cannot.
+    async fn partition_ends(&self, of: &Destination) -> Result<Vec<u64>, BusError> {
+        let _ = of;
+        Err(BusError::new("this bus cannot coordinate a cluster"))
     }
 
     /// Produces messages to one partition; `Ok` means Iggy stored them. For cluster

@@ -15,8 +15,15 @@ use super::{Card, Cluster, Placement, unix_millis};
 use crate::bus::{BusError, MessageBus, OutgoingMessage};
 
 /// Cards read back from the coordination topic for the view (each member writes one
-/// per change of its partitions).
+/// per change of its partitions, and one every [`CARD_EVERY`]).
 const CARDS_READ: u32 = 200;
+
+/// How often a member writes its card when nothing changed, so that other members'
+/// cards do not push it out of the last [`CARDS_READ`].
+const CARD_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Rounds between two checks of the coordination topic's partition count.
+const RECOUNT_EVERY: u32 = 20;
 
 /// What the coordinator knows between syncs.
 struct Coordinator {
@@ -24,12 +31,15 @@ struct Coordinator {
     bus: Arc<dyn MessageBus>,
     /// The coordination topic's partitions; 0 until it was made or found.
     partitions: u32,
-    /// When the server last answered a sync.
+    /// When the last sync the server answered was sent (the server's answer says
+    /// how things stood at some moment after it).
     last_heard: Option<Instant>,
     /// Partitions assigned to this member whose handover wait is not over yet.
     waiting: BTreeMap<u32, Instant>,
-    /// The partitions the last card said.
-    carded: Option<BTreeSet<u32>>,
+    /// What the last card said (assigned and running partitions), and when it went.
+    carded: Option<(BTreeSet<u32>, BTreeSet<u32>, Instant)>,
+    /// Rounds since the partition count was last checked.
+    rounds: u32,
 }
 
 impl Cluster {
@@ -56,6 +66,7 @@ impl Cluster {
             last_heard: None,
             waiting: BTreeMap::new(),
             carded: None,
+            rounds: 0,
         };
         tracing::info!(
             cluster = %self.settings().name,
@@ -71,8 +82,27 @@ impl Cluster {
         let mut refreshed = Instant::now();
         // On a task of its own, so that the syncs keep their pace; one at a time.
         let mut refreshing: Option<tokio::task::JoinHandle<()>> = None;
+        let settings = self.settings().clone();
         loop {
-            coordinator.sync().await;
+            // A round's requests all share one deadline, so that a round (its work
+            // and the pause after it) never takes more than two sync intervals,
+            // however the server answers: `unheard` counts on it. Setting up the
+            // topics may take longer; nothing runs here until it is done.
+            let budget = if coordinator.partitions == 0 {
+                settings
+                    .fence_timeout
+                    .max(std::time::Duration::from_secs(2))
+            } else {
+                settings.sync_interval
+            };
+            tokio::select! {
+                _ = leaving.wait_for(|leaving| *leaving) => break,
+                done = tokio::time::timeout(budget, coordinator.sync()) => {
+                    if done.is_err() {
+                        coordinator.unheard("the server did not answer within sync_interval", Instant::now());
+                    }
+                }
+            }
             if let Some(every) = refresh_every
                 && refreshed.elapsed() >= every
                 && refreshing.as_ref().is_none_or(|task| task.is_finished())
@@ -99,12 +129,21 @@ impl Cluster {
         self.inner
             .placement
             .send_modify(|placement| placement.here.clear());
-        let settings = self.settings();
-        if let Err(error) = own
-            .leave_group(&settings.coordination, &settings.name)
-            .await
+        match tokio::time::timeout(
+            settings.sync_interval,
+            own.leave_group(&settings.coordination, &settings.name),
+        )
+        .await
         {
-            tracing::warn!(cluster = %settings.name, %error, "cannot leave the cluster's group; the server deals its partitions out once the connection closes");
+            Ok(Ok(())) => {
+                tracing::info!(cluster = %settings.name, member = %settings.member_name, "left the cluster")
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(cluster = %settings.name, %error, "cannot leave the cluster's group; the server deals its partitions out once the connection closes")
+            }
+            Err(_) => {
+                tracing::warn!(cluster = %settings.name, "the server did not answer the leave in time; it deals the partitions out once the connection closes")
+            }
         }
         if !Arc::ptr_eq(&own, &bus) {
             own.close().await;
@@ -117,39 +156,62 @@ impl Coordinator {
     /// place or fence.
     async fn sync(&mut self) {
         let settings = self.cluster.settings().clone();
-        // A request that takes longer than this leaves the member unsure: it counts
-        // as not heard.
-        let patience = settings.sync_interval;
         if !self.bus.connected() {
             self.fence("its connection to Iggy is down");
         }
         if self.partitions == 0 {
-            match tokio::time::timeout(patience * 4, self.set_up()).await {
-                Ok(Ok(partitions)) => self.partitions = partitions,
-                Ok(Err(error)) => {
+            match self.set_up().await {
+                Ok(partitions) => self.partitions = partitions,
+                Err(error) => {
                     tracing::warn!(cluster = %settings.name, %error, "cannot set up the cluster's topics; trying again");
                     return;
                 }
-                Err(_) => return,
             }
         }
-        let asked = tokio::time::timeout(
-            patience,
-            self.bus.assignment(&settings.coordination, &settings.name),
-        )
-        .await;
-        match asked {
-            Ok(Ok(Some(partitions))) => {
-                let now = Instant::now();
-                self.last_heard = Some(now);
-                self.place(partitions.into_iter().collect(), now);
+        self.rounds += 1;
+        if self.rounds >= RECOUNT_EVERY {
+            self.rounds = 0;
+            if let Ok(partitions) = self
+                .bus
+                .ensure_partitioned_topic(
+                    &settings.coordination,
+                    settings.partitions,
+                    settings.state_retention,
+                )
+                .await
+                && partitions != self.partitions
+                && partitions > 0
+            {
+                // Sources map to partitions by the count: with another one they land
+                // elsewhere. Stop them all and place them again by the new count.
+                tracing::error!(cluster = %settings.name, topic = %settings.coordination, before = self.partitions, now = partitions, "the coordination topic's partition count changed; sources are placed again by the new count");
+                self.fence("the coordination topic's partition count changed");
+                self.partitions = partitions;
+            }
+        }
+        let asked_at = Instant::now();
+        match self
+            .bus
+            .assignment(&settings.coordination, &settings.name)
+            .await
+        {
+            Ok(Some(partitions)) => {
+                self.last_heard = Some(asked_at);
+                self.cluster.heard(asked_at);
+                let assigned: BTreeSet<u32> = partitions.into_iter().collect();
+                self.place(assigned.clone(), Instant::now());
+                self.cluster.members().assigned = assigned;
                 self.list_members().await;
             }
-            Ok(Ok(None)) => {
+            Ok(None) => {
                 // Not a member (first round, or the connection was made again): the
                 // server dealt this member's partitions out already.
                 self.fence("it is not a member of the cluster's group");
-                self.cluster.members().listed.clear();
+                {
+                    let mut members = self.cluster.members();
+                    members.listed.clear();
+                    members.assigned.clear();
+                }
                 match self
                     .bus
                     .join_group(&settings.coordination, &settings.name)
@@ -163,8 +225,7 @@ impl Coordinator {
                     }
                 }
             }
-            Ok(Err(error)) => self.unheard(&error.to_string(), Instant::now()),
-            Err(_) => self.unheard("the server did not answer a sync in time", Instant::now()),
+            Err(error) => self.unheard(&error.to_string(), Instant::now()),
         }
     }
 
@@ -172,9 +233,14 @@ impl Coordinator {
     /// coordination topic's partitions.
     async fn set_up(&self) -> Result<u32, BusError> {
         let settings = self.cluster.settings();
+        // Cards are all the coordination topic holds: they expire as states do.
         let partitions = self
             .bus
-            .ensure_partitioned_topic(&settings.coordination, settings.partitions, None)
+            .ensure_partitioned_topic(
+                &settings.coordination,
+                settings.partitions,
+                settings.state_retention,
+            )
             .await?;
         self.bus
             .ensure_partitioned_topic(
@@ -196,8 +262,9 @@ impl Coordinator {
     /// gaining this one's partitions may start their sources within the next round.
     fn unheard(&mut self, why: &str, now: Instant) {
         let settings = self.cluster.settings();
-        // The check runs once a round (a sync's patience and the pause after it):
-        // fencing two rounds before `fence_timeout` is over fences in time.
+        // The check runs once a round, and a round (its deadline and the pause after
+        // it) takes at most two sync intervals: fencing two of them before
+        // `fence_timeout` is over fences in time.
         let limit = settings
             .fence_timeout
             .saturating_sub(settings.sync_interval.saturating_mul(2));
@@ -270,11 +337,19 @@ impl Coordinator {
         let settings = self.cluster.settings().clone();
         let placement = self.cluster.inner.placement.borrow().clone();
         let here: BTreeSet<u32> = placement.here.keys().copied().collect();
-        if self.carded.as_ref() != Some(&here) {
+        let assigned = self.cluster.members().assigned.clone();
+        let stale = self
+            .carded
+            .as_ref()
+            .is_none_or(|(said_assigned, said_here, at)| {
+                *said_assigned != assigned || *said_here != here || at.elapsed() >= CARD_EVERY
+            });
+        if stale {
             let card = Card {
                 cluster: settings.name.clone(),
                 id: self.cluster.inner.card_id.clone(),
                 name: settings.member_name.clone(),
+                assigned: assigned.iter().copied().collect(),
                 here: placement
                     .here
                     .iter()
@@ -294,21 +369,18 @@ impl Coordinator {
                     .await
                     .is_ok()
                 {
-                    self.carded = Some(here);
+                    self.carded = Some((assigned, here, Instant::now()));
                 }
             }
         }
-        let patience = settings.sync_interval;
-        if let Ok(Ok(listed)) = tokio::time::timeout(
-            patience,
-            self.bus
-                .group_members(&settings.coordination, &settings.name),
-        )
-        .await
+        if let Ok(listed) = self
+            .bus
+            .group_members(&settings.coordination, &settings.name)
+            .await
         {
             self.cluster.members().listed = listed;
         }
-        if let Ok(Ok(cards)) = tokio::time::timeout(patience, self.read_cards()).await {
+        if let Ok(cards) = self.read_cards().await {
             self.cluster.members().cards = cards;
         }
     }
@@ -316,13 +388,12 @@ impl Coordinator {
     /// The newest card of each member among the last [`CARDS_READ`] written.
     async fn read_cards(&self) -> Result<BTreeMap<String, Card>, BusError> {
         let settings = self.cluster.settings();
-        let Some(first) = self.bus.read(&settings.coordination, 0, 0, 1).await? else {
-            return Ok(BTreeMap::new());
-        };
-        if first.messages.is_empty() {
+        let ends = self.bus.partition_ends(&settings.coordination).await?;
+        let end = ends.first().copied().unwrap_or(0);
+        if end == 0 {
             return Ok(BTreeMap::new());
         }
-        let start = (first.current_offset + 1).saturating_sub(u64::from(CARDS_READ));
+        let start = end.saturating_sub(u64::from(CARDS_READ));
         let Some(read) = self
             .bus
             .read(&settings.coordination, 0, start, CARDS_READ)
@@ -415,6 +486,7 @@ mod tests {
             last_heard: Some(start),
             waiting: BTreeMap::new(),
             carded: None,
+            rounds: 0,
         };
         let here = || cluster.inner.placement.borrow().partitions_here();
         let fence = cluster.settings().fence_timeout;
@@ -444,6 +516,7 @@ mod tests {
             last_heard: Some(start),
             waiting: BTreeMap::new(),
             carded: None,
+            rounds: 0,
         };
         cluster.inner.placement.send_modify(|placement| {
             placement.partitions = 4;

@@ -11,9 +11,11 @@
 //!   [`ClusterSettings::fence_timeout`] (or whose coordination connection dropped)
 //!   stops its sources; a member that gains a partition waits `fence_timeout` before it
 //!   starts its sources. So by the time a source starts on its new member, the member
-//!   that had it was asked to stop it: two members produce for one source at once only
-//!   while the old one finishes the batch it had in flight, and never leave a gap,
-//!   since the new one resumes from the newest state the old one saved.
+//!   that had it was asked to stop it. The batch it had in flight gets
+//!   `sync_interval` to finish; after that the runtime stops waiting for it, but a
+//!   send (or state write) already handed to the client may still reach the server
+//!   later: duplicates, never a gap, since the new member resumes from the newest
+//!   state record, which never runs ahead of what Iggy stored.
 //! - **State.** A source's state is a record in the state topic (`state_log.rs`), the
 //!   newest record of a source winning, so whichever member runs it next resumes from
 //!   it.
@@ -102,10 +104,7 @@ fn host_name() -> String {
 /// assert_eq!(partition, runtime_core::cluster::partition_of("postgres_orders", 32));
 /// ```
 pub fn partition_of(key: &str, partitions: u32) -> u32 {
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (hash % u64::from(partitions.max(1))) as u32
+    (crate::state::fnv1a(&[key.as_bytes()]) % u64::from(partitions.max(1))) as u32
 }
 
 /// Which coordination partitions' sources run here.
@@ -131,16 +130,23 @@ struct Members {
     listed: Vec<GroupMember>,
     /// The newest card of each member (by its card id), as read from the topic.
     cards: BTreeMap<String, Card>,
+    /// This member's partitions as the server last assigned them (those still in
+    /// their handover wait too).
+    assigned: BTreeSet<u32>,
+    /// When the last sync the server answered was sent.
+    heard: Option<std::time::Instant>,
 }
 
 /// What a member says of itself on the coordination topic whenever its partitions
-/// change: other members show it in their [`ClusterView`].
+/// change (and every ten minutes): other members show it in their [`ClusterView`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Card {
     cluster: String,
     /// Unique per run of a member.
     id: String,
     name: String,
+    /// The partitions the server assigned it (by which the others know it).
+    assigned: Vec<u32>,
     /// The partitions whose sources it runs, each since when (Unix milliseconds).
     here: BTreeMap<u32, u64>,
     /// When it wrote the card (Unix milliseconds).
@@ -210,6 +216,30 @@ impl Cluster {
         let _ = placement.wait_for(|placement| !placement.runs(key)).await;
     }
 
+    /// Records that the server answered a sync sent at `asked_at`.
+    fn heard(&self, asked_at: tokio::time::Instant) {
+        self.members().heard = Some(asked_at.into_std());
+    }
+
+    /// Why this member cannot run sources now: it has not joined the cluster's group,
+    /// or has not heard from the server for `fence_timeout`; `None` when it takes
+    /// part. (`GET /ready` reports it: a member that never joins runs nothing.)
+    pub fn problem(&self) -> Option<String> {
+        let settings = &self.inner.settings;
+        match self.members().heard {
+            None => Some(format!(
+                "not yet a member of cluster {}: its coordinator has had no answer from Iggy",
+                settings.name
+            )),
+            Some(heard) if heard.elapsed() >= settings.fence_timeout => Some(format!(
+                "cluster {}: no answer from Iggy for {} s; this member runs none of its sources",
+                settings.name,
+                heard.elapsed().as_secs()
+            )),
+            Some(_) => None,
+        }
+    }
+
     fn members(&self) -> std::sync::MutexGuard<'_, Members> {
         self.inner
             .members
@@ -235,21 +265,25 @@ impl Cluster {
                 })
                 .collect()
         };
-        let mine: BTreeSet<u32> = placement.here.keys().copied().collect();
+        // This member by what the server assigned it: partitions still in their
+        // handover wait are its, though their sources do not run yet.
+        let mine = members.assigned.clone();
         let mut view = Vec::new();
         view.push(MemberView {
             name: self.inner.settings.member_name.clone(),
             this_member: true,
             partitions: mine.iter().copied().collect(),
             sources: sources_on(&|partition| {
-                placement
-                    .here
-                    .get(&partition)
-                    .map(|since| Some(unix_millis(*since)))
+                mine.contains(&partition).then(|| {
+                    placement
+                        .here
+                        .get(&partition)
+                        .map(|since| unix_millis(*since))
+                })
             }),
         });
         // The server's list holds this member too (the coordinator keeps a list only
-        // while it is a member): the one entry with its partitions is this member.
+        // while it is a member): the entry with its assignment is this member.
         let mut others = members.listed.clone();
         if let Some(me) = others
             .iter()
@@ -257,7 +291,7 @@ impl Cluster {
         {
             others.remove(me);
         }
-        // Cards by newest first; each names one member (by its partitions), and
+        // Cards by newest first; each names one member (by its assignment), and
         // members without partitions take the cards without any in turn.
         let mut cards: Vec<&Card> = members
             .cards
@@ -269,7 +303,7 @@ impl Cluster {
             let theirs: BTreeSet<u32> = member.partitions.iter().copied().collect();
             let card = cards
                 .iter()
-                .position(|card| card.here.keys().copied().collect::<BTreeSet<u32>>() == theirs)
+                .position(|card| card.assigned.iter().copied().collect::<BTreeSet<u32>>() == theirs)
                 .map(|index| cards.remove(index));
             view.push(MemberView {
                 name: card
@@ -316,9 +350,10 @@ pub struct MemberView {
     pub name: String,
     /// Whether it is the member answering.
     pub this_member: bool,
-    /// The coordination partitions whose sources it runs.
+    /// The coordination partitions the server assigned it.
     pub partitions: Vec<u32>,
-    /// The sources it runs, of those the answering member has configs for.
+    /// The sources on those partitions, of those the answering member has configs
+    /// for: running there, or about to start once the handover wait is over.
     pub sources: Vec<PlacedSource>,
 }
 
@@ -327,7 +362,8 @@ pub struct MemberView {
 pub struct PlacedSource {
     /// The source's key.
     pub key: String,
-    /// Since when it runs there (Unix milliseconds), when known.
+    /// Since when it runs there (Unix milliseconds): `None` while it waits out the
+    /// handover, or until that member's card says.
     pub since_unix_ms: Option<u64>,
 }
 
@@ -373,6 +409,7 @@ mod tests {
             here: BTreeMap::from([(partition, SystemTime::now())]),
         });
         assert!(cluster.runs_here("a"));
+        cluster.members().assigned = BTreeSet::from([partition]);
         let view = cluster.view(&["a".to_owned()]);
         assert_eq!(view.members.len(), 1);
         assert_eq!(view.members[0].sources[0].key, "a");

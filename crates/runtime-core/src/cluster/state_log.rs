@@ -138,34 +138,74 @@ impl StateLog {
             .await
     }
 
-    /// The newest record of `key`, with its sequence; `None` when it has none.
+    /// The newest record of `key` (the last one in its partition), with its
+    /// sequence; `None` when it has none. Records are looked for on the key's
+    /// partition, and, when it holds none, on every other one (the topic's partition
+    /// count changed since they were written), where the highest sequence wins.
     pub(crate) async fn newest(&self, key: &str) -> std::io::Result<Option<(u64, SavedState)>> {
         let (bus, partitions) = self.ready().await?;
-        let partition = super::partition_of(key, *partitions);
-        let Some(first) = bus
-            .read(&self.to, partition, 0, 1)
-            .await
-            .map_err(io_error)?
-        else {
-            return Err(std::io::Error::other("this bus cannot read by offset"));
-        };
-        if first.messages.is_empty() {
-            return Ok(None);
+        let ends = bus.partition_ends(&self.to).await.map_err(io_error)?;
+        let own = super::partition_of(key, *partitions);
+        if let Some(end) = ends.get(own as usize)
+            && let Some(found) = self.newest_in(bus.as_ref(), key, own, *end).await?
+        {
+            return Ok(Some(found));
         }
-        // Newest page first, newest record of the page first.
-        let mut end = first.current_offset + 1;
+        let mut newest: Option<(u64, SavedState)> = None;
+        for (partition, end) in ends.iter().enumerate() {
+            let partition = partition as u32;
+            if partition == own {
+                continue;
+            }
+            if let Some((sequence, saved)) =
+                self.newest_in(bus.as_ref(), key, partition, *end).await?
+                && newest.as_ref().is_none_or(|(best, _)| sequence > *best)
+            {
+                newest = Some((sequence, saved));
+            }
+        }
+        if newest.is_some() {
+            tracing::warn!(connector = %key, topic = %self.to, "the source's state was on another partition of the state topic: were its partitions changed?");
+        }
+        Ok(newest)
+    }
+
+    /// The last record of `key` in `partition`, which ends at `end`, read backwards a
+    /// page at a time.
+    async fn newest_in(
+        &self,
+        bus: &dyn MessageBus,
+        key: &str,
+        partition: u32,
+        end: u64,
+    ) -> std::io::Result<Option<(u64, SavedState)>> {
+        let mut end = end;
         while end > 0 {
             let start = end.saturating_sub(u64::from(PAGE));
-            let page = bus
-                .read(&self.to, partition, start, PAGE)
-                .await
-                .map_err(io_error)?
-                .map(|polled| polled.messages)
-                .unwrap_or_default();
+            // Everything in [start, end): a read may answer fewer than asked.
+            let mut page: Vec<IncomingMessage> = Vec::new();
+            let mut next = start;
+            while next < end {
+                let want = u32::try_from(end - next).unwrap_or(PAGE).min(PAGE);
+                let read = bus
+                    .read(&self.to, partition, next, want)
+                    .await
+                    .map_err(io_error)?
+                    .ok_or_else(|| std::io::Error::other("this bus cannot read by offset"))?;
+                let Some(last) = read.messages.last() else {
+                    // Nothing more there (expired, or not yet visible).
+                    break;
+                };
+                next = last.offset + 1;
+                page.extend(
+                    read.messages
+                        .into_iter()
+                        .filter(|message| message.offset < end),
+                );
+            }
             let found = page
                 .iter()
                 .rev()
-                .filter(|message| message.offset < end)
                 .filter(|message| {
                     header_is(message, CLUSTER_HEADER, &self.cluster)
                         && header_is(message, SOURCE_HEADER, key)
