@@ -95,10 +95,15 @@ impl Cluster {
             } else {
                 settings.sync_interval
             };
+            let round_started = Instant::now();
             tokio::select! {
                 _ = leaving.wait_for(|leaving| *leaving) => break,
                 done = tokio::time::timeout(budget, coordinator.sync()) => {
-                    if done.is_err() {
+                    // Out of time after the sync was answered: only the view is older.
+                    let answered = coordinator
+                        .last_heard
+                        .is_some_and(|heard| heard >= round_started);
+                    if done.is_err() && !answered {
                         coordinator.unheard("the server did not answer within sync_interval", Instant::now());
                     }
                 }
