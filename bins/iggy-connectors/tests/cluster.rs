@@ -160,6 +160,30 @@ impl Setup {
         self.start_at(name, &self.target.address)
     }
 
+    /// Starts the members `names` and waits until each lists them all and every source
+    /// runs on exactly one.
+    async fn start_all(&self, names: &[&str]) -> Vec<Member> {
+        let members: Vec<Member> = names.iter().map(|name| self.start(name)).collect();
+        for member in &members {
+            member
+                .sees_members(names.len(), Duration::from_secs(30))
+                .await;
+        }
+        self.placed(&members.iter().collect::<Vec<_>>(), Duration::from_secs(30))
+            .await;
+        members
+    }
+
+    /// Waits until Iggy holds every message of every source, none twice (`why` a
+    /// repeat would be wrong), and both sinks delivered them all.
+    async fn all_once(&self, why: &str) {
+        let produced = self.produced(Duration::from_secs(90)).await;
+        for (key, seqs) in &produced {
+            assert_eq!(repeated(seqs), 0, "{key} produced messages twice ({why})");
+        }
+        self.delivered(Duration::from_secs(60)).await;
+    }
+
     /// Waits until every source runs on exactly one of `members` (their `/sources`
     /// say so); returns which member runs each.
     async fn placed(&self, members: &[&Member], within: Duration) -> BTreeMap<String, String> {
@@ -380,13 +404,7 @@ impl Member {
 async fn a_killed_members_sources_move_to_another_without_loss() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let setup = Setup::new("cluster-kill", 2, 1_000, 1).await;
-    let mut members: Vec<Member> = ["m1", "m2", "m3"]
-        .iter()
-        .map(|name| setup.start(name))
-        .collect();
-    for member in &members {
-        member.sees_members(3, Duration::from_secs(30)).await;
-    }
+    let mut members = setup.start_all(&["m1", "m2", "m3"]).await;
     let placed = setup
         .placed(&members.iter().collect::<Vec<_>>(), Duration::from_secs(30))
         .await;
@@ -438,15 +456,9 @@ async fn a_killed_members_sources_move_to_another_without_loss() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("{key} moved in {:?}", killed_at.elapsed());
-    let produced = setup.produced(Duration::from_secs(60)).await;
-    for (key, seqs) in &produced {
-        assert_eq!(
-            repeated(seqs),
-            0,
-            "{key} produced messages twice (verified resume finds what was stored)"
-        );
-    }
-    setup.delivered(Duration::from_secs(60)).await;
+    setup
+        .all_once("verified resume finds what the killed member stored")
+        .await;
     drop(members);
 }
 
@@ -457,13 +469,7 @@ async fn a_killed_members_sources_move_to_another_without_loss() {
 async fn a_rolling_restart_loses_nothing() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let setup = Setup::new("cluster-rolling", 2, 1_500, 1).await;
-    let mut members: Vec<Member> = ["m1", "m2", "m3"]
-        .iter()
-        .map(|name| setup.start(name))
-        .collect();
-    setup
-        .placed(&members.iter().collect::<Vec<_>>(), Duration::from_secs(30))
-        .await;
+    let mut members = setup.start_all(&["m1", "m2", "m3"]).await;
     for index in 0..members.len() {
         let name = members[index].name.clone();
         let stopping = members.remove(index);
@@ -476,15 +482,9 @@ async fn a_rolling_restart_loses_nothing() {
             .placed(&members.iter().collect::<Vec<_>>(), Duration::from_secs(30))
             .await;
     }
-    let produced = setup.produced(Duration::from_secs(90)).await;
-    for (key, seqs) in &produced {
-        assert_eq!(
-            repeated(seqs),
-            0,
-            "{key} produced messages twice across clean handovers"
-        );
-    }
-    setup.delivered(Duration::from_secs(60)).await;
+    setup
+        .all_once("handovers by members that stopped cleanly")
+        .await;
     drop(members);
 }
 
@@ -495,16 +495,7 @@ async fn a_rolling_restart_loses_nothing() {
 async fn a_fourth_member_takes_over_sources_without_loss() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let setup = Setup::new("cluster-scale", 4, 1_000, 4).await;
-    let mut members: Vec<Member> = ["m1", "m2", "m3"]
-        .iter()
-        .map(|name| setup.start(name))
-        .collect();
-    for member in &members {
-        member.sees_members(3, Duration::from_secs(30)).await;
-    }
-    setup
-        .placed(&members.iter().collect::<Vec<_>>(), Duration::from_secs(30))
-        .await;
+    let mut members = setup.start_all(&["m1", "m2", "m3"]).await;
     members.push(setup.start("m4"));
     members[3].sees_members(4, Duration::from_secs(30)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -535,11 +526,7 @@ async fn a_fourth_member_takes_over_sources_without_loss() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let produced = setup.produced(Duration::from_secs(60)).await;
-    for (key, seqs) in &produced {
-        assert_eq!(repeated(seqs), 0, "{key} produced messages twice");
-    }
-    setup.delivered(Duration::from_secs(60)).await;
+    setup.all_once("a member joining").await;
     drop(members);
 }
 

@@ -205,6 +205,11 @@ pub const MARKER_SEARCH_DEPTH: u32 = 10_000;
 /// poll figures show it beside the sink's group.
 pub const READ_AHEAD_CONSUMER: &str = "iggy-connectors-read-ahead";
 
+/// What the cluster-mode methods of [`MessageBus`] answer on a bus that lacks them.
+fn no_cluster() -> BusError {
+    BusError::new("this bus cannot coordinate a cluster")
+}
+
 /// What the runtime needs from Iggy. Implemented by [`IggyBus`]; tests and embedders may
 /// supply their own.
 #[async_trait]
@@ -333,7 +338,7 @@ pub trait MessageBus: Send + Sync {
         retention: Option<std::time::Duration>,
     ) -> Result<u32, BusError> {
         let _ = (to, partitions, retention);
-        Err(BusError::new("this bus cannot coordinate a cluster"))
+        Err(no_cluster())
     }
 
     /// The partitions the server assigned this connection in the group, or `None` when
@@ -345,7 +350,7 @@ pub trait MessageBus: Send + Sync {
         group: &str,
     ) -> Result<Option<Vec<u32>>, BusError> {
         let _ = (from, group);
-        Err(BusError::new("this bus cannot coordinate a cluster"))
+        Err(no_cluster())
     }
 
     /// Every member of the group with its partitions. For cluster mode; the default
@@ -356,14 +361,14 @@ pub trait MessageBus: Send + Sync {
         group: &str,
     ) -> Result<Vec<GroupMember>, BusError> {
         let _ = (from, group);
-        Err(BusError::new("this bus cannot coordinate a cluster"))
+        Err(no_cluster())
     }
 
     /// Leaves the group, so that the server gives this connection's partitions to the
     /// other members at once. For cluster mode; the default cannot.
     async fn leave_group(&self, from: &Destination, group: &str) -> Result<(), BusError> {
         let _ = (from, group);
-        Err(BusError::new("this bus cannot coordinate a cluster"))
+        Err(no_cluster())
     }
 
     /// Where each partition of the topic ends: the offset its next message will get (0
@@ -371,7 +376,7 @@ pub trait MessageBus: Send + Sync {
     /// after the oldest messages expired. For cluster mode; the default cannot.
     async fn partition_ends(&self, of: &Destination) -> Result<Vec<u64>, BusError> {
         let _ = of;
-        Err(BusError::new("this bus cannot coordinate a cluster"))
+        Err(no_cluster())
     }
 
     /// Produces messages to one partition; `Ok` means Iggy stored them. For cluster
@@ -383,7 +388,7 @@ pub trait MessageBus: Send + Sync {
         messages: Vec<OutgoingMessage>,
     ) -> Result<(), BusError> {
         let _ = (to, partition, messages);
-        Err(BusError::new("this bus cannot coordinate a cluster"))
+        Err(no_cluster())
     }
 
     /// Whether the connection is up as far as the bus knows (a bus that cannot tell

@@ -431,20 +431,19 @@ mod tests {
     use super::*;
     use crate::bus::Destination;
 
-    fn cluster(fence: Duration) -> Cluster {
-        Cluster::new(
-            super::super::ClusterSettings {
-                name: "c".to_owned(),
-                member_name: "m".to_owned(),
-                coordination: Destination::new("s", "t"),
-                state: Destination::new("s", "u"),
-                partitions: 4,
-                state_retention: None,
-                sync_interval: Duration::from_millis(10),
-                fence_timeout: fence,
-            },
-            crate::StateStore::new("unused"),
-        )
+    /// A coordinator of a fresh test member that heard from the server at `start`.
+    fn coordinator(fence: Duration, start: Instant) -> (Cluster, Coordinator) {
+        let cluster = super::super::test_cluster(fence);
+        let coordinator = Coordinator {
+            cluster: cluster.clone(),
+            bus: Arc::new(Unused),
+            partitions: 4,
+            last_heard: Some(start),
+            waiting: BTreeMap::new(),
+            carded: None,
+            rounds: 0,
+        };
+        (cluster, coordinator)
     }
 
     /// A bus that is never asked anything in these tests.
@@ -482,17 +481,8 @@ mod tests {
 
     #[test]
     fn a_gained_partition_waits_out_the_handover_and_a_lost_one_stops_at_once() {
-        let cluster = cluster(Duration::from_secs(3));
         let start = Instant::now();
-        let mut coordinator = Coordinator {
-            cluster: cluster.clone(),
-            bus: Arc::new(Unused),
-            partitions: 4,
-            last_heard: Some(start),
-            waiting: BTreeMap::new(),
-            carded: None,
-            rounds: 0,
-        };
+        let (cluster, mut coordinator) = coordinator(Duration::from_secs(3), start);
         let here = || cluster.inner.placement.borrow().partitions_here();
         let fence = cluster.settings().fence_timeout;
         coordinator.place(BTreeSet::from([1, 2]), start);
@@ -512,17 +502,8 @@ mod tests {
 
     #[test]
     fn a_member_that_cannot_hear_the_server_fences_itself_in_time() {
-        let cluster = cluster(Duration::from_secs(3));
         let start = Instant::now();
-        let mut coordinator = Coordinator {
-            cluster: cluster.clone(),
-            bus: Arc::new(Unused),
-            partitions: 4,
-            last_heard: Some(start),
-            waiting: BTreeMap::new(),
-            carded: None,
-            rounds: 0,
-        };
+        let (cluster, mut coordinator) = coordinator(Duration::from_secs(3), start);
         cluster.inner.placement.send_modify(|placement| {
             placement.partitions = 4;
             placement.here.insert(0, SystemTime::now());

@@ -367,6 +367,24 @@ pub struct PlacedSource {
     pub since_unix_ms: Option<u64>,
 }
 
+/// A member of a cluster of four partitions syncing every 10 ms, for unit tests.
+#[cfg(test)]
+fn test_cluster(fence_timeout: Duration) -> Cluster {
+    Cluster::new(
+        ClusterSettings {
+            name: "c".to_owned(),
+            member_name: "m".to_owned(),
+            coordination: Destination::new("s", "t"),
+            state: Destination::new("s", "u"),
+            partitions: 4,
+            state_retention: None,
+            sync_interval: Duration::from_millis(10),
+            fence_timeout,
+        },
+        crate::StateStore::new("unused"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,19 +404,7 @@ mod tests {
 
     #[test]
     fn a_source_runs_only_where_its_partition_is_placed() {
-        let cluster = Cluster::new(
-            ClusterSettings {
-                name: "c".to_owned(),
-                member_name: "m".to_owned(),
-                coordination: Destination::new("s", "t"),
-                state: Destination::new("s", "u"),
-                partitions: 4,
-                state_retention: None,
-                sync_interval: Duration::from_millis(10),
-                fence_timeout: Duration::from_millis(20),
-            },
-            crate::StateStore::new("unused"),
-        );
+        let cluster = test_cluster(Duration::from_millis(20));
         assert!(
             !cluster.runs_here("a"),
             "nothing placed before the first sync"
