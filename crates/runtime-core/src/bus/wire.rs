@@ -42,6 +42,7 @@ pub(super) fn encode_send(
     to: &Destination,
     partition: u32,
     messages: &[OutgoingMessage],
+    mut body: BytesMut,
 ) -> Result<Bytes, BusError> {
     let wire_name = |name: &str| {
         WireIdentifier::named(name)
@@ -85,7 +86,8 @@ pub(super) fn encode_send(
         })
         .collect();
     let size = SendMessagesEncoder::encoded_size(&stream_id, &topic_id, &partitioning, &raw);
-    let mut body = BytesMut::with_capacity(size);
+    body.clear();
+    body.reserve(size);
     SendMessagesEncoder::encode(&mut body, &stream_id, &topic_id, &partitioning, &raw)
         .map_err(|error| BusError::new(format!("cannot encode the send: {error}")))?;
     Ok(body.freeze())
@@ -240,8 +242,8 @@ mod tests {
                 b"headed",
             ),
         ];
-        let body =
-            encode_send(&Destination::new("s", "t"), 3, &messages).expect("valid messages encode");
+        let body = encode_send(&Destination::new("s", "t"), 3, &messages, BytesMut::new())
+            .expect("valid messages encode");
         let after = IggyTimestamp::now().as_micros();
 
         let (header, batch) = decode_send(&body);
@@ -279,6 +281,7 @@ mod tests {
             &Destination::new("s", "t"),
             0,
             &[outgoing(None, Vec::new(), b"")],
+            BytesMut::new(),
         )
         .map(|_| ());
         let client = IggyMessage::builder()
@@ -324,8 +327,8 @@ mod tests {
                 b"second",
             ),
         ];
-        let body =
-            encode_send(&Destination::new("s", "t"), 0, &messages).expect("valid messages encode");
+        let body = encode_send(&Destination::new("s", "t"), 0, &messages, BytesMut::new())
+            .expect("valid messages encode");
         let polled = decode_read(served(&body, 4, 40, 99)).expect("the reply decodes");
 
         assert_eq!((polled.partition_id, polled.current_offset), (4, 99));
@@ -354,6 +357,7 @@ mod tests {
             &Destination::new("s", "t"),
             0,
             &[outgoing(Some(1), Vec::new(), b"payload")],
+            BytesMut::new(),
         )
         .expect("valid messages encode");
         let reply = served(&body, 0, 0, 0);
