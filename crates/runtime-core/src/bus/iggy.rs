@@ -65,12 +65,13 @@ pub struct IggyBus {
     spare: Arc<SpareBodies>,
 }
 
-/// The most send bodies a bus keeps for reuse: one for the send in flight's successor
-/// being encoded, one more for good measure.
-const SPARE_BODIES: usize = 2;
+/// The most send bodies a bus keeps for reuse. One is enough: a source encodes its next
+/// send while one is in flight, and that one comes back before the send after.
+const SPARE_BODIES: usize = 1;
 
-/// The largest send body a bus keeps for reuse; a larger one is freed.
-const SPARE_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// The largest send body a bus keeps for reuse (a larger one is freed): what a source
+/// holds beyond its memory budget.
+const SPARE_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// Send bodies kept for reuse. A body of a batch of 1000 1 KiB messages is 1 MiB: freed
 /// and allocated again for every send, its pages went back to the system and were
