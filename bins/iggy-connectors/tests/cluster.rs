@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use iggy_connectors_tests::{plugin_path, temp_dir, unique};
 use iggy_test_server::TestTarget;
 use runtime_core::cluster::partition_of;
-use runtime_core::{Destination, IggyBus, IggySettings, MessageBus};
+use runtime_core::{IggyBus, IggySettings, MessageBus};
 
 mod support;
-use support::{Served, http_get, serve_api};
+use support::{Served, http_get, serve_api, stored_messages};
 
 /// The clusters' rhythm here: a member asks for its partitions every 100 ms and waits
 /// 1 s before it starts a source it gained.
@@ -287,26 +287,14 @@ impl Setup {
 
 /// The sequence numbers of the messages in `stream`/`topic`, partition by partition.
 async fn topic_seqs(bus: &IggyBus, stream: &str, topic: &str) -> Vec<u64> {
-    let from = Destination::new(stream, topic);
-    let mut seqs = Vec::new();
-    for partition in 0.. {
-        let mut offset = 0;
-        loop {
-            let Ok(Some(polled)) = bus.read(&from, partition, offset, 1_000).await else {
-                // No such partition: all were read.
-                return seqs;
-            };
-            let Some(last) = polled.messages.last() else {
-                break;
-            };
-            offset = last.offset + 1;
-            for message in &polled.messages {
-                let value: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
-                seqs.push(value["seq"].as_u64().unwrap());
-            }
-        }
-    }
-    seqs
+    stored_messages(bus, stream, topic)
+        .await
+        .iter()
+        .map(|message| {
+            let value: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+            value["seq"].as_u64().unwrap()
+        })
+        .collect()
 }
 
 /// The (source key, sequence number) of every message a file sink wrote to `path`.

@@ -10,11 +10,11 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use iggy_connectors_tests::{plugin_path, prepare_topic, temp_dir, unique};
-use runtime_core::{Destination, IggyBus, IggySettings, IncomingMessage, MessageBus};
+use runtime_core::{Destination, IggyBus, IggySettings, MessageBus};
 
 mod support;
 use iggy_test_server::TestTarget;
-use support::{Reaped, Served, api_address, http_get, lines_of, runtime_command};
+use support::{Reaped, Served, api_address, http_get, lines_of, runtime_command, stored_messages};
 
 /// Writes a runtime config and two connectors (random source -> file sink on `stream`)
 /// under `dir`, and makes the topic ahead where a real server needs it
@@ -213,37 +213,6 @@ async fn iggy_bus(address: &str) -> IggyBus {
         .unwrap_or_else(|error| panic!("connecting to Iggy at {address}: {error}"))
 }
 
-/// Every message Iggy stored in `stream`/t, read by offset from each partition (as the
-/// consumer group `group`'s progress lists them), as a consumer that stores nothing.
-async fn stored_messages(bus: &IggyBus, stream: &str, group: &str) -> Vec<IncomingMessage> {
-    let from = Destination::new(stream, "t");
-    let progress = bus
-        .group_progress(&from, group)
-        .await
-        .unwrap()
-        .expect("the Iggy bus tells a group's progress");
-    let mut messages = Vec::new();
-    for partition in progress.partitions {
-        let mut offset = 0;
-        while offset < partition.end {
-            let polled = bus
-                .read(&from, partition.partition_id, offset, 1_000)
-                .await
-                .unwrap()
-                .expect("the Iggy bus reads by offset");
-            let Some(last) = polled.messages.last() else {
-                panic!(
-                    "partition {} ends at {offset}, not {}",
-                    partition.partition_id, partition.end
-                );
-            };
-            offset = last.offset + 1;
-            messages.extend(polled.messages);
-        }
-    }
-    messages
-}
-
 /// SIGTERM stops the runtime cleanly, and what it saved on the way covers everything
 /// delivered: the signal comes while a sink batch is in flight (its `consume` takes a
 /// while) and the source is still producing; shutdown finishes the batch and stores its
@@ -351,7 +320,7 @@ async fn sigterm_saves_what_was_delivered_and_a_restart_repeats_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     // The source's repeats first: the sink would deliver those twice too.
-    let stored: Vec<u64> = stored_messages(&bus, &stream, group)
+    let stored: Vec<u64> = stored_messages(&bus, &stream, "t")
         .await
         .iter()
         .map(|message| seqs_of(&String::from_utf8_lossy(&message.payload))[0])
@@ -495,7 +464,7 @@ async fn a_killed_runtime_resumes_without_losing_messages() {
     }
     // The source: what Iggy stored, read back from the topic.
     let bus = iggy_bus(&target.address).await;
-    let stored = stored_messages(&bus, &stream, "iggy-connect-sink-file").await;
+    let stored = stored_messages(&bus, &stream, "t").await;
     let stored_seqs: Vec<u64> = stored
         .iter()
         .map(|message| seqs_of(&String::from_utf8_lossy(&message.payload))[0])

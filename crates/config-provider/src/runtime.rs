@@ -104,10 +104,11 @@ pub struct ClusterConfig {
     pub topic: String,
     /// The topic that holds the sources' state (the newest record of a source wins).
     pub state_topic: String,
-    /// How long Iggy keeps a state record (the state topic's message expiry, set when
-    /// the topic is made); a member rewrites the state of each source it runs that
-    /// saved none for a quarter of it, so an idle source keeps its state. 0s: records
-    /// never expire, and the topic grows by a record per source batch.
+    /// How long Iggy keeps a state record, and a member's card on the coordination
+    /// topic (both topics' message expiry, set when they are made); a member rewrites
+    /// the state of each source it runs that saved none for a quarter of it, so an
+    /// idle source keeps its state. 0s: records never expire, and the state topic
+    /// grows by a record per source batch.
     pub state_retention: ConfigDuration,
     /// The partitions both topics are created with; sources beyond it share
     /// partitions (and so members).

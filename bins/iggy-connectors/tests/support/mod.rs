@@ -225,3 +225,35 @@ pub(crate) fn runtime_with_connectors(
 pub(crate) fn printed(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
 }
+
+/// Every message Iggy holds in `stream`/`topic`, partition by partition, read by offset
+/// up to where each partition ends, as a consumer that stores nothing.
+pub(crate) async fn stored_messages(
+    bus: &runtime_core::IggyBus,
+    stream: &str,
+    topic: &str,
+) -> Vec<runtime_core::IncomingMessage> {
+    use runtime_core::MessageBus;
+    let from = runtime_core::Destination::new(stream, topic);
+    let Ok(ends) = bus.partition_ends(&from).await else {
+        // The topic is not there yet.
+        return Vec::new();
+    };
+    let mut messages = Vec::new();
+    for (partition, end) in ends.into_iter().enumerate() {
+        let mut offset = 0;
+        while offset < end {
+            let polled = bus
+                .read(&from, partition as u32, offset, 1_000)
+                .await
+                .unwrap()
+                .expect("the Iggy bus reads by offset");
+            let Some(last) = polled.messages.last() else {
+                panic!("partition {partition} ends at {offset}, not {end}");
+            };
+            offset = last.offset + 1;
+            messages.extend(polled.messages);
+        }
+    }
+    messages
+}

@@ -241,41 +241,10 @@ impl MessageBus for ConnectingBus {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
 
+    use super::super::Closable;
     use super::*;
-
-    /// A bus that only says whether it was closed.
-    #[derive(Default)]
-    struct Closable(AtomicBool);
-
-    #[async_trait]
-    impl MessageBus for Closable {
-        async fn ensure_topic(&self, _: &Destination) -> Result<(), BusError> {
-            Ok(())
-        }
-        async fn send(&self, _: &Destination, _: Vec<OutgoingMessage>) -> Result<(), BusError> {
-            Ok(())
-        }
-        async fn join_group(&self, _: &Destination, _: &str) -> Result<(), BusError> {
-            Ok(())
-        }
-        async fn poll(&self, _: &Destination, _: &str, _: u32) -> Result<Polled, BusError> {
-            Err(BusError::new("nothing to poll"))
-        }
-        async fn store_offset(
-            &self,
-            _: &Destination,
-            _: &str,
-            _: u32,
-            _: u64,
-        ) -> Result<(), BusError> {
-            Ok(())
-        }
-        async fn close(&self) {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
 
     #[tokio::test]
     async fn calls_wait_for_the_connection_and_one_closed_meanwhile_is_closed_once_made() {

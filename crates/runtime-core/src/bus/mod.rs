@@ -409,3 +409,32 @@ pub trait MessageBus: Send + Sync {
     /// Releases what the bus holds (a connector's own connection).
     async fn close(&self) {}
 }
+
+/// A test bus that takes every call, has nothing to poll, and says whether it was
+/// closed.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Closable(pub(crate) std::sync::atomic::AtomicBool);
+
+#[cfg(test)]
+#[async_trait]
+impl MessageBus for Closable {
+    async fn ensure_topic(&self, _: &Destination) -> Result<(), BusError> {
+        Ok(())
+    }
+    async fn send(&self, _: &Destination, _: Vec<OutgoingMessage>) -> Result<(), BusError> {
+        Ok(())
+    }
+    async fn join_group(&self, _: &Destination, _: &str) -> Result<(), BusError> {
+        Ok(())
+    }
+    async fn poll(&self, _: &Destination, _: &str, _: u32) -> Result<Polled, BusError> {
+        Err(BusError::new("nothing to poll"))
+    }
+    async fn store_offset(&self, _: &Destination, _: &str, _: u32, _: u64) -> Result<(), BusError> {
+        Ok(())
+    }
+    async fn close(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

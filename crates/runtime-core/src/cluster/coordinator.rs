@@ -31,9 +31,6 @@ struct Coordinator {
     bus: Arc<dyn MessageBus>,
     /// The coordination topic's partitions; 0 until it was made or found.
     partitions: u32,
-    /// When the last sync the server answered was sent (the server's answer says
-    /// how things stood at some moment after it).
-    last_heard: Option<Instant>,
     /// Partitions assigned to this member whose handover wait is not over yet.
     waiting: BTreeMap<u32, Instant>,
     /// What the last card said (assigned and running partitions), and when it went.
@@ -63,7 +60,6 @@ impl Cluster {
             cluster: self.clone(),
             bus: own.clone(),
             partitions: 0,
-            last_heard: None,
             waiting: BTreeMap::new(),
             carded: None,
             rounds: 0,
@@ -101,7 +97,8 @@ impl Cluster {
                 done = tokio::time::timeout(budget, coordinator.sync()) => {
                     // Out of time after the sync was answered: only the view is older.
                     let answered = coordinator
-                        .last_heard
+                        .cluster
+                        .last_heard()
                         .is_some_and(|heard| heard >= round_started);
                     if done.is_err() && !answered {
                         coordinator.unheard("the server did not answer within sync_interval", Instant::now());
@@ -201,7 +198,7 @@ impl Coordinator {
             .await
         {
             Ok(Some(partitions)) => {
-                self.last_heard = Some(asked_at);
+                // The answer says how things stood at some moment after it was sent.
                 self.cluster.heard(asked_at);
                 let assigned: BTreeSet<u32> = partitions.into_iter().collect();
                 self.place(assigned.clone(), Instant::now());
@@ -274,7 +271,8 @@ impl Coordinator {
             .fence_timeout
             .saturating_sub(settings.sync_interval.saturating_mul(2));
         let silent = self
-            .last_heard
+            .cluster
+            .last_heard()
             .is_none_or(|heard| now.saturating_duration_since(heard) >= limit);
         tracing::warn!(cluster = %settings.name, error = why, fenced = silent, "cannot sync with the cluster");
         if silent {
@@ -429,54 +427,20 @@ impl Placement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::Destination;
 
     /// A coordinator of a fresh test member that heard from the server at `start`.
     fn coordinator(fence: Duration, start: Instant) -> (Cluster, Coordinator) {
         let cluster = super::super::test_cluster(fence);
+        cluster.heard(start);
         let coordinator = Coordinator {
             cluster: cluster.clone(),
-            bus: Arc::new(Unused),
+            bus: Arc::new(crate::bus::Closable::default()),
             partitions: 4,
-            last_heard: Some(start),
             waiting: BTreeMap::new(),
             carded: None,
             rounds: 0,
         };
         (cluster, coordinator)
-    }
-
-    /// A bus that is never asked anything in these tests.
-    struct Unused;
-
-    #[async_trait::async_trait]
-    impl MessageBus for Unused {
-        async fn ensure_topic(&self, _: &Destination) -> Result<(), BusError> {
-            unreachable!()
-        }
-        async fn send(&self, _: &Destination, _: Vec<OutgoingMessage>) -> Result<(), BusError> {
-            unreachable!()
-        }
-        async fn join_group(&self, _: &Destination, _: &str) -> Result<(), BusError> {
-            unreachable!()
-        }
-        async fn poll(
-            &self,
-            _: &Destination,
-            _: &str,
-            _: u32,
-        ) -> Result<crate::bus::Polled, BusError> {
-            unreachable!()
-        }
-        async fn store_offset(
-            &self,
-            _: &Destination,
-            _: &str,
-            _: u32,
-            _: u64,
-        ) -> Result<(), BusError> {
-            unreachable!()
-        }
     }
 
     #[test]

@@ -49,8 +49,8 @@ pub struct ClusterSettings {
     pub state: Destination,
     /// The partitions both topics are made with, when they are missing.
     pub partitions: u32,
-    /// How long the state topic keeps a record (`None`: for ever); the state of a
-    /// source that saved none for a quarter of it is written again.
+    /// How long the state and coordination topics keep a record (`None`: for ever);
+    /// the state of a source that saved none for a quarter of it is written again.
     pub state_retention: Option<Duration>,
     /// How often the member asks the server for its partitions.
     pub sync_interval: Duration,
@@ -134,7 +134,7 @@ struct Members {
     /// their handover wait too).
     assigned: BTreeSet<u32>,
     /// When the last sync the server answered was sent.
-    heard: Option<std::time::Instant>,
+    heard: Option<tokio::time::Instant>,
 }
 
 /// What a member says of itself on the coordination topic whenever its partitions
@@ -218,7 +218,12 @@ impl Cluster {
 
     /// Records that the server answered a sync sent at `asked_at`.
     fn heard(&self, asked_at: tokio::time::Instant) {
-        self.members().heard = Some(asked_at.into_std());
+        self.members().heard = Some(asked_at);
+    }
+
+    /// When the last sync the server answered was sent.
+    fn last_heard(&self) -> Option<tokio::time::Instant> {
+        self.members().heard
     }
 
     /// Why this member cannot run sources now: it has not joined the cluster's group,
